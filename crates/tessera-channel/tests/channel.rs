@@ -1,0 +1,620 @@
+//! Behaviour of the sans-IO channel layer between three parties.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tessera_channel::identity::{AdminKey, PartyIdentity};
+use tessera_channel::{
+    ChannelConfig, ChannelError, ChannelManager, Delivery, FrameContext, Outbound, RefusalReason,
+    Roster, SignedRoster,
+};
+use tessera_wire::{
+    ClusterId, FrameKind, PartyId, Protocol, SessionId, WireMessage, DEFAULT_MAX_PAYLOAD,
+};
+
+const P1: PartyId = PartyId(1);
+const P2: PartyId = PartyId(2);
+const P3: PartyId = PartyId(3);
+
+struct Cluster {
+    nodes: Vec<ChannelManager>,
+    /// Messages in flight: (from, outbound).
+    wire: VecDeque<(PartyId, Outbound)>,
+    inbox: Vec<Vec<Delivery>>,
+    now: Instant,
+    identities_json: Vec<String>,
+    roster: Roster,
+}
+
+fn cluster_with(config: ChannelConfig) -> Cluster {
+    let cluster = ClusterId::new("test").unwrap();
+    let identities: Vec<PartyIdentity> = (1..=3)
+        .map(|i| PartyIdentity::generate(PartyId(i), cluster.clone(), None))
+        .collect();
+    let publics: Vec<_> = identities.iter().map(|i| i.public(None)).collect();
+    let roster = Roster::build(cluster, 1, &publics).unwrap();
+    let admin = AdminKey::generate();
+    let mut signed = SignedRoster::new(roster.clone());
+    signed.sign(&admin);
+    signed.verify(&[admin.verifying_key()], 1).unwrap();
+    let identities_json = identities.iter().map(|i| i.to_json().to_string()).collect();
+    let nodes = identities
+        .into_iter()
+        .map(|id| ChannelManager::new(id, roster.clone(), config.clone()).unwrap())
+        .collect();
+    Cluster {
+        nodes,
+        wire: VecDeque::new(),
+        inbox: vec![Vec::new(); 3],
+        now: Instant::now(),
+        identities_json,
+        roster,
+    }
+}
+
+fn cluster() -> Cluster {
+    cluster_with(ChannelConfig::default())
+}
+
+fn ctx(round: u16) -> FrameContext {
+    FrameContext {
+        session: SessionId([9; 16]),
+        round,
+        protocol: Protocol::PING,
+    }
+}
+
+fn idx(p: PartyId) -> usize {
+    p.0 as usize - 1
+}
+
+impl Cluster {
+    fn node(&mut self, p: PartyId) -> &mut ChannelManager {
+        &mut self.nodes[idx(p)]
+    }
+
+    fn send(&mut self, from: PartyId, to: PartyId, round: u16, payload: &[u8]) {
+        let now = self.now;
+        let out = self.node(from).send(to, ctx(round), payload, now).unwrap();
+        self.wire.extend(out.into_iter().map(|o| (from, o)));
+    }
+
+    fn broadcast(&mut self, from: PartyId, payload: &[u8]) {
+        let now = self.now;
+        let others: Vec<_> = [P1, P2, P3].into_iter().filter(|p| *p != from).collect();
+        let out = self
+            .node(from)
+            .broadcast(&others, ctx(1), payload, now)
+            .unwrap();
+        self.wire.extend(out.into_iter().map(|o| (from, o)));
+    }
+
+    /// Delivers one message; returns the receiver's verdict.
+    fn deliver_one(&mut self, from: PartyId, o: Outbound) -> Result<(), ChannelError> {
+        let now = self.now;
+        let received = self.node(o.to).receive(Some(from), &o.bytes, now)?;
+        if let Some(d) = received.delivery {
+            self.inbox[idx(o.to)].push(d);
+        }
+        let to = o.to;
+        self.wire
+            .extend(received.outbound.into_iter().map(|r| (to, r)));
+        Ok(())
+    }
+
+    /// Delivers everything in flight until the network is quiet.
+    fn run(&mut self) {
+        while let Some((from, o)) = self.wire.pop_front() {
+            self.deliver_one(from, o)
+                .expect("honest traffic is accepted");
+        }
+    }
+
+    fn take_inbox(&mut self, p: PartyId) -> Vec<Delivery> {
+        std::mem::take(&mut self.inbox[idx(p)])
+    }
+
+    /// Establishes every channel and returns a captured, deliverable record from p1 to p2.
+    fn established_record(&mut self) -> (PartyId, Outbound) {
+        for a in [P1, P2, P3] {
+            for b in [P1, P2, P3] {
+                if a != b {
+                    self.send(a, b, 0, b"hello");
+                }
+            }
+        }
+        self.run();
+        for p in [P1, P2, P3] {
+            self.take_inbox(p);
+        }
+        self.send(P1, P2, 3, b"captured");
+        let captured = self.wire.pop_front().unwrap();
+        assert!(self.wire.is_empty());
+        captured
+    }
+
+    fn assert_still_works(&mut self, from: PartyId, to: PartyId) {
+        self.send(from, to, 7, b"still works");
+        self.run();
+        let got = self.take_inbox(to);
+        assert_eq!(got.len(), 1, "channel {from}->{to} broken");
+        assert_eq!(got[0].payload, b"still works");
+    }
+}
+
+#[test]
+fn direct_messages_round_trip_between_all_pairs() {
+    let mut c = cluster();
+    for a in [P1, P2, P3] {
+        for b in [P1, P2, P3] {
+            if a != b {
+                c.send(a, b, 1, format!("{a}->{b}").as_bytes());
+            }
+        }
+    }
+    c.run();
+    for p in [P1, P2, P3] {
+        let mut got: Vec<String> = c
+            .take_inbox(p)
+            .into_iter()
+            .map(|d| {
+                assert_eq!(d.context, ctx(1));
+                assert!(d.broadcast.is_none());
+                String::from_utf8(d.payload).unwrap()
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = [P1, P2, P3]
+            .into_iter()
+            .filter(|q| *q != p)
+            .map(|q| format!("{q}->{p}"))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    for p in [P1, P2, P3] {
+        assert_eq!(c.node(p).counters().total(), 0);
+    }
+}
+
+#[test]
+fn broadcast_is_signed_and_verifiable_later() {
+    let mut c = cluster();
+    c.broadcast(P2, b"commitment");
+    c.run();
+    for p in [P1, P3] {
+        let got = c.take_inbox(p);
+        assert_eq!(got.len(), 1);
+        let d = &got[0];
+        assert_eq!((d.from, d.payload.as_slice()), (P2, &b"commitment"[..]));
+        let evidence = d.broadcast.clone().expect("broadcast evidence");
+        // Anyone with the roster can check it later, and it speaks of this payload only.
+        evidence.verify(&c.roster).unwrap();
+        assert!(evidence.covers(b"commitment"));
+        assert!(!evidence.covers(b"other"));
+        let mut forged = evidence.clone();
+        forged.round += 1;
+        assert!(matches!(
+            forged.verify(&c.roster),
+            Err(ChannelError::BadBroadcastSignature { .. })
+        ));
+    }
+}
+
+#[test]
+fn empty_and_max_size_payloads_round_trip() {
+    let mut c = cluster();
+    let big = vec![0xab; DEFAULT_MAX_PAYLOAD];
+    c.send(P1, P3, 1, b"");
+    c.send(P1, P3, 2, &big);
+    c.run();
+    let got = c.take_inbox(P3);
+    assert_eq!(got[0].payload, b"");
+    assert_eq!(got[1].payload, big);
+    let too_big = vec![0; DEFAULT_MAX_PAYLOAD + 1];
+    let now = c.now;
+    assert!(matches!(
+        c.node(P1).send(P3, ctx(1), &too_big, now),
+        Err(ChannelError::PayloadTooLarge { .. })
+    ));
+}
+
+/// Feeds `bytes` to `to` as if from `from`, expects the given refusal, checks its counter and
+/// that the channel keeps working.
+fn expect_refusal(
+    c: &mut Cluster,
+    from: PartyId,
+    to: PartyId,
+    bytes: Vec<u8>,
+    reason: RefusalReason,
+) -> ChannelError {
+    let before = c.node(to).counters().get(reason);
+    let err = c
+        .deliver_one(from, Outbound { to, bytes })
+        .expect_err("must be refused");
+    assert_eq!(err.reason(), reason, "got {err}");
+    assert_eq!(c.node(to).counters().get(reason), before + 1);
+    c.assert_still_works(from, to);
+    err
+}
+
+#[test]
+fn replayed_frame_is_refused() {
+    let mut c = cluster();
+    let (from, record) = c.established_record();
+    c.deliver_one(from, record.clone()).unwrap();
+    assert_eq!(c.take_inbox(P2)[0].payload, b"captured");
+    expect_refusal(&mut c, from, P2, record.bytes, RefusalReason::Replay);
+}
+
+#[test]
+fn flipped_bits_in_header_body_and_tag_are_refused() {
+    let mut c = cluster();
+    let (from, record) = c.established_record();
+    let len = record.bytes.len();
+    // Header fields (epoch, counter, session, round, protocol, length), body, tag.
+    for (i, reason) in [
+        (3, RefusalReason::UnknownEpoch),
+        (6, RefusalReason::AuthenticationFailed),
+        (20, RefusalReason::AuthenticationFailed),
+        (34, RefusalReason::AuthenticationFailed),
+        (36, RefusalReason::AuthenticationFailed),
+        (41, RefusalReason::Malformed),
+        (len - 20, RefusalReason::AuthenticationFailed),
+        (len - 1, RefusalReason::AuthenticationFailed),
+    ] {
+        let mut bytes = record.bytes.clone();
+        bytes[i] ^= 0x01;
+        expect_refusal(&mut c, from, P2, bytes, reason);
+    }
+    let mut kind = record.bytes.clone();
+    kind[1] = 3; // direct -> broadcast
+    expect_refusal(&mut c, from, P2, kind, RefusalReason::AuthenticationFailed);
+    // The untouched original still opens: refusals did not move the replay window.
+    c.deliver_one(from, record).unwrap();
+    assert_eq!(c.take_inbox(P2).last().unwrap().payload, b"captured");
+}
+
+fn reencode(bytes: &[u8], edit: impl FnOnce(&mut tessera_wire::RecordFrame)) -> Vec<u8> {
+    let WireMessage::Record(mut frame) = WireMessage::decode(bytes, usize::MAX).unwrap() else {
+        panic!("not a record");
+    };
+    edit(&mut frame);
+    WireMessage::Record(frame).encode()
+}
+
+#[test]
+fn readdressed_frames_are_refused() {
+    let mut c = cluster();
+    let (from, record) = c.established_record();
+    // Delivered to the wrong party as is.
+    expect_refusal(
+        &mut c,
+        from,
+        P3,
+        record.bytes.clone(),
+        RefusalReason::Misaddressed,
+    );
+    // Header rewritten to name the wrong recipient: p3 has no such keys with p1.
+    let to_p3 = reencode(&record.bytes, |f| f.header.to = P3);
+    let err = c
+        .deliver_one(
+            from,
+            Outbound {
+                to: P3,
+                bytes: to_p3,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err.reason(),
+        RefusalReason::AuthenticationFailed | RefusalReason::UnknownEpoch
+    ));
+    // Moved to another session or round.
+    let other_session = reencode(&record.bytes, |f| f.header.session = SessionId([1; 16]));
+    expect_refusal(
+        &mut c,
+        from,
+        P2,
+        other_session,
+        RefusalReason::AuthenticationFailed,
+    );
+    let other_round = reencode(&record.bytes, |f| f.header.round += 1);
+    expect_refusal(
+        &mut c,
+        from,
+        P2,
+        other_round,
+        RefusalReason::AuthenticationFailed,
+    );
+    let other_protocol = reencode(&record.bytes, |f| f.header.protocol = Protocol::SIGN);
+    expect_refusal(
+        &mut c,
+        from,
+        P2,
+        other_protocol,
+        RefusalReason::AuthenticationFailed,
+    );
+    // The transport says p3 sent it, the frame says p1.
+    let err = c
+        .deliver_one(P3, record.clone())
+        .expect_err("sender mismatch");
+    assert_eq!(err.reason(), RefusalReason::SenderMismatch);
+    // Unmodified, it still opens.
+    c.deliver_one(from, record).unwrap();
+}
+
+#[test]
+fn garbage_truncated_and_oversized_frames_are_refused() {
+    let mut c = cluster();
+    let (from, record) = c.established_record();
+    expect_refusal(
+        &mut c,
+        from,
+        P2,
+        b"\x01garbage".to_vec(),
+        RefusalReason::Malformed,
+    );
+    expect_refusal(&mut c, from, P2, Vec::new(), RefusalReason::Malformed);
+    let truncated = record.bytes[..record.bytes.len() - 5].to_vec();
+    let err = expect_refusal(&mut c, from, P2, truncated, RefusalReason::Malformed);
+    assert!(err.to_string().contains("truncated"), "{err}");
+    // A header that declares a body over the limit is refused without reading further.
+    let mut oversized = record.bytes.clone();
+    oversized[38..42].copy_from_slice(&(DEFAULT_MAX_PAYLOAD as u32 + 1000).to_be_bytes());
+    let err = expect_refusal(&mut c, from, P2, oversized, RefusalReason::Malformed);
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    let huge = vec![1u8; 2 * 1024 * 1024];
+    expect_refusal(&mut c, from, P2, huge, RefusalReason::Malformed);
+}
+
+#[test]
+fn unknown_party_and_unknown_key_are_refused() {
+    let mut c = cluster();
+    let (from, record) = c.established_record();
+    // A party id that is not in the roster.
+    let from_p9 = reencode(&record.bytes, |f| f.header.from = PartyId(9));
+    let err = c
+        .deliver_one(
+            PartyId(9),
+            Outbound {
+                to: P2,
+                bytes: from_p9,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.reason(), RefusalReason::UnknownParty);
+
+    // An impostor: claims to be p1 but holds keys that are not in the pinned roster.
+    let impostor = PartyIdentity::generate(P1, ClusterId::new("test").unwrap(), None);
+    let mut fake_publics = vec![impostor.public(None)];
+    let real = c.roster.clone();
+    for e in real.parties.iter().filter(|e| e.party != P1) {
+        fake_publics.push(tessera_channel::PublicIdentity {
+            party: e.party,
+            cluster: real.cluster.clone(),
+            ed25519: e.ed25519.clone(),
+            x25519: e.x25519.clone(),
+            nats_user: None,
+        });
+    }
+    let fake_roster = Roster::build(real.cluster.clone(), 1, &fake_publics).unwrap();
+    let mut fake = ChannelManager::new(impostor, fake_roster, ChannelConfig::default()).unwrap();
+    let hello = fake.send(P2, ctx(1), b"trust me", c.now).unwrap();
+    assert_eq!(hello.len(), 1, "a handshake");
+    expect_refusal(
+        &mut c,
+        from,
+        P2,
+        hello[0].bytes.clone(),
+        RefusalReason::HandshakeFailed,
+    );
+    // Its records under made-up epochs are refused as well.
+    let _ = from;
+    assert!(c.take_inbox(P2).iter().all(|d| d.payload != b"trust me"));
+}
+
+#[test]
+fn broadcast_with_a_bad_signature_is_refused() {
+    let mut c = cluster();
+    c.established_record();
+    c.wire.clear();
+    // p1 uses its own channel keys but attaches a signature that does not verify.
+    let now = c.now;
+    let mut plaintext = b"commitment".to_vec();
+    plaintext.extend_from_slice(&[0x55; 64]);
+    let out = c
+        .node(P1)
+        .send_raw(&[P2], FrameKind::Broadcast, ctx(1), &plaintext, now)
+        .unwrap();
+    expect_refusal(
+        &mut c,
+        P1,
+        P2,
+        out[0].bytes.clone(),
+        RefusalReason::BadBroadcastSignature,
+    );
+    // A signature over another payload is refused too.
+    let mut other = b"commitment".to_vec();
+    let good = c
+        .node(P1)
+        .broadcast(&[P2], ctx(1), b"different", now)
+        .unwrap();
+    let WireMessage::Record(frame) = WireMessage::decode(&good[0].bytes, usize::MAX).unwrap()
+    else {
+        panic!()
+    };
+    let _ = frame; // the signature inside is sealed; take it from a delivered copy instead
+    c.deliver_one(P1, good[0].clone()).unwrap();
+    let sig = c.take_inbox(P2)[0].broadcast.clone().unwrap().signature;
+    other.extend_from_slice(&sig);
+    let out = c
+        .node(P1)
+        .send_raw(&[P2], FrameKind::Broadcast, ctx(1), &other, now)
+        .unwrap();
+    expect_refusal(
+        &mut c,
+        P1,
+        P2,
+        out[0].bytes.clone(),
+        RefusalReason::BadBroadcastSignature,
+    );
+}
+
+#[test]
+fn lost_and_reordered_frames_do_not_break_the_channel() {
+    let mut c = cluster();
+    c.established_record();
+    c.wire.clear();
+    for i in 0..50u16 {
+        c.send(P1, P2, i, &i.to_be_bytes());
+    }
+    let mut frames: Vec<_> = c.wire.drain(..).collect();
+    // Lose every fifth frame, deliver the rest in reverse order.
+    frames.reverse();
+    let mut delivered = 0;
+    for (i, (from, o)) in frames.into_iter().enumerate() {
+        if i % 5 == 0 {
+            continue;
+        }
+        c.deliver_one(from, o).unwrap();
+        delivered += 1;
+    }
+    assert_eq!(c.take_inbox(P2).len(), delivered);
+    c.assert_still_works(P1, P2);
+    c.assert_still_works(P2, P1);
+}
+
+#[test]
+fn rekey_mid_stream_keeps_delivery() {
+    let mut c = cluster_with(ChannelConfig {
+        rekey_after_messages: 10,
+        ..ChannelConfig::default()
+    });
+    c.established_record();
+    c.wire.clear();
+    let first = c.node(P1).epoch(P2).unwrap();
+    // Interleave sending and delivery across several automatic rekeys.
+    for i in 0..100u16 {
+        c.send(P1, P2, i, &i.to_be_bytes());
+        c.send(P2, P1, i, &i.to_be_bytes());
+        if i % 3 == 0 {
+            c.run();
+        }
+    }
+    c.run();
+    assert_eq!(c.take_inbox(P2).len(), 100);
+    assert_eq!(c.take_inbox(P1).len(), 100);
+    assert_ne!(c.node(P1).epoch(P2), Some(first), "rekeyed");
+    assert_eq!(c.node(P1).epoch(P2), c.node(P2).epoch(P1));
+
+    // On demand, with frames sealed under the old keys still in flight.
+    c.send(P3, P1, 1, b"old epoch");
+    let in_flight: Vec<_> = c.wire.drain(..).collect();
+    let now = c.now;
+    let out = c.node(P1).rekey(P3, now).unwrap();
+    c.wire.extend(out.into_iter().map(|o| (P1, o)));
+    c.run();
+    for (from, o) in in_flight {
+        c.deliver_one(from, o).unwrap();
+    }
+    assert_eq!(c.take_inbox(P1)[0].payload, b"old epoch");
+    c.assert_still_works(P1, P3);
+    c.assert_still_works(P3, P1);
+}
+
+#[test]
+fn time_based_rekey_and_lost_handshake_retry() {
+    let mut c = cluster_with(ChannelConfig {
+        rekey_after: Duration::from_secs(60),
+        handshake_timeout: Duration::from_secs(2),
+        ..ChannelConfig::default()
+    });
+    c.established_record();
+    c.wire.clear();
+    let before = c.node(P1).epoch(P2);
+    c.now += Duration::from_secs(61);
+    let now = c.now;
+    let hs = c.node(P1).tick(now);
+    assert!(!hs.is_empty(), "rekey due");
+    // The handshake is lost; after the timeout the next tick tries again.
+    c.now += Duration::from_secs(3);
+    let now = c.now;
+    let retry = c.node(P1).tick(now);
+    assert!(retry.iter().any(|o| o.to == P2));
+    assert!(c.node(P1).handshake_timeouts() >= 1);
+    c.wire.extend(retry.into_iter().map(|o| (P1, o)));
+    let other = c.node(P2).tick(now);
+    c.wire.extend(other.into_iter().map(|o| (P2, o)));
+    c.run();
+    assert_ne!(c.node(P1).epoch(P2), before);
+    c.assert_still_works(P1, P2);
+    c.assert_still_works(P2, P1);
+}
+
+#[test]
+fn simultaneous_first_contact_and_lost_handshake_answer() {
+    let mut c = cluster();
+    // Both sides start at once: one handshake wins and both queues are delivered.
+    c.send(P2, P3, 1, b"from p2");
+    c.send(P3, P2, 1, b"from p3");
+    c.run();
+    assert_eq!(c.take_inbox(P3)[0].payload, b"from p2");
+    assert_eq!(c.take_inbox(P2)[0].payload, b"from p3");
+
+    // The responder's answer is lost; the initiator's retry is answered and delivery resumes.
+    c.send(P1, P2, 1, b"queued");
+    let (from, hs1) = c.wire.pop_front().unwrap();
+    c.deliver_one(from, hs1).unwrap();
+    c.wire.clear(); // answer lost
+    c.now += Duration::from_secs(6);
+    let now = c.now;
+    let retry = c.node(P1).tick(now);
+    c.wire.extend(retry.into_iter().map(|o| (P1, o)));
+    c.run();
+    assert_eq!(c.take_inbox(P2)[0].payload, b"queued");
+}
+
+#[test]
+fn restarted_party_re_establishes_its_channels() {
+    let mut c = cluster();
+    c.established_record();
+    c.wire.clear();
+    // p2 restarts: same identity, no channel state.
+    let identity = PartyIdentity::from_json(&c.identities_json[1]).unwrap();
+    c.nodes[1] = ChannelManager::new(identity, c.roster.clone(), ChannelConfig::default()).unwrap();
+    // p2 speaks first to p1: a fresh handshake.
+    c.assert_still_works(P2, P1);
+    c.assert_still_works(P1, P2);
+    // p3 speaks first, on keys p2 no longer has: that frame is lost, p2 re-handshakes on its
+    // next tick, and the channel works again.
+    c.send(P3, P2, 1, b"lost");
+    let (from, o) = c.wire.pop_front().unwrap();
+    let err = c.deliver_one(from, o).unwrap_err();
+    assert_eq!(err.reason(), RefusalReason::UnknownEpoch);
+    let now = c.now;
+    let out = c.node(P2).tick(now);
+    assert_eq!(out.len(), 1);
+    c.wire.extend(out.into_iter().map(|o| (P2, o)));
+    c.run();
+    c.assert_still_works(P3, P2);
+    c.assert_still_works(P2, P3);
+}
+
+#[test]
+fn handshake_replay_is_refused_or_answered_identically() {
+    let mut c = cluster();
+    c.send(P1, P2, 1, b"x");
+    let (from, hs1) = c.wire.pop_front().unwrap();
+    c.deliver_one(from, hs1.clone()).unwrap();
+    let answer = c.wire.back().unwrap().1.clone();
+    // Before confirmation, a repeat gets the same answer.
+    c.deliver_one(from, hs1.clone()).unwrap();
+    assert_eq!(c.wire.pop_back().unwrap().1, answer);
+    c.run();
+    assert_eq!(c.take_inbox(P2)[0].payload, b"x");
+    // After confirmation the same initiation is stale.
+    let err = c.deliver_one(from, hs1).unwrap_err();
+    assert_eq!(err.reason(), RefusalReason::StaleHandshake);
+    c.assert_still_works(P1, P2);
+}

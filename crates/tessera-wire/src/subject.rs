@@ -1,0 +1,74 @@
+//! NATS subject names. `<c>` is the cluster id.
+//!
+//! | subject | who publishes | who subscribes |
+//! |---|---|---|
+//! | `tessera.<c>.node.<to>.inbox.<from>` | party `<from>` only | party `<to>` only |
+//! | `tessera.<c>.ctrl` | the coordinator | every party |
+//! | `tessera.<c>.result.<session>` | parties | the coordinator |
+//! | `tessera.<c>.audit.<emitter>` | the emitter only | auditors |
+//!
+//! The sender is part of the inbox subject (not a header) so that the broker's per-user
+//! permissions stop one party from publishing in another party's name.
+
+use crate::ids::{ClusterId, PartyId, SessionId};
+
+/// The subject on which `to` receives frames from `from`.
+pub fn inbox(cluster: &ClusterId, to: PartyId, from: PartyId) -> String {
+    format!("tessera.{cluster}.node.{}.inbox.{}", to.0, from.0)
+}
+
+/// The wildcard subject covering every frame addressed to `to`.
+pub fn inbox_wildcard(cluster: &ClusterId, to: PartyId) -> String {
+    format!("tessera.{cluster}.node.{}.inbox.*", to.0)
+}
+
+/// The subjects `from` may publish frames on: any party's inbox, with itself as sender.
+pub fn inbox_publish_pattern(cluster: &ClusterId, from: PartyId) -> String {
+    format!("tessera.{cluster}.node.*.inbox.{}", from.0)
+}
+
+/// Parses the sender out of an inbox subject addressed to `to`; `None` if the subject is not
+/// such an inbox subject.
+pub fn parse_inbox_sender(cluster: &ClusterId, to: PartyId, subject: &str) -> Option<PartyId> {
+    let prefix = format!("tessera.{cluster}.node.{}.inbox.", to.0);
+    let sender: u16 = subject.strip_prefix(&prefix)?.parse().ok()?;
+    (sender != 0).then_some(PartyId(sender))
+}
+
+/// Control messages from the coordinator to the nodes.
+pub fn ctrl(cluster: &ClusterId) -> String {
+    format!("tessera.{cluster}.ctrl")
+}
+
+/// Results of one session, from the nodes to the coordinator.
+pub fn result(cluster: &ClusterId, session: SessionId) -> String {
+    format!("tessera.{cluster}.result.{session}")
+}
+
+/// Results of every session.
+pub fn result_wildcard(cluster: &ClusterId) -> String {
+    format!("tessera.{cluster}.result.*")
+}
+
+/// Audit events of one emitter.
+pub fn audit(cluster: &ClusterId, emitter: PartyId) -> String {
+    format!("tessera.{cluster}.audit.{}", emitter.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_sender_round_trip() {
+        let c = ClusterId::new("c1").unwrap();
+        let s = inbox(&c, PartyId(2), PartyId(3));
+        assert_eq!(s, "tessera.c1.node.2.inbox.3");
+        assert_eq!(parse_inbox_sender(&c, PartyId(2), &s), Some(PartyId(3)));
+        assert_eq!(parse_inbox_sender(&c, PartyId(1), &s), None);
+        assert_eq!(
+            parse_inbox_sender(&c, PartyId(2), "tessera.c1.node.2.inbox.x"),
+            None
+        );
+    }
+}
