@@ -1,0 +1,269 @@
+//! NATS transport: mTLS to the broker, one NKey user per party, frames on
+//! `tessera.<cluster>.node.<to>.inbox.<from>`.
+//!
+//! The broker's permissions (see [`provision`]) let a party publish only with itself as sender
+//! and subscribe only to its own inbox; the channel layer on top makes the broker unable to read
+//! or forge anything either way. Permission violations reported by the server arrive through the
+//! client's event callback; they are logged, counted in [`NatsMetrics`] and returned by
+//! [`NatsTransport::check_permissions`].
+
+pub mod provision;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event, ServerError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tessera_wire::{subject, ClusterId, PartyId};
+use zeroize::Zeroizing;
+
+use crate::{Inbound, Inbox, Transport, TransportError};
+
+/// How long [`Transport::subscribe`] waits for the server to confirm the inbox subscription.
+pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a party connects to the broker.
+#[derive(Clone)]
+pub struct NatsConfig {
+    /// Server URL, e.g. `tls://127.0.0.1:4222`.
+    pub url: String,
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// This party.
+    pub party: PartyId,
+    /// The party's NKey user seed (`SU...`). Secret.
+    pub nkey_seed: Zeroizing<String>,
+    /// PEM file of the private CA that signed the server certificate.
+    pub ca_file: PathBuf,
+    /// PEM file of this party's client certificate.
+    pub cert_file: PathBuf,
+    /// PEM file of this party's client key. Secret.
+    pub key_file: PathBuf,
+    /// How long to wait for the first connection.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &self.url)
+            .field("cluster", &self.cluster)
+            .field("party", &self.party)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection events, counted.
+#[derive(Debug, Default)]
+pub struct NatsMetrics {
+    /// Publishes or subscriptions the server refused for lack of permission.
+    pub permission_violations: AtomicU64,
+    /// Other errors the server reported.
+    pub server_errors: AtomicU64,
+    /// Times the connection was lost.
+    pub disconnects: AtomicU64,
+    /// Times the connection was (re-)established.
+    pub connects: AtomicU64,
+    /// Messages the client dropped because this party read too slowly.
+    pub slow_consumer_drops: AtomicU64,
+    /// Inbound messages on an inbox subject that names no valid sender.
+    pub unparsable_subjects: AtomicU64,
+    last_violation: Mutex<Option<String>>,
+}
+
+impl NatsMetrics {
+    fn on_event(&self, party: PartyId, event: Event) {
+        match event {
+            Event::Connected => {
+                self.connects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%party, "connected to NATS");
+            }
+            Event::Disconnected => {
+                self.disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%party, "disconnected from NATS; reconnecting");
+            }
+            Event::SlowConsumer(_) => {
+                self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%party, "inbox overflowed; messages dropped");
+            }
+            Event::ServerError(ServerError::Other(text))
+                if text.contains("Permissions Violation") =>
+            {
+                self.permission_violations.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%party, violation = %text, "NATS permission violation");
+                *self
+                    .last_violation
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(text);
+            }
+            Event::ServerError(e) => {
+                self.server_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%party, error = %e, "NATS server error");
+            }
+            other => tracing::debug!(%party, event = %other, "NATS event"),
+        }
+    }
+}
+
+/// Connects a raw NATS client with this party's credentials and an event callback feeding
+/// `metrics`. Reconnects with exponential backoff (100 ms doubling to 5 s).
+pub async fn connect_client(
+    config: &NatsConfig,
+    metrics: Arc<NatsMetrics>,
+) -> Result<async_nats::Client, TransportError> {
+    let party = config.party;
+    let options = ConnectOptions::with_nkey(config.nkey_seed.to_string())
+        .name(format!("tessera-{}-{party}", config.cluster))
+        .require_tls(true)
+        .add_root_certificates(config.ca_file.clone())
+        .add_client_certificate(config.cert_file.clone(), config.key_file.clone())
+        .connection_timeout(config.connect_timeout)
+        .reconnect_delay_callback(|attempts| {
+            let shift = attempts.min(6) as u32;
+            Duration::from_millis(100u64 << shift).min(Duration::from_secs(5))
+        })
+        .event_callback(move |event| {
+            let metrics = metrics.clone();
+            async move { metrics.on_event(party, event) }
+        });
+    options
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| TransportError::Connect {
+            url: config.url.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// A party's NATS transport.
+pub struct NatsTransport {
+    client: async_nats::Client,
+    cluster: ClusterId,
+    party: PartyId,
+    metrics: Arc<NatsMetrics>,
+}
+
+impl NatsTransport {
+    /// Connects to the broker.
+    pub async fn connect(config: &NatsConfig) -> Result<Self, TransportError> {
+        let metrics = Arc::new(NatsMetrics::default());
+        let client = connect_client(config, metrics.clone()).await?;
+        Ok(NatsTransport {
+            client,
+            cluster: config.cluster.clone(),
+            party: config.party,
+            metrics,
+        })
+    }
+
+    /// Connection and permission counters.
+    pub fn metrics(&self) -> &Arc<NatsMetrics> {
+        &self.metrics
+    }
+
+    /// Flushes what this client has buffered, then reports the most recent permission violation
+    /// the server sent since the last call, if any. The server reports violations
+    /// asynchronously, so a violation caused just now may show up on a later call.
+    pub async fn check_permissions(&self) -> Result<(), TransportError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| TransportError::Subscribe(e.to_string()))?;
+        let last = self
+            .metrics
+            .last_violation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match last {
+            Some(text) => Err(TransportError::PermissionViolation(text)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    fn party(&self) -> PartyId {
+        self.party
+    }
+
+    async fn send(&self, to: PartyId, bytes: Bytes) -> Result<(), TransportError> {
+        let subject = subject::inbox(&self.cluster, to, self.party);
+        self.client
+            .publish(subject, bytes)
+            .await
+            .map_err(|e| TransportError::Send {
+                to,
+                reason: e.to_string(),
+            })
+    }
+
+    async fn subscribe(&self) -> Result<Inbox, TransportError> {
+        let wildcard = subject::inbox_wildcard(&self.cluster, self.party);
+        let mut subscriber = self
+            .client
+            .subscribe(wildcard)
+            .await
+            .map_err(|e| TransportError::Subscribe(e.to_string()))?;
+        let early = self.await_registration(&mut subscriber).await?;
+        let (cluster, me, metrics) = (self.cluster.clone(), self.party, self.metrics.clone());
+        let messages = futures::stream::iter(early).chain(subscriber);
+        Ok(Box::pin(messages.filter_map(move |message| {
+            let sender = subject::parse_inbox_sender(&cluster, me, message.subject.as_str());
+            if sender.is_none() {
+                metrics.unparsable_subjects.fetch_add(1, Ordering::Relaxed);
+            }
+            // A party never sends to itself; late registration probes are dropped here.
+            let sender = sender.filter(|from| *from != me);
+            futures::future::ready(sender.map(|from| Inbound {
+                from,
+                bytes: message.payload,
+            }))
+        })))
+    }
+}
+
+impl NatsTransport {
+    /// Proves the server registered the inbox subscription before anyone relies on it: sends a
+    /// random probe to this party's own inbox and waits for it to come back. Messages from
+    /// peers that arrive first are kept and returned.
+    async fn await_registration(
+        &self,
+        subscriber: &mut async_nats::Subscriber,
+    ) -> Result<Vec<async_nats::Message>, TransportError> {
+        let mut token = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+        let own = subject::inbox(&self.cluster, self.party, self.party);
+        self.client
+            .publish(own.clone(), Bytes::copy_from_slice(&token))
+            .await
+            .map_err(|e| TransportError::Subscribe(e.to_string()))?;
+        let mut early = Vec::new();
+        let deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, subscriber.next()).await;
+            match next {
+                Ok(Some(m)) if m.subject.as_str() == own && m.payload.as_ref() == token => {
+                    return Ok(early)
+                }
+                Ok(Some(m)) => early.push(m),
+                Ok(None) => return Err(TransportError::Subscribe("subscription closed".into())),
+                Err(_) => {
+                    self.check_permissions().await?;
+                    return Err(TransportError::Subscribe(format!(
+                        "the server did not confirm the inbox subscription within \
+                         {SUBSCRIBE_TIMEOUT:?}; check the party's NATS permissions"
+                    )));
+                }
+            }
+        }
+    }
+}

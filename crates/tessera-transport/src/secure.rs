@@ -1,0 +1,208 @@
+//! The channel layer over a transport: every payload sealed end to end.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tessera_channel::{
+    ChannelError, ChannelManager, Delivery, FrameContext, Outbound, RefusalCounters,
+};
+use tessera_wire::PartyId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Transport, TransportError};
+
+/// How often timers (handshake retries, time-based rekeys) are checked.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(200);
+/// Authenticated payloads that may wait for the application before intake slows down.
+pub const DELIVERY_CAPACITY: usize = 4096;
+
+/// Why a secure send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    /// The channel layer refused the payload.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+struct Shared {
+    manager: Mutex<ChannelManager>,
+    transport: Arc<dyn Transport>,
+}
+
+impl Shared {
+    fn manager(&self) -> MutexGuard<'_, ChannelManager> {
+        // Channel operations leave the manager consistent at every step; a panic elsewhere
+        // while holding the lock does not poison its state.
+        self.manager.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn transmit(&self, outbound: Vec<Outbound>) -> Result<(), TransportError> {
+        for o in outbound {
+            self.transport.send(o.to, Bytes::from(o.bytes)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A party's end-to-end secure messaging over a [`Transport`].
+///
+/// Incoming frames are authenticated and decrypted by a background task; refused ones are
+/// counted (see [`SecureTransport::refusals`]) and dropped, and the task keeps serving.
+pub struct SecureTransport {
+    shared: Arc<Shared>,
+    deliveries: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SecureTransport {
+    /// Subscribes to this party's inbox and starts the receive and timer tasks.
+    pub async fn start(
+        manager: ChannelManager,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, TransportError> {
+        if manager.party() != transport.party() {
+            return Err(TransportError::Setup(format!(
+                "channel identity is {} but the transport speaks for {}",
+                manager.party(),
+                transport.party()
+            )));
+        }
+        let mut inbox = transport.subscribe().await?;
+        let shared = Arc::new(Shared {
+            manager: Mutex::new(manager),
+            transport,
+        });
+        let (tx, rx) = mpsc::channel(DELIVERY_CAPACITY);
+
+        let receiver = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some(inbound) = inbox.next().await {
+                    let result = shared.manager().receive(
+                        Some(inbound.from),
+                        &inbound.bytes,
+                        Instant::now(),
+                    );
+                    match result {
+                        Ok(received) => {
+                            if let Err(e) = shared.transmit(received.outbound).await {
+                                tracing::warn!(peer = %inbound.from, error = %e, "cannot answer peer");
+                            }
+                            if let Some(delivery) = received.delivery {
+                                if tx.send(delivery).await.is_err() {
+                                    break; // the application is gone
+                                }
+                            }
+                        }
+                        Err(e) => tracing::debug!(
+                            peer = %inbound.from,
+                            reason = %e.reason(),
+                            error = %e,
+                            "refused inbound frame"
+                        ),
+                    }
+                }
+            })
+        };
+        let ticker = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(TICK_INTERVAL);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let outbound = shared.manager().tick(Instant::now());
+                    if let Err(e) = shared.transmit(outbound).await {
+                        tracing::debug!(error = %e, "handshake message not sent");
+                    }
+                }
+            })
+        };
+        Ok(SecureTransport {
+            shared,
+            deliveries: tokio::sync::Mutex::new(rx),
+            tasks: vec![receiver, ticker],
+        })
+    }
+
+    /// This party.
+    pub fn party(&self) -> PartyId {
+        self.shared.manager().party()
+    }
+
+    /// Seals and sends `payload` to `to`.
+    pub async fn send(
+        &self,
+        to: PartyId,
+        context: FrameContext,
+        payload: &[u8],
+    ) -> Result<(), SecureError> {
+        let outbound = self
+            .shared
+            .manager()
+            .send(to, context, payload, Instant::now())?;
+        Ok(self.shared.transmit(outbound).await?)
+    }
+
+    /// Signs `payload` once and sends it to each of `recipients`.
+    pub async fn broadcast(
+        &self,
+        recipients: &[PartyId],
+        context: FrameContext,
+        payload: &[u8],
+    ) -> Result<(), SecureError> {
+        let outbound =
+            self.shared
+                .manager()
+                .broadcast(recipients, context, payload, Instant::now())?;
+        Ok(self.shared.transmit(outbound).await?)
+    }
+
+    /// Starts a re-handshake with `peer` now.
+    pub async fn rekey(&self, peer: PartyId) -> Result<(), SecureError> {
+        let outbound = self.shared.manager().rekey(peer, Instant::now())?;
+        Ok(self.shared.transmit(outbound).await?)
+    }
+
+    /// The next authenticated payload, or `None` once the inbox has closed.
+    pub async fn recv(&self) -> Option<Delivery> {
+        self.deliveries.lock().await.recv().await
+    }
+
+    /// The next payload, waiting at most `limit`.
+    pub async fn recv_timeout(&self, limit: Duration) -> Option<Delivery> {
+        tokio::time::timeout(limit, self.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Refusals so far, per reason.
+    pub fn refusals(&self) -> RefusalCounters {
+        self.shared.manager().counters().clone()
+    }
+
+    /// The epoch used for sending to `peer`, once established.
+    pub fn epoch(&self, peer: PartyId) -> Option<u32> {
+        self.shared.manager().epoch(peer)
+    }
+
+    /// The underlying transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.shared.transport
+    }
+}
+
+impl Drop for SecureTransport {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
