@@ -1,0 +1,54 @@
+//! `tessera`: the operator and admin command line.
+
+mod demo;
+mod files;
+mod identity;
+mod nats_config;
+mod roster;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Tessera: threshold-signature custody. No single machine ever holds a whole key.
+#[derive(Parser)]
+#[command(name = "tessera", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run three parties in one process and show them talking over authenticated, encrypted
+    /// channels (no server needed).
+    Demo(demo::DemoArgs),
+    /// Create party identities (Ed25519 + X25519 + NATS NKey).
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// Create admin keys (they sign rosters).
+    #[command(subcommand)]
+    Admin(identity::AdminCommand),
+    /// Build, sign and verify the roster of a cluster.
+    #[command(subcommand)]
+    Roster(roster::RosterCommand),
+    /// Write a nats-server configuration, CA and certificates for a roster.
+    NatsConfig(nats_config::NatsConfigArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Identity(cmd) => identity::run_identity(cmd),
+        Command::Admin(cmd) => identity::run_admin(cmd),
+        Command::Roster(cmd) => roster::run(cmd),
+        Command::NatsConfig(args) => nats_config::run(args),
+    }
+}
