@@ -414,51 +414,49 @@ fn unknown_party_and_unknown_key_are_refused() {
     assert!(c.take_inbox(P2).iter().all(|d| d.payload != b"trust me"));
 }
 
+/// Seals `payload || signature` as a broadcast from p1 to p2 with p1's real channel keys, as a
+/// misbehaving p1 could.
+fn forged_broadcast(c: &mut Cluster, payload: &[u8], signature: &[u8]) -> Vec<u8> {
+    let mut plaintext = payload.to_vec();
+    plaintext.extend_from_slice(signature);
+    let now = c.now;
+    let out = c
+        .node(P1)
+        .send_raw(&[P2], FrameKind::Broadcast, ctx(1), &plaintext, now)
+        .unwrap();
+    out[0].bytes.clone()
+}
+
 #[test]
 fn broadcast_with_a_bad_signature_is_refused() {
     let mut c = cluster();
     c.established_record();
     c.wire.clear();
-    // p1 uses its own channel keys but attaches a signature that does not verify.
-    let now = c.now;
-    let mut plaintext = b"commitment".to_vec();
-    plaintext.extend_from_slice(&[0x55; 64]);
-    let out = c
-        .node(P1)
-        .send_raw(&[P2], FrameKind::Broadcast, ctx(1), &plaintext, now)
-        .unwrap();
+    let garbage_signature = forged_broadcast(&mut c, b"commitment", &[0x55; 64]);
     expect_refusal(
         &mut c,
         P1,
         P2,
-        out[0].bytes.clone(),
+        garbage_signature,
         RefusalReason::BadBroadcastSignature,
     );
-    // A signature over another payload is refused too.
-    let mut other = b"commitment".to_vec();
-    let good = c
-        .node(P1)
-        .broadcast(&[P2], ctx(1), b"different", now)
-        .unwrap();
-    let WireMessage::Record(frame) = WireMessage::decode(&good[0].bytes, usize::MAX).unwrap()
-    else {
-        panic!()
-    };
-    let _ = frame; // the signature inside is sealed; take it from a delivered copy instead
-    c.deliver_one(P1, good[0].clone()).unwrap();
-    let sig = c.take_inbox(P2)[0].broadcast.clone().unwrap().signature;
-    other.extend_from_slice(&sig);
-    let out = c
-        .node(P1)
-        .send_raw(&[P2], FrameKind::Broadcast, ctx(1), &other, now)
-        .unwrap();
+
+    // A genuine signature, but over another payload.
+    c.broadcast(P1, b"different");
+    c.run();
+    let other_sig = c.take_inbox(P2)[0].broadcast.clone().unwrap().signature;
+    let swapped = forged_broadcast(&mut c, b"commitment", &other_sig);
     expect_refusal(
         &mut c,
         P1,
         P2,
-        out[0].bytes.clone(),
+        swapped,
         RefusalReason::BadBroadcastSignature,
     );
+
+    // Too short to even hold a signature.
+    let short = forged_broadcast(&mut c, b"", &[1, 2, 3]);
+    expect_refusal(&mut c, P1, P2, short, RefusalReason::BadBroadcastSignature);
 }
 
 #[test]

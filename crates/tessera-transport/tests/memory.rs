@@ -8,19 +8,21 @@ use bytes::Bytes;
 use common::*;
 use tessera_channel::{ChannelConfig, RefusalReason};
 use tessera_transport::memory::MemoryNetwork;
-use tessera_transport::{Transport, TransportError};
+use tessera_transport::{SecureTransport, Transport, TransportError};
+
+async fn memory_cluster(keys: &Keys, net: &MemoryNetwork) -> Vec<SecureTransport> {
+    let mut nodes = Vec::new();
+    for p in PARTIES {
+        let transport = Arc::new(net.connect(p));
+        nodes.push(keys.secure(p, transport, ChannelConfig::default()).await);
+    }
+    nodes
+}
 
 #[tokio::test]
 async fn every_message_kind_round_trips_in_memory() {
     let keys = keys(3);
-    let net = MemoryNetwork::new();
-    let mut nodes = Vec::new();
-    for p in PARTIES {
-        nodes.push(
-            keys.secure(p, Arc::new(net.connect(p)), ChannelConfig::default())
-                .await,
-        );
-    }
+    let nodes = memory_cluster(&keys, &MemoryNetwork::new()).await;
     exchange_every_kind(&nodes).await;
 }
 
@@ -28,13 +30,7 @@ async fn every_message_kind_round_trips_in_memory() {
 async fn garbage_is_counted_and_the_channel_keeps_serving() {
     let keys = keys(3);
     let net = MemoryNetwork::new();
-    let mut nodes = Vec::new();
-    for p in PARTIES {
-        nodes.push(
-            keys.secure(p, Arc::new(net.connect(p)), ChannelConfig::default())
-                .await,
-        );
-    }
+    let nodes = memory_cluster(&keys, &net).await;
     let [p1, p2, _] = PARTIES;
     // p2's raw transport injects garbage into p1's inbox.
     let raw = net.connect(p2);

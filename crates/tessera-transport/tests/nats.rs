@@ -239,3 +239,37 @@ async fn injected_frames_over_nats_are_refused_and_counted() {
     nodes[0].send(p2, ctx(3), b"p2?").await.unwrap();
     expect(&nodes[1], p1, b"p2?").await;
 }
+
+#[tokio::test]
+async fn parties_reconnect_after_a_broker_restart() {
+    let keys = keys(3);
+    let mut server = LocalNatsServer::start(&keys.roster).unwrap();
+    let [p1, p2, _] = PARTIES;
+    let transport = Arc::new(keys.nats(&server, p1).await);
+    let metrics = transport.metrics().clone();
+    let a = keys.secure(p1, transport, ChannelConfig::default()).await;
+    let b_transport = Arc::new(keys.nats(&server, p2).await);
+    let b = keys.secure(p2, b_transport, ChannelConfig::default()).await;
+    a.send(p2, ctx(1), b"before").await.unwrap();
+    expect(&b, p1, b"before").await;
+
+    server.restart().unwrap();
+    // NATS is at-most-once: frames sent while a client is still reconnecting are lost, so
+    // keep sending until one arrives, as protocol rounds with deadlines do.
+    let mut delivered = false;
+    for attempt in 0..50u16 {
+        // A send may fail while the client is reconnecting; that is what retrying is for.
+        let _ = a.send(p2, ctx(2), &attempt.to_be_bytes()).await;
+        if b.recv_timeout(Duration::from_millis(200)).await.is_some() {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "no delivery after the broker restarted");
+    assert!(metrics.disconnects.load(Ordering::Relaxed) >= 1);
+    assert!(metrics.connects.load(Ordering::Relaxed) >= 2);
+    // Same channel keys as before the restart: the broker never held any.
+    b.send(p1, ctx(3), b"after").await.unwrap();
+    expect(&a, p2, b"after").await;
+    assert_eq!(a.refusals().total() + b.refusals().total(), 0);
+}

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use tessera_transport::nats::provision::{provision, ServerSettings};
 
-use crate::roster::{load_roster, parse_admins};
+use crate::roster::{load_roster, AdminQuorum};
 
 /// Write a nats-server configuration for a roster: a private CA, the server certificate, one
 /// client certificate per party, and one NKey user per party whose permissions let it publish
@@ -17,12 +17,8 @@ pub struct NatsConfigArgs {
     /// The roster file.
     #[arg(long)]
     roster: PathBuf,
-    /// Admin public keys that must have signed the roster; repeat for each admin.
-    #[arg(long = "admin", required = true)]
-    admins: Vec<String>,
-    /// How many distinct admins must have signed.
-    #[arg(long, default_value_t = 1)]
-    quorum: usize,
+    #[command(flatten)]
+    signers: AdminQuorum,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -40,7 +36,7 @@ pub struct NatsConfigArgs {
 
 pub fn run(args: NatsConfigArgs) -> Result<()> {
     let signed = load_roster(&args.roster)?;
-    let hash = signed.verify(&parse_admins(&args.admins)?, args.quorum)?;
+    let hash = args.signers.verify(&signed)?;
     let tls_names = if args.tls_names.is_empty() {
         vec![args.host.clone(), "localhost".into()]
     } else {

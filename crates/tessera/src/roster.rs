@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use tessera_channel::identity::AdminKey;
 use tessera_channel::{PublicIdentity, Roster, RosterHash, SignedRoster};
@@ -44,12 +44,8 @@ pub enum RosterCommand {
     Verify {
         /// The roster file.
         roster: PathBuf,
-        /// Admin public key files (`*.pub`) or hex keys; repeat for each admin.
-        #[arg(long = "admin", required = true)]
-        admins: Vec<String>,
-        /// How many distinct admins must have signed.
-        #[arg(long, default_value_t = 1)]
-        quorum: usize,
+        #[command(flatten)]
+        signers: AdminQuorum,
         /// The hash the nodes pin; verification fails if it differs.
         #[arg(long)]
         pin: Option<String>,
@@ -98,15 +94,13 @@ pub fn run(cmd: RosterCommand) -> Result<()> {
         }
         RosterCommand::Verify {
             roster,
-            admins,
-            quorum,
+            signers,
             pin,
         } => {
             let signed = load_roster(&roster)?;
-            let admins = parse_admins(&admins)?;
             let hash = match pin {
-                Some(pin) => signed.verify_pinned(&admins, quorum, &RosterHash::from_hex(&pin)?)?,
-                None => signed.verify(&admins, quorum)?,
+                Some(pin) => signers.verify_pinned(&signed, &RosterHash::from_hex(&pin)?)?,
+                None => signers.verify(&signed)?,
             };
             println!(
                 "roster OK: cluster {}, version {}",
@@ -126,6 +120,29 @@ pub fn run(cmd: RosterCommand) -> Result<()> {
     }
 }
 
+/// The admins whose signatures a roster needs, and how many of them.
+#[derive(Args)]
+pub struct AdminQuorum {
+    /// Admin public key files (`*.pub`) or hex keys; repeat for each admin.
+    #[arg(long = "admin", required = true)]
+    admins: Vec<String>,
+    /// How many distinct admins must have signed.
+    #[arg(long, default_value_t = 1)]
+    quorum: usize,
+}
+
+impl AdminQuorum {
+    /// Verifies the roster's signatures; returns its hash.
+    pub fn verify(&self, signed: &SignedRoster) -> Result<RosterHash> {
+        Ok(signed.verify(&parse_admins(&self.admins)?, self.quorum)?)
+    }
+
+    /// Verifies the signatures and that the hash is the pinned one.
+    pub fn verify_pinned(&self, signed: &SignedRoster, pin: &RosterHash) -> Result<RosterHash> {
+        Ok(signed.verify_pinned(&parse_admins(&self.admins)?, self.quorum, pin)?)
+    }
+}
+
 /// Reads a roster file.
 pub fn load_roster(path: &Path) -> Result<SignedRoster> {
     let text = read_text(path, "roster")?;
@@ -139,7 +156,7 @@ fn load_admin_key(path: &Path) -> Result<AdminKey> {
 }
 
 /// Admin public keys from files or hex strings.
-pub fn parse_admins(admins: &[String]) -> Result<Vec<VerifyingKey>> {
+fn parse_admins(admins: &[String]) -> Result<Vec<VerifyingKey>> {
     admins
         .iter()
         .map(|a| {

@@ -44,36 +44,37 @@ impl LocalNatsServer {
     pub fn start_in(roster: &Roster, dir: &Path) -> Result<Self, TransportError> {
         let port = free_port()?;
         let provisioned = provision(roster, &ServerSettings::loopback(port), dir)?;
-        let binary = std::env::var(NATS_SERVER_ENV).unwrap_or_else(|_| "nats-server".into());
-        let log = std::fs::File::create(dir.join("server.log"))
-            .map_err(|e| TransportError::io("creating the server log", e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| TransportError::io("creating the server log", e))?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&provisioned.config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| {
-                TransportError::Setup(format!(
-                    "cannot run {binary:?} ({e}); install it with `apt-get install nats-server` \
-                     or set {NATS_SERVER_ENV}"
-                ))
-            })?;
+        let child = spawn(&provisioned.config, dir)?;
         let mut server = LocalNatsServer {
             child,
             provisioned,
             dir: dir.to_path_buf(),
             _tempdir: None,
         };
-        server.wait_ready(port, Duration::from_secs(15))?;
+        server.wait_ready(Duration::from_secs(15))?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self, port: u16, limit: Duration) -> Result<(), TransportError> {
+    /// Stops the server and starts it again on the same port with the same configuration, as a
+    /// broker restart would. Connected clients reconnect on their own.
+    pub fn restart(&mut self) -> Result<(), TransportError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.provisioned.config, &self.dir)?;
+        self.wait_ready(Duration::from_secs(15))
+    }
+
+    fn port(&self) -> u16 {
+        self.provisioned
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("provisioned URL ends with the port")
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), TransportError> {
+        let port = self.port();
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -135,6 +136,31 @@ impl Drop for LocalNatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(config: &Path, dir: &Path) -> Result<Child, TransportError> {
+    let binary = std::env::var(NATS_SERVER_ENV).unwrap_or_else(|_| "nats-server".into());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .map_err(|e| TransportError::io("opening the server log", e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| TransportError::io("opening the server log", e))?;
+    Command::new(&binary)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| {
+            TransportError::Setup(format!(
+                "cannot run {binary:?} ({e}); install it with `apt-get install nats-server` \
+                 or set {NATS_SERVER_ENV}"
+            ))
+        })
 }
 
 fn free_port() -> Result<u16, TransportError> {
