@@ -113,13 +113,26 @@ async fn broker_refuses_spoofed_sender_and_foreign_subscription() {
         .await
         .unwrap();
     raw.flush().await.unwrap();
+    // Nor may it read p2's reply inboxes.
+    let mut replies = raw
+        .subscribe(format!(
+            "{}.>",
+            subject::reply_inbox_prefix(&keys.roster.cluster, p2)
+        ))
+        .await
+        .unwrap();
     // Give the server's asynchronous -ERR lines time to arrive, then prove traffic still flows.
     nodes[2].send(p2, ctx(1), b"legit").await.unwrap();
     expect(&nodes[1], p3, b"legit").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(metrics.permission_violations.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.permission_violations.load(Ordering::Relaxed), 3);
     assert!(
         tokio::time::timeout(Duration::from_millis(300), foreign.next())
+            .await
+            .is_err()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), replies.next())
             .await
             .is_err()
     );
@@ -272,4 +285,53 @@ async fn parties_reconnect_after_a_broker_restart() {
     b.send(p1, ctx(3), b"after").await.unwrap();
     expect(&a, p2, b"after").await;
     assert_eq!(a.refusals().total() + b.refusals().total(), 0);
+}
+
+#[tokio::test]
+async fn replies_travel_through_the_requesters_private_inbox() {
+    let keys = keys(3);
+    let server = LocalNatsServer::start(&keys.roster).unwrap();
+    let [p1, p2, _] = PARTIES;
+    let connect = |p| {
+        let config = server.client_config(&keys.roster, p, keys.seed(p)).unwrap();
+        async move {
+            connect_client(&config, Arc::new(NatsMetrics::default()))
+                .await
+                .unwrap()
+        }
+    };
+    let (responder, requester) = (connect(p1).await, connect(p2).await);
+    let mut inbox = responder
+        .subscribe(subject::inbox_wildcard(&keys.roster.cluster, p1))
+        .await
+        .unwrap();
+    responder.flush().await.unwrap();
+    let answer = tokio::spawn(async move {
+        let request = inbox.next().await.unwrap();
+        let reply = request.reply.expect("request carries a reply subject");
+        // allow_responses lets p1 publish to p2's reply inbox for this request only.
+        responder
+            .publish(reply, Bytes::from_static(b"pong"))
+            .await
+            .unwrap();
+        responder.flush().await.unwrap();
+    });
+    let subject = subject::inbox(&keys.roster.cluster, p1, p2);
+    let mut response = None;
+    for _ in 0..20 {
+        let request = requester.request(subject.clone(), Bytes::from_static(b"ping"));
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), request).await {
+            response = Some(m);
+            break;
+        }
+    }
+    let response = response.expect("a reply");
+    assert_eq!(response.payload.as_ref(), b"pong");
+    let prefix = subject::reply_inbox_prefix(&keys.roster.cluster, p2);
+    assert!(
+        response.subject.as_str().starts_with(&prefix),
+        "{}",
+        response.subject
+    );
+    answer.await.unwrap();
 }

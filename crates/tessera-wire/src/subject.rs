@@ -6,6 +6,7 @@
 //! | `tessera.<c>.ctrl` | the coordinator | every party |
 //! | `tessera.<c>.result.<session>` | parties | the coordinator |
 //! | `tessera.<c>.audit.<emitter>` | the emitter only | auditors |
+//! | `_INBOX.tessera.<c>.<party>.<id>` | whoever answers that party's request | that party only |
 //!
 //! The sender is part of the inbox subject (not a header) so that the broker's per-user
 //! permissions stop one party from publishing in another party's name.
@@ -33,6 +34,12 @@ pub fn parse_inbox_sender(cluster: &ClusterId, to: PartyId, subject: &str) -> Op
     let prefix = format!("tessera.{cluster}.node.{}.inbox.", to.0);
     let sender: u16 = subject.strip_prefix(&prefix)?.parse().ok()?;
     (sender != 0).then_some(PartyId(sender))
+}
+
+/// The prefix of `party`'s request/reply inboxes (`<prefix>.<unique id>`): only that party may
+/// subscribe below it, so nobody else reads the answers to its requests.
+pub fn reply_inbox_prefix(cluster: &ClusterId, party: PartyId) -> String {
+    format!("_INBOX.tessera.{cluster}.{}", party.0)
 }
 
 /// Control messages from the coordinator to the nodes.

@@ -122,6 +122,7 @@ pub async fn connect_client(
     let options = ConnectOptions::with_nkey(config.nkey_seed.to_string())
         .name(format!("tessera-{}-{party}", config.cluster))
         .require_tls(true)
+        .custom_inbox_prefix(subject::reply_inbox_prefix(&config.cluster, party))
         .add_root_certificates(config.ca_file.clone())
         .add_client_certificate(config.cert_file.clone(), config.key_file.clone())
         .connection_timeout(config.connect_timeout)

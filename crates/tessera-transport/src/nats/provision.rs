@@ -5,7 +5,8 @@
 //! | party `pN` may | subjects |
 //! |---|---|
 //! | publish | `tessera.<c>.node.*.inbox.N` (frames with itself as sender), `tessera.<c>.result.*`, `tessera.<c>.audit.N` |
-//! | subscribe | `tessera.<c>.node.N.inbox.*` (its own inbox only), `tessera.<c>.ctrl` |
+//! | subscribe | `tessera.<c>.node.N.inbox.*` (its own inbox only), `tessera.<c>.ctrl`, `_INBOX.tessera.<c>.N.>` (its own reply inboxes) |
+//! | reply | to requests it received (`allow_responses`) |
 //!
 //! TLS is required with client-certificate verification against the private CA. JetStream is on
 //! with a store directory (used by the audit stream).
@@ -180,9 +181,14 @@ pub fn server_config(
             subject::result_wildcard(c),
             subject::audit(c, party),
         ];
-        let subscribe = [subject::inbox_wildcard(c, party), subject::ctrl(c)];
+        let subscribe = [
+            subject::inbox_wildcard(c, party),
+            subject::ctrl(c),
+            format!("{}.>", subject::reply_inbox_prefix(c, party)),
+        ];
+        // allow_responses: a party may answer requests it received (ctrl), and nothing more.
         users.push_str(&format!(
-            "    # party {party}\n    {{ nkey: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}\n",
+            "    # party {party}\n    {{ nkey: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }}, allow_responses: true }} }}\n",
             quote(&nkey),
             quoted_list(&publish),
             quoted_list(&subscribe),
