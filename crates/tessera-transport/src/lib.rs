@@ -12,6 +12,7 @@
 mod error;
 pub mod memory;
 pub mod nats;
+mod router;
 mod secure;
 
 use std::pin::Pin;
@@ -22,6 +23,7 @@ use futures::Stream;
 use tessera_wire::PartyId;
 
 pub use error::TransportError;
+pub use router::{RouterStats, SessionInbox, SESSION_CAPACITY, UNCLAIMED_CAPACITY};
 pub use secure::{SecureError, SecureTransport};
 
 /// Bytes that arrived for this party.

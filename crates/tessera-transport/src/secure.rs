@@ -9,15 +9,13 @@ use tessera_channel::{
     ChannelError, ChannelManager, Delivery, FrameContext, Outbound, RefusalCounters,
 };
 use tessera_wire::PartyId;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::router::{Route, Router, RouterStats, SessionInbox};
 use crate::{Transport, TransportError};
 
 /// How often timers (handshake retries, time-based rekeys) are checked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(200);
-/// Authenticated payloads that may wait for the application before intake slows down.
-pub const DELIVERY_CAPACITY: usize = 4096;
 
 /// Why a secure send failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +31,7 @@ pub enum SecureError {
 struct Shared {
     manager: Mutex<ChannelManager>,
     transport: Arc<dyn Transport>,
+    router: Arc<Router>,
 }
 
 impl Shared {
@@ -40,6 +39,15 @@ impl Shared {
         // Channel operations leave the manager consistent at every step; a panic elsewhere
         // while holding the lock does not poison its state.
         self.manager.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn deliver(&self, delivery: Delivery) {
+        let session = delivery.context.session;
+        if let (Route::Session(tx), Some(delivery)) = self.router.route(delivery) {
+            if tx.send(delivery).await.is_err() {
+                self.router.session_gone(session);
+            }
+        }
     }
 
     async fn transmit(&self, outbound: Vec<Outbound>) -> Result<(), TransportError> {
@@ -54,9 +62,11 @@ impl Shared {
 ///
 /// Incoming frames are authenticated and decrypted by a background task; refused ones are
 /// counted (see [`SecureTransport::refusals`]) and dropped, and the task keeps serving.
+/// Authenticated payloads go to the session they belong to (see
+/// [`SecureTransport::open_session`]); payloads of sessions nobody opened are returned by
+/// [`SecureTransport::recv`].
 pub struct SecureTransport {
     shared: Arc<Shared>,
-    deliveries: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -77,8 +87,8 @@ impl SecureTransport {
         let shared = Arc::new(Shared {
             manager: Mutex::new(manager),
             transport,
+            router: Arc::new(Router::default()),
         });
-        let (tx, rx) = mpsc::channel(DELIVERY_CAPACITY);
 
         let receiver = {
             let shared = shared.clone();
@@ -95,9 +105,7 @@ impl SecureTransport {
                                 tracing::warn!(peer = %inbound.from, error = %e, "cannot answer peer");
                             }
                             if let Some(delivery) = received.delivery {
-                                if tx.send(delivery).await.is_err() {
-                                    break; // the application is gone
-                                }
+                                shared.deliver(delivery).await;
                             }
                         }
                         Err(e) => tracing::debug!(
@@ -126,7 +134,6 @@ impl SecureTransport {
         };
         Ok(SecureTransport {
             shared,
-            deliveries: tokio::sync::Mutex::new(rx),
             tasks: vec![receiver, ticker],
         })
     }
@@ -170,17 +177,25 @@ impl SecureTransport {
         Ok(self.shared.transmit(outbound).await?)
     }
 
-    /// The next authenticated payload, or `None` once the inbox has closed.
-    pub async fn recv(&self) -> Option<Delivery> {
-        self.deliveries.lock().await.recv().await
+    /// Opens a protocol session: its payloads, including any that arrived before this call, go
+    /// to the returned inbox. Dropping the inbox closes the session.
+    pub fn open_session(&self, session: tessera_wire::SessionId) -> SessionInbox {
+        self.shared.router.open(session)
     }
 
-    /// The next payload, waiting at most `limit`.
+    /// The next authenticated payload of a session nobody opened.
+    pub async fn recv(&self) -> Delivery {
+        self.shared.router.next_unclaimed().await
+    }
+
+    /// As [`recv`](Self::recv), waiting at most `limit`.
     pub async fn recv_timeout(&self, limit: Duration) -> Option<Delivery> {
-        tokio::time::timeout(limit, self.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(limit, self.recv()).await.ok()
+    }
+
+    /// Deliveries that reached no session.
+    pub fn router_stats(&self) -> RouterStats {
+        self.shared.router.stats()
     }
 
     /// Refusals so far, per reason.

@@ -62,3 +62,83 @@ async fn sending_to_a_stopped_party_fails_clearly() {
         "{err}"
     );
 }
+
+fn session_ctx(session: tessera_wire::SessionId, round: u16) -> tessera_channel::FrameContext {
+    tessera_channel::FrameContext {
+        session,
+        round,
+        protocol: tessera_wire::Protocol::PING,
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_routed_to_their_sessions_even_when_they_arrive_early() {
+    let keys = keys(3);
+    let nodes = memory_cluster(&keys, &MemoryNetwork::new()).await;
+    let [p1, p2, p3] = PARTIES;
+    let (s1, s2) = (
+        tessera_wire::SessionId::random(),
+        tessera_wire::SessionId::random(),
+    );
+    // Session 1 traffic arrives at p1 before p1 opens it; session 2 interleaves.
+    for i in 0..5u16 {
+        nodes[1]
+            .send(p1, session_ctx(s1, i), &i.to_be_bytes())
+            .await
+            .unwrap();
+        nodes[2]
+            .send(p1, session_ctx(s2, i), &i.to_be_bytes())
+            .await
+            .unwrap();
+    }
+    // Once all ten are held, open session 1: the early ones come first, in order.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes[0].router_stats().held < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            nodes[0].router_stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut inbox1 = nodes[0].open_session(s1);
+    for i in 5..8u16 {
+        nodes[1]
+            .send(p1, session_ctx(s1, i), &i.to_be_bytes())
+            .await
+            .unwrap();
+    }
+    for i in 0..8u16 {
+        let d = inbox1.recv().await.unwrap();
+        assert_eq!((d.from, d.context.session), (p2, s1));
+        assert_eq!(d.payload, i.to_be_bytes());
+    }
+    let mut inbox2 = nodes[0].open_session(s2);
+    for i in 0..5u16 {
+        let d = inbox2.recv().await.unwrap();
+        assert_eq!((d.from, d.payload.as_slice()), (p3, &i.to_be_bytes()[..]));
+    }
+    // Closing a session drops its late frames, counted; other traffic is unaffected.
+    drop(inbox1);
+    nodes[1]
+        .send(p1, session_ctx(s1, 99), b"late")
+        .await
+        .unwrap();
+    nodes[2]
+        .send(p1, session_ctx(s2, 99), b"on time")
+        .await
+        .unwrap();
+    assert_eq!(inbox2.recv().await.unwrap().payload, b"on time");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes[0].router_stats().late_for_closed_session < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "late frame not counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(nodes[0]
+        .recv_timeout(std::time::Duration::from_millis(50))
+        .await
+        .is_none());
+}
