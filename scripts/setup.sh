@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tessera needs, skipping whatever is already there:
-# Debian packages (nats-server) and cargo-nextest. Safe to run again.
+# Debian packages (nats-server; m4, which the GMP build behind cggmp24 needs) and cargo-nextest. Safe to run again.
 set -euo pipefail
 
-packages=(nats-server)
+packages=(nats-server m4)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,292 @@
+//! Connects `round_based` protocols to a [`SecureTransport`] session.
+//!
+//! A session is described by a [`SessionSpec`]: its id, its protocol and the ordered list of
+//! participating parties (position `i` in the list is party index `i` for the library). Outgoing
+//! messages are encoded with the canonical codec and sealed for one party, or signed and sealed
+//! for all; incoming ones are checked to come from a session participant, to be of the session's
+//! protocol and to carry the round their authenticated frame header names.
+//!
+//! The library has no timeouts, so the incoming stream enforces one: if no message arrives for
+//! [`MpcConfig::round_timeout`], the session fails naming every party that has not delivered
+//! the earliest incomplete round.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Sink, Stream};
+use round_based::{Incoming, MessageDestination, MessageType, Outgoing, ProtocolMessage};
+use serde::{de::DeserializeOwned, Serialize};
+use tessera_channel::FrameContext;
+use tessera_transport::{SecureTransport, SessionInbox};
+use tessera_wire::{PartyId, Protocol, SessionId, DEFAULT_MAX_PAYLOAD};
+
+use crate::MpcError;
+
+/// Protocol settings.
+#[derive(Clone, Debug)]
+pub struct MpcConfig {
+    /// How long a party waits for the next message of a session before failing it. It must
+    /// cover the slowest computation a peer does between two messages (auxiliary info: tens of
+    /// seconds).
+    pub round_timeout: Duration,
+}
+
+impl Default for MpcConfig {
+    fn default() -> Self {
+        MpcConfig {
+            round_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One protocol session: who takes part, in which order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// The session id; never reused.
+    pub session: SessionId,
+    /// The protocol run in it.
+    pub protocol: Protocol,
+    /// Participants; a party's position is its index in the protocol.
+    pub parties: Vec<PartyId>,
+}
+
+impl SessionSpec {
+    /// The protocol index of `party`, if it takes part.
+    pub fn index_of(&self, party: PartyId) -> Option<u16> {
+        self.parties
+            .iter()
+            .position(|p| *p == party)
+            .map(|i| i as u16)
+    }
+
+    /// Checks the participant list and returns `me`'s index.
+    pub fn my_index(&self, me: PartyId) -> Result<u16, MpcError> {
+        let unique: BTreeSet<_> = self.parties.iter().collect();
+        if unique.len() != self.parties.len() || self.parties.len() < 2 {
+            return Err(MpcError::InvalidSession(
+                "a session needs two or more distinct parties".into(),
+            ));
+        }
+        self.index_of(me).ok_or_else(|| {
+            MpcError::InvalidSession(format!(
+                "{me} is not a participant of session {}",
+                self.session
+            ))
+        })
+    }
+
+    /// The library's execution id: binds the session id, protocol and participants, so
+    /// messages of one execution can never be replayed into another.
+    pub fn execution_id(&self) -> Vec<u8> {
+        let mut eid = b"tessera/execution/v1".to_vec();
+        eid.extend_from_slice(&self.protocol.0.to_be_bytes());
+        eid.extend_from_slice(self.session.as_bytes());
+        for p in &self.parties {
+            eid.extend_from_slice(&p.to_be_bytes());
+        }
+        eid
+    }
+}
+
+/// The error handed to the library when a message cannot be received; the full reason is kept
+/// in the [`FailureSlot`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReceiveError(String);
+
+/// The error handed to the library when a message cannot be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(String);
+
+/// Where the incoming stream records why it failed, so the caller can report it precisely
+/// instead of the library's generic I/O error.
+#[derive(Clone, Default)]
+pub(crate) struct FailureSlot(Arc<Mutex<Option<MpcError>>>);
+
+impl FailureSlot {
+    fn set(&self, error: MpcError) -> ReceiveError {
+        let text = error.to_string();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        ReceiveError(text)
+    }
+
+    pub(crate) fn take(&self) -> Option<MpcError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The incoming half handed to `MpcParty::connected`.
+pub(crate) type IncomingStream<M> =
+    Pin<Box<dyn Stream<Item = Result<Incoming<M>, ReceiveError>> + Send>>;
+/// The outgoing half handed to `MpcParty::connected`.
+pub(crate) type OutgoingSink<M> = Pin<Box<dyn Sink<Outgoing<M>, Error = SendError> + Send>>;
+
+struct Receiver {
+    inbox: SessionInbox,
+    spec: Arc<SessionSpec>,
+    me: PartyId,
+    next_id: u64,
+    delivered: BTreeMap<u16, BTreeSet<PartyId>>,
+    timeout: Duration,
+    failure: FailureSlot,
+    finished: bool,
+}
+
+impl Receiver {
+    /// The earliest round some other participant has not delivered, and who is missing.
+    fn stalled_round(&self) -> (u16, Vec<PartyId>) {
+        let others: BTreeSet<PartyId> = self
+            .spec
+            .parties
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
+        let last = self.delivered.keys().max().copied().unwrap_or(0);
+        for round in 0..=last.saturating_add(1) {
+            let got = self.delivered.get(&round).cloned().unwrap_or_default();
+            let missing: Vec<PartyId> = others.difference(&got).copied().collect();
+            if !missing.is_empty() {
+                return (round, missing);
+            }
+        }
+        (last + 1, others.into_iter().collect())
+    }
+
+    fn fail(&mut self, error: MpcError) -> ReceiveError {
+        self.finished = true;
+        self.failure.set(error)
+    }
+
+    async fn next<M>(&mut self) -> Option<Result<Incoming<M>, ReceiveError>>
+    where
+        M: DeserializeOwned + ProtocolMessage,
+    {
+        if self.finished {
+            return None;
+        }
+        let (session, protocol) = (self.spec.session, self.spec.protocol);
+        loop {
+            let delivery = match tokio::time::timeout(self.timeout, self.inbox.recv()).await {
+                Err(_) => {
+                    let (round, missing) = self.stalled_round();
+                    tracing::warn!(%session, %protocol, round, ?missing, "session timed out");
+                    let error = MpcError::Timeout {
+                        protocol,
+                        session,
+                        round,
+                        missing,
+                    };
+                    return Some(Err(self.fail(error)));
+                }
+                Ok(None) => {
+                    self.finished = true;
+                    return None;
+                }
+                Ok(Some(d)) => d,
+            };
+            let Some(sender) = self.spec.index_of(delivery.from) else {
+                tracing::warn!(%session, from = %delivery.from, "message from a non-participant ignored");
+                continue;
+            };
+            if delivery.context.protocol != protocol {
+                tracing::warn!(%session, from = %delivery.from, "message of another protocol ignored");
+                continue;
+            }
+            let invalid = |reason: String| MpcError::InvalidMessage {
+                protocol,
+                session,
+                from: delivery.from,
+                reason,
+            };
+            let msg: M = match tessera_wire::decode(&delivery.payload, DEFAULT_MAX_PAYLOAD) {
+                Ok(m) => m,
+                Err(e) => return Some(Err(self.fail(invalid(e.to_string())))),
+            };
+            if msg.round() != delivery.context.round {
+                let reason = format!(
+                    "message of round {} sealed as round {}",
+                    msg.round(),
+                    delivery.context.round
+                );
+                return Some(Err(self.fail(invalid(reason))));
+            }
+            self.delivered
+                .entry(msg.round())
+                .or_default()
+                .insert(delivery.from);
+            let id = self.next_id;
+            self.next_id += 1;
+            let msg_type = if delivery.broadcast.is_some() {
+                MessageType::Broadcast
+            } else {
+                MessageType::P2P
+            };
+            return Some(Ok(Incoming {
+                id,
+                sender,
+                msg_type,
+                msg,
+            }));
+        }
+    }
+}
+
+/// Opens `spec`'s session on `net` for `me` and returns the library's two halves plus the
+/// failure slot.
+pub(crate) fn connect<M>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    me: PartyId,
+    config: &MpcConfig,
+) -> (IncomingStream<M>, OutgoingSink<M>, FailureSlot)
+where
+    M: Serialize + DeserializeOwned + ProtocolMessage + Send + 'static,
+{
+    let spec = Arc::new(spec.clone());
+    let failure = FailureSlot::default();
+    let receiver = Receiver {
+        inbox: net.open_session(spec.session),
+        spec: spec.clone(),
+        me,
+        next_id: 0,
+        delivered: BTreeMap::new(),
+        timeout: config.round_timeout,
+        failure: failure.clone(),
+        finished: false,
+    };
+    let incoming = futures::stream::unfold(receiver, |mut r| async move {
+        let item = r.next::<M>().await?;
+        Some((item, r))
+    });
+    let outgoing = futures::sink::unfold(
+        (net, spec, me),
+        |(net, spec, me), out: Outgoing<M>| async move {
+            let payload = tessera_wire::encode(&out.msg);
+            let context = FrameContext {
+                session: spec.session,
+                round: out.msg.round(),
+                protocol: spec.protocol,
+            };
+            let sent = match out.recipient {
+                MessageDestination::AllParties => {
+                    let others: Vec<PartyId> =
+                        spec.parties.iter().copied().filter(|p| *p != me).collect();
+                    net.broadcast(&others, context, &payload).await
+                }
+                MessageDestination::OneParty(i) => {
+                    let to = *spec.parties.get(usize::from(i)).ok_or_else(|| {
+                        SendError(format!("party index {i} is not in the session"))
+                    })?;
+                    net.send(to, context, &payload).await
+                }
+            };
+            sent.map_err(|e| SendError(e.to_string()))?;
+            Ok::<_, SendError>((net, spec, me))
+        },
+    );
+    (Box::pin(incoming), Box::pin(outgoing), failure)
+}

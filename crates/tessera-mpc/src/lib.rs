@@ -1,0 +1,22 @@
+//! Threshold protocols over Tessera's secure transport.
+//!
+//! The protocols themselves come from the audited `cggmp24` crate (CGGMP24 threshold ECDSA on
+//! secp256k1): distributed key generation, auxiliary info, presignatures and signing. This crate
+//! connects them to [`tessera_transport::SecureTransport`] sessions ([`delivery`]): every
+//! protocol message travels sealed end to end, bound to its session, round and protocol;
+//! broadcasts are signed; every round has a deadline, and a session that stalls fails with the
+//! parties that did not deliver named ([`MpcError::Timeout`]).
+//!
+//! Signatures are verified against the public key with `k256` before they are returned.
+
+pub mod delivery;
+mod error;
+pub mod fixtures;
+pub mod protocols;
+
+pub use delivery::{MpcConfig, SessionSpec};
+pub use error::MpcError;
+pub use protocols::{
+    aux_info, keygen, presign, sign, verify_signature, AuxInfo, Curve, IncompleteKeyShare,
+    KeyShare, Level, Presignature, PresignaturePublicData, PrimeSet, Signature,
+};

@@ -1,0 +1,243 @@
+//! CGGMP24 threshold ECDSA on secp256k1, run over secure sessions.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cggmp24::generic_ec::Point;
+use cggmp24::key_share::AnyKeyShare;
+use cggmp24::{DataToSign, ExecutionId};
+use rand_core::OsRng;
+use round_based::MpcParty;
+use sha2::Sha256;
+use tessera_transport::SecureTransport;
+use tessera_wire::{PartyId, Protocol};
+
+use crate::delivery::{connect, FailureSlot, MpcConfig, SessionSpec};
+use crate::MpcError;
+
+/// The curve.
+pub type Curve = cggmp24::supported_curves::Secp256k1;
+/// The security level (Paillier and ring-Pedersen parameter sizes).
+pub type Level = cggmp24::security_level::SecurityLevel128;
+/// A party's output of key generation, before auxiliary info is attached.
+pub type IncompleteKeyShare = cggmp24::IncompleteKeyShare<Curve>;
+/// A party's auxiliary info (Paillier key, ring-Pedersen parameters), per committee.
+pub type AuxInfo = cggmp24::key_share::AuxInfo<Level>;
+/// A complete, validated key share.
+pub type KeyShare = cggmp24::KeyShare<Curve, Level>;
+/// The four safe primes one party's auxiliary info is built from (slow to generate).
+pub type PrimeSet = cggmp24::PregeneratedPrimes<Level>;
+/// A presignature: used at most once.
+pub type Presignature = cggmp24::Presignature<Curve>;
+/// What every signer of a presignature session learned publicly.
+pub type PresignaturePublicData = cggmp24::signing::PresignaturePublicData<Curve>;
+/// An ECDSA signature.
+pub type Signature = cggmp24::Signature<Curve>;
+
+type KeygenMsg = cggmp24::keygen::ThresholdMsg<Curve, Level, Sha256>;
+type AuxMsg = cggmp24::key_refresh::msg::Msg<Sha256, Level>;
+type SignMsg = cggmp24::signing::msg::Msg<Curve, Sha256>;
+
+/// Runs a protocol future on a blocking thread: the library's proofs are long synchronous
+/// computations that must not starve the transport's tasks.
+async fn run_blocking<T, E, F>(future: F) -> Result<Result<T, E>, MpcError>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(future))
+        .await
+        .map_err(|e| MpcError::InvalidSession(format!("protocol task failed: {e}")))
+}
+
+fn finish<T, E: std::fmt::Debug>(
+    result: Result<T, E>,
+    failure: &FailureSlot,
+    spec: &SessionSpec,
+) -> Result<T, MpcError> {
+    result.map_err(|e| {
+        failure.take().unwrap_or_else(|| MpcError::Aborted {
+            protocol: spec.protocol,
+            session: spec.session,
+            detail: format!("{e:?}"),
+        })
+    })
+}
+
+fn expect_protocol(spec: &SessionSpec, protocol: Protocol) -> Result<(), MpcError> {
+    if spec.protocol != protocol {
+        return Err(MpcError::InvalidSession(format!(
+            "session {} is a {} session, not {protocol}",
+            spec.session, spec.protocol
+        )));
+    }
+    Ok(())
+}
+
+/// Distributed key generation: `threshold`-of-`spec.parties.len()`, HD wallets enabled,
+/// reliable broadcast enforced. Nobody ever holds the whole key.
+pub async fn keygen(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    threshold: u16,
+    config: &MpcConfig,
+) -> Result<IncompleteKeyShare, MpcError> {
+    expect_protocol(spec, Protocol::KEYGEN)?;
+    let me = net.party();
+    let i = spec.my_index(me)?;
+    let n = spec.parties.len() as u16;
+    if threshold < 2 || threshold > n {
+        return Err(MpcError::InvalidSession(format!(
+            "threshold {threshold} must be between 2 and {n}"
+        )));
+    }
+    let (incoming, outgoing, failure) = connect::<KeygenMsg>(net, spec, me, config);
+    let eid = spec.execution_id();
+    let result = run_blocking(async move {
+        let party = MpcParty::connected((incoming, outgoing));
+        cggmp24::keygen::<Curve>(ExecutionId::new(&eid), i, n)
+            .set_threshold(threshold)
+            .hd_wallet(true)
+            .enforce_reliable_broadcast(true)
+            .start(&mut OsRng, party)
+            .await
+    })
+    .await?;
+    finish(result, &failure, spec)
+}
+
+/// Auxiliary info generation for a committee, from this party's pre-generated primes (which it
+/// consumes). Slow: tens of seconds.
+pub async fn aux_info(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    primes: PrimeSet,
+    config: &MpcConfig,
+) -> Result<AuxInfo, MpcError> {
+    expect_protocol(spec, Protocol::AUX_INFO)?;
+    let me = net.party();
+    let i = spec.my_index(me)?;
+    let n = spec.parties.len() as u16;
+    let (incoming, outgoing, failure) = connect::<AuxMsg>(net, spec, me, config);
+    let eid = spec.execution_id();
+    let result = run_blocking(async move {
+        let party = MpcParty::connected((incoming, outgoing));
+        cggmp24::aux_info_gen(ExecutionId::new(&eid), i, n, primes)
+            .start(&mut OsRng, party)
+            .await
+    })
+    .await?;
+    finish(result, &failure, spec)
+}
+
+/// The key-generation indices of the signers: where each session participant sits in the
+/// committee that generated the key. Also checks that `share` is this party's.
+fn signer_indices(
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &KeyShare,
+    me: PartyId,
+) -> Result<(u16, Vec<u16>), MpcError> {
+    let i = spec.my_index(me)?;
+    let indices = spec
+        .parties
+        .iter()
+        .map(|p| {
+            committee
+                .iter()
+                .position(|c| c == p)
+                .map(|x| x as u16)
+                .ok_or_else(|| {
+                    MpcError::InvalidSession(format!("{p} is not in the key's committee"))
+                })
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    if indices[usize::from(i)] != share.core.i {
+        return Err(MpcError::InvalidSession(format!(
+            "the key share belongs to committee index {}, but {me} is index {}",
+            share.core.i,
+            indices[usize::from(i)]
+        )));
+    }
+    if indices.len() < usize::from(share.min_signers()) {
+        return Err(MpcError::InvalidSession(format!(
+            "{} signers, but the key needs {}",
+            indices.len(),
+            share.min_signers()
+        )));
+    }
+    Ok((i, indices))
+}
+
+/// Full interactive signing of `message` (hashed with SHA-256) by the session's parties.
+/// `committee` lists the parties that generated the key, in key-generation order. The
+/// signature is verified against the public key before it is returned.
+pub async fn sign(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &KeyShare,
+    message: &[u8],
+    config: &MpcConfig,
+) -> Result<Signature, MpcError> {
+    expect_protocol(spec, Protocol::SIGN)?;
+    let me = net.party();
+    let (i, signers) = signer_indices(spec, committee, share, me)?;
+    let (incoming, outgoing, failure) = connect::<SignMsg>(net, spec, me, config);
+    let eid = spec.execution_id();
+    let share_for_task = share.clone();
+    let data = DataToSign::<Curve>::digest::<Sha256>(message);
+    let result = run_blocking(async move {
+        let party = MpcParty::connected((incoming, outgoing));
+        cggmp24::signing(ExecutionId::new(&eid), i, &signers, &share_for_task)
+            .sign(&mut OsRng, party, &data)
+            .await
+    })
+    .await?;
+    let signature = finish(result, &failure, spec)?;
+    if !verify_signature(&share.shared_public_key(), message, &signature) {
+        return Err(MpcError::SignatureInvalid);
+    }
+    Ok(signature)
+}
+
+/// Generates a presignature with the session's parties, for the key's master public key.
+pub async fn presign(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &KeyShare,
+    config: &MpcConfig,
+) -> Result<(Presignature, PresignaturePublicData), MpcError> {
+    expect_protocol(spec, Protocol::PRESIGN)?;
+    let me = net.party();
+    let (i, signers) = signer_indices(spec, committee, share, me)?;
+    let (incoming, outgoing, failure) = connect::<SignMsg>(net, spec, me, config);
+    let eid = spec.execution_id();
+    let share_for_task = share.clone();
+    let result = run_blocking(async move {
+        let party = MpcParty::connected((incoming, outgoing));
+        cggmp24::signing(ExecutionId::new(&eid), i, &signers, &share_for_task)
+            .generate_presignature(&mut OsRng, party)
+            .await
+    })
+    .await?;
+    finish(result, &failure, spec)
+}
+
+/// Checks an ECDSA signature over SHA-256(`message`) against `public_key` with `k256`,
+/// independently of the library that produced it.
+pub fn verify_signature(public_key: &Point<Curve>, message: &[u8], signature: &Signature) -> bool {
+    use k256::ecdsa::signature::Verifier;
+    let mut bytes = [0u8; 64];
+    signature.write_to_slice(&mut bytes);
+    let Ok(key) = k256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key.to_bytes(true)) else {
+        return false;
+    };
+    let Ok(sig) = k256::ecdsa::Signature::from_slice(&bytes) else {
+        return false;
+    };
+    key.verify(message, &sig).is_ok()
+}

@@ -1,0 +1,245 @@
+//! Threshold ECDSA over secure sessions: in memory and over a real nats-server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cggmp24::key_share::AnyKeyShare;
+use cggmp24::{DataToSign, PartialSignature};
+use sha2::Sha256;
+use tessera_channel::identity::PartyIdentity;
+use tessera_channel::{ChannelConfig, ChannelManager, Roster};
+use tessera_mpc::fixtures::insecure_committee_2of3;
+use tessera_mpc::{keygen, presign, sign, verify_signature, MpcConfig, MpcError, SessionSpec};
+use tessera_transport::memory::MemoryNetwork;
+use tessera_transport::nats::server::LocalNatsServer;
+use tessera_transport::nats::NatsTransport;
+use tessera_transport::{SecureTransport, Transport};
+use tessera_wire::{ClusterId, PartyId, Protocol, SessionId};
+
+const P1: PartyId = PartyId(1);
+const P2: PartyId = PartyId(2);
+const P3: PartyId = PartyId(3);
+
+struct Keys {
+    identities: Vec<String>,
+    seeds: Vec<String>,
+    roster: Roster,
+}
+
+fn keys() -> Keys {
+    let cluster = ClusterId::new("mpc-test").unwrap();
+    let (mut identities, mut seeds, mut publics) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 1..=3 {
+        let nkey = nkeys::KeyPair::new_user();
+        let seed = nkey.seed().unwrap();
+        let id = PartyIdentity::generate(PartyId(i), cluster.clone(), Some(seed.clone()));
+        publics.push(id.public(Some(nkey.public_key())));
+        identities.push(id.to_json().to_string());
+        seeds.push(seed);
+    }
+    let roster = Roster::build(cluster, 1, &publics).unwrap();
+    Keys {
+        identities,
+        seeds,
+        roster,
+    }
+}
+
+async fn node(keys: &Keys, p: PartyId, transport: Arc<dyn Transport>) -> Arc<SecureTransport> {
+    let id = PartyIdentity::from_json(&keys.identities[p.0 as usize - 1]).unwrap();
+    let manager = ChannelManager::new(id, keys.roster.clone(), ChannelConfig::default()).unwrap();
+    Arc::new(SecureTransport::start(manager, transport).await.unwrap())
+}
+
+async fn memory_nodes(keys: &Keys) -> Vec<Arc<SecureTransport>> {
+    let net = MemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for p in [P1, P2, P3] {
+        nodes.push(node(keys, p, Arc::new(net.connect(p))).await);
+    }
+    nodes
+}
+
+fn spec(protocol: Protocol, parties: &[PartyId]) -> SessionSpec {
+    SessionSpec {
+        session: SessionId::random(),
+        protocol,
+        parties: parties.to_vec(),
+    }
+}
+
+fn idx(p: PartyId) -> usize {
+    p.0 as usize - 1
+}
+
+/// Signs `message` with `signers`, each running its own side of one session.
+async fn sign_with(
+    nodes: &[Arc<SecureTransport>],
+    signers: &[PartyId],
+    message: &[u8],
+    config: &MpcConfig,
+) -> Vec<Result<tessera_mpc::Signature, MpcError>> {
+    let fixture = insecure_committee_2of3();
+    let s = spec(Protocol::SIGN, signers);
+    let runs = signers.iter().map(|p| {
+        let share = fixture.shares[idx(*p)].clone();
+        let (net, s, committee) = (nodes[idx(*p)].clone(), s.clone(), fixture.committee.clone());
+        let config = config.clone();
+        let message = message.to_vec();
+        async move { sign(net, &s, &committee, &share, &message, &config).await }
+    });
+    futures::future::join_all(runs).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_runs_over_secure_sessions() {
+    let keys = keys();
+    let nodes = memory_nodes(&keys).await;
+    let s = spec(Protocol::KEYGEN, &[P1, P2, P3]);
+    let config = MpcConfig::default();
+    let runs = nodes.iter().map(|n| keygen(n.clone(), &s, 2, &config));
+    let shares = futures::future::try_join_all(runs).await.unwrap();
+    let pk = shares[0].shared_public_key();
+    for (i, share) in shares.iter().enumerate() {
+        assert_eq!(share.shared_public_key(), pk);
+        assert_eq!(usize::from(share.i), i);
+        assert_eq!(share.min_signers(), 2);
+    }
+    // Every protocol message travelled sealed: nothing was refused, nothing left over.
+    for n in &nodes {
+        assert_eq!(n.refusals().total(), 0);
+    }
+    // A threshold outside 2..=n is refused before anything is sent.
+    let err = keygen(
+        nodes[0].clone(),
+        &spec(Protocol::KEYGEN, &[P1, P2, P3]),
+        4,
+        &MpcConfig::default(),
+    )
+    .await
+    .err()
+    .expect("threshold 4 of 3 refused");
+    assert!(matches!(err, MpcError::InvalidSession(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_sign_and_k256_verifies() {
+    let keys = keys();
+    let nodes = memory_nodes(&keys).await;
+    let fixture = insecure_committee_2of3();
+    let pk = fixture.shares[0].shared_public_key();
+    let message = b"transfer 1.5 ETH to 0x00000000000000000000000000000000000000aa";
+    let results = sign_with(&nodes, &[P1, P3], message, &MpcConfig::default()).await;
+    for r in results {
+        let sig = r.unwrap();
+        assert!(verify_signature(&pk, message, &sig));
+        assert!(!verify_signature(&pk, b"another message", &sig));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presignature_then_online_signing() {
+    let keys = keys();
+    let nodes = memory_nodes(&keys).await;
+    let fixture = insecure_committee_2of3();
+    let s = spec(Protocol::PRESIGN, &[P2, P3]);
+    let runs = [P2, P3].map(|p| {
+        let share = fixture.shares[idx(p)].clone();
+        let (net, s, committee) = (nodes[idx(p)].clone(), s.clone(), fixture.committee.clone());
+        async move { presign(net, &s, &committee, &share, &MpcConfig::default()).await }
+    });
+    let presigs = futures::future::try_join_all(runs).await.unwrap();
+    assert_eq!(
+        presigs[0].1, presigs[1].1,
+        "every signer learns the same public data"
+    );
+    // Online phase: one local step per signer, then combine.
+    let message = b"withdraw 0.1 BTC";
+    let data = DataToSign::digest::<Sha256>(message);
+    let public = presigs[0].1.clone();
+    let t = Instant::now();
+    let partials: Vec<PartialSignature<_>> = presigs
+        .into_iter()
+        .map(|(presig, _)| presig.issue_partial_signature(data))
+        .collect();
+    let sig = PartialSignature::combine(&partials, &public, data).expect("partials combine");
+    let online = t.elapsed();
+    assert!(verify_signature(
+        &fixture.shares[0].shared_public_key(),
+        message,
+        &sig
+    ));
+    eprintln!("online signing from a presignature: {online:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_over_a_real_permissioned_nats_server() {
+    let keys = keys();
+    let server = LocalNatsServer::start(&keys.roster).unwrap();
+    let mut nodes = Vec::new();
+    for p in [P1, P2, P3] {
+        let config = server
+            .client_config(&keys.roster, p, &keys.seeds[idx(p)])
+            .unwrap();
+        let transport = Arc::new(NatsTransport::connect(&config).await.unwrap());
+        nodes.push(node(&keys, p, transport).await);
+    }
+    let fixture = insecure_committee_2of3();
+    let message = b"rotate the hot wallet";
+    for r in sign_with(&nodes, &[P2, P1], message, &MpcConfig::default()).await {
+        assert!(verify_signature(
+            &fixture.shares[0].shared_public_key(),
+            message,
+            &r.unwrap()
+        ));
+    }
+    for n in &nodes {
+        assert_eq!(n.refusals().total(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_party_is_named_and_the_remaining_quorum_signs() {
+    let keys = keys();
+    let nodes = memory_nodes(&keys).await;
+    let fixture = insecure_committee_2of3();
+    let config = MpcConfig {
+        round_timeout: Duration::from_secs(3),
+    };
+    // p3 is asked to sign with p1 but never takes part.
+    let results = sign_with(&nodes[..], &[P1], b"x", &config).await;
+    assert!(
+        matches!(results[0], Err(MpcError::InvalidSession(_))),
+        "one signer is not enough"
+    );
+    let s = spec(Protocol::SIGN, &[P1, P3]);
+    let started = Instant::now();
+    let err = sign(
+        nodes[0].clone(),
+        &s,
+        &fixture.committee,
+        &fixture.shares[0],
+        b"transfer",
+        &config,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        MpcError::Timeout { missing, round, .. } => {
+            assert_eq!(missing, &vec![P3]);
+            assert_eq!(*round, 0);
+        }
+        other => panic!("expected a timeout naming p3, got {other}"),
+    }
+    assert!(err.to_string().contains("no message from p3"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The other nodes are healthy: a new session with the remaining quorum succeeds.
+    let message = b"transfer";
+    for r in sign_with(&nodes, &[P1, P2], message, &MpcConfig::default()).await {
+        assert!(verify_signature(
+            &fixture.shares[0].shared_public_key(),
+            message,
+            &r.unwrap()
+        ));
+    }
+}
