@@ -12,10 +12,12 @@
 pub mod delivery;
 mod error;
 pub mod fixtures;
+pub mod presignatures;
 pub mod protocols;
 
 pub use delivery::{MpcConfig, SessionSpec};
 pub use error::MpcError;
+pub use presignatures::{PresignatureError, PresignatureStore, StoredPresignature};
 pub use protocols::{
     aux_info, keygen, presign, sign, verify_signature, AuxInfo, Curve, IncompleteKeyShare,
     KeyShare, Level, Presignature, PresignaturePublicData, PrimeSet, Signature,

@@ -243,3 +243,77 @@ async fn a_silent_party_is_named_and_the_remaining_quorum_signs() {
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presignature_is_used_at_most_once_even_across_restarts() {
+    use tessera_mpc::{PresignatureError, PresignatureStore, StoredPresignature};
+    use tessera_store::{FileStore, KdfParams};
+
+    let keys = keys();
+    let nodes = memory_nodes(&keys).await;
+    let fixture = insecure_committee_2of3();
+    let key = tessera_wire::KeyId::random();
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = |p: PartyId| dir.path().join(p.to_string());
+    let pass = b"node passphrase";
+    for p in [P1, P2] {
+        FileStore::create(&store_dir(p), pass, KdfParams::MINIMUM).unwrap();
+    }
+    let open = |p: PartyId| {
+        let store = FileStore::open(&store_dir(p), pass).unwrap();
+        PresignatureStore::new(Arc::new(store), key)
+    };
+
+    // Presign with p1 and p2; each node stores its presignature durably.
+    let s = spec(Protocol::PRESIGN, &[P1, P2]);
+    let runs = [P1, P2].map(|p| {
+        let share = fixture.shares[idx(p)].clone();
+        let (net, s, committee) = (nodes[idx(p)].clone(), s.clone(), fixture.committee.clone());
+        async move { presign(net, &s, &committee, &share, &MpcConfig::default()).await }
+    });
+    let made = futures::future::try_join_all(runs).await.unwrap();
+    for (p, (presignature, public)) in [P1, P2].into_iter().zip(made) {
+        let item = StoredPresignature {
+            presignature,
+            public,
+            signers: vec![P1, P2],
+        };
+        open(p).put(s.session, &item).unwrap();
+    }
+
+    // The nodes restart (stores reopened from disk) and sign once with it.
+    let (pool1, pool2) = (open(P1), open(P2));
+    assert_eq!(pool1.available().unwrap(), vec![s.session]);
+    let message = b"pay invoice 42";
+    let data = DataToSign::digest::<Sha256>(message);
+    let taken: Vec<StoredPresignature> = [&pool1, &pool2]
+        .iter()
+        .map(|pool| pool.take(s.session).unwrap())
+        .collect();
+    let public = taken[0].public.clone();
+    let partials: Vec<PartialSignature<_>> = taken
+        .into_iter()
+        .map(|t| t.presignature.issue_partial_signature(data))
+        .collect();
+    let sig = PartialSignature::combine(&partials, &public, data).unwrap();
+    assert!(verify_signature(
+        &fixture.shares[0].shared_public_key(),
+        message,
+        &sig
+    ));
+
+    // Never again: not now, and not after another restart.
+    assert!(matches!(
+        pool1.take(s.session),
+        Err(PresignatureError::NotAvailable { .. })
+    ));
+    drop((pool1, pool2));
+    for p in [P1, P2] {
+        let pool = open(p);
+        assert!(pool.available().unwrap().is_empty());
+        assert!(matches!(
+            pool.take(s.session),
+            Err(PresignatureError::NotAvailable { .. })
+        ));
+    }
+}
