@@ -91,6 +91,23 @@ async fn sign_with(
     futures::future::join_all(runs).await
 }
 
+/// Generates a presignature with the session's parties, each running its own side.
+async fn presign_with(
+    nodes: &[Arc<SecureTransport>],
+    s: &SessionSpec,
+) -> Vec<(
+    tessera_mpc::Presignature,
+    tessera_mpc::PresignaturePublicData,
+)> {
+    let fixture = insecure_committee_2of3();
+    let runs = s.parties.iter().map(|p| {
+        let share = fixture.shares[idx(*p)].clone();
+        let (net, s, committee) = (nodes[idx(*p)].clone(), s.clone(), fixture.committee.clone());
+        async move { presign(net, &s, &committee, &share, &MpcConfig::default()).await }
+    });
+    futures::future::try_join_all(runs).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_runs_over_secure_sessions() {
     let keys = keys();
@@ -142,13 +159,7 @@ async fn presignature_then_online_signing() {
     let keys = keys();
     let nodes = memory_nodes(&keys).await;
     let fixture = insecure_committee_2of3();
-    let s = spec(Protocol::PRESIGN, &[P2, P3]);
-    let runs = [P2, P3].map(|p| {
-        let share = fixture.shares[idx(p)].clone();
-        let (net, s, committee) = (nodes[idx(p)].clone(), s.clone(), fixture.committee.clone());
-        async move { presign(net, &s, &committee, &share, &MpcConfig::default()).await }
-    });
-    let presigs = futures::future::try_join_all(runs).await.unwrap();
+    let presigs = presign_with(&nodes, &spec(Protocol::PRESIGN, &[P2, P3])).await;
     assert_eq!(
         presigs[0].1, presigs[1].1,
         "every signer learns the same public data"
@@ -266,12 +277,7 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
 
     // Presign with p1 and p2; each node stores its presignature durably.
     let s = spec(Protocol::PRESIGN, &[P1, P2]);
-    let runs = [P1, P2].map(|p| {
-        let share = fixture.shares[idx(p)].clone();
-        let (net, s, committee) = (nodes[idx(p)].clone(), s.clone(), fixture.committee.clone());
-        async move { presign(net, &s, &committee, &share, &MpcConfig::default()).await }
-    });
-    let made = futures::future::try_join_all(runs).await.unwrap();
+    let made = presign_with(&nodes, &s).await;
     for (p, (presignature, public)) in [P1, P2].into_iter().zip(made) {
         let item = StoredPresignature {
             presignature,
