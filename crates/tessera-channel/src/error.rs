@@ -198,6 +198,13 @@ impl RefusalCounters {
         self.counts.values().sum()
     }
 
+    /// Refusals of records and broadcasts, and failed handshakes: everything except stale
+    /// handshake messages, which also occur without any attack when two parties open a channel
+    /// to each other at the same moment (the loser's late message is refused as stale).
+    pub fn frames(&self) -> u64 {
+        self.total() - self.get(RefusalReason::StaleHandshake)
+    }
+
     /// Every reason with a non-zero count.
     pub fn iter(&self) -> impl Iterator<Item = (RefusalReason, u64)> + '_ {
         self.counts.iter().map(|(r, n)| (*r, *n))

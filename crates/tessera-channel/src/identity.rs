@@ -1,17 +1,20 @@
-//! A party's long-term keys.
+//! Long-term keys: parties, coordinators and admins.
 //!
 //! Each party has an Ed25519 signing key (broadcasts, roster and audit signatures) and an X25519
-//! static key (the `s` of Noise KK). Secrets are zeroized on drop and never printed: `Debug`
+//! static key (the `s` of Noise KK). A coordinator has an Ed25519 key that signs control
+//! messages (protocol session starts). Secrets are zeroized on drop and never printed: `Debug`
 //! shows only the public half.
 
 use std::fmt;
 
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use tessera_wire::{ClusterId, PartyId};
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 use zeroize::Zeroizing;
+
+use crate::roster::{valid_coordinator_name, CoordinatorEntry};
 
 /// Why an identity file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,9 @@ pub enum IdentityError {
     /// A key field is not 32 bytes of hex.
     #[error("identity file field {0} must be 64 hex digits")]
     BadKey(&'static str),
+    /// A coordinator name is not 1 to 32 characters of `a-z`, `0-9` and `-`.
+    #[error("coordinator name {0:?} is not valid: use 1 to 32 characters from a-z, 0-9 and '-'")]
+    BadCoordinatorName(String),
 }
 
 /// A party's secret keys. Zeroized on drop.
@@ -159,6 +165,120 @@ pub struct PublicIdentity {
     pub nats_user: Option<String>,
 }
 
+/// A coordinator's secret key: it signs control messages (protocol session starts), which
+/// nodes accept only from keys listed in the roster's coordinators. Zeroized on drop.
+pub struct CoordinatorKey {
+    name: String,
+    cluster: ClusterId,
+    signing: SigningKey,
+    nats_seed: Option<Zeroizing<String>>,
+}
+
+impl CoordinatorKey {
+    /// A fresh key from the operating system's RNG. `name` must be 1 to 32 characters from
+    /// `a-z`, `0-9` and `-`; `nats_seed` is the coordinator's NATS NKey user seed, if it
+    /// connects to a broker.
+    pub fn generate(
+        name: &str,
+        cluster: ClusterId,
+        nats_seed: Option<String>,
+    ) -> Result<Self, IdentityError> {
+        if !valid_coordinator_name(name) {
+            return Err(IdentityError::BadCoordinatorName(name.to_owned()));
+        }
+        Ok(CoordinatorKey {
+            name: name.to_owned(),
+            cluster,
+            signing: SigningKey::generate(&mut OsRng),
+            nats_seed: nats_seed.map(Zeroizing::new),
+        })
+    }
+
+    /// The coordinator's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster this key belongs to.
+    pub fn cluster(&self) -> &ClusterId {
+        &self.cluster
+    }
+
+    /// The NATS NKey user seed, if any.
+    pub fn nats_seed(&self) -> Option<&str> {
+        self.nats_seed.as_deref().map(String::as_str)
+    }
+
+    /// Signs `message`. The caller puts a domain label and the cluster into `message`.
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.signing.sign(message)
+    }
+
+    /// The Ed25519 verifying key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// The roster entry for this key; `nats_user` is the public key (`U...`) of
+    /// [`nats_seed`](Self::nats_seed), if the coordinator connects to a broker.
+    pub fn public(&self, nats_user: Option<String>) -> CoordinatorEntry {
+        CoordinatorEntry {
+            name: self.name.clone(),
+            ed25519: hex::encode(self.signing.verifying_key().as_bytes()),
+            nats_user,
+        }
+    }
+
+    /// Serializes the secret key to the coordinator key file format (JSON). The result is
+    /// secret.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        let file = CoordinatorFile {
+            name: self.name.clone(),
+            cluster: self.cluster.clone(),
+            ed25519_secret: Zeroizing::new(hex::encode(self.signing.to_bytes())),
+            nats_seed: self.nats_seed.clone(),
+        };
+        Zeroizing::new(serde_json::to_string_pretty(&file).expect("coordinator key serializes"))
+    }
+
+    /// Parses a coordinator key file.
+    pub fn from_json(text: &str) -> Result<Self, IdentityError> {
+        let file: CoordinatorFile = serde_json::from_str(text)?;
+        if !valid_coordinator_name(&file.name) {
+            return Err(IdentityError::BadCoordinatorName(file.name));
+        }
+        let ed = decode32(&file.ed25519_secret, "ed25519_secret")?;
+        Ok(CoordinatorKey {
+            name: file.name,
+            cluster: file.cluster,
+            signing: SigningKey::from_bytes(&ed),
+            nats_seed: file.nats_seed,
+        })
+    }
+}
+
+impl fmt::Debug for CoordinatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoordinatorKey")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
+            .field(
+                "ed25519",
+                &hex::encode(self.signing.verifying_key().as_bytes()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CoordinatorFile {
+    name: String,
+    cluster: ClusterId,
+    ed25519_secret: Zeroizing<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nats_seed: Option<Zeroizing<String>>,
+}
+
 /// An admin's Ed25519 key, used to sign rosters. Zeroized on drop.
 pub struct AdminKey {
     signing: SigningKey,
@@ -224,5 +344,88 @@ mod tests {
             PartyIdentity::from_json(&broken),
             Err(IdentityError::BadKey("ed25519_secret"))
         ));
+    }
+
+    #[test]
+    fn coordinator_key_file_round_trip_and_debug_hides_secrets() {
+        let cluster = ClusterId::new("c1").unwrap();
+        let seed = "SUAEXAMPLEONLYNOTAREALSEED".to_owned();
+        let key = CoordinatorKey::generate("coord-1", cluster.clone(), Some(seed.clone())).unwrap();
+        let json = key.to_json();
+        let back = CoordinatorKey::from_json(&json).unwrap();
+        assert_eq!(back.name(), "coord-1");
+        assert_eq!(back.cluster(), &cluster);
+        assert_eq!(back.nats_seed(), Some(seed.as_str()));
+        assert_eq!(back.verifying_key(), key.verifying_key());
+        assert_eq!(
+            back.public(Some("UX".into())),
+            key.public(Some("UX".into()))
+        );
+        let entry = key.public(None);
+        assert_eq!(entry.name, "coord-1");
+        assert_eq!(entry.verifying_key().unwrap(), key.verifying_key());
+
+        // The reloaded key signs what the roster entry verifies.
+        let sig = back.sign(b"session start");
+        entry
+            .verifying_key()
+            .unwrap()
+            .verify_strict(b"session start", &sig)
+            .unwrap();
+
+        // Without a NATS seed, the file has none either.
+        let plain = CoordinatorKey::generate("c", cluster.clone(), None).unwrap();
+        assert!(!plain.to_json().contains("nats_seed"));
+        assert_eq!(
+            CoordinatorKey::from_json(&plain.to_json())
+                .unwrap()
+                .nats_seed(),
+            None
+        );
+
+        let secret_hex = hex::encode(key.signing.to_bytes());
+        let debug = format!("{key:?}");
+        assert!(!debug.contains(&secret_hex), "{debug}");
+        assert!(!debug.contains(&seed), "{debug}");
+        assert!(debug.contains("coord-1"), "{debug}");
+
+        let broken = json.replace(&secret_hex, "zz");
+        assert!(matches!(
+            CoordinatorKey::from_json(&broken),
+            Err(IdentityError::BadKey("ed25519_secret"))
+        ));
+        let renamed = json.replace("\"coord-1\"", "\"Coord.1\"");
+        assert!(matches!(
+            CoordinatorKey::from_json(&renamed),
+            Err(IdentityError::BadCoordinatorName(n)) if n == "Coord.1"
+        ));
+        // A party identity file is not a coordinator key file.
+        let party = PartyIdentity::generate(PartyId(1), cluster.clone(), None);
+        assert!(matches!(
+            CoordinatorKey::from_json(&party.to_json()),
+            Err(IdentityError::Format(_))
+        ));
+    }
+
+    #[test]
+    fn coordinator_names_are_checked() {
+        let cluster = ClusterId::new("c1").unwrap();
+        for bad in ["", "Main", "a.b", "a*", "a>", "a b", &"x".repeat(33)] {
+            assert!(
+                matches!(
+                    CoordinatorKey::generate(bad, cluster.clone(), None),
+                    Err(IdentityError::BadCoordinatorName(ref n)) if n == bad
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        for good in ["a", "coord-1", &"x".repeat(32)] {
+            assert_eq!(
+                CoordinatorKey::generate(good, cluster.clone(), None)
+                    .unwrap()
+                    .name(),
+                good
+            );
+        }
     }
 }

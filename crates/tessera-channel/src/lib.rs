@@ -3,8 +3,10 @@
 //! This crate knows no network and no async runtime: callers hand it bytes that arrived and the
 //! current time, and it hands back bytes to send and payloads to deliver. It provides:
 //!
-//! * [`identity`]: a party's long-term Ed25519 signing key and X25519 static key;
-//! * [`roster`]: the admin-signed list of parties and their public keys, pinned by hash;
+//! * [`identity`]: a party's long-term Ed25519 signing key and X25519 static key, and a
+//!   coordinator's Ed25519 key;
+//! * [`roster`]: the admin-signed list of parties, coordinators and their public keys, pinned by
+//!   hash;
 //! * [`ChannelManager`]: one party's pairwise channels to every other party. Each channel is
 //!   established with Noise `KK` (`Noise_KK_25519_ChaChaPoly_BLAKE2s`) and re-established every
 //!   N messages, every T seconds or on demand; records are sealed with ChaCha20-Poly1305 under
@@ -27,10 +29,10 @@ pub mod roster;
 
 pub use broadcast::BroadcastEvidence;
 pub use error::{ChannelError, RefusalCounters, RefusalReason};
-pub use identity::{PartyIdentity, PublicIdentity};
+pub use identity::{CoordinatorKey, PartyIdentity, PublicIdentity};
 pub use manager::{ChannelConfig, ChannelManager, Delivery, FrameContext, Outbound, Received};
 pub use replay::ReplayWindow;
-pub use roster::{Roster, RosterEntry, RosterError, RosterHash, SignedRoster};
+pub use roster::{CoordinatorEntry, Roster, RosterEntry, RosterError, RosterHash, SignedRoster};
 
 /// The Noise protocol every channel uses.
 pub const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";

@@ -2,6 +2,9 @@
 //!
 //! A roster is signed by a quorum of admins and pinned by its hash in every node's
 //! configuration. A frame from a party or key that is not in the pinned roster is refused.
+//!
+//! The roster also lists the **coordinator keys**: nodes accept a control message (a protocol
+//! session start) only when one of these keys signed it.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -65,6 +68,18 @@ pub enum RosterError {
     /// A pinned hash is not 64 hex digits.
     #[error("roster hash must be 64 hex digits")]
     BadHash,
+    /// A coordinator name is not 1 to 32 characters of `a-z`, `0-9` and `-`.
+    #[error("coordinator name {0:?} is not valid: use 1 to 32 characters from a-z, 0-9 and '-'")]
+    BadCoordinatorName(String),
+    /// A coordinator appears twice.
+    #[error("coordinator {0} appears more than once in the roster")]
+    DuplicateCoordinator(String),
+    /// A coordinator's key is not valid.
+    #[error("roster coordinator {name}: ed25519 is not a valid key")]
+    BadCoordinatorKey {
+        /// The coordinator.
+        name: String,
+    },
 }
 
 /// One party in the roster.
@@ -104,6 +119,39 @@ impl RosterEntry {
     }
 }
 
+/// A coordinator key in the roster: nodes accept control messages (protocol session starts)
+/// only when signed by one of these keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorEntry {
+    /// The coordinator's name: 1 to 32 characters from `a-z`, `0-9` and `-`.
+    pub name: String,
+    /// Ed25519 verifying key, hex.
+    pub ed25519: String,
+    /// NATS NKey user public key, if the coordinator uses a broker.
+    #[serde(default)]
+    pub nats_user: Option<String>,
+}
+
+impl CoordinatorEntry {
+    /// The Ed25519 verifying key.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, RosterError> {
+        let bad = || RosterError::BadCoordinatorKey {
+            name: self.name.clone(),
+        };
+        let bytes = decode32(&self.ed25519).ok_or_else(bad)?;
+        VerifyingKey::from_bytes(&bytes).map_err(|_| bad())
+    }
+}
+
+/// Whether `name` is a valid coordinator name: 1 to 32 characters from `a-z`, `0-9` and `-`
+/// (so it is one NATS subject token and one path component).
+pub(crate) fn valid_coordinator_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn decode32(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).ok()?;
@@ -119,6 +167,9 @@ pub struct Roster {
     pub version: u64,
     /// Parties, sorted by id.
     pub parties: Vec<RosterEntry>,
+    /// Coordinator keys, sorted by name. Absent in rosters written before coordinators existed.
+    #[serde(default)]
+    pub coordinators: Vec<CoordinatorEntry>,
 }
 
 /// SHA-256 of a roster's canonical encoding.
@@ -152,7 +203,8 @@ impl fmt::Debug for RosterHash {
 }
 
 impl Roster {
-    /// Builds a roster from the parties' public identities, checking each key.
+    /// Builds a roster from the parties' public identities, checking each key. It lists no
+    /// coordinators; add them with [`with_coordinators`](Self::with_coordinators).
     pub fn build(
         cluster: ClusterId,
         version: u64,
@@ -180,12 +232,29 @@ impl Roster {
             cluster,
             version,
             parties,
+            coordinators: Vec::new(),
         };
         roster.validate()?;
         Ok(roster)
     }
 
-    /// Checks that ids are unique, sorted and every key parses.
+    /// Replaces the roster's coordinator keys with `coordinators` (sorted by name), checking
+    /// names and keys.
+    pub fn with_coordinators(
+        mut self,
+        mut coordinators: Vec<CoordinatorEntry>,
+    ) -> Result<Roster, RosterError> {
+        for c in &mut coordinators {
+            c.ed25519 = c.ed25519.to_lowercase();
+        }
+        coordinators.sort_by(|a, b| a.name.cmp(&b.name));
+        self.coordinators = coordinators;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks that party ids are unique, coordinator names valid and unique, and every key
+    /// parses.
     pub fn validate(&self) -> Result<(), RosterError> {
         if self.parties.len() < 2 {
             return Err(RosterError::TooFewParties);
@@ -197,6 +266,16 @@ impl Roster {
             }
             entry.verifying_key()?;
             entry.static_key()?;
+        }
+        let mut names = BTreeSet::new();
+        for c in &self.coordinators {
+            if !valid_coordinator_name(&c.name) {
+                return Err(RosterError::BadCoordinatorName(c.name.clone()));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(RosterError::DuplicateCoordinator(c.name.clone()));
+            }
+            c.verifying_key()?;
         }
         Ok(())
     }
@@ -212,6 +291,11 @@ impl Roster {
     /// The entry of one party.
     pub fn entry(&self, party: PartyId) -> Option<&RosterEntry> {
         self.parties.iter().find(|e| e.party == party)
+    }
+
+    /// The coordinator key named `name`.
+    pub fn coordinator(&self, name: &str) -> Option<&CoordinatorEntry> {
+        self.coordinators.iter().find(|c| c.name == name)
     }
 
     /// All party ids, ascending.
@@ -326,7 +410,7 @@ impl SignedRoster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::PartyIdentity;
+    use crate::identity::{CoordinatorKey, PartyIdentity};
 
     fn identities(cluster: &ClusterId, n: u16) -> Vec<PublicIdentity> {
         (1..=n)
@@ -404,5 +488,140 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn coordinator(name: &str) -> CoordinatorEntry {
+        let c = ClusterId::new("c1").unwrap();
+        CoordinatorKey::generate(name, c, None)
+            .unwrap()
+            .public(Some(format!("U{name}")))
+    }
+
+    #[test]
+    fn coordinators_are_sorted_found_and_bound_into_the_hash() {
+        let c = ClusterId::new("c1").unwrap();
+        let plain = Roster::build(c.clone(), 1, &identities(&c, 3)).unwrap();
+        assert!(plain.coordinators.is_empty());
+        let (b, a) = (coordinator("beta"), coordinator("alpha"));
+        let with = plain
+            .clone()
+            .with_coordinators(vec![b.clone(), a.clone()])
+            .unwrap();
+        assert_eq!(with.coordinators, vec![a.clone(), b.clone()]);
+        assert_eq!(with.coordinator("beta"), Some(&b));
+        assert_eq!(with.coordinator("gamma"), None);
+        assert_eq!(plain.coordinator("alpha"), None);
+        assert_ne!(with.hash(), plain.hash());
+
+        // Admin signatures cover the coordinators: adding, swapping or re-pointing one breaks
+        // them.
+        let admin = AdminKey::generate();
+        let mut signed = SignedRoster::new(with.clone());
+        signed.sign(&admin);
+        let hash = signed.verify(&[admin.verifying_key()], 1).unwrap();
+        assert_eq!(hash, with.hash());
+        let mut tampered = signed.clone();
+        tampered.roster.coordinators[0].ed25519 = coordinator("alpha").ed25519;
+        assert!(matches!(
+            tampered.verify(&[admin.verifying_key()], 1),
+            Err(RosterError::QuorumNotMet { valid: 0, .. })
+        ));
+        let mut dropped = signed.clone();
+        dropped.roster.coordinators.pop();
+        assert!(dropped.verify(&[admin.verifying_key()], 1).is_err());
+        let mut renatsed = signed.clone();
+        renatsed.roster.coordinators[1].nats_user = None;
+        assert!(renatsed.verify(&[admin.verifying_key()], 1).is_err());
+
+        // Upper-case hex is normalised, so the same key always hashes the same.
+        let mut upper = a.clone();
+        upper.ed25519 = upper.ed25519.to_uppercase();
+        let normalised = plain.clone().with_coordinators(vec![upper]).unwrap();
+        assert_eq!(
+            normalised.hash(),
+            plain.clone().with_coordinators(vec![a]).unwrap().hash()
+        );
+
+        // Round trip through the roster file.
+        let back = SignedRoster::from_json(&signed.to_json()).unwrap();
+        assert_eq!(back.roster, with);
+        assert_eq!(back.verify(&[admin.verifying_key()], 1).unwrap(), hash);
+    }
+
+    #[test]
+    fn bad_coordinators_are_refused() {
+        let c = ClusterId::new("c1").unwrap();
+        let roster = Roster::build(c.clone(), 1, &identities(&c, 2)).unwrap();
+        let dup = roster
+            .clone()
+            .with_coordinators(vec![coordinator("main"), coordinator("main")]);
+        assert!(
+            matches!(dup, Err(RosterError::DuplicateCoordinator(ref n)) if n == "main"),
+            "{dup:?}"
+        );
+        for name in ["", "Main", "a.b", "a>", "a*", "ä", &"x".repeat(33)] {
+            let mut entry = coordinator("ok");
+            entry.name = name.to_owned();
+            let got = roster.clone().with_coordinators(vec![entry]);
+            assert!(
+                matches!(got, Err(RosterError::BadCoordinatorName(ref n)) if n == name),
+                "{name:?}: {got:?}"
+            );
+        }
+        let longest = "x".repeat(32);
+        let mut entry = coordinator("ok");
+        entry.name = longest.clone();
+        assert!(roster.clone().with_coordinators(vec![entry]).is_ok());
+        for key in ["00", "zz".repeat(32).as_str(), &"ab".repeat(33)] {
+            let mut entry = coordinator("main");
+            entry.ed25519 = key.to_owned();
+            let got = roster.clone().with_coordinators(vec![entry]);
+            assert!(
+                matches!(got, Err(RosterError::BadCoordinatorKey { ref name }) if name == "main"),
+                "{key:?}: {got:?}"
+            );
+        }
+        // 32 bytes that are not a point on the curve.
+        let mut off_curve = coordinator("main");
+        off_curve.ed25519 = format!("02{}", "00".repeat(31));
+        assert!(VerifyingKey::from_bytes(&decode32(&off_curve.ed25519).unwrap()).is_err());
+        assert!(matches!(
+            roster.clone().with_coordinators(vec![off_curve]),
+            Err(RosterError::BadCoordinatorKey { .. })
+        ));
+        // A roster file edited to carry a bad coordinator fails verification.
+        let admin = AdminKey::generate();
+        let mut signed = SignedRoster::new(roster);
+        signed.roster.coordinators.push(CoordinatorEntry {
+            name: "Bad Name".into(),
+            ..coordinator("x")
+        });
+        signed.sign(&admin);
+        assert!(matches!(
+            signed.verify(&[admin.verifying_key()], 1),
+            Err(RosterError::BadCoordinatorName(_))
+        ));
+    }
+
+    #[test]
+    fn a_roster_file_without_coordinators_still_parses() {
+        let c = ClusterId::new("c1").unwrap();
+        let roster = Roster::build(c.clone(), 1, &identities(&c, 2)).unwrap();
+        let admin = AdminKey::generate();
+        let mut signed = SignedRoster::new(roster.clone());
+        signed.sign(&admin);
+        let mut value: serde_json::Value = serde_json::from_str(&signed.to_json()).unwrap();
+        let removed = value["roster"]
+            .as_object_mut()
+            .unwrap()
+            .remove("coordinators");
+        assert_eq!(removed, Some(serde_json::json!([])));
+        let old = SignedRoster::from_json(&value.to_string()).unwrap();
+        assert!(old.roster.coordinators.is_empty());
+        assert_eq!(old.roster, roster);
+        assert_eq!(
+            old.verify(&[admin.verifying_key()], 1).unwrap(),
+            roster.hash()
+        );
     }
 }

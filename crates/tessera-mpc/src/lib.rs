@@ -9,15 +9,20 @@
 //!
 //! Signatures are verified against the public key with `k256` before they are returned.
 
+pub mod baseline;
 pub mod delivery;
 mod error;
 pub mod fixtures;
+mod online;
 pub mod presignatures;
+pub mod primes;
 pub mod protocols;
 
 pub use delivery::{MpcConfig, SessionSpec};
 pub use error::MpcError;
+pub use online::online_sign;
 pub use presignatures::{PresignatureError, PresignatureStore, StoredPresignature};
+pub use primes::{PrimeError, PrimePool};
 pub use protocols::{
     aux_info, keygen, presign, sign, verify_signature, AuxInfo, Curve, IncompleteKeyShare,
     KeyShare, Level, Presignature, PresignaturePublicData, PrimeSet, Signature,

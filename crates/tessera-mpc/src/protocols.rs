@@ -34,9 +34,9 @@ pub type PresignaturePublicData = cggmp24::signing::PresignaturePublicData<Curve
 /// An ECDSA signature.
 pub type Signature = cggmp24::Signature<Curve>;
 
-type KeygenMsg = cggmp24::keygen::ThresholdMsg<Curve, Level, Sha256>;
-type AuxMsg = cggmp24::key_refresh::msg::Msg<Sha256, Level>;
-type SignMsg = cggmp24::signing::msg::Msg<Curve, Sha256>;
+pub(crate) type KeygenMsg = cggmp24::keygen::ThresholdMsg<Curve, Level, Sha256>;
+pub(crate) type AuxMsg = cggmp24::key_refresh::msg::Msg<Sha256, Level>;
+pub(crate) type SignMsg = cggmp24::signing::msg::Msg<Curve, Sha256>;
 
 /// Runs a protocol future on a blocking thread: the library's proofs are long synchronous
 /// computations that must not starve the transport's tasks.

@@ -177,6 +177,35 @@ impl SecureTransport {
         Ok(self.shared.transmit(outbound).await?)
     }
 
+    /// Handshakes with every peer of the roster and waits up to `limit` for the channels;
+    /// returns the peers still unreachable. Call it when a party (re)starts: its peers learn at
+    /// once that it has new channel keys, instead of losing their next frame to it (sealed
+    /// under keys it no longer has).
+    pub async fn connect_peers(&self, limit: Duration) -> Vec<PartyId> {
+        let me = self.party();
+        let peers: Vec<PartyId> = {
+            let manager = self.shared.manager();
+            manager.roster().party_ids().filter(|p| *p != me).collect()
+        };
+        for &peer in &peers {
+            if let Err(e) = self.rekey(peer).await {
+                tracing::debug!(%peer, error = %e, "handshake not sent");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let missing: Vec<PartyId> = peers
+                .iter()
+                .copied()
+                .filter(|p| self.epoch(*p).is_none())
+                .collect();
+            if missing.is_empty() || tokio::time::Instant::now() >= deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Opens a protocol session: its payloads, including any that arrived before this call, go
     /// to the returned inbox. Dropping the inbox closes the session.
     pub fn open_session(&self, session: tessera_wire::SessionId) -> SessionInbox {

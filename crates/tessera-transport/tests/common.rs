@@ -137,7 +137,7 @@ pub async fn exchange_every_kind(nodes: &[SecureTransport]) {
     expect(&nodes[1], nodes[0].party(), &big).await;
     for n in nodes {
         assert_eq!(
-            n.refusals().total(),
+            n.refusals().frames(),
             0,
             "honest traffic refused at {}",
             n.party()

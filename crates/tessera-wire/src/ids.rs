@@ -152,10 +152,12 @@ impl Protocol {
     pub const AUX_INFO: Protocol = Protocol(3);
     /// Presignature generation.
     pub const PRESIGN: Protocol = Protocol(4);
-    /// Signing (online from a presignature, or full interactive).
+    /// Full interactive signing.
     pub const SIGN: Protocol = Protocol(5);
     /// Key refresh and resharing.
     pub const RESHARE: Protocol = Protocol(6);
+    /// Online signing: each signer sends its partial signature from a presignature.
+    pub const ONLINE_SIGN: Protocol = Protocol(7);
 }
 
 impl fmt::Display for Protocol {
@@ -168,6 +170,7 @@ impl fmt::Display for Protocol {
             Protocol::PRESIGN => "presign",
             Protocol::SIGN => "sign",
             Protocol::RESHARE => "reshare",
+            Protocol::ONLINE_SIGN => "online-sign",
             Protocol(other) => return write!(f, "protocol-{other}"),
         };
         f.write_str(name)

@@ -7,6 +7,7 @@
 //! | `tessera.<c>.result.<session>` | parties | the coordinator |
 //! | `tessera.<c>.audit.<emitter>` | the emitter only | auditors |
 //! | `_INBOX.tessera.<c>.<party>.<id>` | whoever answers that party's request | that party only |
+//! | `_INBOX.tessera.<c>.coord.<name>.<id>` | whoever answers that coordinator's request | that coordinator only |
 //!
 //! The sender is part of the inbox subject (not a header) so that the broker's per-user
 //! permissions stop one party from publishing in another party's name.
@@ -40,6 +41,20 @@ pub fn parse_inbox_sender(cluster: &ClusterId, to: PartyId, subject: &str) -> Op
 /// subscribe below it, so nobody else reads the answers to its requests.
 pub fn reply_inbox_prefix(cluster: &ClusterId, party: PartyId) -> String {
     format!("_INBOX.tessera.{cluster}.{}", party.0)
+}
+
+/// The prefix of coordinator `name`'s request/reply inboxes (`<prefix>.<unique id>`): only that
+/// coordinator may subscribe below it.
+///
+/// The token after the cluster is the literal `coord`, never a number, so this prefix can never
+/// equal or lie below a party's [`reply_inbox_prefix`]. `name` is a roster coordinator name
+/// (`[a-z0-9-]{1,32}`, checked by the roster), so it is exactly one subject token.
+pub fn coordinator_reply_prefix(cluster: &ClusterId, name: &str) -> String {
+    debug_assert!(
+        !name.is_empty() && !name.contains(['.', '*', '>', ' ']),
+        "coordinator name must be one subject token"
+    );
+    format!("_INBOX.tessera.{cluster}.coord.{name}")
 }
 
 /// Control messages from the coordinator to the nodes.
@@ -76,6 +91,28 @@ mod tests {
         assert_eq!(
             parse_inbox_sender(&c, PartyId(2), "tessera.c1.node.2.inbox.x"),
             None
+        );
+    }
+
+    #[test]
+    fn coordinator_reply_prefix_never_meets_a_partys() {
+        let c = ClusterId::new("c1").unwrap();
+        let coord = coordinator_reply_prefix(&c, "main");
+        assert_eq!(coord, "_INBOX.tessera.c1.coord.main");
+        // Subjects are compared token by token: a party's prefix has a number where the
+        // coordinator's has `coord`, so neither is a prefix of the other's `.>` space.
+        for party in [1, 2, 9, 10, u16::MAX] {
+            let party = reply_inbox_prefix(&c, PartyId(party));
+            assert_ne!(coord, party);
+            assert!(!coord.starts_with(&format!("{party}.")));
+            assert!(!party.starts_with(&format!("{coord}.")));
+        }
+        // Nor do two coordinators' prefixes nest, whatever their names.
+        let other = coordinator_reply_prefix(&c, "main-2");
+        assert!(!other.starts_with(&format!("{coord}.")));
+        assert_ne!(
+            coordinator_reply_prefix(&ClusterId::new("c2").unwrap(), "main"),
+            coord
         );
     }
 }

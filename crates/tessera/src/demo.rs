@@ -1,33 +1,38 @@
-//! `tessera demo`: three parties in one process talking over authenticated, encrypted channels.
+//! `tessera demo`: a 2-of-3 threshold ECDSA key created and used by three party nodes in one
+//! process, without any of them ever holding the key.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tessera_channel::identity::{AdminKey, PartyIdentity};
-use tessera_channel::{ChannelConfig, ChannelManager, FrameContext, Roster, SignedRoster};
-use tessera_transport::memory::MemoryNetwork;
-use tessera_transport::nats::server::LocalNatsServer;
-use tessera_transport::nats::NatsTransport;
-use tessera_transport::{SecureTransport, Transport};
-use tessera_wire::{
-    ClusterId, FrameHeader, FrameKind, PartyId, Protocol, RecordFrame, SessionId, WireMessage,
-};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_mpc::fixtures::insecure_test_primes;
+use tessera_node::local::{LocalCluster, LocalOptions, Network};
+use tessera_node::{Operation, Output};
+use tessera_store::KdfParams;
+use tessera_wire::{KeyId, PartyId};
+
+use crate::eth::{ethereum_address, verify_with_k256};
 
 /// Options of `tessera demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Run the parties over a real nats-server started on loopback (mTLS, NKeys, permissions)
-    /// instead of the in-memory transport. Needs `nats-server` on PATH.
+    /// Run the nodes over a real nats-server started on loopback (mTLS, one NKey user per
+    /// party and for the coordinator, subject permissions) instead of the in-memory transport.
+    /// Needs `nats-server` on PATH (scripts/setup.sh installs it).
     #[arg(long)]
     spawn_nats: bool,
-    /// Direct messages each party sends to each other party.
-    #[arg(long, default_value_t = 10)]
-    messages: u16,
+    /// Keep the nodes' encrypted stores in this directory (default: a temporary directory,
+    /// deleted at the end).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
 }
 
-const WAIT: Duration = Duration::from_secs(10);
+const STEPS: u8 = 7;
+const DEADLINE: Duration = Duration::from_secs(600);
+const P1: PartyId = PartyId(1);
+const P2: PartyId = PartyId(2);
+const P3: PartyId = PartyId(3);
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -37,213 +42,176 @@ pub fn run(args: DemoArgs) -> Result<()> {
     runtime.block_on(demo(args))
 }
 
-struct Party {
-    identity: PartyIdentity,
-    nats_seed: String,
-    nats_user: String,
+fn step(n: u8, text: &str) {
+    println!("[{n}/{STEPS}] {text}");
+}
+
+/// Runs `work` with a spinner showing the elapsed time (hidden when stdout is not a terminal).
+async fn with_spinner<T>(label: &str, work: impl std::future::Future<Output = T>) -> T {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("      {spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(label.to_owned());
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let out = work.await;
+    spinner.finish_and_clear();
+    out
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
-    let cluster = ClusterId::new("demo")?;
-    let parties: Vec<PartyId> = (1..=3).map(PartyId).collect();
-
-    step(1, "creating party identities and a signed roster");
-    let mut keys = Vec::new();
-    for &p in &parties {
-        let nkey = nkeys::KeyPair::new_user();
-        let nats_seed = nkey.seed().context("encoding an NKey seed")?;
-        let identity = PartyIdentity::generate(p, cluster.clone(), Some(nats_seed.clone()));
-        keys.push(Party {
-            identity,
-            nats_seed,
-            nats_user: nkey.public_key(),
-        });
-    }
-    let publics: Vec<_> = keys
-        .iter()
-        .map(|k| k.identity.public(Some(k.nats_user.clone())))
-        .collect();
-    let roster = Roster::build(cluster, 1, &publics)?;
-    let admin = AdminKey::generate();
-    let mut signed = SignedRoster::new(roster.clone());
-    signed.sign(&admin);
-    let hash = signed.verify(&[admin.verifying_key()], 1)?;
-    println!("      roster {hash} signed by 1 admin; parties p1, p2, p3");
-
-    let memory = MemoryNetwork::new();
-    let server = if args.spawn_nats {
-        step(
-            2,
-            "starting nats-server on loopback (mTLS, one NKey user per party)",
-        );
-        let server = LocalNatsServer::start(&roster)?;
-        println!("      broker at {}", server.url());
-        Some(server)
+    let temp = tempfile::tempdir().context("creating a temporary directory")?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    let network = if args.spawn_nats {
+        Network::SpawnNats
     } else {
-        step(2, "connecting the parties over the in-memory transport");
-        None
+        Network::Memory
     };
-    let mut nodes = Vec::new();
-    for (k, &p) in keys.into_iter().zip(&parties) {
-        let transport: Arc<dyn Transport> = match &server {
-            Some(server) => Arc::new(
-                NatsTransport::connect(&server.client_config(&roster, p, &k.nats_seed)?).await?,
-            ),
-            None => Arc::new(memory.connect(p)),
-        };
-        let manager = ChannelManager::new(k.identity, roster.clone(), ChannelConfig::default())?;
-        nodes.push(SecureTransport::start(manager, transport).await?);
+
+    step(
+        1,
+        "starting 3 party nodes, each with its own encrypted store",
+    );
+    let options = LocalOptions {
+        network,
+        kdf: KdfParams::MINIMUM,
+        ..LocalOptions::default()
+    };
+    let cluster = LocalCluster::start(&dir, options).await?;
+    match cluster.nats_url() {
+        Some(url) => println!(
+            "      transport: nats-server at {url} (mTLS, NKeys, per-party subject permissions)"
+        ),
+        None => println!("      transport: in-memory (every message still sealed end to end)"),
     }
+    println!(
+        "      roster {} with coordinator \"{}\"; stores under {}",
+        cluster.roster.hash(),
+        tessera_node::local::LOCAL_COORDINATOR,
+        dir.display()
+    );
+
+    step(
+        2,
+        "committee set-up: auxiliary info (Paillier keys, ring-Pedersen, ZK proofs)",
+    );
+    println!(
+        "      INSECURE DEMO SHORTCUT: each node's prime pool is filled with PUBLIC test primes \
+         bundled with Tessera.\n      Real nodes generate their own safe primes in the \
+         background (minutes per set). Never use this cluster's keys for value."
+    );
+    for (node, primes) in cluster.nodes.iter().zip(insecure_test_primes()) {
+        node.primes().put(&primes)?;
+    }
+    let committee = [P1, P2, P3];
+    let t = Instant::now();
+    with_spinner(
+        "running auxiliary info generation (tens of seconds)",
+        cluster.run(&committee, Operation::AuxInfo, DEADLINE),
+    )
+    .await?;
+    println!("      done in {:.1?}", t.elapsed());
 
     step(
         3,
-        "Noise KK handshakes and direct messages between every pair",
+        "distributed key generation, 2-of-3 (nobody ever holds the key)",
     );
-    let session = SessionId::random();
-    let ctx = |round| FrameContext {
-        session,
-        round,
-        protocol: Protocol::PING,
-    };
+    let key = KeyId::random();
     let t = Instant::now();
-    for a in &nodes {
-        for b in nodes.iter().filter(|b| b.party() != a.party()) {
-            for i in 0..args.messages {
-                let text = format!("message {i} from {} to {}", a.party(), b.party());
-                a.send(b.party(), ctx(1), text.as_bytes()).await?;
-            }
-        }
-    }
-    let expected = 2 * args.messages as usize;
-    for node in &nodes {
-        for _ in 0..expected {
-            let d = node
-                .recv_timeout(WAIT)
-                .await
-                .with_context(|| format!("{} stopped receiving", node.party()))?;
-            let text = String::from_utf8_lossy(&d.payload);
-            if !text.ends_with(&format!("to {}", node.party())) {
-                bail!(
-                    "{} received a message meant for someone else: {text}",
-                    node.party()
-                );
-            }
-        }
-        let epochs: Vec<String> = parties
-            .iter()
-            .filter(|p| **p != node.party())
-            .map(|p| format!("{p}@epoch {}", node.epoch(*p).unwrap_or_default()))
-            .collect();
-        println!(
-            "      {} received {expected} authenticated messages ({})",
-            node.party(),
-            epochs.join(", ")
-        );
-    }
-    println!(
-        "      {} messages sealed, sent and opened in {:.1?}",
-        expected * nodes.len(),
-        t.elapsed()
+    let Output::Keygen { public_key } = cluster
+        .run(
+            &committee,
+            Operation::Keygen { key, threshold: 2 },
+            DEADLINE,
+        )
+        .await?
+    else {
+        bail!("key generation returned no public key");
+    };
+    println!("      key {key} in {:.1?}", t.elapsed());
+    println!("      public key       0x{}", hex::encode(&public_key));
+    println!("      Ethereum address {}", ethereum_address(&public_key)?);
+
+    step(
+        4,
+        "presignature with p1 and p2 (stored encrypted, usable once)",
     );
+    let t = Instant::now();
+    let Output::Presign { presignature } = cluster
+        .run(&[P1, P2], Operation::Presign { key }, DEADLINE)
+        .await?
+    else {
+        bail!("presigning returned no presignature");
+    };
+    println!("      presignature {presignature} in {:.1?}", t.elapsed());
 
-    step(4, "signed broadcasts");
-    for a in &nodes {
-        let others: Vec<_> = parties
-            .iter()
-            .copied()
-            .filter(|p| *p != a.party())
-            .collect();
-        let text = format!("commitment of {}", a.party());
-        a.broadcast(&others, ctx(2), text.as_bytes()).await?;
-        for b in nodes.iter().filter(|b| b.party() != a.party()) {
-            let d = b.recv_timeout(WAIT).await.context("broadcast lost")?;
-            let evidence = d.broadcast.context("broadcast without a signature")?;
-            evidence.verify(&roster)?;
-            println!(
-                "      {} got {:?} from {}, Ed25519 signature verified against the roster",
-                b.party(),
-                String::from_utf8_lossy(&d.payload),
-                d.from
-            );
-        }
-    }
+    let message = b"Tessera demo: transfer 1.5 ETH to 0x000000000000000000000000000000000000dEaD";
+    step(5, "online signing from the presignature (one round)");
+    let t = Instant::now();
+    let online = Operation::OnlineSign {
+        key,
+        presignature,
+        message: message.to_vec(),
+    };
+    let signature = cluster.run(&[P1, P2], online.clone(), DEADLINE).await?;
+    let elapsed = t.elapsed();
+    show_signature(&public_key, message, &signature, elapsed)?;
 
-    step(5, "a forged frame is refused and the channel keeps working");
-    let (p1, p2) = (parties[0], parties[1]);
-    let forged = WireMessage::Record(RecordFrame {
-        header: FrameHeader {
-            kind: FrameKind::Direct,
-            epoch: nodes[0].epoch(p2).unwrap_or_default(),
-            counter: 1 << 40,
-            from: p2,
-            to: p1,
-            session,
-            round: 1,
-            protocol: Protocol::PING,
-            len: 32,
-        },
-        ciphertext: vec![0x42; 32],
-    });
-    nodes[1]
-        .transport()
-        .send(p1, forged.encode().into())
+    step(6, "full interactive signing with p2 and p3");
+    let t = Instant::now();
+    let signature = cluster
+        .run(
+            &[P2, P3],
+            Operation::Sign {
+                key,
+                message: message.to_vec(),
+            },
+            DEADLINE,
+        )
         .await?;
-    nodes[1].send(p1, ctx(3), b"genuine").await?;
-    let d = nodes[0]
-        .recv_timeout(WAIT)
-        .await
-        .context("genuine message lost")?;
-    let refusals = nodes[0].refusals();
-    let refused: Vec<String> = refusals
+    show_signature(&public_key, message, &signature, t.elapsed())?;
+
+    step(7, "using the presignature again is refused");
+    match cluster.run(&[P1, P2], online, DEADLINE).await {
+        Ok(_) => bail!("a presignature was used twice"),
+        Err(e) => println!("      refused: {e}"),
+    }
+
+    let refused: u64 = cluster
+        .nodes
         .iter()
-        .map(|(reason, n)| format!("{reason}: {n}"))
-        .collect();
+        .map(|n| n.net().refusals().frames())
+        .sum();
     println!(
-        "      p1 refused the forgery ({}) and then accepted {:?} from {}",
-        refused.join(", "),
-        String::from_utf8_lossy(&d.payload),
-        d.from
-    );
-    if refusals.total() == 0 {
-        bail!("the forged frame was not refused");
-    }
-
-    step(6, "re-handshake on demand (fresh ephemeral keys)");
-    let before = nodes[0].epoch(p2);
-    nodes[0].rekey(p2).await?;
-    let deadline = Instant::now() + WAIT;
-    while nodes[0].epoch(p2) == before || nodes[1].epoch(p1) != nodes[0].epoch(p2) {
-        if Instant::now() > deadline {
-            bail!("the re-handshake did not complete");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    nodes[0].send(p2, ctx(4), b"after rekey").await?;
-    let d = nodes[1]
-        .recv_timeout(WAIT)
-        .await
-        .context("message after rekey lost")?;
-    println!(
-        "      p1<->p2 moved from epoch {} to {}; {:?} delivered",
-        before.unwrap_or_default(),
-        nodes[0].epoch(p2).unwrap_or_default(),
-        String::from_utf8_lossy(&d.payload)
-    );
-
-    println!(
-        "\nDone in {:.1?}: 3 parties, every message sealed end to end (ChaCha20-Poly1305 under \
-         Noise KK keys), {} transport.",
+        "\nDone in {:.1?}: 3 nodes, {} transport, {refused} frames refused; every protocol \
+         message sealed end to end.",
         started.elapsed(),
-        if server.is_some() {
+        if cluster.nats_url().is_some() {
             "NATS"
         } else {
             "in-memory"
         }
     );
+    cluster.shutdown().await;
     Ok(())
 }
 
-fn step(n: u8, text: &str) {
-    println!("[{n}/6] {text}");
+fn show_signature(
+    public_key: &[u8],
+    message: &[u8],
+    output: &Output,
+    elapsed: Duration,
+) -> Result<()> {
+    let Output::Signature { signature } = output else {
+        bail!("signing returned no signature");
+    };
+    verify_with_k256(public_key, message, signature)?;
+    println!(
+        "      signature 0x{} in {elapsed:.1?}",
+        hex::encode(signature)
+    );
+    println!("      verified with k256 against the public key");
+    Ok(())
 }

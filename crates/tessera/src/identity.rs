@@ -1,10 +1,10 @@
-//! `tessera identity` and `tessera admin`.
+//! `tessera identity`, `tessera coordinator` and `tessera admin`.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use tessera_channel::identity::{AdminKey, PartyIdentity};
+use tessera_channel::identity::{AdminKey, CoordinatorKey, PartyIdentity};
 use tessera_wire::{ClusterId, PartyId};
 
 use crate::files::write_file;
@@ -32,6 +32,29 @@ pub enum IdentityCommand {
     Show {
         /// The identity file.
         file: PathBuf,
+    },
+}
+
+/// Coordinator key commands.
+#[derive(Subcommand)]
+pub enum CoordinatorCommand {
+    /// Generate a coordinator's key (it signs protocol session starts): writes
+    /// `<out>/<name>.coordinator.json` (secret, mode 0600) and
+    /// `<out>/<name>.coordinator.public.json` (give this one to the admins for
+    /// `tessera roster build --coordinator`).
+    New {
+        /// The coordinator's name (1 to 32 characters: a-z, 0-9, '-').
+        #[arg(long)]
+        name: String,
+        /// The cluster name (a-z, 0-9, '-').
+        #[arg(long)]
+        cluster: ClusterId,
+        /// Directory to write the files to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Do not create a NATS NKey (for a coordinator that never uses a broker).
+        #[arg(long)]
+        no_nats: bool,
     },
 }
 
@@ -92,6 +115,53 @@ pub fn run_identity(cmd: IdentityCommand) -> Result<()> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&identity.public(nats_user))?
+            );
+            Ok(())
+        }
+    }
+}
+
+pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
+    match cmd {
+        CoordinatorCommand::New {
+            name,
+            cluster,
+            out,
+            no_nats,
+        } => {
+            let nkey = (!no_nats).then(nkeys::KeyPair::new_user);
+            let seed = nkey
+                .as_ref()
+                .map(|k| k.seed().context("encoding the NKey seed"))
+                .transpose()?;
+            let key = CoordinatorKey::generate(&name, cluster, seed)?;
+            let public = key.public(nkey.as_ref().map(|k| k.public_key()));
+            let secret_path = out.join(format!("{name}.coordinator.json"));
+            let public_path = out.join(format!("{name}.coordinator.public.json"));
+            // Check both before writing either, so a refusal leaves no half-made pair.
+            for path in [&secret_path, &public_path] {
+                if path.exists() {
+                    bail!(
+                        "{} already exists; move it away first (this command never overwrites \
+                         keys)",
+                        path.display()
+                    );
+                }
+            }
+            write_file(&secret_path, key.to_json().as_bytes(), true, false)?;
+            write_file(
+                &public_path,
+                serde_json::to_string_pretty(&public)?.as_bytes(),
+                false,
+                false,
+            )?;
+            println!(
+                "secret coordinator key: {} (mode 0600; keep it on the coordinator's machine)",
+                secret_path.display()
+            );
+            println!(
+                "public coordinator key: {} (send it to the admins for the roster)",
+                public_path.display()
             );
             Ok(())
         }

@@ -1,6 +1,8 @@
 //! `tessera`: the operator and admin command line.
 
+mod bench;
 mod demo;
+mod eth;
 mod files;
 mod identity;
 mod nats_config;
@@ -19,12 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run three parties in one process and show them talking over authenticated, encrypted
-    /// channels (no server needed).
+    /// Run three party nodes in one process: create a 2-of-3 ECDSA key and sign with it
+    /// (no server needed; `--spawn-nats` runs them over a real broker).
     Demo(demo::DemoArgs),
+    /// Time DKG, auxiliary info, presigning, online and full signing through Tessera (in
+    /// memory, and over NATS with `--spawn-nats`) against the raw library; print the overheads.
+    Bench(bench::BenchArgs),
     /// Create party identities (Ed25519 + X25519 + NATS NKey).
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
+    /// Create coordinator keys (they sign protocol session starts).
+    #[command(subcommand)]
+    Coordinator(identity::CoordinatorCommand),
     /// Create admin keys (they sign rosters).
     #[command(subcommand)]
     Admin(identity::AdminCommand),
@@ -39,14 +47,16 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tessera_node=error")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Identity(cmd) => identity::run_identity(cmd),
+        Command::Coordinator(cmd) => identity::run_coordinator(cmd),
         Command::Admin(cmd) => identity::run_admin(cmd),
         Command::Roster(cmd) => roster::run(cmd),
         Command::NatsConfig(args) => nats_config::run(args),

@@ -10,8 +10,9 @@ use crate::roster::{load_roster, AdminQuorum};
 
 /// Write a nats-server configuration for a roster: a private CA, the server certificate, one
 /// client certificate per party, and one NKey user per party whose permissions let it publish
-/// only as itself and subscribe only to its own inbox. Run the broker with
-/// `nats-server -c <out>/nats.conf`.
+/// only as itself and subscribe only to its own inbox. Each roster coordinator with a NATS user
+/// gets a client certificate and an NKey user that may only publish control messages and read
+/// results. Run the broker with `nats-server -c <out>/nats.conf`.
 #[derive(Args)]
 pub struct NatsConfigArgs {
     /// The roster file.
@@ -58,6 +59,14 @@ pub fn run(args: NatsConfigArgs) -> Result<()> {
         println!(
             "client cert {}: {} + {} (mode 0600)",
             c.party,
+            c.cert.display(),
+            c.key.display()
+        );
+    }
+    for c in &written.coordinators {
+        println!(
+            "client cert coordinator {}: {} + {} (mode 0600)",
+            c.name,
             c.cert.display(),
             c.key.display()
         );

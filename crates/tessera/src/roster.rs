@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use tessera_channel::identity::AdminKey;
-use tessera_channel::{PublicIdentity, Roster, RosterHash, SignedRoster};
+use tessera_channel::{CoordinatorEntry, PublicIdentity, Roster, RosterHash, SignedRoster};
 use tessera_wire::ClusterId;
 
 use crate::files::{read_secret, read_text, write_file};
@@ -14,7 +14,8 @@ use crate::files::{read_secret, read_text, write_file};
 /// Roster commands.
 #[derive(Subcommand)]
 pub enum RosterCommand {
-    /// Build a roster from the parties' public identity files and sign it.
+    /// Build a roster from the parties' public identity files (and the coordinators' public key
+    /// files) and sign it.
     Build {
         /// The cluster name.
         #[arg(long)]
@@ -28,6 +29,10 @@ pub enum RosterCommand {
         /// Where to write the roster.
         #[arg(long)]
         out: PathBuf,
+        /// A coordinator's `*.coordinator.public.json` file; repeat for each coordinator.
+        /// Nodes accept session starts only when signed by a coordinator in the roster.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<PathBuf>,
         /// The parties' `*.public.json` files.
         #[arg(required = true)]
         identities: Vec<PathBuf>,
@@ -59,6 +64,7 @@ pub fn run(cmd: RosterCommand) -> Result<()> {
             version,
             admin_key,
             out,
+            coordinators,
             identities,
         } => {
             let mut publics = Vec::new();
@@ -68,14 +74,27 @@ pub fn run(cmd: RosterCommand) -> Result<()> {
                     .with_context(|| format!("{} is not a public identity file", path.display()))?;
                 publics.push(public);
             }
-            let roster = Roster::build(cluster, version, &publics)?;
+            let mut entries = Vec::new();
+            for path in &coordinators {
+                let text = read_text(path, "coordinator public key")?;
+                let entry: CoordinatorEntry = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{} is not a coordinator public key file (*.coordinator.public.json)",
+                        path.display()
+                    )
+                })?;
+                entries.push(entry);
+            }
+            let roster = Roster::build(cluster, version, &publics)?.with_coordinators(entries)?;
             let mut signed = SignedRoster::new(roster);
             signed.sign(&load_admin_key(&admin_key)?);
             write_file(&out, signed.to_json().as_bytes(), false, false)?;
+            let coordinators = signed.roster.coordinators.len();
             println!(
-                "roster: {} ({} parties)",
+                "roster: {} ({} parties, {coordinators} coordinator{})",
                 out.display(),
-                signed.roster.parties.len()
+                signed.roster.parties.len(),
+                if coordinators == 1 { "" } else { "s" }
             );
             println!("hash:   {}", signed.roster.hash());
             println!("signed by 1 admin; add more with `tessera roster sign`");
@@ -112,6 +131,17 @@ pub fn run(cmd: RosterCommand) -> Result<()> {
                     e.party,
                     e.ed25519,
                     e.nats_user.as_deref().unwrap_or("-")
+                );
+            }
+            if signed.roster.coordinators.is_empty() {
+                println!("  no coordinators (nodes will accept no session starts)");
+            }
+            for c in &signed.roster.coordinators {
+                println!(
+                    "  coordinator {}  ed25519 {}  nats {}",
+                    c.name,
+                    c.ed25519,
+                    c.nats_user.as_deref().unwrap_or("-")
                 );
             }
             println!("hash: {hash}");

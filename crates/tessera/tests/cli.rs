@@ -1,6 +1,6 @@
-//! The operator flow through the real binary: identities, admin keys, roster, NATS config; then
-//! a real nats-server run from the generated configuration, with parties connecting using the
-//! generated files.
+//! The operator flow through the real binary: identities, a coordinator key, admin keys, roster,
+//! NATS config; then a real nats-server run from the generated configuration, with parties and
+//! the coordinator connecting using the generated files.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,9 +8,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_channel::identity::PartyIdentity;
+use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::{ChannelConfig, ChannelManager, FrameContext, SignedRoster};
-use tessera_transport::nats::{NatsConfig, NatsTransport};
+use tessera_transport::nats::{
+    connect_coordinator, CoordinatorNatsConfig, NatsConfig, NatsMetrics, NatsTransport,
+};
 use tessera_transport::SecureTransport;
 use tessera_wire::{PartyId, Protocol, SessionId};
 
@@ -84,6 +86,50 @@ async fn operator_flow_to_a_working_permissioned_broker() {
     ]);
     assert!(err.contains("already exists"), "{err}");
 
+    // The coordinator's key: nodes accept session starts only when it signed them.
+    ok(&[
+        "coordinator",
+        "new",
+        "--name",
+        "main",
+        "--cluster",
+        "ops",
+        "--out",
+        s(d),
+    ]);
+    assert_eq!(mode(&d.join("main.coordinator.json")), 0o600);
+    let coordinator_public = d.join("main.coordinator.public.json");
+    let entry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&coordinator_public).unwrap()).unwrap();
+    assert_eq!(entry["name"], "main");
+    assert!(entry["nats_user"].as_str().unwrap().starts_with('U'));
+    let err = fails(&[
+        "coordinator",
+        "new",
+        "--name",
+        "main",
+        "--cluster",
+        "ops",
+        "--out",
+        s(d),
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(&[
+        "coordinator",
+        "new",
+        "--name",
+        "Main.1",
+        "--cluster",
+        "ops",
+        "--out",
+        s(d),
+    ]);
+    assert!(
+        err.contains("coordinator name \"Main.1\" is not valid"),
+        "{err}"
+    );
+    assert!(!d.join("Main.1.coordinator.json").exists());
+
     let a1 = d.join("admin1");
     let a2 = d.join("admin2");
     ok(&["admin", "new", "--out", s(&a1)]);
@@ -100,8 +146,19 @@ async fn operator_flow_to_a_working_permissioned_broker() {
     let a1_pub = a1.with_extension("pub");
     let a2_pub = a2.with_extension("pub");
     build.extend([s(&a1_key), "--out", s(&roster)]);
+    build.extend(["--coordinator", s(&coordinator_public)]);
     build.extend(publics.iter().map(|p| s(p)));
-    ok(&build);
+    // A party's public identity is not a coordinator's.
+    let mut wrong = build.clone();
+    let p1_public = s(&publics[0]).to_owned();
+    wrong.extend(["--coordinator", &p1_public]);
+    let err = fails(&wrong);
+    assert!(
+        err.contains("is not a coordinator public key file"),
+        "{err}"
+    );
+    let out = ok(&build);
+    assert!(out.contains("(3 parties, 1 coordinator)"), "{out}");
 
     // Quorum 2 needs the second admin.
     let verify = [
@@ -119,6 +176,14 @@ async fn operator_flow_to_a_working_permissioned_broker() {
     assert!(err.contains("1 valid signatures"), "{err}");
     ok(&["roster", "sign", "--admin-key", s(&a2_key), s(&roster)]);
     let out = ok(&verify);
+    let listed = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("coordinator main "))
+        .unwrap_or_else(|| panic!("roster verify does not name the coordinator:\n{out}"));
+    assert!(
+        listed.contains(entry["ed25519"].as_str().unwrap()),
+        "{listed}"
+    );
     let hash = out
         .lines()
         .find_map(|l| l.strip_prefix("hash: "))
@@ -161,7 +226,7 @@ async fn operator_flow_to_a_working_permissioned_broker() {
         .unwrap()
         .port();
     let nats_dir = d.join("nats");
-    ok(&[
+    let nats_out = ok(&[
         "nats-config",
         "--roster",
         s(&roster),
@@ -178,6 +243,11 @@ async fn operator_flow_to_a_working_permissioned_broker() {
     ]);
     assert_eq!(mode(&nats_dir.join("tls/ca-key.pem")), 0o600);
     assert_eq!(mode(&nats_dir.join("clients/p1/key.pem")), 0o600);
+    assert_eq!(mode(&nats_dir.join("clients/coord-main/key.pem")), 0o600);
+    assert!(
+        nats_out.contains("client cert coordinator main"),
+        "{nats_out}"
+    );
     let server = Server(
         Command::new(std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into()))
             .arg("-c")
@@ -220,6 +290,35 @@ async fn operator_flow_to_a_working_permissioned_broker() {
             ChannelManager::new(identity, signed.roster.clone(), ChannelConfig::default()).unwrap();
         nodes.push(SecureTransport::start(manager, transport).await.unwrap());
     }
+    // So does the coordinator (its certificate and NKey user are accepted).
+    let coordinator = CoordinatorKey::from_json(
+        &std::fs::read_to_string(d.join("main.coordinator.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        signed
+            .roster
+            .coordinator("main")
+            .unwrap()
+            .verifying_key()
+            .unwrap(),
+        coordinator.verifying_key()
+    );
+    let coordinator_config = CoordinatorNatsConfig {
+        url: format!("tls://127.0.0.1:{port}"),
+        cluster: signed.roster.cluster.clone(),
+        name: coordinator.name().to_owned(),
+        nkey_seed: zeroize::Zeroizing::new(coordinator.nats_seed().unwrap().to_owned()),
+        ca_file: nats_dir.join("tls/ca.pem"),
+        cert_file: nats_dir.join("clients/coord-main/cert.pem"),
+        key_file: nats_dir.join("clients/coord-main/key.pem"),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let coordinator_client =
+        connect_coordinator(&coordinator_config, Arc::new(NatsMetrics::default()))
+            .await
+            .unwrap();
+    coordinator_client.flush().await.unwrap();
     let ctx = FrameContext {
         session: SessionId::random(),
         round: 1,
@@ -241,18 +340,37 @@ async fn operator_flow_to_a_working_permissioned_broker() {
 }
 
 #[test]
-fn demo_runs_on_the_embedded_default() {
-    let out = ok(&["demo", "--messages", "3"]);
-    assert!(out.contains("[6/6]"), "{out}");
-    assert!(
-        out.contains("refused the forgery (authentication_failed: 1)"),
+fn demo_creates_a_key_and_signs_on_the_embedded_default() {
+    let out = ok(&["demo"]);
+    assert!(out.contains("[7/7]"), "{out}");
+    assert!(out.contains("INSECURE DEMO SHORTCUT"), "{out}");
+    assert!(out.contains("Ethereum address 0x"), "{out}");
+    assert_eq!(
+        out.matches("verified with k256 against the public key")
+            .count(),
+        2,
         "{out}"
     );
-    assert!(out.contains("in-memory transport"), "{out}");
+    assert!(out.contains("refused: session"), "{out}");
+    assert!(out.contains("already used"), "{out}");
+    assert!(
+        out.contains("in-memory transport, 0 frames refused"),
+        "{out}"
+    );
 }
 
 #[test]
 fn demo_runs_over_a_spawned_nats_server() {
-    let out = ok(&["demo", "--spawn-nats", "--messages", "3"]);
-    assert!(out.contains("NATS transport"), "{out}");
+    let out = ok(&["demo", "--spawn-nats"]);
+    assert!(
+        out.contains("transport: nats-server at tls://127.0.0.1:"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("verified with k256 against the public key")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("NATS transport, 0 frames refused"), "{out}");
 }

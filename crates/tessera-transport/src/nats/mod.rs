@@ -2,15 +2,16 @@
 //! `tessera.<cluster>.node.<to>.inbox.<from>`.
 //!
 //! The broker's permissions (see [`provision`]) let a party publish only with itself as sender
-//! and subscribe only to its own inbox; the channel layer on top makes the broker unable to read
-//! or forge anything either way. Permission violations reported by the server arrive through the
-//! client's event callback; they are logged, counted in [`NatsMetrics`] and returned by
-//! [`NatsTransport::check_permissions`].
+//! and subscribe only to its own inbox, and let a coordinator ([`connect_coordinator`]) publish
+//! only control messages and read only results; the channel layer on top makes the broker
+//! unable to read or forge anything either way. Permission violations reported by the server
+//! arrive through the client's event callback; they are logged, counted in [`NatsMetrics`] and
+//! returned by [`NatsTransport::check_permissions`].
 
 pub mod provision;
 pub mod server;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,25 +80,27 @@ pub struct NatsMetrics {
 }
 
 impl NatsMetrics {
-    fn on_event(&self, party: PartyId, event: Event) {
+    /// Counts and logs one connection event of the client named `client` (a party id or a
+    /// coordinator's label).
+    fn on_event(&self, client: &str, event: Event) {
         match event {
             Event::Connected => {
                 self.connects.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%party, "connected to NATS");
+                tracing::info!(client, "connected to NATS");
             }
             Event::Disconnected => {
                 self.disconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%party, "disconnected from NATS; reconnecting");
+                tracing::warn!(client, "disconnected from NATS; reconnecting");
             }
             Event::SlowConsumer(_) => {
                 self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%party, "inbox overflowed; messages dropped");
+                tracing::warn!(client, "inbox overflowed; messages dropped");
             }
             Event::ServerError(ServerError::Other(text))
                 if text.contains("Permissions Violation") =>
             {
                 self.permission_violations.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%party, violation = %text, "NATS permission violation");
+                tracing::error!(client, violation = %text, "NATS permission violation");
                 *self
                     .last_violation
                     .lock()
@@ -105,11 +108,60 @@ impl NatsMetrics {
             }
             Event::ServerError(e) => {
                 self.server_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%party, error = %e, "NATS server error");
+                tracing::error!(client, error = %e, "NATS server error");
             }
-            other => tracing::debug!(%party, event = %other, "NATS event"),
+            other => tracing::debug!(client, event = %other, "NATS event"),
         }
     }
+}
+
+/// What differs between the clients [`connect_client`] and [`connect_coordinator`] make.
+struct ClientSettings<'a> {
+    url: &'a str,
+    /// Shown in logs, e.g. `p1` or `coordinator main`.
+    label: String,
+    /// The connection name the server sees.
+    connection_name: String,
+    nkey_seed: &'a str,
+    inbox_prefix: String,
+    ca_file: &'a Path,
+    cert_file: &'a Path,
+    key_file: &'a Path,
+    connect_timeout: Duration,
+}
+
+/// Connects with mutual TLS (required), an NKey, a private reply-inbox prefix and an event
+/// callback feeding `metrics`. Reconnects with exponential backoff (100 ms doubling to 5 s).
+async fn connect_with(
+    settings: ClientSettings<'_>,
+    metrics: Arc<NatsMetrics>,
+) -> Result<async_nats::Client, TransportError> {
+    let label: Arc<str> = settings.label.into();
+    let options = ConnectOptions::with_nkey(settings.nkey_seed.to_owned())
+        .name(settings.connection_name)
+        .require_tls(true)
+        .custom_inbox_prefix(settings.inbox_prefix)
+        .add_root_certificates(settings.ca_file.to_path_buf())
+        .add_client_certificate(
+            settings.cert_file.to_path_buf(),
+            settings.key_file.to_path_buf(),
+        )
+        .connection_timeout(settings.connect_timeout)
+        .reconnect_delay_callback(|attempts| {
+            let shift = attempts.min(6) as u32;
+            Duration::from_millis(100u64 << shift).min(Duration::from_secs(5))
+        })
+        .event_callback(move |event| {
+            let (metrics, label) = (metrics.clone(), label.clone());
+            async move { metrics.on_event(&label, event) }
+        });
+    options
+        .connect(settings.url)
+        .await
+        .map_err(|e| TransportError::Connect {
+            url: settings.url.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// Connects a raw NATS client with this party's credentials and an event callback feeding
@@ -119,28 +171,80 @@ pub async fn connect_client(
     metrics: Arc<NatsMetrics>,
 ) -> Result<async_nats::Client, TransportError> {
     let party = config.party;
-    let options = ConnectOptions::with_nkey(config.nkey_seed.to_string())
-        .name(format!("tessera-{}-{party}", config.cluster))
-        .require_tls(true)
-        .custom_inbox_prefix(subject::reply_inbox_prefix(&config.cluster, party))
-        .add_root_certificates(config.ca_file.clone())
-        .add_client_certificate(config.cert_file.clone(), config.key_file.clone())
-        .connection_timeout(config.connect_timeout)
-        .reconnect_delay_callback(|attempts| {
-            let shift = attempts.min(6) as u32;
-            Duration::from_millis(100u64 << shift).min(Duration::from_secs(5))
-        })
-        .event_callback(move |event| {
-            let metrics = metrics.clone();
-            async move { metrics.on_event(party, event) }
-        });
-    options
-        .connect(config.url.as_str())
-        .await
-        .map_err(|e| TransportError::Connect {
-            url: config.url.clone(),
-            reason: e.to_string(),
-        })
+    connect_with(
+        ClientSettings {
+            url: &config.url,
+            label: party.to_string(),
+            connection_name: format!("tessera-{}-{party}", config.cluster),
+            nkey_seed: &config.nkey_seed,
+            inbox_prefix: subject::reply_inbox_prefix(&config.cluster, party),
+            ca_file: &config.ca_file,
+            cert_file: &config.cert_file,
+            key_file: &config.key_file,
+            connect_timeout: config.connect_timeout,
+        },
+        metrics,
+    )
+    .await
+}
+
+/// How a coordinator connects to the broker. Its NKey user may publish only on
+/// `tessera.<c>.ctrl` and subscribe only to `tessera.<c>.result.*` and its own reply inboxes
+/// (see [`provision`]).
+#[derive(Clone)]
+pub struct CoordinatorNatsConfig {
+    /// Server URL, e.g. `tls://127.0.0.1:4222`.
+    pub url: String,
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// The coordinator's name in the roster.
+    pub name: String,
+    /// The coordinator's NKey user seed (`SU...`). Secret.
+    pub nkey_seed: Zeroizing<String>,
+    /// PEM file of the private CA that signed the server certificate.
+    pub ca_file: PathBuf,
+    /// PEM file of the coordinator's client certificate.
+    pub cert_file: PathBuf,
+    /// PEM file of the coordinator's client key. Secret.
+    pub key_file: PathBuf,
+    /// How long to wait for the first connection.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for CoordinatorNatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorNatsConfig")
+            .field("url", &self.url)
+            .field("cluster", &self.cluster)
+            .field("name", &self.name)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects a raw NATS client with a coordinator's credentials and an event callback feeding
+/// `metrics`. Requests it makes get their replies under
+/// [`subject::coordinator_reply_prefix`]. Reconnects as [`connect_client`] does.
+pub async fn connect_coordinator(
+    config: &CoordinatorNatsConfig,
+    metrics: Arc<NatsMetrics>,
+) -> Result<async_nats::Client, TransportError> {
+    connect_with(
+        ClientSettings {
+            url: &config.url,
+            label: format!("coordinator {}", config.name),
+            connection_name: format!("tessera-{}-coord-{}", config.cluster, config.name),
+            nkey_seed: &config.nkey_seed,
+            inbox_prefix: subject::coordinator_reply_prefix(&config.cluster, &config.name),
+            ca_file: &config.ca_file,
+            cert_file: &config.cert_file,
+            key_file: &config.key_file,
+            connect_timeout: config.connect_timeout,
+        },
+        metrics,
+    )
+    .await
 }
 
 /// A party's NATS transport.

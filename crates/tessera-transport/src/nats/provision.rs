@@ -1,6 +1,6 @@
 //! Writes everything a `nats-server` needs to serve one cluster: a private CA, the server's TLS
-//! certificate, one client certificate per party, and a configuration with one NKey user per
-//! party and subject permissions:
+//! certificate, one client certificate per party and per roster coordinator with a NATS user,
+//! and a configuration with one NKey user each and subject permissions:
 //!
 //! | party `pN` may | subjects |
 //! |---|---|
@@ -8,9 +8,19 @@
 //! | subscribe | `tessera.<c>.node.N.inbox.*` (its own inbox only), `tessera.<c>.ctrl`, `_INBOX.tessera.<c>.N.>` (its own reply inboxes) |
 //! | reply | to requests it received (`allow_responses`) |
 //!
+//! | coordinator `<name>` may | subjects |
+//! |---|---|
+//! | publish | `tessera.<c>.ctrl` (control messages) only |
+//! | subscribe | `tessera.<c>.result.*`, `_INBOX.tessera.<c>.coord.<name>.>` (its own reply inboxes) |
+//! | reply | never (no `allow_responses`) |
+//!
+//! A coordinator listed in the roster without a NATS user gets neither a broker user nor a
+//! certificate.
+//!
 //! TLS is required with client-certificate verification against the private CA. JetStream is on
 //! with a store directory (used by the audit stream).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -62,6 +72,17 @@ pub struct ClientFiles {
     pub key: PathBuf,
 }
 
+/// Paths of a coordinator's client certificate and key.
+#[derive(Clone, Debug)]
+pub struct CoordinatorClientFiles {
+    /// The coordinator's name in the roster.
+    pub name: String,
+    /// Certificate PEM.
+    pub cert: PathBuf,
+    /// Key PEM (secret, mode 0600).
+    pub key: PathBuf,
+}
+
 /// What [`provision`] wrote.
 #[derive(Clone, Debug)]
 pub struct Provisioned {
@@ -71,6 +92,8 @@ pub struct Provisioned {
     pub ca_cert: PathBuf,
     /// One client certificate per party.
     pub clients: Vec<ClientFiles>,
+    /// One client certificate per roster coordinator that has a NATS user.
+    pub coordinators: Vec<CoordinatorClientFiles>,
     /// The URL clients connect to.
     pub url: String,
 }
@@ -80,6 +103,11 @@ impl Provisioned {
     pub fn client(&self, party: PartyId) -> Option<&ClientFiles> {
         self.clients.iter().find(|c| c.party == party)
     }
+
+    /// The client files of one coordinator.
+    pub fn coordinator_client(&self, name: &str) -> Option<&CoordinatorClientFiles> {
+        self.coordinators.iter().find(|c| c.name == name)
+    }
 }
 
 /// Writes the PKI and the configuration for `roster` under `dir`:
@@ -88,6 +116,7 @@ impl Provisioned {
 /// dir/nats.conf
 /// dir/tls/ca.pem, ca-key.pem (0600), server-cert.pem, server-key.pem (0600)
 /// dir/clients/pN/cert.pem, key.pem (0600)   one per party: give each party its own
+/// dir/clients/coord-<name>/cert.pem, key.pem (0600)   one per coordinator with a NATS user
 /// dir/jetstream/
 /// ```
 pub fn provision(
@@ -95,7 +124,7 @@ pub fn provision(
     settings: &ServerSettings,
     dir: &Path,
 ) -> Result<Provisioned, TransportError> {
-    let users = party_users(roster)?;
+    let (users, coordinator_users) = all_users(roster)?;
     let tls = dir.join("tls");
     mkdir(&tls)?;
     let (ca_cert, ca) = certificate_authority(roster)?;
@@ -133,6 +162,25 @@ pub fn provision(
         write(&files.key, key.serialize_pem(), true)?;
         clients.push(files);
     }
+    let mut coordinators = Vec::new();
+    for (name, _) in &coordinator_users {
+        let (cert, key) = leaf(
+            &format!("tessera-{}-coord-{name}", roster.cluster),
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &ca,
+        )?;
+        let coordinator_dir = dir.join("clients").join(format!("coord-{name}"));
+        mkdir(&coordinator_dir)?;
+        let files = CoordinatorClientFiles {
+            name: name.clone(),
+            cert: coordinator_dir.join("cert.pem"),
+            key: coordinator_dir.join("key.pem"),
+        };
+        write(&files.cert, cert.pem(), false)?;
+        write(&files.key, key.serialize_pem(), true)?;
+        coordinators.push(files);
+    }
 
     let jetstream = dir.join("jetstream");
     mkdir(&jetstream)?;
@@ -152,6 +200,7 @@ pub fn provision(
         config,
         ca_cert: ca_path,
         clients,
+        coordinators,
         url: settings.url(),
     })
 }
@@ -174,8 +223,9 @@ pub fn server_config(
     jetstream_dir: &Path,
 ) -> Result<String, TransportError> {
     let c = &roster.cluster;
+    let (parties, coordinators) = all_users(roster)?;
     let mut users = String::new();
-    for (party, nkey) in party_users(roster)? {
+    for (party, nkey) in parties {
         let publish = [
             subject::inbox_publish_pattern(c, party),
             subject::result_wildcard(c),
@@ -189,6 +239,20 @@ pub fn server_config(
         // allow_responses: a party may answer requests it received (ctrl), and nothing more.
         users.push_str(&format!(
             "    # party {party}\n    {{ nkey: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }}, allow_responses: true }} }}\n",
+            quote(&nkey),
+            quoted_list(&publish),
+            quoted_list(&subscribe),
+        ));
+    }
+    for (name, nkey) in coordinators {
+        let publish = [subject::ctrl(c)];
+        let subscribe = [
+            subject::result_wildcard(c),
+            format!("{}.>", subject::coordinator_reply_prefix(c, &name)),
+        ];
+        // No allow_responses: a coordinator answers nobody's requests.
+        users.push_str(&format!(
+            "    # coordinator {name}\n    {{ nkey: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}\n",
             quote(&nkey),
             quoted_list(&publish),
             quoted_list(&subscribe),
@@ -228,26 +292,50 @@ jetstream {{
     ))
 }
 
-fn party_users(roster: &Roster) -> Result<Vec<(PartyId, String)>, TransportError> {
+/// NKey users of the parties and of the coordinators, by party id and coordinator name.
+type Users = (Vec<(PartyId, String)>, Vec<(String, String)>);
+
+/// NKey users of the parties (every party needs one) and of the coordinators that have one.
+/// Refuses an invalid roster, an invalid NKey and one NKey used by two entries.
+fn all_users(roster: &Roster) -> Result<Users, TransportError> {
+    // Names and keys end up in the configuration file: only a valid roster gets that far.
     roster
-        .parties
-        .iter()
-        .map(|e| {
-            let nkey = e.nats_user.clone().ok_or_else(|| {
-                TransportError::Setup(format!(
-                    "roster entry {} has no NATS user; create its identity with a NATS key",
-                    e.party
-                ))
-            })?;
-            if !nkey.starts_with('U') || nkeys::KeyPair::from_public_key(&nkey).is_err() {
-                return Err(TransportError::Setup(format!(
-                    "roster entry {}: {nkey:?} is not an NKey user public key",
-                    e.party
-                )));
-            }
-            Ok((e.party, nkey))
-        })
-        .collect()
+        .validate()
+        .map_err(|e| TransportError::Setup(format!("the roster is not valid: {e}")))?;
+    let mut seen = BTreeMap::new();
+    let mut check = |who: String, nkey: &str| {
+        if !nkey.starts_with('U') || nkeys::KeyPair::from_public_key(nkey).is_err() {
+            return Err(TransportError::Setup(format!(
+                "roster entry {who}: {nkey:?} is not an NKey user public key"
+            )));
+        }
+        if let Some(first) = seen.insert(nkey.to_owned(), who.clone()) {
+            return Err(TransportError::Setup(format!(
+                "roster entries {first} and {who} have the same NATS user {nkey}; \
+                 each needs its own"
+            )));
+        }
+        Ok(())
+    };
+    let mut parties = Vec::new();
+    for e in &roster.parties {
+        let nkey = e.nats_user.clone().ok_or_else(|| {
+            TransportError::Setup(format!(
+                "roster entry {} has no NATS user; create its identity with a NATS key",
+                e.party
+            ))
+        })?;
+        check(e.party.to_string(), &nkey)?;
+        parties.push((e.party, nkey));
+    }
+    let mut coordinators = Vec::new();
+    for c in &roster.coordinators {
+        if let Some(nkey) = &c.nats_user {
+            check(format!("coordinator {}", c.name), nkey)?;
+            coordinators.push((c.name.clone(), nkey.clone()));
+        }
+    }
+    Ok((parties, coordinators))
 }
 
 fn quote(s: &str) -> String {

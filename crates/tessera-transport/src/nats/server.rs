@@ -12,7 +12,7 @@ use tessera_wire::PartyId;
 use zeroize::Zeroizing;
 
 use super::provision::{provision, Provisioned, ServerSettings};
-use super::NatsConfig;
+use super::{CoordinatorNatsConfig, NatsConfig};
 use crate::TransportError;
 
 /// Environment variable naming the `nats-server` binary (default: `nats-server` on `PATH`).
@@ -122,6 +122,31 @@ impl LocalNatsServer {
             url: self.provisioned.url.clone(),
             cluster: roster.cluster.clone(),
             party,
+            nkey_seed: Zeroizing::new(nkey_seed.to_owned()),
+            ca_file: self.provisioned.ca_cert.clone(),
+            cert_file: files.cert.clone(),
+            key_file: files.key.clone(),
+            connect_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Connection settings for the roster coordinator `name` with its NKey seed.
+    pub fn coordinator_config(
+        &self,
+        roster: &Roster,
+        name: &str,
+        nkey_seed: &str,
+    ) -> Result<CoordinatorNatsConfig, TransportError> {
+        let files = self.provisioned.coordinator_client(name).ok_or_else(|| {
+            TransportError::Setup(format!(
+                "coordinator {name} has no client certificate; is it in the roster with a NATS \
+                 user?"
+            ))
+        })?;
+        Ok(CoordinatorNatsConfig {
+            url: self.provisioned.url.clone(),
+            cluster: roster.cluster.clone(),
+            name: name.to_owned(),
             nkey_seed: Zeroizing::new(nkey_seed.to_owned()),
             ca_file: self.provisioned.ca_cert.clone(),
             cert_file: files.cert.clone(),

@@ -1,0 +1,289 @@
+//! Control messages: a coordinator's signed session start, and a node's signed outcome.
+//!
+//! Both travel in the clear over the broker (they hold nothing secret) and are authenticated by
+//! Ed25519 signatures over a domain label and the canonical encoding of their body:
+//! - a [`SignedStart`] by a coordinator key listed in the admin-signed roster;
+//! - a [`SignedOutcome`] by the party's identity key from the same roster.
+//!
+//! A start binds the cluster, the roster hash, the session id, the ordered parties and an
+//! expiry, so it cannot be replayed on another cluster, roster or after it expired.
+
+use ed25519_dalek::Signature;
+use serde::{Deserialize, Serialize};
+use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
+use tessera_channel::Roster;
+use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
+
+/// Largest encoded control message accepted.
+pub const MAX_CONTROL_MESSAGE: usize = 256 * 1024;
+/// Largest message a sign operation may carry.
+pub const MAX_MESSAGE_TO_SIGN: usize = 64 * 1024;
+
+const START_LABEL: &[u8] = b"tessera/session-start/v1";
+const OUTCOME_LABEL: &[u8] = b"tessera/session-outcome/v1";
+
+/// Why a control message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The bytes do not decode.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    /// The signer is not a coordinator of the pinned roster.
+    #[error("coordinator {0:?} is not in the roster; only roster coordinators may start sessions")]
+    UnknownCoordinator(String),
+    /// The sender is not a party of the pinned roster.
+    #[error("{0} is not in the roster")]
+    UnknownParty(PartyId),
+    /// The signature does not verify.
+    #[error("bad signature on a control message from {0}")]
+    BadSignature(String),
+    /// Addressed to another cluster.
+    #[error("the message is for cluster {found}, this is {expected}")]
+    WrongCluster {
+        /// Cluster in the message.
+        found: ClusterId,
+        /// Our cluster.
+        expected: ClusterId,
+    },
+    /// Made for another roster.
+    #[error("the message was made for another roster (roster hash {0}); check that coordinator and nodes pin the same roster")]
+    WrongRoster(String),
+}
+
+/// What a session does. The session's parties are the committee (aux info, keygen) or the
+/// signers (presign, sign, online sign), in protocol order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Auxiliary info for the committee of the session's parties (slow; consumes one prime set
+    /// from each party's pool).
+    AuxInfo,
+    /// Distributed key generation of a `threshold`-of-n key.
+    Keygen {
+        /// The new key's id.
+        key: KeyId,
+        /// Signers needed.
+        threshold: u16,
+    },
+    /// A presignature for `key`, to be used by exactly these signers.
+    Presign {
+        /// The key.
+        key: KeyId,
+    },
+    /// Full interactive signing of `message` (the nodes hash it with SHA-256).
+    Sign {
+        /// The key.
+        key: KeyId,
+        /// The message.
+        message: Vec<u8>,
+    },
+    /// Online signing of `message` with the presignature made in session `presignature`.
+    OnlineSign {
+        /// The key.
+        key: KeyId,
+        /// The presigning session.
+        presignature: SessionId,
+        /// The message.
+        message: Vec<u8>,
+    },
+}
+
+impl Operation {
+    /// The protocol the session runs.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Operation::AuxInfo => Protocol::AUX_INFO,
+            Operation::Keygen { .. } => Protocol::KEYGEN,
+            Operation::Presign { .. } => Protocol::PRESIGN,
+            Operation::Sign { .. } => Protocol::SIGN,
+            Operation::OnlineSign { .. } => Protocol::ONLINE_SIGN,
+        }
+    }
+}
+
+/// A coordinator's order to run one session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStart {
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// The hash of the roster the coordinator uses.
+    pub roster: [u8; 32],
+    /// The session; never reused.
+    pub session: SessionId,
+    /// The parties, in protocol order.
+    pub parties: Vec<PartyId>,
+    /// Unix seconds when issued.
+    pub issued_at: u64,
+    /// Unix seconds after which no node starts it.
+    pub expires_at: u64,
+    /// What to do.
+    pub operation: Operation,
+}
+
+/// A [`SessionStart`] signed by a roster coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedStart {
+    /// The coordinator's name in the roster.
+    pub coordinator: String,
+    /// The encoded [`SessionStart`].
+    pub body: Vec<u8>,
+    /// Ed25519 signature over the label and `body`.
+    pub signature: Vec<u8>,
+}
+
+fn signed_bytes(label: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(label.len() + body.len());
+    bytes.extend_from_slice(label);
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn parse_signature(bytes: &[u8], signer: &str) -> Result<Signature, ControlError> {
+    Signature::from_slice(bytes).map_err(|_| ControlError::BadSignature(signer.to_owned()))
+}
+
+impl SignedStart {
+    /// Signs `start` with a coordinator key.
+    pub fn sign(start: &SessionStart, key: &CoordinatorKey) -> Self {
+        let body = tessera_wire::encode(start);
+        let signature = key.sign(&signed_bytes(START_LABEL, &body));
+        SignedStart {
+            coordinator: key.name().to_owned(),
+            body,
+            signature: signature.to_bytes().to_vec(),
+        }
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        tessera_wire::encode(self)
+    }
+
+    /// Parses the wire form (size-limited before decoding).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ControlError> {
+        tessera_wire::decode(bytes, MAX_CONTROL_MESSAGE)
+            .map_err(|e| ControlError::Malformed(e.to_string()))
+    }
+
+    /// Checks the coordinator's signature against `roster` and that the start is for this
+    /// cluster and roster; returns the start.
+    pub fn verify(&self, roster: &Roster) -> Result<SessionStart, ControlError> {
+        let entry = roster
+            .coordinator(&self.coordinator)
+            .ok_or_else(|| ControlError::UnknownCoordinator(self.coordinator.clone()))?;
+        let key = entry
+            .verifying_key()
+            .map_err(|_| ControlError::BadSignature(self.coordinator.clone()))?;
+        let signature = parse_signature(&self.signature, &self.coordinator)?;
+        key.verify_strict(&signed_bytes(START_LABEL, &self.body), &signature)
+            .map_err(|_| ControlError::BadSignature(self.coordinator.clone()))?;
+        let start: SessionStart = tessera_wire::decode(&self.body, MAX_CONTROL_MESSAGE)
+            .map_err(|e| ControlError::Malformed(e.to_string()))?;
+        if start.cluster != roster.cluster {
+            return Err(ControlError::WrongCluster {
+                found: start.cluster,
+                expected: roster.cluster.clone(),
+            });
+        }
+        if start.roster != roster.hash().0 {
+            return Err(ControlError::WrongRoster(hex::encode(start.roster)));
+        }
+        Ok(start)
+    }
+}
+
+/// What a party produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// Auxiliary info is stored for the committee.
+    AuxInfo,
+    /// The key share is stored; the key's public key (SEC1 compressed).
+    Keygen {
+        /// Compressed public key.
+        public_key: Vec<u8>,
+    },
+    /// The presignature is stored, named by its session.
+    Presign {
+        /// The presigning session (use it in [`Operation::OnlineSign`]).
+        presignature: SessionId,
+    },
+    /// A signature verified against the key's public key: `r || s`, 64 bytes, low-s.
+    Signature {
+        /// `r || s`.
+        signature: Vec<u8>,
+    },
+}
+
+/// Why a party's side of a session failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What happened and what to do.
+    pub message: String,
+    /// Parties this node blames (did not deliver, or sent invalid messages).
+    pub blamed: Vec<PartyId>,
+}
+
+/// One party's report of one session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOutcome {
+    /// The session.
+    pub session: SessionId,
+    /// The reporting party.
+    pub party: PartyId,
+    /// Its result.
+    pub result: Result<Output, Failure>,
+}
+
+/// A [`SessionOutcome`] signed by the reporting party.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedOutcome {
+    /// The reporting party.
+    pub party: PartyId,
+    /// The encoded [`SessionOutcome`].
+    pub body: Vec<u8>,
+    /// Ed25519 signature over the label and `body`.
+    pub signature: Vec<u8>,
+}
+
+impl SignedOutcome {
+    /// Signs `outcome` with the party's identity.
+    pub fn sign(outcome: &SessionOutcome, identity: &PartyIdentity) -> Self {
+        let body = tessera_wire::encode(outcome);
+        let signature = identity.sign(&signed_bytes(OUTCOME_LABEL, &body));
+        SignedOutcome {
+            party: identity.party(),
+            body,
+            signature: signature.to_vec(),
+        }
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        tessera_wire::encode(self)
+    }
+
+    /// Parses the wire form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ControlError> {
+        tessera_wire::decode(bytes, MAX_CONTROL_MESSAGE)
+            .map_err(|e| ControlError::Malformed(e.to_string()))
+    }
+
+    /// Checks the party's signature against `roster` and returns the outcome.
+    pub fn verify(&self, roster: &Roster) -> Result<SessionOutcome, ControlError> {
+        let entry = roster
+            .entry(self.party)
+            .ok_or(ControlError::UnknownParty(self.party))?;
+        let who = self.party.to_string();
+        let key = entry
+            .verifying_key()
+            .map_err(|_| ControlError::BadSignature(who.clone()))?;
+        let signature = parse_signature(&self.signature, &who)?;
+        key.verify_strict(&signed_bytes(OUTCOME_LABEL, &self.body), &signature)
+            .map_err(|_| ControlError::BadSignature(who.clone()))?;
+        let outcome: SessionOutcome = tessera_wire::decode(&self.body, MAX_CONTROL_MESSAGE)
+            .map_err(|e| ControlError::Malformed(e.to_string()))?;
+        if outcome.party != self.party {
+            return Err(ControlError::BadSignature(who));
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,33 @@
+//! The Tessera party node.
+//!
+//! A node holds this party's key shares, auxiliary info, prime pool and presignatures in an
+//! encrypted [`SecretStore`](tessera_store::SecretStore), and takes part in threshold sessions
+//! over the secure transport. It starts nothing by itself: a session begins with a
+//! [`SignedStart`](control::SignedStart) from a coordinator listed in the pinned roster, which
+//! the node checks (signature, cluster, roster hash, expiry, replay, its own place in the
+//! session) before it runs anything. It answers with a [`SignedOutcome`](control::SignedOutcome)
+//! signed with its party identity.
+//!
+//! - [`control`]: the signed start and outcome messages.
+//! - [`node`]: the session runner ([`Node`]).
+//! - [`state`]: where shares, auxiliary info and presignatures live in the store.
+//! - [`config`]: the node's TOML configuration with environment overrides.
+//! - [`serve`]: the NATS control loop of the `tessera-node` binary.
+//! - [`channels`]: how starts reach nodes: in process, or over NATS.
+//! - [`local`]: a whole cluster in one process (demo, bench, tests).
+//! - [`starter`]: the coordinator's side: sign a start, collect and check the outcomes.
+
+pub mod channels;
+pub mod config;
+pub mod control;
+pub mod local;
+pub mod node;
+pub mod serve;
+pub mod starter;
+pub mod state;
+
+pub use control::{
+    ControlError, Operation, Output, SessionOutcome, SessionStart, SignedOutcome, SignedStart,
+};
+pub use node::{Node, NodeError, NodeSettings};
+pub use starter::{ControlChannel, Starter, StarterError};

@@ -1,0 +1,252 @@
+//! A whole cluster in one process: `n` nodes, their encrypted stores in a directory, and a
+//! starter, over the in-memory transport or a real `nats-server` started on loopback with the
+//! permissioned configuration. Used by `tessera demo`, `tessera bench` and tests.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
+use tessera_channel::{ChannelConfig, ChannelManager, Roster};
+use tessera_store::{FileStore, KdfParams};
+use tessera_transport::memory::MemoryNetwork;
+use tessera_transport::nats::server::LocalNatsServer;
+use tessera_transport::nats::{connect_client, connect_coordinator, NatsMetrics, NatsTransport};
+use tessera_transport::{SecureTransport, Transport};
+use tessera_wire::{ClusterId, PartyId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::channels::{InProcessControl, NatsControl};
+use crate::control::{Operation, Output};
+use crate::starter::{ControlChannel, Starter, StarterError};
+use crate::{Node, NodeSettings};
+
+/// The name of the local cluster's coordinator key.
+pub const LOCAL_COORDINATOR: &str = "local";
+
+/// How the local cluster's parties talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// The in-memory transport; starts handed to nodes directly.
+    Memory,
+    /// A `nats-server` started on loopback (mTLS, one NKey user per party and for the
+    /// coordinator, subject permissions); starts and outcomes over its control subjects.
+    SpawnNats,
+}
+
+/// Why the local cluster could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the local cluster: {0}")]
+pub struct LocalError(String);
+
+fn setup<E: std::fmt::Display>(e: E) -> LocalError {
+    LocalError(e.to_string())
+}
+
+/// Options of [`LocalCluster::start`].
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Number of parties (`p1..pn`).
+    pub parties: u16,
+    /// The network.
+    pub network: Network,
+    /// Node settings.
+    pub settings: NodeSettings,
+    /// Key derivation for the stores' passphrase.
+    pub kdf: KdfParams,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            parties: 3,
+            network: Network::Memory,
+            settings: NodeSettings::default(),
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    /// The parties, `p1..pn`.
+    pub parties: Vec<PartyId>,
+    /// The nodes, in party order.
+    pub nodes: Vec<Arc<Node<FileStore>>>,
+    /// The roster.
+    pub roster: Roster,
+    starter: Starter,
+    control: Box<dyn ControlChannel>,
+    nats: Option<LocalNatsServer>,
+    stop: watch::Sender<bool>,
+    serving: Vec<JoinHandle<()>>,
+}
+
+const PASSPHRASE: &[u8] = b"local cluster: a throwaway store";
+
+impl LocalCluster {
+    /// Creates identities, a roster with one coordinator, and a store per party under `dir`,
+    /// then starts the nodes.
+    pub async fn start(dir: &Path, options: LocalOptions) -> Result<Self, LocalError> {
+        let cluster = ClusterId::new("local").map_err(setup)?;
+        let parties: Vec<PartyId> = (1..=options.parties).map(PartyId).collect();
+        let mut identities = Vec::new();
+        let mut seeds = Vec::new();
+        let mut publics = Vec::new();
+        for &p in &parties {
+            let nkey = nkeys::KeyPair::new_user();
+            let seed = nkey.seed().map_err(setup)?;
+            let identity = PartyIdentity::generate(p, cluster.clone(), Some(seed.clone()));
+            publics.push(identity.public(Some(nkey.public_key())));
+            identities.push(identity);
+            seeds.push(seed);
+        }
+        let coordinator_nkey = nkeys::KeyPair::new_user();
+        let coordinator_seed = coordinator_nkey.seed().map_err(setup)?;
+        let coordinator = CoordinatorKey::generate(
+            LOCAL_COORDINATOR,
+            cluster.clone(),
+            Some(coordinator_seed.clone()),
+        )
+        .map_err(setup)?;
+        let roster = Roster::build(cluster.clone(), 1, &publics)
+            .and_then(|r| {
+                r.with_coordinators(vec![coordinator.public(Some(coordinator_nkey.public_key()))])
+            })
+            .map_err(setup)?;
+
+        let nats = match options.network {
+            Network::Memory => None,
+            Network::SpawnNats => {
+                Some(LocalNatsServer::start_in(&roster, &dir.join("nats")).map_err(setup)?)
+            }
+        };
+        let memory = MemoryNetwork::new();
+        let (stop, stopped) = watch::channel(false);
+        let mut nodes = Vec::new();
+        let mut serving = Vec::new();
+        for (identity, seed) in identities.into_iter().zip(&seeds) {
+            let p = identity.party();
+            let store_dir = dir.join(p.to_string());
+            let store = FileStore::create(&store_dir, PASSPHRASE, options.kdf).map_err(setup)?;
+            let transport: Arc<dyn Transport> = match &nats {
+                None => Arc::new(memory.connect(p)),
+                Some(server) => {
+                    let config = server.client_config(&roster, p, seed).map_err(setup)?;
+                    Arc::new(NatsTransport::connect(&config).await.map_err(setup)?)
+                }
+            };
+            let channel_identity = PartyIdentity::from_json(&identity.to_json()).map_err(setup)?;
+            let manager =
+                ChannelManager::new(channel_identity, roster.clone(), ChannelConfig::default())
+                    .map_err(setup)?;
+            let net = Arc::new(
+                SecureTransport::start(manager, transport)
+                    .await
+                    .map_err(setup)?,
+            );
+            let node = Arc::new(
+                Node::new(
+                    net,
+                    identity,
+                    roster.clone(),
+                    Arc::new(store),
+                    options.settings.clone(),
+                )
+                .map_err(setup)?,
+            );
+            if let Some(server) = &nats {
+                let config = server.client_config(&roster, p, seed).map_err(setup)?;
+                let client = connect_client(&config, Arc::new(NatsMetrics::default()))
+                    .await
+                    .map_err(setup)?;
+                let mut stopped = stopped.clone();
+                let node = node.clone();
+                serving.push(tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = stopped.changed().await;
+                    };
+                    if let Err(e) =
+                        crate::serve::serve(node, client, shutdown, Duration::from_secs(5)).await
+                    {
+                        tracing::error!(error = %e, "local node stopped serving");
+                    }
+                }));
+            }
+            nodes.push(node);
+        }
+        for node in &nodes {
+            let unreachable = node.net().connect_peers(Duration::from_secs(10)).await;
+            if !unreachable.is_empty() {
+                return Err(LocalError(format!(
+                    "{} cannot reach {unreachable:?}",
+                    node.party()
+                )));
+            }
+        }
+        let control: Box<dyn ControlChannel> = match &nats {
+            None => Box::new(InProcessControl::new(nodes.clone())),
+            Some(server) => {
+                let config = server
+                    .coordinator_config(&roster, LOCAL_COORDINATOR, &coordinator_seed)
+                    .map_err(setup)?;
+                let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
+                    .await
+                    .map_err(setup)?;
+                Box::new(NatsControl::new(client, cluster))
+            }
+        };
+        let starter = Starter::new(coordinator, roster.clone()).map_err(setup)?;
+        Ok(LocalCluster {
+            parties,
+            nodes,
+            roster,
+            starter,
+            control,
+            nats,
+            stop,
+            serving,
+        })
+    }
+
+    /// The node of party `p`.
+    pub fn node(&self, p: PartyId) -> &Arc<Node<FileStore>> {
+        &self.nodes[usize::from(p.0 - 1)]
+    }
+
+    /// The broker's URL, if the cluster runs over NATS.
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats.as_ref().map(|s| s.url())
+    }
+
+    /// The starter.
+    pub fn starter(&self) -> &Starter {
+        &self.starter
+    }
+
+    /// The control channel.
+    pub fn control(&self) -> &dyn ControlChannel {
+        self.control.as_ref()
+    }
+
+    /// Runs one session with `parties` and returns the agreed result.
+    pub async fn run(
+        &self,
+        parties: &[PartyId],
+        operation: Operation,
+        deadline: Duration,
+    ) -> Result<Output, StarterError> {
+        self.starter
+            .run(self.control.as_ref(), parties, operation, deadline)
+            .await
+    }
+
+    /// Stops serving and waits for the nodes' control loops to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.serving {
+            let _ = task.await;
+        }
+    }
+}

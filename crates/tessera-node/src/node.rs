@@ -1,0 +1,392 @@
+//! The session runner: checks a coordinator's start, runs this party's side, reports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cggmp24::key_share::AnyKeyShare;
+use tessera_channel::identity::PartyIdentity;
+use tessera_channel::Roster;
+use tessera_mpc::{
+    KeyShare, MpcConfig, MpcError, PresignatureError, PrimeError, PrimePool, SessionSpec,
+    StoredPresignature,
+};
+use tessera_store::SecretStore;
+use tessera_transport::SecureTransport;
+use tessera_wire::{KeyId, PartyId, SessionId};
+
+use crate::control::{
+    ControlError, Failure, Operation, Output, SessionOutcome, SessionStart, SignedOutcome,
+    SignedStart, MAX_MESSAGE_TO_SIGN,
+};
+use crate::state::{committee_name, KeyRecord, NodeState, StateError};
+
+/// How a node runs sessions.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// Round deadline of key generation, presigning and signing.
+    pub round_timeout: Duration,
+    /// Round deadline of auxiliary info, whose rounds include long proofs.
+    pub aux_info_round_timeout: Duration,
+    /// Longest validity (`expires_at - issued_at`) a start may ask for.
+    pub max_start_lifetime: Duration,
+    /// How far in the future a start's `issued_at` may be (clock skew).
+    pub clock_skew: Duration,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            round_timeout: Duration::from_secs(20),
+            aux_info_round_timeout: Duration::from_secs(180),
+            max_start_lifetime: Duration::from_secs(600),
+            clock_skew: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why this party's side of a session failed or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The start message is not acceptable.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The start expired, is not yet valid, or asks for too long a validity.
+    #[error("session start refused: {0}")]
+    Stale(String),
+    /// The session id was seen before.
+    #[error("session {0} was already started here; a session id is never reused")]
+    Replayed(SessionId),
+    /// The request itself is not acceptable.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The node's state.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The protocol failed.
+    #[error(transparent)]
+    Mpc(#[from] MpcError),
+    /// The presignature store.
+    #[error(transparent)]
+    Presignature(#[from] PresignatureError),
+    /// The prime pool.
+    #[error(transparent)]
+    Primes(#[from] PrimeError),
+}
+
+impl NodeError {
+    /// Parties this error blames.
+    pub fn blamed(&self) -> Vec<PartyId> {
+        match self {
+            NodeError::Mpc(MpcError::Timeout { missing, .. }) => missing.clone(),
+            NodeError::Mpc(MpcError::InvalidMessage { from, .. }) => vec![*from],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A loaded key: its record and complete share.
+struct LoadedKey {
+    committee: Vec<PartyId>,
+    share: KeyShare,
+}
+
+/// One party node.
+pub struct Node<S: SecretStore> {
+    net: Arc<SecureTransport>,
+    identity: PartyIdentity,
+    roster: Roster,
+    state: NodeState<S>,
+    primes: PrimePool<S>,
+    settings: NodeSettings,
+    keys: Mutex<HashMap<KeyId, Arc<LoadedKey>>>,
+    seen: Mutex<HashMap<SessionId, u64>>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn signature_bytes(signature: &tessera_mpc::Signature) -> Vec<u8> {
+    let mut bytes = [0u8; 64];
+    signature.write_to_slice(&mut bytes);
+    bytes.to_vec()
+}
+
+impl<S: SecretStore + Send + Sync + 'static> Node<S> {
+    /// A node for `identity` in the pinned `roster`, with its state in `store`, talking over
+    /// `net` (which must belong to the same identity).
+    pub fn new(
+        net: Arc<SecureTransport>,
+        identity: PartyIdentity,
+        roster: Roster,
+        store: Arc<S>,
+        settings: NodeSettings,
+    ) -> Result<Self, NodeError> {
+        if net.party() != identity.party() {
+            return Err(NodeError::Refused(format!(
+                "the transport is {}'s but the identity is {}'s",
+                net.party(),
+                identity.party()
+            )));
+        }
+        if roster.entry(identity.party()).is_none() {
+            return Err(ControlError::UnknownParty(identity.party()).into());
+        }
+        let state = NodeState::new(store);
+        Ok(Node {
+            primes: state.primes(),
+            net,
+            identity,
+            roster,
+            state,
+            settings,
+            keys: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This party.
+    pub fn party(&self) -> PartyId {
+        self.identity.party()
+    }
+
+    /// The pinned roster.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// The durable state.
+    pub fn state(&self) -> &NodeState<S> {
+        &self.state
+    }
+
+    /// The prime pool.
+    pub fn primes(&self) -> &PrimePool<S> {
+        &self.primes
+    }
+
+    /// The secure transport.
+    pub fn net(&self) -> &Arc<SecureTransport> {
+        &self.net
+    }
+
+    /// Handles a start message as received from the broker. Returns the signed outcome to
+    /// publish, or `None` if the message is not addressed to this node or cannot be trusted
+    /// (it is logged and dropped).
+    pub async fn handle(&self, bytes: &[u8]) -> Option<SignedOutcome> {
+        match SignedStart::from_bytes(bytes) {
+            Ok(signed) => self.execute(&signed).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "control message dropped");
+                None
+            }
+        }
+    }
+
+    /// Verifies and runs a start. `None` if it is not for this node or does not verify.
+    pub async fn execute(&self, signed: &SignedStart) -> Option<SignedOutcome> {
+        let start = match signed.verify(&self.roster) {
+            Ok(start) => start,
+            Err(e) => {
+                tracing::warn!(error = %e, coordinator = %signed.coordinator, "session start refused");
+                return None;
+            }
+        };
+        if !start.parties.contains(&self.party()) {
+            return None;
+        }
+        let protocol = start.operation.protocol();
+        tracing::info!(session = %start.session, %protocol, parties = ?start.parties, coordinator = %signed.coordinator, "session started");
+        let began = Instant::now();
+        let result = self.run(&start).await;
+        let elapsed_ms = began.elapsed().as_secs_f64() * 1e3;
+        let result = match result {
+            Ok(output) => {
+                tracing::info!(session = %start.session, %protocol, elapsed_ms, "session finished");
+                Ok(output)
+            }
+            Err(e) => {
+                let blamed = e.blamed();
+                tracing::warn!(session = %start.session, %protocol, elapsed_ms, ?blamed, error = %e, "session failed");
+                Err(Failure {
+                    message: e.to_string(),
+                    blamed,
+                })
+            }
+        };
+        let outcome = SessionOutcome {
+            session: start.session,
+            party: self.party(),
+            result,
+        };
+        Some(SignedOutcome::sign(&outcome, &self.identity))
+    }
+
+    fn check_fresh(&self, start: &SessionStart) -> Result<(), NodeError> {
+        let now = now_unix();
+        if start.expires_at < now {
+            return Err(NodeError::Stale(format!(
+                "it expired {} s ago",
+                now - start.expires_at
+            )));
+        }
+        if start.issued_at > now + self.settings.clock_skew.as_secs() {
+            return Err(NodeError::Stale(
+                "it was issued in the future; check the coordinator's clock".into(),
+            ));
+        }
+        if start.expires_at.saturating_sub(start.issued_at)
+            > self.settings.max_start_lifetime.as_secs()
+        {
+            return Err(NodeError::Stale(format!(
+                "it is valid for longer than {} s",
+                self.settings.max_start_lifetime.as_secs()
+            )));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, expires| *expires >= now);
+        if seen.insert(start.session, start.expires_at).is_some() {
+            return Err(NodeError::Replayed(start.session));
+        }
+        Ok(())
+    }
+
+    fn load_key(&self, key: KeyId) -> Result<Arc<LoadedKey>, NodeError> {
+        if let Some(k) = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(k.clone());
+        }
+        let (record, share) = self.state.key_share(key)?;
+        let loaded = Arc::new(LoadedKey {
+            committee: record.committee,
+            share,
+        });
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn run(&self, start: &SessionStart) -> Result<Output, NodeError> {
+        self.check_fresh(start)?;
+        let spec = SessionSpec {
+            session: start.session,
+            protocol: start.operation.protocol(),
+            parties: start.parties.clone(),
+        };
+        spec.my_index(self.party())?;
+        let net = self.net.clone();
+        let config = &MpcConfig {
+            round_timeout: self.settings.round_timeout,
+        };
+        match &start.operation {
+            Operation::AuxInfo => {
+                if self.state.has_aux(&spec.parties)? {
+                    return Err(StateError::Exists(format!(
+                        "auxiliary info for committee {}",
+                        committee_name(&spec.parties)
+                    ))
+                    .into());
+                }
+                let Some(primes) = self.primes.take()? else {
+                    return Err(NodeError::Refused(format!(
+                        "{}'s prime pool is empty{}; retry when it has a prime set",
+                        self.party(),
+                        if self.primes.generating() {
+                            " (a set is being generated, which takes minutes)"
+                        } else {
+                            ""
+                        }
+                    )));
+                };
+                let config = MpcConfig {
+                    round_timeout: self.settings.aux_info_round_timeout,
+                };
+                let aux = tessera_mpc::aux_info(net, &spec, primes, &config).await?;
+                self.state.put_aux(&spec.parties, &aux)?;
+                Ok(Output::AuxInfo)
+            }
+            Operation::Keygen { key, threshold } => {
+                if self.state.has_key(*key)? {
+                    return Err(StateError::Exists(format!("key {key}")).into());
+                }
+                let share = tessera_mpc::keygen(net, &spec, *threshold, config).await?;
+                let public_key = share.shared_public_key().to_bytes(true).to_vec();
+                let record = KeyRecord {
+                    committee: spec.parties.clone(),
+                    threshold: *threshold,
+                    share,
+                };
+                self.state.put_key(*key, &record)?;
+                Ok(Output::Keygen { public_key })
+            }
+            Operation::Presign { key } => {
+                let loaded = self.load_key(*key)?;
+                let (presignature, public) =
+                    tessera_mpc::presign(net, &spec, &loaded.committee, &loaded.share, config)
+                        .await?;
+                let item = StoredPresignature {
+                    presignature,
+                    public,
+                    signers: spec.parties.clone(),
+                };
+                self.state.presignatures(*key).put(spec.session, &item)?;
+                Ok(Output::Presign {
+                    presignature: spec.session,
+                })
+            }
+            Operation::Sign { key, message } => {
+                check_message(message)?;
+                let loaded = self.load_key(*key)?;
+                let signature = tessera_mpc::sign(
+                    net,
+                    &spec,
+                    &loaded.committee,
+                    &loaded.share,
+                    message,
+                    config,
+                )
+                .await?;
+                Ok(Output::Signature {
+                    signature: signature_bytes(&signature),
+                })
+            }
+            Operation::OnlineSign {
+                key,
+                presignature,
+                message,
+            } => {
+                check_message(message)?;
+                let loaded = self.load_key(*key)?;
+                // Durably removed from the store before any partial signature leaves.
+                let item = self.state.presignatures(*key).take(*presignature)?;
+                let public_key = loaded.share.shared_public_key();
+                let signature =
+                    tessera_mpc::online_sign(net, &spec, item, &public_key, message, config)
+                        .await?;
+                Ok(Output::Signature {
+                    signature: signature_bytes(&signature),
+                })
+            }
+        }
+    }
+}
+
+fn check_message(message: &[u8]) -> Result<(), NodeError> {
+    if message.len() > MAX_MESSAGE_TO_SIGN {
+        return Err(NodeError::Refused(format!(
+            "the message to sign is {} bytes; the limit is {MAX_MESSAGE_TO_SIGN}",
+            message.len()
+        )));
+    }
+    Ok(())
+}

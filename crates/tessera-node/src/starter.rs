@@ -1,0 +1,205 @@
+//! The starter: the coordinator's side of a session, without policy (that comes with the
+//! coordinator service). It signs a [`SessionStart`] with a roster coordinator key, hands it to
+//! the nodes over a [`ControlChannel`], and checks what comes back: every outcome signed by its
+//! party, every party reporting, all agreeing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tessera_channel::identity::CoordinatorKey;
+use tessera_channel::Roster;
+use tessera_wire::{PartyId, SessionId};
+
+use crate::control::{
+    ControlError, Failure, Operation, Output, SessionStart, SignedOutcome, SignedStart,
+};
+
+/// Why a session did not produce an agreed result.
+#[derive(Debug, thiserror::Error)]
+pub enum StarterError {
+    /// Some parties reported failure.
+    #[error("session {session} failed: {}", describe(.failures))]
+    Failed {
+        /// The session.
+        session: SessionId,
+        /// Each failing party's report.
+        failures: Vec<(PartyId, Failure)>,
+    },
+    /// Some parties did not report in time.
+    #[error("session {session}: no outcome from {} before the deadline; are those nodes running?", list(.missing))]
+    NoOutcome {
+        /// The session.
+        session: SessionId,
+        /// Parties that did not report.
+        missing: Vec<PartyId>,
+    },
+    /// The parties reported different results.
+    #[error("session {0}: the parties reported different results")]
+    Disagreement(SessionId),
+    /// An outcome did not verify.
+    #[error("an outcome was refused: {0}")]
+    Outcome(#[from] ControlError),
+    /// The control channel failed.
+    #[error("control channel: {0}")]
+    Channel(String),
+}
+
+impl StarterError {
+    /// Parties blamed by any failing party, or missing.
+    pub fn blamed(&self) -> Vec<PartyId> {
+        let mut blamed: Vec<PartyId> = match self {
+            StarterError::Failed { failures, .. } => failures
+                .iter()
+                .flat_map(|(_, f)| f.blamed.iter().copied())
+                .collect(),
+            StarterError::NoOutcome { missing, .. } => missing.clone(),
+            _ => Vec::new(),
+        };
+        blamed.sort();
+        blamed.dedup();
+        blamed
+    }
+}
+
+fn list(parties: &[PartyId]) -> String {
+    parties
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe(failures: &[(PartyId, Failure)]) -> String {
+    failures
+        .iter()
+        .map(|(p, f)| format!("{p}: {}", f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How starts reach the nodes and outcomes come back.
+#[async_trait]
+pub trait ControlChannel: Send + Sync {
+    /// Delivers `signed` to the session's parties and returns the outcomes received before
+    /// `deadline` (possibly fewer than the parties).
+    async fn run(
+        &self,
+        start: &SessionStart,
+        signed: &SignedStart,
+        deadline: Duration,
+    ) -> Result<Vec<SignedOutcome>, StarterError>;
+}
+
+/// Signs starts and checks outcomes.
+pub struct Starter {
+    key: CoordinatorKey,
+    roster: Roster,
+    /// How long a start stays valid.
+    pub lifetime: Duration,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Starter {
+    /// A starter with a coordinator key listed in `roster`.
+    pub fn new(key: CoordinatorKey, roster: Roster) -> Result<Self, ControlError> {
+        if roster.coordinator(key.name()).is_none() {
+            return Err(ControlError::UnknownCoordinator(key.name().to_owned()));
+        }
+        Ok(Starter {
+            key,
+            roster,
+            lifetime: Duration::from_secs(300),
+        })
+    }
+
+    /// The roster.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// A signed start of a fresh session.
+    pub fn start(&self, parties: &[PartyId], operation: Operation) -> (SessionStart, SignedStart) {
+        let issued_at = now_unix();
+        let start = SessionStart {
+            cluster: self.roster.cluster.clone(),
+            roster: self.roster.hash().0,
+            session: SessionId::random(),
+            parties: parties.to_vec(),
+            issued_at,
+            expires_at: issued_at + self.lifetime.as_secs(),
+            operation,
+        };
+        let signed = SignedStart::sign(&start, &self.key);
+        (start, signed)
+    }
+
+    /// Signs an already built start (its session id must be fresh).
+    pub fn sign(&self, start: &SessionStart) -> SignedStart {
+        SignedStart::sign(start, &self.key)
+    }
+
+    /// Runs one session over `channel` and returns the result all parties agree on.
+    pub async fn run(
+        &self,
+        channel: &dyn ControlChannel,
+        parties: &[PartyId],
+        operation: Operation,
+        deadline: Duration,
+    ) -> Result<Output, StarterError> {
+        let (start, signed) = self.start(parties, operation);
+        let outcomes = channel.run(&start, &signed, deadline).await?;
+        self.check(&start, &outcomes)
+    }
+
+    /// Checks the outcomes of `start`: each signed by its party, all parties present, all
+    /// successful and equal.
+    pub fn check(
+        &self,
+        start: &SessionStart,
+        outcomes: &[SignedOutcome],
+    ) -> Result<Output, StarterError> {
+        let mut results = BTreeMap::new();
+        for signed in outcomes {
+            let outcome = signed.verify(&self.roster)?;
+            if outcome.session != start.session || !start.parties.contains(&outcome.party) {
+                continue;
+            }
+            results.insert(outcome.party, outcome.result);
+        }
+        let missing: Vec<PartyId> = start
+            .parties
+            .iter()
+            .copied()
+            .filter(|p| !results.contains_key(p))
+            .collect();
+        let failures: Vec<(PartyId, Failure)> = results
+            .iter()
+            .filter_map(|(p, r)| r.as_ref().err().map(|f| (*p, f.clone())))
+            .collect();
+        if !failures.is_empty() {
+            return Err(StarterError::Failed {
+                session: start.session,
+                failures,
+            });
+        }
+        if !missing.is_empty() {
+            return Err(StarterError::NoOutcome {
+                session: start.session,
+                missing,
+            });
+        }
+        let mut outputs = results.into_values().map(|r| r.expect("failures handled"));
+        let first = outputs.next().expect("a session has parties");
+        if outputs.any(|o| o != first) {
+            return Err(StarterError::Disagreement(start.session));
+        }
+        Ok(first)
+    }
+}

@@ -1,0 +1,61 @@
+//! Shared test support: fixture committees and signature checks.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use tessera_mpc::fixtures::insecure_committee_2of3;
+use tessera_mpc::{AuxInfo, IncompleteKeyShare};
+use tessera_node::local::LocalCluster;
+use tessera_node::state::KeyRecord;
+use tessera_node::Output;
+use tessera_wire::{KeyId, PartyId};
+
+pub const P1: PartyId = PartyId(1);
+pub const P2: PartyId = PartyId(2);
+pub const P3: PartyId = PartyId(3);
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Splits a fixture key share into the parts a node stores.
+pub fn parts(share: &tessera_mpc::KeyShare) -> (IncompleteKeyShare, AuxInfo) {
+    let mut value = serde_json::to_value(share).unwrap();
+    let core = serde_json::from_value(value["core"].take()).unwrap();
+    let aux = serde_json::from_value(value["aux"].take()).unwrap();
+    (core, aux)
+}
+
+/// Installs the INSECURE fixture 2-of-3 committee (aux info + one key) in the cluster's first
+/// three nodes, as if aux info and key generation had run. Returns the key and its public key.
+pub fn install_fixture_committee(cluster: &LocalCluster) -> (KeyId, Vec<u8>) {
+    use cggmp24::key_share::AnyKeyShare;
+    let fixture = insecure_committee_2of3();
+    let key = KeyId::random();
+    for (p, share) in fixture.committee.iter().zip(&fixture.shares) {
+        let (core, aux) = parts(share);
+        let state = cluster.node(*p).state();
+        state.put_aux(&fixture.committee, &aux).unwrap();
+        let record = KeyRecord {
+            committee: fixture.committee.clone(),
+            threshold: fixture.threshold,
+            share: core,
+        };
+        state.put_key(key, &record).unwrap();
+    }
+    let public = fixture.shares[0]
+        .shared_public_key()
+        .to_bytes(true)
+        .to_vec();
+    (key, public)
+}
+
+/// Checks `r || s` over SHA-256(`message`) against a compressed public key, with k256.
+pub fn k256_verifies(public_key: &[u8], message: &[u8], output: &Output) -> bool {
+    use k256::ecdsa::signature::Verifier;
+    let Output::Signature { signature } = output else {
+        return false;
+    };
+    let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
+    let Ok(sig) = k256::ecdsa::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify(message, &sig).is_ok()
+}

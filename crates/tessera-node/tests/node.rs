@@ -1,0 +1,273 @@
+//! Party nodes in one process: sessions started by signed control messages.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tessera_channel::identity::CoordinatorKey;
+use tessera_node::control::{SessionStart, SignedStart};
+use tessera_node::local::{LocalCluster, LocalOptions};
+use tessera_node::{NodeSettings, Operation, Output, StarterError};
+use tessera_store::KdfParams;
+use tessera_wire::{KeyId, SessionId};
+
+fn options() -> LocalOptions {
+    LocalOptions {
+        kdf: KdfParams::MINIMUM,
+        settings: NodeSettings {
+            round_timeout: Duration::from_secs(3),
+            ..NodeSettings::default()
+        },
+        ..LocalOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_presign_online_and_full_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
+    let _ = install_fixture_committee(&cluster);
+
+    // A fresh key on the committee whose aux info is installed.
+    let key = KeyId::random();
+    let Output::Keygen { public_key } = cluster
+        .run(
+            &[P1, P2, P3],
+            Operation::Keygen { key, threshold: 2 },
+            DEADLINE,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("keygen returns the public key");
+    };
+    assert_eq!(public_key.len(), 33);
+
+    // Full signing with two of three.
+    let message = b"transfer 1 ETH".to_vec();
+    let full = cluster
+        .run(
+            &[P3, P1],
+            Operation::Sign {
+                key,
+                message: message.clone(),
+            },
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert!(k256_verifies(&public_key, &message, &full));
+    assert!(!k256_verifies(&public_key, b"another message", &full));
+
+    // A presignature, then online signing with it.
+    let Output::Presign { presignature } = cluster
+        .run(&[P1, P2], Operation::Presign { key }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("presign names the presignature");
+    };
+    for p in [P1, P2] {
+        let fresh = cluster
+            .node(p)
+            .state()
+            .presignatures(key)
+            .available()
+            .unwrap();
+        assert_eq!(fresh, vec![presignature]);
+    }
+    let online = Operation::OnlineSign {
+        key,
+        presignature,
+        message: message.clone(),
+    };
+    let signature = cluster
+        .run(&[P1, P2], online.clone(), DEADLINE)
+        .await
+        .unwrap();
+    assert!(k256_verifies(&public_key, &message, &signature));
+
+    // Never twice: both signers refuse, and say why.
+    let err = cluster.run(&[P1, P2], online, DEADLINE).await.unwrap_err();
+    let StarterError::Failed { failures, .. } = &err else {
+        panic!("expected failures, got {err}");
+    };
+    assert_eq!(failures.len(), 2, "{err}");
+    assert!(err.to_string().contains("already used"), "{err}");
+
+    // Every protocol message travelled sealed: nothing refused.
+    for node in &cluster.nodes {
+        assert_eq!(node.net().refusals().frames(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_party_is_named_and_the_remaining_quorum_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
+    let (key, public_key) = install_fixture_committee(&cluster);
+    let message = b"pay invoice 7".to_vec();
+
+    // p3 is down: only p1 receives the start of a session with p1 and p3.
+    let (start, signed) = cluster.starter().start(
+        &[P1, P3],
+        Operation::Sign {
+            key,
+            message: message.clone(),
+        },
+    );
+    let began = Instant::now();
+    let outcome = cluster.node(P1).execute(&signed).await.unwrap();
+    let err = cluster.starter().check(&start, &[outcome]).unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "failed within the deadline"
+    );
+    assert_eq!(err.blamed(), vec![P3], "{err}");
+    assert!(err.to_string().contains("no message from p3"), "{err}");
+
+    // p1 stays healthy: p1 and p2 sign.
+    let output = cluster
+        .run(
+            &[P1, P2],
+            Operation::Sign {
+                key,
+                message: message.clone(),
+            },
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert!(k256_verifies(&public_key, &message, &output));
+}
+
+fn resign(start: &SessionStart, key: &CoordinatorKey) -> SignedStart {
+    SignedStart::sign(start, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_stale_replayed_or_foreign_starts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
+    let (key, _) = install_fixture_committee(&cluster);
+    let node = cluster.node(P1);
+    let sign = Operation::Sign {
+        key,
+        message: b"m".to_vec(),
+    };
+
+    // A coordinator key that is not in the roster: ignored, nothing runs.
+    let rogue = CoordinatorKey::generate("local", cluster.roster.cluster.clone(), None).unwrap();
+    let (start, _) = cluster.starter().start(&[P1, P2], sign.clone());
+    assert!(node.execute(&resign(&start, &rogue)).await.is_none());
+
+    // A tampered body: the signature no longer matches.
+    let (_, mut signed) = cluster.starter().start(&[P1, P2], sign.clone());
+    let last = signed.body.len() - 1;
+    signed.body[last] ^= 1;
+    assert!(node.execute(&signed).await.is_none());
+    // Garbage bytes.
+    assert!(node.handle(b"\x01garbage").await.is_none());
+
+    // Not a participant: ignored.
+    let (_, signed) = cluster.starter().start(&[P2, P3], sign.clone());
+    assert!(node.execute(&signed).await.is_none());
+
+    // Signed by the coordinator but refused, with the reason in a signed outcome.
+    let refused = |start: SessionStart, needle: &'static str| {
+        let cluster = &cluster;
+        async move {
+            // Re-sign the modified start with the real coordinator's key via the starter's
+            // roster: build it through the starter so the signature is genuine.
+            let signed = cluster.starter().sign(&start);
+            let outcome = node.execute(&signed).await.expect("a signed refusal");
+            let err = cluster.starter().check(&start, &[outcome]).unwrap_err();
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+    };
+    let (fresh, _) = cluster.starter().start(&[P1, P2], sign.clone());
+    let mut expired = fresh.clone();
+    expired.session = SessionId::random();
+    expired.issued_at -= 1000;
+    expired.expires_at = expired.issued_at + 10;
+    refused(expired, "expired").await;
+    let mut future = fresh.clone();
+    future.session = SessionId::random();
+    future.issued_at += 3600;
+    future.expires_at = future.issued_at + 10;
+    refused(future, "future").await;
+    let mut too_long = fresh.clone();
+    too_long.session = SessionId::random();
+    too_long.expires_at = too_long.issued_at + 86_400;
+    refused(too_long, "longer than").await;
+    let mut big = fresh.clone();
+    big.session = SessionId::random();
+    big.operation = Operation::Sign {
+        key,
+        message: vec![0; 100_000],
+    };
+    refused(big, "limit").await;
+    let mut unknown_key = fresh.clone();
+    unknown_key.session = SessionId::random();
+    unknown_key.operation = Operation::Sign {
+        key: KeyId::random(),
+        message: b"m".to_vec(),
+    };
+    refused(unknown_key, "not held by this node").await;
+    let mut other_roster = fresh.clone();
+    other_roster.session = SessionId::random();
+    other_roster.roster = [7; 32];
+    let signed = cluster.starter().sign(&other_roster);
+    assert!(
+        node.execute(&signed).await.is_none(),
+        "another roster's start is ignored"
+    );
+
+    // A replayed session id: refused the second time, whatever it asks.
+    let (start, signed) = cluster
+        .starter()
+        .start(&[P1, P2], Operation::Presign { key });
+    let first = async { cluster.node(P2).execute(&signed).await };
+    let (a, b) = tokio::join!(node.execute(&signed), first);
+    cluster
+        .starter()
+        .check(&start, &[a.unwrap(), b.unwrap()])
+        .unwrap();
+    refused(start, "already started").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_keys_and_aux_info_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
+    let (key, public_key) = install_fixture_committee(&cluster);
+    let err = cluster
+        .run(
+            &[P1, P2, P3],
+            Operation::Keygen { key, threshold: 2 },
+            DEADLINE,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("never overwritten"), "{err}");
+    let err = cluster
+        .run(&[P1, P2, P3], Operation::AuxInfo, DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("never overwritten"), "{err}");
+    // The key still signs.
+    let message = b"still here".to_vec();
+    let output = cluster
+        .run(
+            &[P2, P3],
+            Operation::Sign {
+                key,
+                message: message.clone(),
+            },
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert!(k256_verifies(&public_key, &message, &output));
+}

@@ -1,0 +1,337 @@
+//! Three `tessera-node` processes over a real, permissioned nats-server, driven by a roster
+//! coordinator: auxiliary info, key generation, presigning, online and full signing; then a
+//! node killed and restarted (its used presignature stays used, its fresh one survives), a
+//! node down (named, the rest sign) and a graceful shutdown.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tessera_channel::identity::{AdminKey, CoordinatorKey, PartyIdentity};
+use tessera_channel::{Roster, SignedRoster};
+use tessera_mpc::fixtures::insecure_test_primes;
+use tessera_mpc::PrimePool;
+use tessera_node::channels::NatsControl;
+use tessera_node::{ControlChannel, Operation, Output, Starter, StarterError};
+use tessera_store::FileStore;
+use tessera_transport::nats::server::LocalNatsServer;
+use tessera_transport::nats::{connect_coordinator, NatsMetrics};
+use tessera_wire::{ClusterId, KeyId, PartyId, SessionId};
+
+const PASSPHRASE: &str = "correct horse battery staple for the node store";
+
+struct NodeProcess {
+    party: PartyId,
+    dir: PathBuf,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl NodeProcess {
+    fn config(&self) -> PathBuf {
+        self.dir.join("node.toml")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join(format!("node-{}.log", self.starts))
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera-node"));
+        cmd.arg("--config")
+            .arg(self.config())
+            .env("TESSERA_NODE_PRIMES_TARGET", "0")
+            .env("TESSERA_NODE_ROUND_TIMEOUT_SECS", "5")
+            .env("RUST_LOG", "info")
+            .env_remove("TESSERA_NODE_PASSPHRASE");
+        cmd
+    }
+
+    fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log()).unwrap();
+        let child = self
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log_text().contains("serving session starts") {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.party,
+                self.log_text()
+            );
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.party, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn write_node_config(dir: &Path, server: &LocalNatsServer, p: PartyId, pin: &str) {
+    let files = server.provisioned().client(p).unwrap();
+    let config = format!(
+        r#"identity = "identity.json"
+roster = "../roster.json"
+roster_pin = "{pin}"
+store = "store"
+passphrase_file = "passphrase"
+
+[nats]
+url = "{url}"
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+"#,
+        url = server.url(),
+        ca = server.provisioned().ca_cert.display(),
+        cert = files.cert.display(),
+        key = files.key.display(),
+    );
+    std::fs::write(dir.join("node.toml"), config).unwrap();
+    std::fs::write(dir.join("passphrase"), format!("{PASSPHRASE}\n")).unwrap();
+}
+
+async fn expect_signature(
+    starter: &Starter,
+    control: &dyn ControlChannel,
+    parties: &[PartyId],
+    operation: Operation,
+    public_key: &[u8],
+    message: &[u8],
+) {
+    let output = starter
+        .run(control, parties, operation, DEADLINE)
+        .await
+        .unwrap();
+    assert!(k256_verifies(public_key, message, &output), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_processes_over_a_permissioned_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ClusterId::new("proc-test").unwrap();
+    let parties = [P1, P2, P3];
+
+    // Operator set-up: identities, a coordinator key, an admin-signed roster.
+    let mut identities = Vec::new();
+    let mut publics = Vec::new();
+    for &p in &parties {
+        let nkey = nkeys::KeyPair::new_user();
+        let id = PartyIdentity::generate(p, cluster.clone(), Some(nkey.seed().unwrap()));
+        publics.push(id.public(Some(nkey.public_key())));
+        identities.push(id);
+    }
+    let coordinator_nkey = nkeys::KeyPair::new_user();
+    let coordinator_seed = coordinator_nkey.seed().unwrap();
+    let coordinator =
+        CoordinatorKey::generate("ops", cluster.clone(), Some(coordinator_seed.clone())).unwrap();
+    let roster = Roster::build(cluster.clone(), 1, &publics)
+        .unwrap()
+        .with_coordinators(vec![coordinator.public(Some(coordinator_nkey.public_key()))])
+        .unwrap();
+    let mut signed = SignedRoster::new(roster.clone());
+    signed.sign(&AdminKey::generate());
+    std::fs::write(dir.path().join("roster.json"), signed.to_json()).unwrap();
+    let pin = roster.hash().to_string();
+    let server = LocalNatsServer::start_in(&roster, &dir.path().join("nats")).unwrap();
+
+    // Each node: its files, `tessera-node init`, and (test only) fixture primes in its pool.
+    let all_primes = insecure_test_primes();
+    let mut nodes = Vec::new();
+    for (i, identity) in identities.iter().enumerate() {
+        let p = identity.party();
+        let node_dir = dir.path().join(p.to_string());
+        std::fs::create_dir_all(&node_dir).unwrap();
+        std::fs::write(
+            node_dir.join("identity.json"),
+            identity.to_json().as_bytes(),
+        )
+        .unwrap();
+        write_node_config(&node_dir, &server, p, &pin);
+        let mut node = NodeProcess {
+            party: p,
+            dir: node_dir.clone(),
+            child: None,
+            starts: 0,
+        };
+        let init = node.command().arg("init").output().unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let store = FileStore::open(&node_dir.join("store"), PASSPHRASE.as_bytes()).unwrap();
+        PrimePool::new(Arc::new(store)).put(&all_primes[i]).unwrap();
+        node.start();
+        nodes.push(node);
+    }
+
+    let config = server
+        .coordinator_config(&roster, "ops", &coordinator_seed)
+        .unwrap();
+    let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
+        .await
+        .unwrap();
+    let control = NatsControl::new(client, cluster.clone());
+    let starter = Starter::new(coordinator, roster.clone()).unwrap();
+
+    // Committee set-up (real auxiliary info from the fixture primes) and a 2-of-3 key.
+    starter
+        .run(
+            &control,
+            &parties,
+            Operation::AuxInfo,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    let key = KeyId::random();
+    let Output::Keygen { public_key } = starter
+        .run(
+            &control,
+            &parties,
+            Operation::Keygen { key, threshold: 2 },
+            DEADLINE,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("keygen returns the public key");
+    };
+
+    // Two presignatures for p1 and p2; online signing with the first; full signing.
+    let mut presignatures = Vec::new();
+    for _ in 0..2 {
+        let Output::Presign { presignature } = starter
+            .run(&control, &[P1, P2], Operation::Presign { key }, DEADLINE)
+            .await
+            .unwrap()
+        else {
+            panic!("presign names the presignature");
+        };
+        presignatures.push(presignature);
+    }
+    let online = |presignature: SessionId, message: &[u8]| Operation::OnlineSign {
+        key,
+        presignature,
+        message: message.to_vec(),
+    };
+    let m1 = b"online: transfer 2 ETH";
+    expect_signature(
+        &starter,
+        &control,
+        &[P1, P2],
+        online(presignatures[0], m1),
+        &public_key,
+        m1,
+    )
+    .await;
+    let m2 = b"full: transfer 3 ETH";
+    let full = Operation::Sign {
+        key,
+        message: m2.to_vec(),
+    };
+    expect_signature(&starter, &control, &[P2, P3], full, &public_key, m2).await;
+
+    // p1 is killed and restarted: the used presignature stays used, the fresh one survives.
+    nodes[0].kill();
+    nodes[0].start();
+    let err = starter
+        .run(
+            &control,
+            &[P1, P2],
+            online(presignatures[0], b"again"),
+            DEADLINE,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    let m3 = b"after the restart";
+    expect_signature(
+        &starter,
+        &control,
+        &[P1, P2],
+        online(presignatures[1], m3),
+        &public_key,
+        m3,
+    )
+    .await;
+
+    // p3 is down: a session with it fails within the round deadline, naming p3; p1 and p2 sign.
+    nodes[2].kill();
+    let began = Instant::now();
+    let err = starter
+        .run(
+            &control,
+            &[P1, P3],
+            Operation::Sign {
+                key,
+                message: b"x".to_vec(),
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+    assert!(began.elapsed() < Duration::from_secs(30));
+    assert!(matches!(err, StarterError::Failed { .. }), "{err}");
+    assert_eq!(err.blamed(), vec![P3], "{err}");
+    let m4 = b"without p3";
+    let full = Operation::Sign {
+        key,
+        message: m4.to_vec(),
+    };
+    expect_signature(&starter, &control, &[P2, P1], full, &public_key, m4).await;
+
+    // Graceful shutdown on SIGTERM.
+    let pid = nodes[1].child.as_ref().unwrap().id();
+    let term = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = nodes[1].child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = nodes[1].log_text();
+    assert!(
+        log.contains("SIGTERM: shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+
+    // No log line carries the store passphrase.
+    for node in &nodes {
+        for start in 1..=node.starts {
+            let text = std::fs::read_to_string(node.dir.join(format!("node-{start}.log"))).unwrap();
+            assert!(!text.contains(PASSPHRASE), "{}", node.party);
+        }
+    }
+}
