@@ -12,6 +12,7 @@
 //! - [`node`]: the session runner ([`Node`]).
 //! - [`state`]: where shares, auxiliary info and presignatures live in the store.
 //! - [`config`]: the node's TOML configuration with environment overrides.
+//! - [`pool`]: presignature pools kept full in the background; signing online or full.
 //! - [`serve`]: the NATS control loop of the `tessera-node` binary.
 //! - [`channels`]: how starts reach nodes: in process, or over NATS.
 //! - [`local`]: a whole cluster in one process (demo, bench, tests).
@@ -22,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod local;
 pub mod node;
+pub mod pool;
 pub mod serve;
 pub mod starter;
 pub mod state;

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::channels::{InProcessControl, NatsControl};
 use crate::control::{Operation, Output};
+use crate::pool::PresignaturePool;
 use crate::starter::{ControlChannel, Starter, StarterError};
 use crate::{Node, NodeSettings};
 
@@ -76,8 +77,8 @@ pub struct LocalCluster {
     pub nodes: Vec<Arc<Node<FileStore>>>,
     /// The roster.
     pub roster: Roster,
-    starter: Starter,
-    control: Box<dyn ControlChannel>,
+    starter: Arc<Starter>,
+    control: Arc<dyn ControlChannel>,
     nats: Option<LocalNatsServer>,
     stop: watch::Sender<bool>,
     serving: Vec<JoinHandle<()>>,
@@ -185,8 +186,8 @@ impl LocalCluster {
                 )));
             }
         }
-        let control: Box<dyn ControlChannel> = match &nats {
-            None => Box::new(InProcessControl::new(nodes.clone())),
+        let control: Arc<dyn ControlChannel> = match &nats {
+            None => Arc::new(InProcessControl::new(nodes.clone())),
             Some(server) => {
                 let config = server
                     .coordinator_config(&roster, LOCAL_COORDINATOR, &coordinator_seed)
@@ -194,10 +195,10 @@ impl LocalCluster {
                 let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
                     .await
                     .map_err(setup)?;
-                Box::new(NatsControl::new(client, cluster))
+                Arc::new(NatsControl::new(client, cluster))
             }
         };
-        let starter = Starter::new(coordinator, roster.clone()).map_err(setup)?;
+        let starter = Arc::new(Starter::new(coordinator, roster.clone()).map_err(setup)?);
         Ok(LocalCluster {
             parties,
             nodes,
@@ -228,6 +229,16 @@ impl LocalCluster {
     /// The control channel.
     pub fn control(&self) -> &dyn ControlChannel {
         self.control.as_ref()
+    }
+
+    /// A presignature pool of `target` per (key, signers), made through this cluster.
+    pub fn presignature_pool(&self, target: usize) -> Arc<PresignaturePool> {
+        Arc::new(PresignaturePool::new(
+            self.starter.clone(),
+            self.control.clone(),
+            target,
+            Duration::from_secs(120),
+        ))
     }
 
     /// Runs one session with `parties` and returns the agreed result.

@@ -271,3 +271,75 @@ async fn existing_keys_and_aux_info_are_never_overwritten() {
         .unwrap();
     assert!(k256_verifies(&public_key, &message, &output));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tessera_node::pool::SignPath;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
+    let (key, public_key) = install_fixture_committee(&cluster);
+    let pool = cluster.presignature_pool(2);
+    pool.track(key, &[P1, P3]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let refill = pool.spawn_refill(Duration::from_millis(50), stop.clone());
+    let wait_for = |level: usize| {
+        let pool = pool.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while pool.level(key, &[P1, P3]) < level {
+                assert!(Instant::now() < deadline, "pool did not refill");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(2).await;
+    // The nodes hold exactly the pooled presignatures.
+    for p in [P1, P3] {
+        let fresh = cluster
+            .node(p)
+            .state()
+            .presignatures(key)
+            .available()
+            .unwrap();
+        assert_eq!(fresh.len(), 2);
+    }
+
+    // Signing takes from the pool (online), and the pool refills behind it.
+    let message = b"from the pool";
+    let (output, path) = pool.sign(key, &[P1, P3], message).await.unwrap();
+    assert_eq!(path, SignPath::Online);
+    assert!(k256_verifies(&public_key, message, &output));
+    wait_for(2).await;
+
+    // No pool for these signers: full signing.
+    let (output, path) = pool.sign(key, &[P2, P3], message).await.unwrap();
+    assert_eq!(path, SignPath::Full);
+    assert!(k256_verifies(&public_key, message, &output));
+
+    // A pooled presignature that a node lost (e.g. used elsewhere) fails online signing;
+    // the pool falls back to full signing and the signature is still good.
+    stop.store(true, Ordering::Relaxed);
+    refill.await.unwrap();
+    let lost = cluster
+        .node(P1)
+        .state()
+        .presignatures(key)
+        .available()
+        .unwrap()[0];
+    let _ = cluster
+        .node(P1)
+        .state()
+        .presignatures(key)
+        .take(lost)
+        .unwrap();
+    let mut paths = Vec::new();
+    for _ in 0..2 {
+        let (output, path) = pool.sign(key, &[P1, P3], message).await.unwrap();
+        assert!(k256_verifies(&public_key, message, &output));
+        paths.push(path);
+    }
+    assert!(paths.contains(&SignPath::Full), "{paths:?}");
+}

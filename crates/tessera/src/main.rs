@@ -7,6 +7,7 @@ mod files;
 mod identity;
 mod nats_config;
 mod roster;
+mod session;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
     /// Build, sign and verify the roster of a cluster.
     #[command(subcommand)]
     Roster(roster::RosterCommand),
+    /// Start a session on running nodes as a roster coordinator: aux info, keygen, presign,
+    /// sign.
+    Session(session::SessionArgs),
     /// Write a nats-server configuration, CA and certificates for a roster.
     NatsConfig(nats_config::NatsConfigArgs),
 }
@@ -60,5 +64,6 @@ fn main() -> Result<()> {
         Command::Admin(cmd) => identity::run_admin(cmd),
         Command::Roster(cmd) => roster::run(cmd),
         Command::NatsConfig(args) => nats_config::run(args),
+        Command::Session(args) => session::run(args),
     }
 }

@@ -336,6 +336,138 @@ async fn operator_flow_to_a_working_permissioned_broker() {
         assert_eq!(d.payload, b"over the generated config");
         d.broadcast.unwrap().verify(&signed.roster).unwrap();
     }
+    drop(nodes);
+    drop(coordinator_client);
+
+    // Party nodes from the same files, and sessions started with `tessera session`.
+    let node_bin = Path::new(env!("CARGO_BIN_EXE_tessera")).with_file_name("tessera-node");
+    assert!(
+        node_bin.exists(),
+        "{} is missing: build the whole workspace (scripts/test.sh does)",
+        node_bin.display()
+    );
+    let mut node_processes = Vec::new();
+    for p in ["p1", "p2", "p3"] {
+        let config = d.join(format!("{p}.node.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "identity = \"{p}.identity.json\"\nroster = \"roster.json\"\nroster_pin = \"{hash}\"\n\
+                 store = \"{p}-store\"\n[nats]\nurl = \"tls://127.0.0.1:{port}\"\n\
+                 ca = \"nats/tls/ca.pem\"\ncert = \"nats/clients/{p}/cert.pem\"\n\
+                 key = \"nats/clients/{p}/key.pem\"\n[primes]\npool_target = 0\n"
+            ),
+        )
+        .unwrap();
+        let node = |command: &str| {
+            let mut cmd = Command::new(&node_bin);
+            cmd.args(["--config", s(&config), command])
+                .env("TESSERA_NODE_PASSPHRASE", "node store passphrase");
+            cmd
+        };
+        let init = node("init").output().unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let log = d.join(format!("{p}.log"));
+        let child = node("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        node_processes.push(Server(child));
+        let start = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("serving session starts")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{p} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let url = format!("tls://127.0.0.1:{port}");
+    let coordinator_key = d.join("main.coordinator.json");
+    let session = |extra: &[&str]| {
+        let mut args = vec![
+            "session",
+            "--roster",
+            s(&roster),
+            "--pin",
+            &hash,
+            "--coordinator-key",
+            s(&coordinator_key),
+            "--nats-url",
+            &url,
+            "--nats-dir",
+            s(&nats_dir),
+            "--deadline-secs",
+            "30",
+        ];
+        args.extend_from_slice(extra);
+        tessera(&args)
+    };
+    let out = session(&["keygen", "--parties", "p1,p2,p3", "--threshold", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Ethereum address 0x"), "{stdout}");
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // Signing needs the committee's auxiliary info, and aux info needs primes: both refused
+    // by every node, with the reason.
+    let out = session(&[
+        "sign",
+        "--key",
+        &key,
+        "--parties",
+        "p1,p2",
+        "--message",
+        "hi",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no auxiliary info for committee p1-p2-p3"),
+        "{stderr}"
+    );
+    let out = session(&["aux", "--parties", "p1,p2,p3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("prime pool is empty"), "{stderr}");
+    // Another roster than the pinned one is refused before anything is sent.
+    let mut args = vec!["--pin".to_owned(), "00".repeat(32)];
+    args.extend(["keygen", "--parties", "p1,p2", "--threshold", "2"].map(String::from));
+    let out = tessera(
+        &[
+            "session",
+            "--roster",
+            s(&roster),
+            "--coordinator-key",
+            s(&coordinator_key),
+            "--nats-url",
+            &url,
+            "--nats-dir",
+            s(&nats_dir),
+        ]
+        .into_iter()
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not the pinned"), "{stderr}");
+    drop(node_processes);
     drop(server);
 }
 
