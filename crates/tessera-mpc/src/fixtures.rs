@@ -36,3 +36,9 @@ pub fn insecure_committee_2of3() -> CommitteeFixture {
     serde_json::from_str(include_str!("../fixtures/INSECURE-2of3-committee.json"))
         .expect("fixture committee parses and validates")
 }
+
+/// The fixture 3-of-5 committee (p1 to p5).
+pub fn insecure_committee_3of5() -> CommitteeFixture {
+    serde_json::from_str(include_str!("../fixtures/INSECURE-3of5-committee.json"))
+        .expect("fixture committee parses and validates")
+}

@@ -343,3 +343,74 @@ async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
     }
     assert!(paths.contains(&SignPath::Full), "{paths:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_of_five_over_a_real_nats_server() {
+    use tessera_node::local::Network;
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        parties: 5,
+        network: Network::SpawnNats,
+        ..options()
+    };
+    let cluster = LocalCluster::start(dir.path(), options).await.unwrap();
+    install(&cluster, tessera_mpc::fixtures::insecure_committee_3of5());
+    let all: Vec<_> = cluster.parties.clone();
+    let [p1, p2, p3, p4, p5] = all[..] else {
+        panic!("five parties")
+    };
+
+    // A fresh 3-of-5 key on the committee, over the broker's control subjects.
+    let key = KeyId::random();
+    let Output::Keygen { public_key } = cluster
+        .run(&all, Operation::Keygen { key, threshold: 3 }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("keygen returns the public key");
+    };
+    // Two signers are not enough; each of two different triples signs.
+    let message = b"3-of-5 transfer".to_vec();
+    let err = cluster
+        .run(
+            &[p1, p2],
+            Operation::Sign {
+                key,
+                message: message.clone(),
+            },
+            DEADLINE,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("needs 3"), "{err}");
+    let full = cluster
+        .run(
+            &[p5, p1, p3],
+            Operation::Sign {
+                key,
+                message: message.clone(),
+            },
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert!(k256_verifies(&public_key, &message, &full));
+    let Output::Presign { presignature } = cluster
+        .run(&[p2, p3, p4], Operation::Presign { key }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("presign names the presignature");
+    };
+    let online = Operation::OnlineSign {
+        key,
+        presignature,
+        message: message.clone(),
+    };
+    let signature = cluster.run(&[p2, p3, p4], online, DEADLINE).await.unwrap();
+    assert!(k256_verifies(&public_key, &message, &signature));
+    for node in &cluster.nodes {
+        assert_eq!(node.net().refusals().frames(), 0);
+    }
+    cluster.shutdown().await;
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tessera_mpc::fixtures::insecure_committee_2of3;
+use tessera_mpc::fixtures::{insecure_committee_2of3, CommitteeFixture};
 use tessera_mpc::{AuxInfo, IncompleteKeyShare};
 use tessera_node::local::LocalCluster;
 use tessera_node::state::KeyRecord;
@@ -26,8 +26,12 @@ pub fn parts(share: &tessera_mpc::KeyShare) -> (IncompleteKeyShare, AuxInfo) {
 /// Installs the INSECURE fixture 2-of-3 committee (aux info + one key) in the cluster's first
 /// three nodes, as if aux info and key generation had run. Returns the key and its public key.
 pub fn install_fixture_committee(cluster: &LocalCluster) -> (KeyId, Vec<u8>) {
+    install(cluster, insecure_committee_2of3())
+}
+
+/// Installs a fixture committee (aux info + one key) in the cluster's nodes.
+pub fn install(cluster: &LocalCluster, fixture: CommitteeFixture) -> (KeyId, Vec<u8>) {
     use cggmp24::key_share::AnyKeyShare;
-    let fixture = insecure_committee_2of3();
     let key = KeyId::random();
     for (p, share) in fixture.committee.iter().zip(&fixture.shares) {
         let (core, aux) = parts(share);
