@@ -308,4 +308,32 @@ key = "key.pem"
         let err = NodeConfig::parse("identity = 1").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
     }
+
+    #[test]
+    fn environment_overrides_win_and_bad_values_are_named() {
+        // nextest runs each test in its own process, so the environment is ours.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        std::env::set_var("TESSERA_NODE_NATS_URL", "tls://10.0.0.9:4222");
+        std::env::set_var("TESSERA_NODE_PRIMES_TARGET", "5");
+        let config = NodeConfig::load(&path).unwrap();
+        assert_eq!(config.nats.url, "tls://10.0.0.9:4222");
+        assert_eq!(config.primes.pool_target, 5);
+        assert_eq!(config.identity, dir.path().join("p1.identity.json"));
+        std::env::set_var("TESSERA_NODE_PRIMES_TARGET", "many");
+        let err = NodeConfig::load(&path).unwrap_err();
+        assert!(err.to_string().contains("TESSERA_NODE_PRIMES_TARGET"), "{err}");
+        std::env::remove_var("TESSERA_NODE_PRIMES_TARGET");
+
+        // The passphrase: the variable, else the file without its trailing newline.
+        std::env::remove_var("TESSERA_NODE_PASSPHRASE");
+        let mut config = NodeConfig::load(&path).unwrap();
+        assert!(matches!(config.passphrase(), Err(ConfigError::NoPassphrase)));
+        std::fs::write(dir.path().join("pass"), "secret words\n").unwrap();
+        config.passphrase_file = Some(dir.path().join("pass"));
+        assert_eq!(&config.passphrase().unwrap()[..], b"secret words");
+        std::env::set_var("TESSERA_NODE_PASSPHRASE", "from env");
+        assert_eq!(&config.passphrase().unwrap()[..], b"from env");
+    }
 }
