@@ -323,13 +323,19 @@ key = "key.pem"
         assert_eq!(config.identity, dir.path().join("p1.identity.json"));
         std::env::set_var("TESSERA_NODE_PRIMES_TARGET", "many");
         let err = NodeConfig::load(&path).unwrap_err();
-        assert!(err.to_string().contains("TESSERA_NODE_PRIMES_TARGET"), "{err}");
+        assert!(
+            err.to_string().contains("TESSERA_NODE_PRIMES_TARGET"),
+            "{err}"
+        );
         std::env::remove_var("TESSERA_NODE_PRIMES_TARGET");
 
         // The passphrase: the variable, else the file without its trailing newline.
         std::env::remove_var("TESSERA_NODE_PASSPHRASE");
         let mut config = NodeConfig::load(&path).unwrap();
-        assert!(matches!(config.passphrase(), Err(ConfigError::NoPassphrase)));
+        assert!(matches!(
+            config.passphrase(),
+            Err(ConfigError::NoPassphrase)
+        ));
         std::fs::write(dir.path().join("pass"), "secret words\n").unwrap();
         config.passphrase_file = Some(dir.path().join("pass"));
         assert_eq!(&config.passphrase().unwrap()[..], b"secret words");

@@ -287,21 +287,24 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
     )
     .await;
 
-    // p3 is down: a session with it fails within the round deadline, naming p3; p1 and p2 sign.
-    nodes[2].kill();
+    // p3 is killed while a full signing session with p1 runs: the session fails within the
+    // round deadline with p3 named, and p1 and p2 then sign.
     let began = Instant::now();
-    let err = starter
-        .run(
-            &control,
-            &[P1, P3],
-            Operation::Sign {
-                key,
-                message: b"x".to_vec(),
-            },
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap_err();
+    let session = starter.run(
+        &control,
+        &[P1, P3],
+        Operation::Sign {
+            key,
+            message: b"x".to_vec(),
+        },
+        Duration::from_secs(30),
+    );
+    let kill_p3 = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        nodes[2].kill();
+    };
+    let (result, ()) = tokio::join!(session, kill_p3);
+    let err = result.unwrap_err();
     assert!(began.elapsed() < Duration::from_secs(30));
     assert!(matches!(err, StarterError::Failed { .. }), "{err}");
     assert_eq!(err.blamed(), vec![P3], "{err}");
