@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 
+# One clean build per run: incremental compilation only adds work.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -11,9 +11,11 @@ use tessera_channel::{ChannelConfig, ChannelManager, Roster};
 use tessera_store::{FileStore, KdfParams};
 use tessera_transport::memory::MemoryNetwork;
 use tessera_transport::nats::server::LocalNatsServer;
-use tessera_transport::nats::{connect_client, connect_coordinator, NatsMetrics, NatsTransport};
+use tessera_transport::nats::{
+    connect_client, connect_coordinator, connect_unauthenticated, NatsMetrics, NatsTransport,
+};
 use tessera_transport::{SecureTransport, Transport};
-use tessera_wire::{ClusterId, PartyId};
+use tessera_wire::{subject, ClusterId, PartyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -27,13 +29,17 @@ use crate::{Node, NodeSettings};
 pub const LOCAL_COORDINATOR: &str = "local";
 
 /// How the local cluster's parties talk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Network {
     /// The in-memory transport; starts handed to nodes directly.
     Memory,
     /// A `nats-server` started on loopback (mTLS, one NKey user per party and for the
     /// coordinator, subject permissions); starts and outcomes over its control subjects.
     SpawnNats,
+    /// DEVELOPMENT ONLY: an existing broker at this URL that asks for no TLS and no
+    /// credentials (e.g. `nats-server -p 4222`). Everything stays sealed end to end, but the
+    /// broker enforces no permissions.
+    DevBroker(String),
 }
 
 /// Why the local cluster could not start.
@@ -80,6 +86,7 @@ pub struct LocalCluster {
     starter: Arc<Starter>,
     control: Arc<dyn ControlChannel>,
     nats: Option<LocalNatsServer>,
+    dev_url: Option<String>,
     stop: watch::Sender<bool>,
     serving: Vec<JoinHandle<()>>,
 }
@@ -117,11 +124,15 @@ impl LocalCluster {
             })
             .map_err(setup)?;
 
-        let nats = match options.network {
-            Network::Memory => None,
+        let nats = match &options.network {
             Network::SpawnNats => {
                 Some(LocalNatsServer::start_in(&roster, &dir.join("nats")).map_err(setup)?)
             }
+            _ => None,
+        };
+        let dev_url = match &options.network {
+            Network::DevBroker(url) => Some(url.clone()),
+            _ => None,
         };
         let memory = MemoryNetwork::new();
         let (stop, stopped) = watch::channel(false);
@@ -131,12 +142,17 @@ impl LocalCluster {
             let p = identity.party();
             let store_dir = dir.join(p.to_string());
             let store = FileStore::create(&store_dir, PASSPHRASE, options.kdf).map_err(setup)?;
-            let transport: Arc<dyn Transport> = match &nats {
-                None => Arc::new(memory.connect(p)),
-                Some(server) => {
+            let transport: Arc<dyn Transport> = match (&nats, &dev_url) {
+                (Some(server), _) => {
                     let config = server.client_config(&roster, p, seed).map_err(setup)?;
                     Arc::new(NatsTransport::connect(&config).await.map_err(setup)?)
                 }
+                (None, Some(url)) => Arc::new(
+                    NatsTransport::connect_unauthenticated(url, cluster.clone(), p)
+                        .await
+                        .map_err(setup)?,
+                ),
+                (None, None) => Arc::new(memory.connect(p)),
             };
             let channel_identity = PartyIdentity::from_json(&identity.to_json()).map_err(setup)?;
             let manager =
@@ -157,11 +173,28 @@ impl LocalCluster {
                 )
                 .map_err(setup)?,
             );
-            if let Some(server) = &nats {
-                let config = server.client_config(&roster, p, seed).map_err(setup)?;
-                let client = connect_client(&config, Arc::new(NatsMetrics::default()))
+            let control_client = match (&nats, &dev_url) {
+                (Some(server), _) => {
+                    let config = server.client_config(&roster, p, seed).map_err(setup)?;
+                    Some(
+                        connect_client(&config, Arc::new(NatsMetrics::default()))
+                            .await
+                            .map_err(setup)?,
+                    )
+                }
+                (None, Some(url)) => Some(
+                    connect_unauthenticated(
+                        url,
+                        &p.to_string(),
+                        subject::reply_inbox_prefix(&cluster, p),
+                        Arc::new(NatsMetrics::default()),
+                    )
                     .await
-                    .map_err(setup)?;
+                    .map_err(setup)?,
+                ),
+                (None, None) => None,
+            };
+            if let Some(client) = control_client {
                 let mut stopped = stopped.clone();
                 let node = node.clone();
                 serving.push(tokio::spawn(async move {
@@ -186,9 +219,20 @@ impl LocalCluster {
                 )));
             }
         }
-        let control: Arc<dyn ControlChannel> = match &nats {
-            None => Arc::new(InProcessControl::new(nodes.clone())),
-            Some(server) => {
+        let control: Arc<dyn ControlChannel> = match (&nats, &dev_url) {
+            (None, None) => Arc::new(InProcessControl::new(nodes.clone())),
+            (None, Some(url)) => {
+                let client = connect_unauthenticated(
+                    url,
+                    "coordinator",
+                    subject::coordinator_reply_prefix(&cluster, LOCAL_COORDINATOR),
+                    Arc::new(NatsMetrics::default()),
+                )
+                .await
+                .map_err(setup)?;
+                Arc::new(NatsControl::new(client, cluster.clone()))
+            }
+            (Some(server), _) => {
                 let config = server
                     .coordinator_config(&roster, LOCAL_COORDINATOR, &coordinator_seed)
                     .map_err(setup)?;
@@ -206,6 +250,7 @@ impl LocalCluster {
             starter,
             control,
             nats,
+            dev_url,
             stop,
             serving,
         })
@@ -218,7 +263,10 @@ impl LocalCluster {
 
     /// The broker's URL, if the cluster runs over NATS.
     pub fn nats_url(&self) -> Option<&str> {
-        self.nats.as_ref().map(|s| s.url())
+        self.nats
+            .as_ref()
+            .map(|s| s.url())
+            .or(self.dev_url.as_deref())
     }
 
     /// The starter.

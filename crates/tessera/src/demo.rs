@@ -20,8 +20,14 @@ pub struct DemoArgs {
     /// Run the nodes over a real nats-server started on loopback (mTLS, one NKey user per
     /// party and for the coordinator, subject permissions) instead of the in-memory transport.
     /// Needs `nats-server` on PATH (scripts/setup.sh installs it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     spawn_nats: bool,
+    /// Run the nodes over an existing development broker at this URL that asks for no TLS and
+    /// no credentials (e.g. `nats-server -p 4222`, then `--nats nats://127.0.0.1:4222`). Every
+    /// message stays sealed end to end, but such a broker enforces no permissions: use
+    /// `tessera nats-config` for real clusters.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// Keep the nodes' encrypted stores in this directory (default: a temporary directory,
     /// deleted at the end).
     #[arg(long)]
@@ -64,11 +70,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
-    let network = if args.spawn_nats {
-        Network::SpawnNats
-    } else {
-        Network::Memory
+    let network = match (&args.nats, args.spawn_nats) {
+        (Some(url), _) => Network::DevBroker(url.clone()),
+        (None, true) => Network::SpawnNats,
+        (None, false) => Network::Memory,
     };
+    let dev_broker = matches!(network, Network::DevBroker(_));
 
     step(
         1,
@@ -81,6 +88,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
     };
     let cluster = LocalCluster::start(&dir, options).await?;
     match cluster.nats_url() {
+        Some(url) if dev_broker => println!(
+            "      transport: development broker at {url} (no TLS, no credentials: the broker \
+             enforces nothing, every message is still sealed end to end)"
+        ),
         Some(url) => println!(
             "      transport: nats-server at {url} (mTLS, NKeys, per-party subject permissions)"
         ),

@@ -492,10 +492,32 @@ fn demo_creates_a_key_and_signs_on_the_embedded_default() {
 }
 
 #[test]
-fn demo_runs_over_a_spawned_nats_server() {
-    let out = ok(&["demo", "--spawn-nats"]);
+fn demo_runs_over_a_development_broker() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Server(
+        Command::new(std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into()))
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let out = ok(&["demo", "--nats", &url]);
     assert!(
-        out.contains("transport: nats-server at tls://127.0.0.1:"),
+        out.contains(&format!("development broker at {url}")),
         "{out}"
     );
     assert_eq!(
@@ -505,4 +527,8 @@ fn demo_runs_over_a_spawned_nats_server() {
         "{out}"
     );
     assert!(out.contains("NATS transport, 0 frames refused"), "{out}");
+    // Nothing listening: a clear error, not a hang.
+    drop(_server);
+    let err = fails(&["demo", "--nats", &url]);
+    assert!(err.contains("cannot start the local cluster"), "{err}");
 }

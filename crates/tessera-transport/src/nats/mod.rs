@@ -164,6 +164,34 @@ async fn connect_with(
         })
 }
 
+/// DEVELOPMENT ONLY: connects to a broker that asks for no TLS and no credentials (for example
+/// a bare `nats-server -p 4222`), with `inbox_prefix` for replies. Frames stay sealed and
+/// authenticated end to end, but such a broker enforces nothing: any client may publish in any
+/// party's name or read any inbox (ciphertext only). `tessera demo --nats URL` uses it;
+/// `tessera-node` never does.
+pub async fn connect_unauthenticated(
+    url: &str,
+    label: &str,
+    inbox_prefix: String,
+    metrics: Arc<NatsMetrics>,
+) -> Result<async_nats::Client, TransportError> {
+    let label: Arc<str> = label.into();
+    ConnectOptions::new()
+        .name(format!("tessera-dev-{label}"))
+        .custom_inbox_prefix(inbox_prefix)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let (metrics, label) = (metrics.clone(), label.clone());
+            async move { metrics.on_event(&label, event) }
+        })
+        .connect(url)
+        .await
+        .map_err(|e| TransportError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
 /// Connects a raw NATS client with this party's credentials and an event callback feeding
 /// `metrics`. Reconnects with exponential backoff (100 ms doubling to 5 s).
 pub async fn connect_client(
@@ -264,6 +292,25 @@ impl NatsTransport {
             client,
             cluster: config.cluster.clone(),
             party: config.party,
+            metrics,
+        })
+    }
+
+    /// DEVELOPMENT ONLY: this party's transport over a broker without TLS or credentials; see
+    /// [`connect_unauthenticated`].
+    pub async fn connect_unauthenticated(
+        url: &str,
+        cluster: ClusterId,
+        party: PartyId,
+    ) -> Result<Self, TransportError> {
+        let metrics = Arc::new(NatsMetrics::default());
+        let prefix = subject::reply_inbox_prefix(&cluster, party);
+        let client =
+            connect_unauthenticated(url, &party.to_string(), prefix, metrics.clone()).await?;
+        Ok(NatsTransport {
+            client,
+            cluster,
+            party,
             metrics,
         })
     }
