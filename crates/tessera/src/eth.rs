@@ -2,28 +2,11 @@
 
 use anyhow::{Context, Result};
 use k256::ecdsa::signature::Verifier;
-use sha3::{Digest, Keccak256};
 
 /// The EIP-55 checksummed Ethereum address of a SEC1 public key.
 pub fn ethereum_address(public_key: &[u8]) -> Result<String> {
-    let key = k256::PublicKey::from_sec1_bytes(public_key).context("not a secp256k1 public key")?;
-    let uncompressed = k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&key, false);
-    // Keccak-256 of the 64 coordinate bytes, without the 0x04 tag.
-    let hash = Keccak256::digest(&uncompressed.as_bytes()[1..]);
-    let address = hex::encode(&hash[12..]);
-    let checksum = hex::encode(Keccak256::digest(address.as_bytes()));
-    let mixed: String = address
-        .chars()
-        .zip(checksum.chars())
-        .map(|(c, h)| {
-            if c.is_ascii_alphabetic() && h >= '8' {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            }
-        })
-        .collect();
-    Ok(format!("0x{mixed}"))
+    let address = tessera_chain::address(public_key).context("not a secp256k1 public key")?;
+    Ok(tessera_chain::checksummed(&address))
 }
 
 /// Verifies `r || s` over SHA-256(`message`) against a SEC1 public key with `k256`.
