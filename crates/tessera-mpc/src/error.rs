@@ -4,7 +4,7 @@ use tessera_wire::{PartyId, Protocol, SessionId};
 #[derive(Debug, thiserror::Error)]
 pub enum MpcError {
     /// A round's deadline passed without messages from these parties.
-    #[error("{protocol} session {session} timed out in round {round}: no message from {}", list(.missing))]
+    #[error("{protocol} session {session} timed out in round {round}: no message from {}", PartyId::list(.missing))]
     Timeout {
         /// The protocol.
         protocol: Protocol,
@@ -47,12 +47,4 @@ pub enum MpcError {
     /// The produced signature does not verify against the public key; it was not released.
     #[error("the combined signature does not verify against the public key; not released")]
     SignatureInvalid,
-}
-
-fn list(parties: &[PartyId]) -> String {
-    parties
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -130,6 +130,14 @@ pub struct SignedStart {
     pub signature: Vec<u8>,
 }
 
+/// Seconds since the Unix epoch: the clock starts are issued and checked by.
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn signed_bytes(label: &[u8], body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(label.len() + body.len());
     bytes.extend_from_slice(label);

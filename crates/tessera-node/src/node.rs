@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cggmp24::key_share::AnyKeyShare;
 use tessera_channel::identity::PartyIdentity;
@@ -16,8 +16,8 @@ use tessera_transport::SecureTransport;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use crate::control::{
-    ControlError, Failure, Operation, Output, SessionOutcome, SessionStart, SignedOutcome,
-    SignedStart, MAX_MESSAGE_TO_SIGN,
+    now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
+    SignedOutcome, SignedStart, MAX_MESSAGE_TO_SIGN,
 };
 use crate::state::{committee_name, KeyRecord, NodeState, StateError};
 
@@ -103,13 +103,6 @@ pub struct Node<S: SecretStore> {
     seen: Mutex<HashMap<SessionId, u64>>,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn signature_bytes(signature: &tessera_mpc::Signature) -> Vec<u8> {
     let mut bytes = [0u8; 64];
     signature.write_to_slice(&mut bytes);
@@ -174,12 +167,12 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         &self.net
     }
 
-    /// Handles a start message as received from the broker. Returns the signed outcome to
-    /// publish, or `None` if the message is not addressed to this node or cannot be trusted
-    /// (it is logged and dropped).
-    pub async fn handle(&self, bytes: &[u8]) -> Option<SignedOutcome> {
+    /// Handles a start message as received from the broker. Returns the session and the signed
+    /// outcome to publish, or `None` if the message is not addressed to this node or cannot be
+    /// trusted (it is logged and dropped).
+    pub async fn handle(&self, bytes: &[u8]) -> Option<(SessionId, SignedOutcome)> {
         match SignedStart::from_bytes(bytes) {
-            Ok(signed) => self.execute(&signed).await,
+            Ok(signed) => self.run_start(&signed).await,
             Err(e) => {
                 tracing::warn!(error = %e, "control message dropped");
                 None
@@ -189,6 +182,10 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
 
     /// Verifies and runs a start. `None` if it is not for this node or does not verify.
     pub async fn execute(&self, signed: &SignedStart) -> Option<SignedOutcome> {
+        self.run_start(signed).await.map(|(_, outcome)| outcome)
+    }
+
+    async fn run_start(&self, signed: &SignedStart) -> Option<(SessionId, SignedOutcome)> {
         let start = match signed.verify(&self.roster) {
             Ok(start) => start,
             Err(e) => {
@@ -223,7 +220,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             party: self.party(),
             result,
         };
-        Some(SignedOutcome::sign(&outcome, &self.identity))
+        Some((start.session, SignedOutcome::sign(&outcome, &self.identity)))
     }
 
     fn check_fresh(&self, start: &SessionStart) -> Result<(), NodeError> {

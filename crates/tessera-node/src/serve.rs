@@ -60,15 +60,8 @@ where
                 };
                 let (node, client, cluster) = (node.clone(), client.clone(), cluster.clone());
                 running.spawn(async move {
-                    let Some(outcome) = node.handle(&message.payload).await else {
+                    let Some((session, outcome)) = node.handle(&message.payload).await else {
                         return;
-                    };
-                    let session = match outcome.verify(node.roster()) {
-                        Ok(o) => o.session,
-                        Err(e) => {
-                            tracing::error!(error = %e, "own outcome does not verify; not published");
-                            return;
-                        }
                     };
                     let subject = subject::result(&cluster, session);
                     if let Err(e) = client.publish(subject, outcome.to_bytes().into()).await {

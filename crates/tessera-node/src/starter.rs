@@ -4,7 +4,7 @@
 //! party, every party reporting, all agreeing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_channel::identity::CoordinatorKey;
@@ -12,7 +12,7 @@ use tessera_channel::Roster;
 use tessera_wire::{PartyId, SessionId};
 
 use crate::control::{
-    ControlError, Failure, Operation, Output, SessionStart, SignedOutcome, SignedStart,
+    now_unix, ControlError, Failure, Operation, Output, SessionStart, SignedOutcome, SignedStart,
 };
 
 /// Why a session did not produce an agreed result.
@@ -27,7 +27,7 @@ pub enum StarterError {
         failures: Vec<(PartyId, Failure)>,
     },
     /// Some parties did not report in time.
-    #[error("session {session}: no outcome from {} before the deadline; are those nodes running?", list(.missing))]
+    #[error("session {session}: no outcome from {} before the deadline; are those nodes running?", PartyId::list(.missing))]
     NoOutcome {
         /// The session.
         session: SessionId,
@@ -62,14 +62,6 @@ impl StarterError {
     }
 }
 
-fn list(parties: &[PartyId]) -> String {
-    parties
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn describe(failures: &[(PartyId, Failure)]) -> String {
     failures
         .iter()
@@ -97,13 +89,6 @@ pub struct Starter {
     roster: Roster,
     /// How long a start stays valid.
     pub lifetime: Duration,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Starter {

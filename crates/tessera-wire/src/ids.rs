@@ -39,6 +39,17 @@ impl fmt::Display for PartyId {
     }
 }
 
+impl PartyId {
+    /// A list of parties for messages: `p1, p3`.
+    pub fn list(parties: &[PartyId]) -> String {
+        parties
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl FromStr for PartyId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
