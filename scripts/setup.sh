@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tessera needs, skipping whatever is already there:
-# Debian packages (nats-server; m4, which the GMP build behind cggmp24 needs) and cargo-nextest. Safe to run again.
+# Debian packages (nats-server; m4, which the GMP build behind cggmp24 needs; postgresql, whose
+# initdb/postgres the coordinator's tests run in temp dirs) and cargo-nextest. Safe to run again.
 set -euo pipefail
 
 packages=(nats-server m4)
@@ -9,6 +10,16 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# PostgreSQL counts as present when an initdb is found where the coordinator's tests look for it:
+# Debian's /usr/lib/postgresql/<version>/bin, or the PATH.
+pg_initdb() {
+  local found
+  found=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n1) || true
+  [[ -n "$found" ]] || found=$(command -v initdb) || true
+  echo "$found"
+}
+[[ -n "$(pg_initdb)" ]] || missing+=(postgresql)
 
 if ((${#missing[@]})); then
   sudo=""
@@ -26,4 +37,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-echo "setup: nats-server $(nats-server --version | awk '{print $NF}'), $(cargo nextest --version | head -n1)"
+initdb=$(pg_initdb)
+echo "setup: nats-server $(nats-server --version | awk '{print $NF}'), PostgreSQL $("$initdb" --version | awk '{print $3}'), $(cargo nextest --version | head -n1)"

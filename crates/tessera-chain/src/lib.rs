@@ -8,13 +8,19 @@
 //!   with the recovery parity found by recovering the key's own public key (so a signature by
 //!   any other key is refused).
 //! - [`address`], [`checksummed`]: a key's Ethereum address (EIP-55).
+//! - [`Eip1559Request`]: builds unsigned EIP-1559 transfers (native and ERC-20).
 //! - [`personal_message_digest`]: EIP-191 `personal_sign` digest for off-chain messages.
 
 mod address;
+mod build;
 mod tx;
 
 pub use address::{address, checksummed, Address};
-pub use tx::{personal_message_digest, TxKind, UnsignedTx};
+pub use alloy_primitives::U256;
+pub use build::Eip1559Request;
+pub use tx::{
+    personal_message_digest, personal_message_preimage, recover_sender, TxKind, UnsignedTx,
+};
 
 /// Why a transaction, key or signature was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

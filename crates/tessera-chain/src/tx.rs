@@ -162,6 +162,36 @@ impl UnsignedTx {
     }
 }
 
+/// Recovers the sender of a signed raw transaction (EIP-2718 bytes, legacy or EIP-1559), as a
+/// node of the chain would: decode, then recover the public key from the signature over the
+/// signing digest. Used to check what Tessera returns before anyone broadcasts it.
+pub fn recover_sender(signed: &[u8]) -> Result<Address, ChainError> {
+    use alloy_eips::eip2718::Decodable2718;
+    let mut buf = signed;
+    let envelope = TxEnvelope::decode_2718(&mut buf)
+        .map_err(|e| ChainError::Malformed(format!("not a signed transaction: {e}")))?;
+    if !buf.is_empty() {
+        return Err(ChainError::Malformed(format!(
+            "{} trailing bytes",
+            buf.len()
+        )));
+    }
+    let (digest, signature) = match &envelope {
+        TxEnvelope::Legacy(tx) => (tx.signature_hash(), *tx.signature()),
+        TxEnvelope::Eip1559(tx) => (tx.signature_hash(), *tx.signature()),
+        _ => return Err(ChainError::UnsupportedType(envelope.tx_type() as u8)),
+    };
+    let sig = k256::ecdsa::Signature::from_scalars(
+        signature.r().to_be_bytes::<32>(),
+        signature.s().to_be_bytes::<32>(),
+    )
+    .map_err(|_| ChainError::BadSignature)?;
+    let id = RecoveryId::from_byte(u8::from(signature.v())).ok_or(ChainError::BadSignature)?;
+    let key = VerifyingKey::recover_from_prehash(&digest.0, &sig, id)
+        .map_err(|_| ChainError::BadSignature)?;
+    address(&key.to_encoded_point(true).to_bytes())
+}
+
 fn decode_legacy(raw: &[u8]) -> Result<TxLegacy, ChainError> {
     let mut buf = raw;
     let header = Header::decode(&mut buf).map_err(malformed)?;
@@ -194,7 +224,13 @@ fn decode_legacy(raw: &[u8]) -> Result<TxLegacy, ChainError> {
 /// The EIP-191 `personal_sign` digest of `message`:
 /// Keccak-256 of `"\x19Ethereum Signed Message:\n" || len(message) || message`.
 pub fn personal_message_digest(message: &[u8]) -> [u8; 32] {
+    keccak256(personal_message_preimage(message)).0
+}
+
+/// The bytes EIP-191 `personal_sign` hashes: `"\x19Ethereum Signed Message:\n" || len(message)
+/// || message` (hand these to a signer that hashes with Keccak-256 itself).
+pub fn personal_message_preimage(message: &[u8]) -> Vec<u8> {
     let mut bytes = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
     bytes.extend_from_slice(message);
-    keccak256(&bytes).0
+    bytes
 }

@@ -82,6 +82,12 @@ fn eip1559_and_legacy_round_trip_to_a_recoverable_signed_transaction() {
                 envelope.recover_signer().unwrap(),
                 AlloyAddress::from(sender)
             );
+            // Our own recovery agrees with alloy's; a flipped byte recovers someone else.
+            assert_eq!(tessera_chain::recover_sender(&signed).unwrap(), sender);
+            let mut tampered = signed.clone();
+            let last = tampered.len() - 1;
+            tampered[last] ^= 1;
+            assert_ne!(tessera_chain::recover_sender(&tampered).ok(), Some(sender));
             if let TxEnvelope::Legacy(signed) = &envelope {
                 // EIP-155: v = chain_id * 2 + 35 + parity.
                 assert_eq!(signed.tx().chain_id, Some(11155111));

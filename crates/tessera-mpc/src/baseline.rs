@@ -6,15 +6,14 @@
 use std::future::Future;
 
 use cggmp24::key_share::AnyKeyShare;
-use cggmp24::{DataToSign, ExecutionId, PartialSignature};
+use cggmp24::{ExecutionId, PartialSignature};
 use rand_core::{OsRng, RngCore};
 use round_based::sim::async_env::Network;
-use sha2::Sha256;
 
 use crate::protocols::{AuxMsg, KeygenMsg, SignMsg};
 use crate::{
     verify_signature, AuxInfo, Curve, IncompleteKeyShare, KeyShare, MpcError, Presignature,
-    PresignaturePublicData, PrimeSet, Signature,
+    PresignaturePublicData, PrimeSet, Signature, SigningInput,
 };
 
 fn fresh_execution_id() -> [u8; 32] {
@@ -112,14 +111,14 @@ pub async fn presign(
     run_parties(parties).await
 }
 
-/// Full interactive signing of SHA-256(`message`); the signature is checked like Tessera's.
+/// Full interactive signing of `input`; the signature is checked like Tessera's.
 pub async fn sign(
     shares: &[KeyShare],
     signers: &[u16],
-    message: &[u8],
+    input: &SigningInput,
 ) -> Result<Signature, MpcError> {
     let eid = fresh_execution_id();
-    let data = DataToSign::<Curve>::digest::<Sha256>(message);
+    let data = input.data();
     let mut net = Network::<SignMsg>::new();
     let parties = signers
         .iter()
@@ -136,7 +135,7 @@ pub async fn sign(
         })
         .collect();
     let signature = run_parties(parties).await?[0];
-    check(&shares[0], message, &signature)?;
+    check(&shares[0], input, &signature)?;
     Ok(signature)
 }
 
@@ -144,9 +143,9 @@ pub async fn sign(
 pub fn online_sign(
     presignatures: Vec<(Presignature, PresignaturePublicData)>,
     share: &KeyShare,
-    message: &[u8],
+    input: &SigningInput,
 ) -> Result<Signature, MpcError> {
-    let data = DataToSign::<Curve>::digest::<Sha256>(message);
+    let data = input.data();
     let public = presignatures
         .first()
         .map(|(_, p)| p.clone())
@@ -157,12 +156,12 @@ pub fn online_sign(
         .collect();
     let signature = PartialSignature::combine(&partials, &public, data)
         .ok_or_else(|| aborted("partial signatures do not combine".into()))?;
-    check(share, message, &signature)?;
+    check(share, input, &signature)?;
     Ok(signature)
 }
 
-fn check(share: &KeyShare, message: &[u8], signature: &Signature) -> Result<(), MpcError> {
-    if verify_signature(&share.shared_public_key(), message, signature) {
+fn check(share: &KeyShare, input: &SigningInput, signature: &Signature) -> Result<(), MpcError> {
+    if verify_signature(&share.shared_public_key(), input, signature) {
         Ok(())
     } else {
         Err(MpcError::SignatureInvalid)

@@ -41,6 +41,9 @@ pub enum MpcError {
     /// The session description is not usable.
     #[error("invalid session: {0}")]
     InvalidSession(String),
+    /// The HD derivation path cannot be used with this key.
+    #[error("invalid derivation path: {0} (only non-hardened indices below 2^31, on keys generated with HD enabled)")]
+    InvalidPath(String),
     /// Sending failed.
     #[error("cannot send: {0}")]
     Send(String),

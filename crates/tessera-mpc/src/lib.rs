@@ -24,6 +24,7 @@ pub use online::online_sign;
 pub use presignatures::{PresignatureError, PresignatureStore, StoredPresignature};
 pub use primes::{PrimeError, PrimePool};
 pub use protocols::{
-    aux_info, keygen, presign, sign, verify_signature, AuxInfo, Curve, IncompleteKeyShare,
-    KeyShare, Level, Presignature, PresignaturePublicData, PrimeSet, Signature,
+    aux_info, child_public_key, derive_child_public_key, keygen, presign, sign, verify_signature,
+    AuxInfo, Curve, DerivationPath, IncompleteKeyShare, KeyShare, Level, Presignature,
+    PresignaturePublicData, PrimeSet, Signature, SigningInput,
 };

@@ -11,17 +11,16 @@ use std::sync::Arc;
 
 use cggmp24::generic_ec::Point;
 use cggmp24::{DataToSign, PartialSignature};
-use sha2::Sha256;
 use tessera_channel::FrameContext;
 use tessera_transport::SecureTransport;
 use tessera_wire::{PartyId, Protocol, DEFAULT_MAX_PAYLOAD};
 
 use crate::{
     verify_signature, Curve, MpcConfig, MpcError, PresignaturePublicData, SessionSpec, Signature,
-    StoredPresignature,
+    SigningInput, StoredPresignature,
 };
 
-/// Signs `message` (hashed with SHA-256) with a presignature, together with the other signers
+/// Signs `input` with a presignature (made for the master key), together with the other signers
 /// of that presignature. `spec.parties` must be exactly the presignature's signers, in order.
 /// The signature is verified against `public_key` before it is returned.
 pub async fn online_sign(
@@ -29,7 +28,7 @@ pub async fn online_sign(
     spec: &SessionSpec,
     presignature: StoredPresignature,
     public_key: &Point<Curve>,
-    message: &[u8],
+    input: &SigningInput,
     config: &MpcConfig,
 ) -> Result<Signature, MpcError> {
     if spec.protocol != Protocol::ONLINE_SIGN {
@@ -49,7 +48,7 @@ pub async fn online_sign(
         )));
     }
     let mut inbox = net.open_session(spec.session);
-    let data = DataToSign::<Curve>::digest::<Sha256>(message);
+    let data = input.data();
     let public = presignature.public;
     let mine = presignature.presignature.issue_partial_signature(data);
     let context = FrameContext {
@@ -114,7 +113,7 @@ pub async fn online_sign(
             session: spec.session,
             detail: "the partial signatures do not combine into a valid signature".into(),
         })?;
-    if !verify_signature(public_key, message, &signature) {
+    if !verify_signature(public_key, input, &signature) {
         return Err(MpcError::SignatureInvalid);
     }
     Ok(signature)

@@ -171,33 +171,124 @@ fn signer_indices(
     Ok((i, indices))
 }
 
-/// Full interactive signing of `message` (hashed with SHA-256) by the session's parties.
-/// `committee` lists the parties that generated the key, in key-generation order. The
-/// signature is verified against the public key before it is returned.
+/// What a signature covers: the preimage and the hash the library applies to it.
+///
+/// The library hashes the preimage itself (its `DataToSign`), so a node always signs bytes it
+/// derived and understood, never a bare hash: signing attacker-chosen hashes with presignatures
+/// allows forgeries (CGGMP24 paper, section 1.1.2), and the library's type guards against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigningInput {
+    /// Keccak-256 of the preimage: an Ethereum transaction's signing payload, or an EIP-191
+    /// prefixed message.
+    Keccak256(Vec<u8>),
+    /// SHA-256 of the preimage: arbitrary bytes in tests and benchmarks.
+    Sha256(Vec<u8>),
+}
+
+impl SigningInput {
+    /// The library's input.
+    pub(crate) fn data(&self) -> DataToSign<Curve> {
+        match self {
+            SigningInput::Keccak256(preimage) => DataToSign::digest::<sha3::Keccak256>(preimage),
+            SigningInput::Sha256(preimage) => DataToSign::digest::<Sha256>(preimage),
+        }
+    }
+
+    /// The 32-byte digest (what an ECDSA verifier checks the signature against).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        match self {
+            SigningInput::Keccak256(preimage) => sha3::Keccak256::digest(preimage).into(),
+            SigningInput::Sha256(preimage) => Sha256::digest(preimage).into(),
+        }
+    }
+}
+
+/// An HD derivation path: non-hardened indices only (threshold keys cannot derive hardened
+/// children), empty for the master key.
+pub type DerivationPath = [u32];
+
+/// The public key of the child at `path` (the master key for an empty path), derived with
+/// SLIP-10 from the key's extended public key.
+pub fn child_public_key(share: &KeyShare, path: &DerivationPath) -> Result<Point<Curve>, MpcError> {
+    if path.is_empty() {
+        return Ok(*share.shared_public_key());
+    }
+    share
+        .derive_child_public_key::<cggmp24::hd_wallet::Slip10, _>(path.iter().copied())
+        .map(|child| child.public_key)
+        .map_err(|e| MpcError::InvalidPath(format!("{e:?}")))
+}
+
+/// The compressed public key of the child at `path` of the key with compressed public key
+/// `public_key` and HD `chain_code` (as key generation reported them): for a coordinator or
+/// wallet that holds no share.
+pub fn derive_child_public_key(
+    public_key: &[u8],
+    chain_code: &[u8],
+    path: &DerivationPath,
+) -> Result<Vec<u8>, MpcError> {
+    use cggmp24::hd_wallet::{HdWallet, NonHardenedIndex, Slip10};
+    let public_key = Point::<Curve>::from_bytes(public_key)
+        .map_err(|_| MpcError::InvalidPath("not a secp256k1 public key".into()))?;
+    let chain_code: [u8; 32] = chain_code
+        .try_into()
+        .map_err(|_| MpcError::InvalidPath("a chain code is 32 bytes".into()))?;
+    let parent = cggmp24::hd_wallet::ExtendedPublicKey {
+        public_key,
+        chain_code,
+    };
+    let child = <Slip10 as HdWallet<Curve>>::try_derive_child_public_key_with_path(
+        &parent,
+        path.iter().map(|&i| {
+            NonHardenedIndex::try_from(i)
+                .map_err(|_| MpcError::InvalidPath(format!("index {i} is hardened")))
+        }),
+    )?;
+    Ok(child.public_key.to_bytes(true).to_vec())
+}
+
+/// Full interactive signing of `input` by the session's parties, with the child key at
+/// `path`. `committee` lists the parties that generated the key, in key-generation order. The
+/// signature is verified against the child public key before it is returned.
+#[allow(clippy::too_many_arguments)]
 pub async fn sign(
     net: Arc<SecureTransport>,
     spec: &SessionSpec,
     committee: &[PartyId],
     share: &KeyShare,
-    message: &[u8],
+    path: &DerivationPath,
+    input: &SigningInput,
     config: &MpcConfig,
 ) -> Result<Signature, MpcError> {
     expect_protocol(spec, Protocol::SIGN)?;
+    let public_key = child_public_key(share, path)?;
     let me = net.party();
     let (i, signers) = signer_indices(spec, committee, share, me)?;
     let (incoming, outgoing, failure) = connect::<SignMsg>(net, spec, me, config);
     let eid = spec.execution_id();
     let share_for_task = share.clone();
-    let data = DataToSign::<Curve>::digest::<Sha256>(message);
+    let path = path.to_vec();
+    let data = input.data();
     let result = run_blocking(async move {
         let party = MpcParty::connected((incoming, outgoing));
-        cggmp24::signing(ExecutionId::new(&eid), i, &signers, &share_for_task)
+        let builder = cggmp24::signing(ExecutionId::new(&eid), i, &signers, &share_for_task);
+        let builder = if path.is_empty() {
+            builder
+        } else {
+            match builder.set_derivation_path(path) {
+                Ok(builder) => builder,
+                Err(e) => return Err(format!("invalid derivation path: {e:?}")),
+            }
+        };
+        builder
             .sign(&mut OsRng, party, &data)
             .await
+            .map_err(|e| format!("{e:?}"))
     })
     .await?;
     let signature = finish(result, &failure, spec)?;
-    if !verify_signature(&share.shared_public_key(), message, &signature) {
+    if !verify_signature(&public_key, input, &signature) {
         return Err(MpcError::SignatureInvalid);
     }
     Ok(signature)
@@ -227,10 +318,14 @@ pub async fn presign(
     finish(result, &failure, spec)
 }
 
-/// Checks an ECDSA signature over SHA-256(`message`) against `public_key` with `k256`,
-/// independently of the library that produced it.
-pub fn verify_signature(public_key: &Point<Curve>, message: &[u8], signature: &Signature) -> bool {
-    use k256::ecdsa::signature::Verifier;
+/// Checks an ECDSA signature over `input`'s digest against `public_key` with `k256`, independently of
+/// the library that produced it.
+pub fn verify_signature(
+    public_key: &Point<Curve>,
+    input: &SigningInput,
+    signature: &Signature,
+) -> bool {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let mut bytes = [0u8; 64];
     signature.write_to_slice(&mut bytes);
     let Ok(key) = k256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key.to_bytes(true)) else {
@@ -239,5 +334,5 @@ pub fn verify_signature(public_key: &Point<Curve>, message: &[u8], signature: &S
     let Ok(sig) = k256::ecdsa::Signature::from_slice(&bytes) else {
         return false;
     };
-    key.verify(message, &sig).is_ok()
+    key.verify_prehash(&input.digest(), &sig).is_ok()
 }

@@ -9,7 +9,10 @@ use sha2::Sha256;
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::{ChannelConfig, ChannelManager, Roster};
 use tessera_mpc::fixtures::insecure_committee_2of3;
-use tessera_mpc::{keygen, presign, sign, verify_signature, MpcConfig, MpcError, SessionSpec};
+use tessera_mpc::{
+    child_public_key, derive_child_public_key, keygen, presign, sign, verify_signature, MpcConfig,
+    MpcError, SessionSpec, SigningInput,
+};
 use tessera_transport::memory::MemoryNetwork;
 use tessera_transport::nats::server::LocalNatsServer;
 use tessera_transport::nats::NatsTransport;
@@ -68,6 +71,11 @@ fn spec(protocol: Protocol, parties: &[PartyId]) -> SessionSpec {
     }
 }
 
+/// What the tests sign: SHA-256 of arbitrary bytes.
+fn sha(message: &[u8]) -> SigningInput {
+    SigningInput::Sha256(message.to_vec())
+}
+
 fn idx(p: PartyId) -> usize {
     p.0 as usize - 1
 }
@@ -86,7 +94,10 @@ async fn sign_with(
         let (net, s, committee) = (nodes[idx(*p)].clone(), s.clone(), fixture.committee.clone());
         let config = config.clone();
         let message = message.to_vec();
-        async move { sign(net, &s, &committee, &share, &message, &config).await }
+        async move {
+            let input = SigningInput::Sha256(message);
+            sign(net, &s, &committee, &share, &[], &input, &config).await
+        }
     });
     futures::future::join_all(runs).await
 }
@@ -154,8 +165,8 @@ async fn two_of_three_sign_and_k256_verifies() {
     let results = sign_with(&nodes, &[P1, P3], message, &MpcConfig::default()).await;
     for r in results {
         let sig = r.unwrap();
-        assert!(verify_signature(&pk, message, &sig));
-        assert!(!verify_signature(&pk, b"another message", &sig));
+        assert!(verify_signature(&pk, &sha(message), &sig));
+        assert!(!verify_signature(&pk, &sha(b"another message"), &sig));
     }
 }
 
@@ -182,7 +193,7 @@ async fn presignature_then_online_signing() {
     let online = t.elapsed();
     assert!(verify_signature(
         &fixture.shares[0].shared_public_key(),
-        message,
+        &sha(message),
         &sig
     ));
     eprintln!("online signing from a presignature: {online:?}");
@@ -205,7 +216,7 @@ async fn signing_over_a_real_permissioned_nats_server() {
     for r in sign_with(&nodes, &[P2, P1], message, &MpcConfig::default()).await {
         assert!(verify_signature(
             &fixture.shares[0].shared_public_key(),
-            message,
+            &sha(message),
             &r.unwrap()
         ));
     }
@@ -235,7 +246,8 @@ async fn a_silent_party_is_named_and_the_remaining_quorum_signs() {
         &s,
         &fixture.committee,
         &fixture.shares[0],
-        b"transfer",
+        &[],
+        &sha(b"transfer"),
         &config,
     )
     .await
@@ -254,7 +266,7 @@ async fn a_silent_party_is_named_and_the_remaining_quorum_signs() {
     for r in sign_with(&nodes, &[P1, P2], message, &MpcConfig::default()).await {
         assert!(verify_signature(
             &fixture.shares[0].shared_public_key(),
-            message,
+            &sha(message),
             &r.unwrap()
         ));
     }
@@ -309,7 +321,7 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
     let sig = PartialSignature::combine(&partials, &public, data).unwrap();
     assert!(verify_signature(
         &fixture.shares[0].shared_public_key(),
-        message,
+        &sha(message),
         &sig
     ));
 
@@ -327,4 +339,68 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
             Err(PresignatureError::NotAvailable { .. })
         ));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hd_child_keys_sign_keccak_preimages_and_bad_paths_are_refused() {
+    let keys = keys();
+    let nodes = memory_nodes(&keys).await;
+    let fixture = insecure_committee_2of3();
+    let master = *fixture.shares[0].shared_public_key();
+    let path = [44u32, 7];
+    let child = child_public_key(&fixture.shares[0], &path).unwrap();
+    assert_ne!(child, master, "a child key differs from the master key");
+    assert_eq!(child, child_public_key(&fixture.shares[1], &path).unwrap());
+    // Anyone with the public key and chain code derives the same child, without a share.
+    let chain_code = fixture.shares[0]
+        .chain_code
+        .expect("HD keys have a chain code");
+    let derived = derive_child_public_key(&master.to_bytes(true), &chain_code, &path).unwrap();
+    assert_eq!(derived, child.to_bytes(true).to_vec());
+    assert!(derive_child_public_key(&master.to_bytes(true), &chain_code, &[1 << 31]).is_err());
+    let input = SigningInput::Keccak256(b"an ethereum signing payload".to_vec());
+    let s = spec(Protocol::SIGN, &[P1, P2]);
+    let runs = [P1, P2].map(|p| {
+        let share = fixture.shares[idx(p)].clone();
+        let (net, s, committee) = (nodes[idx(p)].clone(), s.clone(), fixture.committee.clone());
+        let input = input.clone();
+        async move {
+            sign(
+                net,
+                &s,
+                &committee,
+                &share,
+                &path,
+                &input,
+                &MpcConfig::default(),
+            )
+            .await
+        }
+    });
+    for r in futures::future::join_all(runs).await {
+        let sig = r.unwrap();
+        assert!(verify_signature(&child, &input, &sig));
+        assert!(
+            !verify_signature(&master, &input, &sig),
+            "signed by the child, not the master"
+        );
+        assert!(!verify_signature(
+            &child,
+            &sha(b"an ethereum signing payload"),
+            &sig
+        ));
+    }
+    // A hardened index is refused before anything is sent.
+    let err = sign(
+        nodes[0].clone(),
+        &spec(Protocol::SIGN, &[P1, P2]),
+        &fixture.committee,
+        &fixture.shares[0],
+        &[1u32 << 31],
+        &input,
+        &MpcConfig::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, MpcError::InvalidPath(_)), "{err}");
 }

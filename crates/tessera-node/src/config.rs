@@ -5,6 +5,9 @@
 //! identity = "p1.identity.json"        # the party's secret identity (tessera identity new)
 //! roster = "roster.json"               # the admin-signed roster
 //! roster_pin = "3f1c…"                 # its hash, as printed by `tessera roster verify`
+//! policy = "policy.toml"               # the signing policy (docs/policy.md)
+//! policy_pin = "9a0e…"                 # its SHA-256 (`sha256sum policy.toml`); the node
+//!                                      # refuses to start if the file has another hash
 //! store = "store"                      # the encrypted store directory (tessera-node init)
 //! passphrase_file = "passphrase"       # optional; else TESSERA_NODE_PASSPHRASE
 //!
@@ -26,7 +29,7 @@
 //! ```
 //!
 //! Environment overrides: `TESSERA_NODE_NATS_URL`, `TESSERA_NODE_STORE`,
-//! `TESSERA_NODE_ROSTER_PIN`, `TESSERA_NODE_PRIMES_TARGET`, `TESSERA_NODE_ROUND_TIMEOUT_SECS`;
+//! `TESSERA_NODE_ROSTER_PIN`, `TESSERA_NODE_POLICY_PIN`, `TESSERA_NODE_PRIMES_TARGET`, `TESSERA_NODE_ROUND_TIMEOUT_SECS`;
 //! the store passphrase comes from `TESSERA_NODE_PASSPHRASE` or `passphrase_file`.
 
 use std::path::{Path, PathBuf};
@@ -161,6 +164,10 @@ pub struct NodeConfig {
     pub roster: PathBuf,
     /// The roster hash this node accepts (64 hex digits).
     pub roster_pin: String,
+    /// The signing policy file (TOML).
+    pub policy: PathBuf,
+    /// The policy's SHA-256 this node accepts (64 hex digits).
+    pub policy_pin: String,
     /// The encrypted store directory.
     pub store: PathBuf,
     /// A file holding the store passphrase (else `TESSERA_NODE_PASSPHRASE`).
@@ -220,6 +227,7 @@ impl NodeConfig {
         };
         join(&mut self.identity);
         join(&mut self.roster);
+        join(&mut self.policy);
         join(&mut self.store);
         if let Some(p) = self.passphrase_file.as_mut() {
             join(p);
@@ -233,6 +241,7 @@ impl NodeConfig {
         env_override("TESSERA_NODE_NATS_URL", &mut self.nats.url)?;
         env_override("TESSERA_NODE_STORE", &mut self.store)?;
         env_override("TESSERA_NODE_ROSTER_PIN", &mut self.roster_pin)?;
+        env_override("TESSERA_NODE_POLICY_PIN", &mut self.policy_pin)?;
         env_override("TESSERA_NODE_PRIMES_TARGET", &mut self.primes.pool_target)?;
         env_override(
             "TESSERA_NODE_ROUND_TIMEOUT_SECS",
@@ -280,6 +289,8 @@ mod tests {
 identity = "p1.identity.json"
 roster = "roster.json"
 roster_pin = "00"
+policy = "policy.toml"
+policy_pin = "00"
 store = "store"
 [nats]
 url = "tls://127.0.0.1:4222"
@@ -297,6 +308,7 @@ key = "key.pem"
         assert_eq!(config.nats.connect_timeout_secs, 10);
         config.resolve(Path::new("/etc/tessera"));
         assert_eq!(config.store, Path::new("/etc/tessera/store"));
+        assert_eq!(config.policy, Path::new("/etc/tessera/policy.toml"));
         assert_eq!(config.nats.key, Path::new("/etc/tessera/key.pem"));
     }
 

@@ -12,12 +12,11 @@ use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::Roster;
+use tessera_policy::{Approval, SignRequest};
 use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
 
 /// Largest encoded control message accepted.
 pub const MAX_CONTROL_MESSAGE: usize = 256 * 1024;
-/// Largest message a sign operation may carry.
-pub const MAX_MESSAGE_TO_SIGN: usize = 64 * 1024;
 
 const START_LABEL: &[u8] = b"tessera/session-start/v1";
 const OUTCOME_LABEL: &[u8] = b"tessera/session-outcome/v1";
@@ -69,21 +68,23 @@ pub enum Operation {
         /// The key.
         key: KeyId,
     },
-    /// Full interactive signing of `message` (the nodes hash it with SHA-256).
+    /// Full interactive signing of an approved request. Every signer re-checks the request,
+    /// its approvals and the policy before it takes part.
     Sign {
-        /// The key.
-        key: KeyId,
-        /// The message.
-        message: Vec<u8>,
+        /// The request, as approvers signed it.
+        request: SignRequest,
+        /// The approvals the coordinator collected.
+        approvals: Vec<Approval>,
     },
-    /// Online signing of `message` with the presignature made in session `presignature`.
+    /// Online signing of an approved request (master key, empty path) with the presignature
+    /// made in session `presignature`; re-checked like [`Operation::Sign`].
     OnlineSign {
-        /// The key.
-        key: KeyId,
         /// The presigning session.
         presignature: SessionId,
-        /// The message.
-        message: Vec<u8>,
+        /// The request, as approvers signed it.
+        request: SignRequest,
+        /// The approvals the coordinator collected.
+        approvals: Vec<Approval>,
     },
 }
 
@@ -204,10 +205,12 @@ impl SignedStart {
 pub enum Output {
     /// Auxiliary info is stored for the committee.
     AuxInfo,
-    /// The key share is stored; the key's public key (SEC1 compressed).
+    /// The key share is stored; the key's public key (SEC1 compressed) and HD chain code.
     Keygen {
         /// Compressed public key.
         public_key: Vec<u8>,
+        /// The SLIP-10 chain code child keys are derived with (public).
+        chain_code: Vec<u8>,
     },
     /// The presignature is stored, named by its session.
     Presign {

@@ -6,10 +6,13 @@
 //! [`SignedStart`](control::SignedStart) from a coordinator listed in the pinned roster, which
 //! the node checks (signature, cluster, roster hash, expiry, replay, its own place in the
 //! session) before it runs anything. It answers with a [`SignedOutcome`](control::SignedOutcome)
-//! signed with its party identity.
+//! signed with its party identity. It signs only approved requests that its own copy of the
+//! policy (pinned by hash) allows, over a digest it derived itself from the transaction.
 //!
 //! - [`control`]: the signed start and outcome messages.
 //! - [`node`]: the session runner ([`Node`]).
+//! - [`requests`]: the re-checks before any signing (digest, policy, approvals) and the durable
+//!   ledger of requests signed.
 //! - [`state`]: where shares, auxiliary info and presignatures live in the store.
 //! - [`config`]: the node's TOML configuration with environment overrides.
 //! - [`pool`]: presignature pools kept full in the background; signing online or full.
@@ -24,6 +27,7 @@ pub mod control;
 pub mod local;
 pub mod node;
 pub mod pool;
+pub mod requests;
 pub mod serve;
 pub mod starter;
 pub mod state;

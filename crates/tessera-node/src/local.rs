@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::{ChannelConfig, ChannelManager, Roster};
+use tessera_policy::dev::DevPolicy;
+use tessera_policy::PolicyDocument;
 use tessera_store::{FileStore, KdfParams};
 use tessera_transport::memory::MemoryNetwork;
 use tessera_transport::nats::server::LocalNatsServer;
@@ -62,6 +64,9 @@ pub struct LocalOptions {
     pub settings: NodeSettings,
     /// Key derivation for the stores' passphrase.
     pub kdf: KdfParams,
+    /// The policy every node pins; `None` generates a development policy with its own
+    /// principals ([`DevPolicy`]), kept in [`LocalCluster::dev`].
+    pub policy: Option<PolicyDocument>,
 }
 
 impl Default for LocalOptions {
@@ -71,6 +76,7 @@ impl Default for LocalOptions {
             network: Network::Memory,
             settings: NodeSettings::default(),
             kdf: KdfParams::default(),
+            policy: None,
         }
     }
 }
@@ -83,6 +89,10 @@ pub struct LocalCluster {
     pub nodes: Vec<Arc<Node<FileStore>>>,
     /// The roster.
     pub roster: Roster,
+    /// The policy every node pins.
+    pub policy: PolicyDocument,
+    /// The generated development policy and its principals' keys, unless a policy was given.
+    pub dev: Option<DevPolicy>,
     starter: Arc<Starter>,
     control: Arc<dyn ControlChannel>,
     nats: Option<LocalNatsServer>,
@@ -98,6 +108,13 @@ impl LocalCluster {
     /// then starts the nodes.
     pub async fn start(dir: &Path, options: LocalOptions) -> Result<Self, LocalError> {
         let cluster = ClusterId::new("local").map_err(setup)?;
+        let (policy, dev) = match options.policy {
+            Some(policy) => (policy, None),
+            None => {
+                let dev = DevPolicy::generate().map_err(setup)?;
+                (dev.document.clone(), Some(dev))
+            }
+        };
         let parties: Vec<PartyId> = (1..=options.parties).map(PartyId).collect();
         let mut identities = Vec::new();
         let mut seeds = Vec::new();
@@ -169,6 +186,7 @@ impl LocalCluster {
                     identity,
                     roster.clone(),
                     Arc::new(store),
+                    policy.clone(),
                     options.settings.clone(),
                 )
                 .map_err(setup)?,
@@ -247,6 +265,8 @@ impl LocalCluster {
             parties,
             nodes,
             roster,
+            policy,
+            dev,
             starter,
             control,
             nats,

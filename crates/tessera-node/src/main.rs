@@ -11,6 +11,7 @@ use tessera_channel::identity::PartyIdentity;
 use tessera_channel::{ChannelConfig, ChannelManager, RosterHash, SignedRoster};
 use tessera_node::config::NodeConfig;
 use tessera_node::{serve, Node};
+use tessera_policy::{PolicyDocument, PolicyHash};
 use tessera_store::{FileStore, KdfParams};
 use tessera_transport::nats::{connect_client, NatsConfig, NatsMetrics, NatsTransport};
 use tessera_transport::SecureTransport;
@@ -68,7 +69,29 @@ fn init(config: &NodeConfig) -> Result<()> {
 struct Loaded {
     identity: PartyIdentity,
     roster: tessera_channel::Roster,
+    policy: PolicyDocument,
     store: Arc<FileStore>,
+}
+
+/// Reads the policy file and checks it against the pinned hash.
+fn load_policy(config: &NodeConfig) -> Result<PolicyDocument> {
+    let bytes = std::fs::read(&config.policy)
+        .with_context(|| format!("cannot read the policy {}", config.policy.display()))?;
+    let policy = PolicyDocument::from_toml(&bytes)
+        .with_context(|| format!("{} is not a valid policy", config.policy.display()))?;
+    let pin: PolicyHash = config
+        .policy_pin
+        .parse()
+        .context("policy_pin must be 64 hex digits (the SHA-256 of the policy file)")?;
+    let actual = policy.hash();
+    if actual != pin {
+        bail!(
+            "the policy {} has hash {actual}, but the configuration pins {pin}; \
+             review the new policy and update policy_pin (sha256sum of the file)",
+            config.policy.display()
+        );
+    }
+    Ok(policy)
 }
 
 fn load(config: &NodeConfig) -> Result<Loaded> {
@@ -93,11 +116,13 @@ fn load(config: &NodeConfig) -> Result<Loaded> {
     if signed.roster.entry(identity.party()).is_none() {
         bail!("{} is not in the roster", identity.party());
     }
+    let policy = load_policy(config)?;
     let passphrase = config.passphrase()?;
     let store = FileStore::open(&config.store, &passphrase)?;
     Ok(Loaded {
         identity,
         roster: signed.roster,
+        policy,
         store: Arc::new(store),
     })
 }
@@ -111,6 +136,11 @@ fn status(config: &NodeConfig) -> Result<()> {
         "roster:  version {}, hash {}",
         loaded.roster.version,
         loaded.roster.hash()
+    );
+    println!(
+        "policy:  revision {}, hash {}",
+        loaded.policy.revision(),
+        loaded.policy.hash()
     );
     println!("primes:  {} set(s) ready", state.primes().len()?);
     for key in state.keys()? {
@@ -160,6 +190,7 @@ async fn run(config: NodeConfig) -> Result<()> {
         loaded.identity,
         loaded.roster,
         loaded.store,
+        loaded.policy,
         config.settings(),
     )?);
     let stop = Arc::new(AtomicBool::new(false));

@@ -15,10 +15,13 @@ use tessera_store::SecretStore;
 use tessera_transport::SecureTransport;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
+use tessera_policy::{Approval, PolicyDocument, SignRequest};
+
 use crate::control::{
     now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
-    SignedOutcome, SignedStart, MAX_MESSAGE_TO_SIGN,
+    SignedOutcome, SignedStart,
 };
+use crate::requests::RequestLedger;
 use crate::state::{committee_name, KeyRecord, NodeState, StateError};
 
 /// How a node runs sessions.
@@ -98,6 +101,8 @@ pub struct Node<S: SecretStore> {
     roster: Roster,
     state: NodeState<S>,
     primes: PrimePool<S>,
+    policy: PolicyDocument,
+    ledger: RequestLedger<S>,
     settings: NodeSettings,
     keys: Mutex<HashMap<KeyId, Arc<LoadedKey>>>,
     seen: Mutex<HashMap<SessionId, u64>>,
@@ -111,12 +116,14 @@ fn signature_bytes(signature: &tessera_mpc::Signature) -> Vec<u8> {
 
 impl<S: SecretStore + Send + Sync + 'static> Node<S> {
     /// A node for `identity` in the pinned `roster`, with its state in `store`, talking over
-    /// `net` (which must belong to the same identity).
+    /// `net` (which must belong to the same identity). It signs only requests that `policy`
+    /// (the document whose hash the node pins) allows.
     pub fn new(
         net: Arc<SecureTransport>,
         identity: PartyIdentity,
         roster: Roster,
         store: Arc<S>,
+        policy: PolicyDocument,
         settings: NodeSettings,
     ) -> Result<Self, NodeError> {
         if net.party() != identity.party() {
@@ -129,9 +136,11 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         if roster.entry(identity.party()).is_none() {
             return Err(ControlError::UnknownParty(identity.party()).into());
         }
-        let state = NodeState::new(store);
+        let state = NodeState::new(store.clone());
         Ok(Node {
             primes: state.primes(),
+            ledger: RequestLedger::new(store),
+            policy,
             net,
             identity,
             roster,
@@ -155,6 +164,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
     /// The durable state.
     pub fn state(&self) -> &NodeState<S> {
         &self.state
+    }
+
+    /// The policy this node signs under.
+    pub fn policy(&self) -> &PolicyDocument {
+        &self.policy
+    }
+
+    /// The durable record of requests this node agreed to sign.
+    pub fn ledger(&self) -> &RequestLedger<S> {
+        &self.ledger
     }
 
     /// The prime pool.
@@ -318,13 +337,17 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 }
                 let share = tessera_mpc::keygen(net, &spec, *threshold, config).await?;
                 let public_key = share.shared_public_key().to_bytes(true).to_vec();
+                let chain_code = share.chain_code.map(|c| c.to_vec()).unwrap_or_default();
                 let record = KeyRecord {
                     committee: spec.parties.clone(),
                     threshold: *threshold,
                     share,
                 };
                 self.state.put_key(*key, &record)?;
-                Ok(Output::Keygen { public_key })
+                Ok(Output::Keygen {
+                    public_key,
+                    chain_code,
+                })
             }
             Operation::Presign { key } => {
                 let loaded = self.load_key(*key)?;
@@ -341,49 +364,79 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     presignature: spec.session,
                 })
             }
-            Operation::Sign { key, message } => {
-                check_message(message)?;
-                let loaded = self.load_key(*key)?;
-                let signature = tessera_mpc::sign(
-                    net,
-                    &spec,
-                    &loaded.committee,
-                    &loaded.share,
-                    message,
-                    config,
-                )
-                .await?;
-                Ok(Output::Signature {
-                    signature: signature_bytes(&signature),
+            Operation::Sign { request, approvals } => {
+                self.sign_request(request, approvals, |admitted, loaded| {
+                    let (net, spec) = (net.clone(), spec.clone());
+                    async move {
+                        tessera_mpc::sign(
+                            net,
+                            &spec,
+                            &loaded.committee,
+                            &loaded.share,
+                            &request.path,
+                            &admitted,
+                            config,
+                        )
+                        .await
+                    }
                 })
+                .await
             }
             Operation::OnlineSign {
-                key,
                 presignature,
-                message,
+                request,
+                approvals,
             } => {
-                check_message(message)?;
-                let loaded = self.load_key(*key)?;
-                // Durably removed from the store before any partial signature leaves.
-                let item = self.state.presignatures(*key).take(*presignature)?;
-                let public_key = loaded.share.shared_public_key();
-                let signature =
-                    tessera_mpc::online_sign(net, &spec, item, &public_key, message, config)
-                        .await?;
-                Ok(Output::Signature {
-                    signature: signature_bytes(&signature),
+                if !request.path.is_empty() {
+                    return Err(NodeError::Refused(
+                        "presignatures are made for the master key; a child key (non-empty derivation path) signs with full signing".into(),
+                    ));
+                }
+                self.sign_request(request, approvals, |admitted, loaded| {
+                    let (net, spec) = (net.clone(), spec.clone());
+                    async move {
+                        // Durably removed from the store before any partial signature leaves.
+                        let item = self.state.presignatures(request.key).take(*presignature)?;
+                        let public_key = *loaded.share.shared_public_key();
+                        Ok::<_, NodeError>(
+                            tessera_mpc::online_sign(
+                                net,
+                                &spec,
+                                item,
+                                &public_key,
+                                &admitted,
+                                config,
+                            )
+                            .await?,
+                        )
+                    }
                 })
+                .await
             }
         }
     }
-}
 
-fn check_message(message: &[u8]) -> Result<(), NodeError> {
-    if message.len() > MAX_MESSAGE_TO_SIGN {
-        return Err(NodeError::Refused(format!(
-            "the message to sign is {} bytes; the limit is {MAX_MESSAGE_TO_SIGN}",
-            message.len()
-        )));
+    /// Re-checks `request` (digest, policy, approvals, ledger), records it as started, runs
+    /// `sign`, and records it as signed once the signature verified.
+    async fn sign_request<F, Fut, E>(
+        &self,
+        request: &SignRequest,
+        approvals: &[Approval],
+        sign: F,
+    ) -> Result<Output, NodeError>
+    where
+        F: FnOnce(tessera_mpc::SigningInput, Arc<LoadedKey>) -> Fut,
+        Fut: std::future::Future<Output = Result<tessera_mpc::Signature, E>>,
+        NodeError: From<E>,
+    {
+        let loaded = self.load_key(request.key)?;
+        let admitted = self
+            .ledger
+            .admit(&self.policy, request, approvals, now_unix())?;
+        let signature = sign(admitted.input.clone(), loaded).await?;
+        admitted.signed()?;
+        Ok(Output::Signature {
+            signature: signature_bytes(&signature),
+        })
     }
-    Ok(())
 }

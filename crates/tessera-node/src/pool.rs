@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tessera_policy::{Approval, SignRequest};
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use crate::control::{Operation, Output};
@@ -136,19 +137,25 @@ impl PresignaturePool {
         self.pools().get_mut(&(key, signers.to_vec()))?.pop_front()
     }
 
-    /// Signs `message` with `key` by `signers`: online from a pooled presignature when there is
-    /// one, else (or if the online session fails) with full interactive signing.
+    /// Signs an approved `request` by `signers`: online from a pooled presignature when there
+    /// is one and the request is for the master key, else (or if the online session fails)
+    /// with full interactive signing. The nodes re-check the request either way.
     pub async fn sign(
         &self,
-        key: KeyId,
         signers: &[PartyId],
-        message: &[u8],
+        request: &SignRequest,
+        approvals: &[Approval],
     ) -> Result<(Output, SignPath), StarterError> {
-        if let Some(presignature) = self.take(key, signers) {
+        let pooled = if request.path.is_empty() {
+            self.take(request.key, signers)
+        } else {
+            None
+        };
+        if let Some(presignature) = pooled {
             let operation = Operation::OnlineSign {
-                key,
                 presignature,
-                message: message.to_vec(),
+                request: request.clone(),
+                approvals: approvals.to_vec(),
             };
             match self
                 .starter
@@ -162,8 +169,8 @@ impl PresignaturePool {
             }
         }
         let operation = Operation::Sign {
-            key,
-            message: message.to_vec(),
+            request: request.clone(),
+            approvals: approvals.to_vec(),
         };
         let output = self
             .starter

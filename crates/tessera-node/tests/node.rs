@@ -31,7 +31,7 @@ async fn keygen_presign_online_and_full_signing() {
 
     // A fresh key on the committee whose aux info is installed.
     let key = KeyId::random();
-    let Output::Keygen { public_key } = cluster
+    let Output::Keygen { public_key, .. } = cluster
         .run(
             &[P1, P2, P3],
             Operation::Keygen { key, threshold: 2 },
@@ -45,20 +45,10 @@ async fn keygen_presign_online_and_full_signing() {
     assert_eq!(public_key.len(), 33);
 
     // Full signing with two of three.
-    let message = b"transfer 1 ETH".to_vec();
-    let full = cluster
-        .run(
-            &[P3, P1],
-            Operation::Sign {
-                key,
-                message: message.clone(),
-            },
-            DEADLINE,
-        )
-        .await
-        .unwrap();
-    assert!(k256_verifies(&public_key, &message, &full));
-    assert!(!k256_verifies(&public_key, b"another message", &full));
+    let (sign, digest) = sign_message(&cluster, key, b"transfer 1 ETH");
+    let full = cluster.run(&[P3, P1], sign, DEADLINE).await.unwrap();
+    assert!(k256_verifies(&public_key, &digest, &full));
+    assert!(!k256_verifies(&public_key, &[7; 32], &full));
 
     // A presignature, then online signing with it.
     let Output::Presign { presignature } = cluster
@@ -77,19 +67,27 @@ async fn keygen_presign_online_and_full_signing() {
             .unwrap();
         assert_eq!(fresh, vec![presignature]);
     }
+    let (request, approvals) = approved(&cluster, key, b"transfer 1 ETH");
+    let digest = request.digest;
     let online = Operation::OnlineSign {
-        key,
         presignature,
-        message: message.clone(),
+        request,
+        approvals,
     };
     let signature = cluster
         .run(&[P1, P2], online.clone(), DEADLINE)
         .await
         .unwrap();
-    assert!(k256_verifies(&public_key, &message, &signature));
+    assert!(k256_verifies(&public_key, &digest, &signature));
 
-    // Never twice: both signers refuse, and say why.
-    let err = cluster.run(&[P1, P2], online, DEADLINE).await.unwrap_err();
+    // The same presignature for another approved request: both signers refuse, and say why.
+    let (request, approvals) = approved(&cluster, key, b"transfer 2 ETH");
+    let again = Operation::OnlineSign {
+        presignature,
+        request,
+        approvals,
+    };
+    let err = cluster.run(&[P1, P2], again, DEADLINE).await.unwrap_err();
     let StarterError::Failed { failures, .. } = &err else {
         panic!("expected failures, got {err}");
     };
@@ -107,16 +105,10 @@ async fn a_stopped_party_is_named_and_the_remaining_quorum_signs() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
     let (key, public_key) = install_fixture_committee(&cluster);
-    let message = b"pay invoice 7".to_vec();
+    let (sign, digest) = sign_message(&cluster, key, b"pay invoice 7");
 
     // p3 is down: only p1 receives the start of a session with p1 and p3.
-    let (start, signed) = cluster.starter().start(
-        &[P1, P3],
-        Operation::Sign {
-            key,
-            message: message.clone(),
-        },
-    );
+    let (start, signed) = cluster.starter().start(&[P1, P3], sign.clone());
     let began = Instant::now();
     let outcome = cluster.node(P1).execute(&signed).await.unwrap();
     let err = cluster.starter().check(&start, &[outcome]).unwrap_err();
@@ -127,19 +119,9 @@ async fn a_stopped_party_is_named_and_the_remaining_quorum_signs() {
     assert_eq!(err.blamed(), vec![P3], "{err}");
     assert!(err.to_string().contains("no message from p3"), "{err}");
 
-    // p1 stays healthy: p1 and p2 sign.
-    let output = cluster
-        .run(
-            &[P1, P2],
-            Operation::Sign {
-                key,
-                message: message.clone(),
-            },
-            DEADLINE,
-        )
-        .await
-        .unwrap();
-    assert!(k256_verifies(&public_key, &message, &output));
+    // p1 stays healthy: p1 and p2 sign the same request (a retry after a failed session).
+    let output = cluster.run(&[P1, P2], sign, DEADLINE).await.unwrap();
+    assert!(k256_verifies(&public_key, &digest, &output));
 }
 
 fn resign(start: &SessionStart, key: &CoordinatorKey) -> SignedStart {
@@ -152,10 +134,7 @@ async fn untrusted_stale_replayed_or_foreign_starts_are_refused() {
     let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();
     let (key, _) = install_fixture_committee(&cluster);
     let node = cluster.node(P1);
-    let sign = Operation::Sign {
-        key,
-        message: b"m".to_vec(),
-    };
+    let (sign, _) = sign_message(&cluster, key, b"m");
 
     // A coordinator key that is not in the roster: ignored, nothing runs.
     let rogue = CoordinatorKey::generate("local", cluster.roster.cluster.clone(), None).unwrap();
@@ -201,19 +180,9 @@ async fn untrusted_stale_replayed_or_foreign_starts_are_refused() {
     too_long.session = SessionId::random();
     too_long.expires_at = too_long.issued_at + 86_400;
     refused(too_long, "longer than").await;
-    let mut big = fresh.clone();
-    big.session = SessionId::random();
-    big.operation = Operation::Sign {
-        key,
-        message: vec![0; 100_000],
-    };
-    refused(big, "limit").await;
     let mut unknown_key = fresh.clone();
     unknown_key.session = SessionId::random();
-    unknown_key.operation = Operation::Sign {
-        key: KeyId::random(),
-        message: b"m".to_vec(),
-    };
+    unknown_key.operation = sign_message(&cluster, KeyId::random(), b"m").0;
     refused(unknown_key, "not held by this node").await;
     let mut other_roster = fresh.clone();
     other_roster.session = SessionId::random();
@@ -257,19 +226,9 @@ async fn existing_keys_and_aux_info_are_never_overwritten() {
         .unwrap_err();
     assert!(err.to_string().contains("never overwritten"), "{err}");
     // The key still signs.
-    let message = b"still here".to_vec();
-    let output = cluster
-        .run(
-            &[P2, P3],
-            Operation::Sign {
-                key,
-                message: message.clone(),
-            },
-            DEADLINE,
-        )
-        .await
-        .unwrap();
-    assert!(k256_verifies(&public_key, &message, &output));
+    let (sign, digest) = sign_message(&cluster, key, b"still here");
+    let output = cluster.run(&[P2, P3], sign, DEADLINE).await.unwrap();
+    assert!(k256_verifies(&public_key, &digest, &output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,16 +267,21 @@ async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
     }
 
     // Signing takes from the pool (online), and the pool refills behind it.
-    let message = b"from the pool";
-    let (output, path) = pool.sign(key, &[P1, P3], message).await.unwrap();
-    assert_eq!(path, SignPath::Online);
-    assert!(k256_verifies(&public_key, message, &output));
+    let public_key = &public_key;
+    let pool_sign = |signers: [tessera_wire::PartyId; 2]| {
+        let (pool, cluster) = (pool.clone(), &cluster);
+        async move {
+            let (request, approvals) = approved(cluster, key, b"from the pool");
+            let (output, path) = pool.sign(&signers, &request, &approvals).await.unwrap();
+            assert!(k256_verifies(public_key, &request.digest, &output));
+            path
+        }
+    };
+    assert_eq!(pool_sign([P1, P3]).await, SignPath::Online);
     wait_for(2).await;
 
     // No pool for these signers: full signing.
-    let (output, path) = pool.sign(key, &[P2, P3], message).await.unwrap();
-    assert_eq!(path, SignPath::Full);
-    assert!(k256_verifies(&public_key, message, &output));
+    assert_eq!(pool_sign([P2, P3]).await, SignPath::Full);
 
     // A pooled presignature that a node lost (e.g. used elsewhere) fails online signing;
     // the pool falls back to full signing and the signature is still good.
@@ -337,9 +301,7 @@ async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
         .unwrap();
     let mut paths = Vec::new();
     for _ in 0..2 {
-        let (output, path) = pool.sign(key, &[P1, P3], message).await.unwrap();
-        assert!(k256_verifies(&public_key, message, &output));
-        paths.push(path);
+        paths.push(pool_sign([P1, P3]).await);
     }
     assert!(paths.contains(&SignPath::Full), "{paths:?}");
 }
@@ -362,7 +324,7 @@ async fn three_of_five_over_a_real_nats_server() {
 
     // A fresh 3-of-5 key on the committee, over the broker's control subjects.
     let key = KeyId::random();
-    let Output::Keygen { public_key } = cluster
+    let Output::Keygen { public_key, .. } = cluster
         .run(&all, Operation::Keygen { key, threshold: 3 }, DEADLINE)
         .await
         .unwrap()
@@ -370,31 +332,14 @@ async fn three_of_five_over_a_real_nats_server() {
         panic!("keygen returns the public key");
     };
     // Two signers are not enough; each of two different triples signs.
-    let message = b"3-of-5 transfer".to_vec();
+    let (sign, digest) = sign_message(&cluster, key, b"3-of-5 transfer");
     let err = cluster
-        .run(
-            &[p1, p2],
-            Operation::Sign {
-                key,
-                message: message.clone(),
-            },
-            DEADLINE,
-        )
+        .run(&[p1, p2], sign.clone(), DEADLINE)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("needs 3"), "{err}");
-    let full = cluster
-        .run(
-            &[p5, p1, p3],
-            Operation::Sign {
-                key,
-                message: message.clone(),
-            },
-            DEADLINE,
-        )
-        .await
-        .unwrap();
-    assert!(k256_verifies(&public_key, &message, &full));
+    let full = cluster.run(&[p5, p1, p3], sign, DEADLINE).await.unwrap();
+    assert!(k256_verifies(&public_key, &digest, &full));
     let Output::Presign { presignature } = cluster
         .run(&[p2, p3, p4], Operation::Presign { key }, DEADLINE)
         .await
@@ -402,13 +347,15 @@ async fn three_of_five_over_a_real_nats_server() {
     else {
         panic!("presign names the presignature");
     };
+    let (request, approvals) = approved(&cluster, key, b"3-of-5 transfer");
+    let digest = request.digest;
     let online = Operation::OnlineSign {
-        key,
         presignature,
-        message: message.clone(),
+        request,
+        approvals,
     };
     let signature = cluster.run(&[p2, p3, p4], online, DEADLINE).await.unwrap();
-    assert!(k256_verifies(&public_key, &message, &signature));
+    assert!(k256_verifies(&public_key, &digest, &signature));
     for node in &cluster.nodes {
         assert_eq!(node.net().refusals().frames(), 0);
     }

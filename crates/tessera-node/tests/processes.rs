@@ -1,7 +1,8 @@
 //! Three `tessera-node` processes over a real, permissioned nats-server, driven by a roster
-//! coordinator: auxiliary info, key generation, presigning, online and full signing; then a
-//! node killed and restarted (its used presignature stays used, its fresh one survives), a
-//! node down (named, the rest sign) and a graceful shutdown.
+//! coordinator: auxiliary info, key generation, presigning, online signing of an approved
+//! EIP-1559 transfer (its sender recovers to the key) and full signing of a message; then a
+//! node killed and restarted (its used presignature stays used, its fresh one survives, what
+//! it signed stays signed), a node down (named, the rest sign) and a graceful shutdown.
 
 mod common;
 
@@ -11,12 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tessera_chain::{Eip1559Request, UnsignedTx, U256};
 use tessera_channel::identity::{AdminKey, CoordinatorKey, PartyIdentity};
 use tessera_channel::{Roster, SignedRoster};
 use tessera_mpc::fixtures::insecure_test_primes;
 use tessera_mpc::PrimePool;
 use tessera_node::channels::NatsControl;
 use tessera_node::{ControlChannel, Operation, Output, Starter, StarterError};
+use tessera_policy::dev::{DevPolicy, DEV_CHAIN_ID};
+use tessera_policy::{Approval, Payload, SignRequest};
 use tessera_store::FileStore;
 use tessera_transport::nats::server::LocalNatsServer;
 use tessera_transport::nats::{connect_coordinator, NatsMetrics};
@@ -97,12 +101,20 @@ impl Drop for NodeProcess {
     }
 }
 
-fn write_node_config(dir: &Path, server: &LocalNatsServer, p: PartyId, pin: &str) {
+fn write_node_config(
+    dir: &Path,
+    server: &LocalNatsServer,
+    p: PartyId,
+    pin: &str,
+    policy_pin: &str,
+) {
     let files = server.provisioned().client(p).unwrap();
     let config = format!(
         r#"identity = "identity.json"
 roster = "../roster.json"
 roster_pin = "{pin}"
+policy = "../policy.toml"
+policy_pin = "{policy_pin}"
 store = "store"
 passphrase_file = "passphrase"
 
@@ -121,19 +133,39 @@ key = "{key}"
     std::fs::write(dir.join("passphrase"), format!("{PASSPHRASE}\n")).unwrap();
 }
 
+/// A fresh approved request for `payload` under the development policy.
+fn approved(dev: &DevPolicy, key: KeyId, payload: Payload) -> (SignRequest, Vec<Approval>) {
+    let request = dev.request(key, Vec::new(), payload, now()).unwrap();
+    let approvals = dev.approve(&request);
+    (request, approvals)
+}
+
+fn message(text: &[u8]) -> Payload {
+    Payload::Message {
+        bytes: text.to_vec(),
+    }
+}
+
 async fn expect_signature(
     starter: &Starter,
     control: &dyn ControlChannel,
     parties: &[PartyId],
     operation: Operation,
     public_key: &[u8],
-    message: &[u8],
-) {
+) -> Vec<u8> {
+    let digest = match &operation {
+        Operation::Sign { request, .. } | Operation::OnlineSign { request, .. } => request.digest,
+        _ => panic!("not a signing operation"),
+    };
     let output = starter
         .run(control, parties, operation, DEADLINE)
         .await
         .unwrap();
-    assert!(k256_verifies(public_key, message, &output), "{output:?}");
+    assert!(k256_verifies(public_key, &digest, &output), "{output:?}");
+    let Output::Signature { signature } = output else {
+        unreachable!("verified above")
+    };
+    signature
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +195,9 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
     signed.sign(&AdminKey::generate());
     std::fs::write(dir.path().join("roster.json"), signed.to_json()).unwrap();
     let pin = roster.hash().to_string();
+    let dev = DevPolicy::generate().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), dev.document.bytes()).unwrap();
+    let policy_pin = dev.document.hash().to_string();
     let server = LocalNatsServer::start_in(&roster, &dir.path().join("nats")).unwrap();
 
     // Each node: its files, `tessera-node init`, and (test only) fixture primes in its pool.
@@ -177,7 +212,7 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
             identity.to_json().as_bytes(),
         )
         .unwrap();
-        write_node_config(&node_dir, &server, p, &pin);
+        write_node_config(&node_dir, &server, p, &pin, &policy_pin);
         let mut node = NodeProcess {
             party: p,
             dir: node_dir.clone(),
@@ -216,7 +251,7 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
         .await
         .unwrap();
     let key = KeyId::random();
-    let Output::Keygen { public_key } = starter
+    let Output::Keygen { public_key, .. } = starter
         .run(
             &control,
             &parties,
@@ -241,62 +276,83 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
         };
         presignatures.push(presignature);
     }
-    let online = |presignature: SessionId, message: &[u8]| Operation::OnlineSign {
-        key,
-        presignature,
-        message: message.to_vec(),
+    let online = |presignature: SessionId, payload: Payload| {
+        let (request, approvals) = approved(&dev, key, payload);
+        Operation::OnlineSign {
+            presignature,
+            request,
+            approvals,
+        }
     };
-    let m1 = b"online: transfer 2 ETH";
-    expect_signature(
+    let full = |payload: Payload| {
+        let (request, approvals) = approved(&dev, key, payload);
+        Operation::Sign { request, approvals }
+    };
+    // An EIP-1559 transfer on Sepolia, online: the signed transaction's sender is the key.
+    let to = [0x42; 20];
+    let raw = Eip1559Request::transfer(DEV_CHAIN_ID, 0, to, U256::from(1_000_000_000u64)).encode();
+    let signature = expect_signature(
         &starter,
         &control,
         &[P1, P2],
-        online(presignatures[0], m1),
+        online(presignatures[0], Payload::EthereumTx { raw: raw.clone() }),
         &public_key,
-        m1,
     )
     .await;
-    let m2 = b"full: transfer 3 ETH";
-    let full = Operation::Sign {
-        key,
-        message: m2.to_vec(),
-    };
-    expect_signature(&starter, &control, &[P2, P3], full, &public_key, m2).await;
+    let signed_tx = UnsignedTx::decode(&raw)
+        .unwrap()
+        .assemble(&signature, &public_key)
+        .unwrap();
+    assert_eq!(
+        tessera_chain::recover_sender(&signed_tx).unwrap(),
+        tessera_chain::address(&public_key).unwrap()
+    );
+    let signed_before_restart = full(message(b"full: proof of reserves"));
+    expect_signature(
+        &starter,
+        &control,
+        &[P1, P3],
+        signed_before_restart.clone(),
+        &public_key,
+    )
+    .await;
 
-    // p1 is killed and restarted: the used presignature stays used, the fresh one survives.
+    // p1 is killed and restarted: the used presignature stays used, the fresh one survives,
+    // and the request it signed stays signed (its ledger is durable).
     nodes[0].kill();
     nodes[0].start();
     let err = starter
         .run(
             &control,
             &[P1, P2],
-            online(presignatures[0], b"again"),
+            online(presignatures[0], message(b"again")),
             DEADLINE,
         )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already used"), "{err}");
-    let m3 = b"after the restart";
+    let err = starter
+        .run(&control, &[P1, P2], signed_before_restart, DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already signed"), "{err}");
     expect_signature(
         &starter,
         &control,
         &[P1, P2],
-        online(presignatures[1], m3),
+        online(presignatures[1], message(b"after the restart")),
         &public_key,
-        m3,
     )
     .await;
 
     // p3 is killed while a full signing session with p1 runs: the session fails within the
-    // round deadline with p3 named, and p1 and p2 then sign.
+    // round deadline with p3 named, and p1 and p2 then sign the same request.
     let began = Instant::now();
+    let interrupted = full(message(b"interrupted"));
     let session = starter.run(
         &control,
         &[P1, P3],
-        Operation::Sign {
-            key,
-            message: b"x".to_vec(),
-        },
+        interrupted.clone(),
         Duration::from_secs(30),
     );
     let kill_p3 = async {
@@ -308,12 +364,7 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
     assert!(began.elapsed() < Duration::from_secs(30));
     assert!(matches!(err, StarterError::Failed { .. }), "{err}");
     assert_eq!(err.blamed(), vec![P3], "{err}");
-    let m4 = b"without p3";
-    let full = Operation::Sign {
-        key,
-        message: m4.to_vec(),
-    };
-    expect_signature(&starter, &control, &[P2, P1], full, &public_key, m4).await;
+    expect_signature(&starter, &control, &[P2, P1], interrupted, &public_key).await;
 
     // Graceful shutdown on SIGTERM.
     let pid = nodes[1].child.as_ref().unwrap().id();

@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_chain::{Eip1559Request, UnsignedTx, U256};
+use tessera_mpc::derive_child_public_key;
 use tessera_mpc::fixtures::insecure_test_primes;
 use tessera_node::local::{LocalCluster, LocalOptions, Network};
-use tessera_node::{Operation, Output};
+use tessera_node::{Operation, Output, StarterError};
+use tessera_policy::{dev, Payload};
 use tessera_store::KdfParams;
 use tessera_wire::{KeyId, PartyId};
 
@@ -131,7 +134,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
     );
     let key = KeyId::random();
     let t = Instant::now();
-    let Output::Keygen { public_key } = cluster
+    let Output::Keygen {
+        public_key,
+        chain_code,
+    } = cluster
         .run(
             &committee,
             Operation::Keygen { key, threshold: 2 },
@@ -145,9 +151,24 @@ async fn demo(args: DemoArgs) -> Result<()> {
     println!("      public key       0x{}", hex::encode(&public_key));
     println!("      Ethereum address {}", ethereum_address(&public_key)?);
 
+    let dev = cluster
+        .dev
+        .as_ref()
+        .context("the local cluster has no development policy")?;
     step(
         4,
-        "presignature with p1 and p2 (stored encrypted, usable once)",
+        "the policy every node pins, and a presignature with p1 and p2",
+    );
+    println!(
+        "      policy {} (development): 2 approvals by approvers ({}), at most 10 ETH per \
+         request on Sepolia, {} denied",
+        cluster.policy.hash(),
+        dev.approvers
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        dev::DEV_DENIED
     );
     let t = Instant::now();
     let Output::Presign { presignature } = cluster
@@ -158,37 +179,112 @@ async fn demo(args: DemoArgs) -> Result<()> {
     };
     println!("      presignature {presignature} in {:.1?}", t.elapsed());
 
-    let message = b"Tessera demo: transfer 1.5 ETH to 0x000000000000000000000000000000000000dEaD";
-    step(5, "online signing from the presignature (one round)");
+    step(
+        5,
+        "olivia asks to send 0.5 ETH on Sepolia; ana and ben approve; online signing",
+    );
+    let to = parse_address(RECIPIENT)?;
+    let raw = Eip1559Request::transfer(
+        dev::DEV_CHAIN_ID,
+        0,
+        to,
+        U256::from(500_000_000_000_000_000u128),
+    )
+    .encode();
+    let request = dev.request(
+        key,
+        Vec::new(),
+        Payload::EthereumTx { raw: raw.clone() },
+        now_unix(),
+    )?;
+    let approvals = dev.approve(&request);
+    println!(
+        "      request {} digest 0x{}",
+        request.id,
+        hex::encode(request.digest)
+    );
     let t = Instant::now();
     let online = Operation::OnlineSign {
-        key,
         presignature,
-        message: message.to_vec(),
+        request: request.clone(),
+        approvals: approvals.clone(),
     };
-    let signature = cluster.run(&[P1, P2], online.clone(), DEADLINE).await?;
-    let elapsed = t.elapsed();
-    show_signature(&public_key, message, &signature, elapsed)?;
+    let output = cluster.run(&[P1, P2], online, DEADLINE).await?;
+    let signature = signature_of(&output)?;
+    verify_with_k256(&public_key, &request.digest, signature)?;
+    let signed = UnsignedTx::decode(&raw)?.assemble(signature, &public_key)?;
+    let sender = tessera_chain::recover_sender(&signed)?;
+    println!("      signed in {:.1?}; verified with k256", t.elapsed());
+    println!("      signed transaction 0x{}", hex::encode(&signed));
+    println!(
+        "      its sender recovers to {} (the key's address)",
+        tessera_chain::checksummed(&sender)
+    );
+    if sender != tessera_chain::address(&public_key)? {
+        bail!("the signed transaction's sender is not the key's address");
+    }
 
-    step(6, "full interactive signing with p2 and p3");
+    step(
+        6,
+        "full signing with p2 and p3: an EIP-191 message from the HD child key m/0/7",
+    );
+    let path = vec![0, 7];
+    let child = derive_child_public_key(&public_key, &chain_code, &path)?;
+    let message = Payload::Message {
+        bytes: b"Tessera demo: proof of control".to_vec(),
+    };
+    let request = dev.request(key, path, message, now_unix())?;
+    let approvals = dev.approve(&request);
     let t = Instant::now();
-    let signature = cluster
+    let output = cluster
         .run(
             &[P2, P3],
             Operation::Sign {
-                key,
-                message: message.to_vec(),
+                request: request.clone(),
+                approvals: approvals.clone(),
             },
             DEADLINE,
         )
         .await?;
-    show_signature(&public_key, message, &signature, t.elapsed())?;
+    verify_with_k256(&child, &request.digest, signature_of(&output)?)?;
+    println!(
+        "      signed in {:.1?} by {} (child address); verified with k256",
+        t.elapsed(),
+        ethereum_address(&child)?
+    );
 
-    step(7, "using the presignature again is refused");
-    match cluster.run(&[P1, P2], online, DEADLINE).await {
-        Ok(_) => bail!("a presignature was used twice"),
-        Err(e) => println!("      refused: {e}"),
+    step(7, "what the nodes refuse, each with its reason");
+    let replay = Operation::Sign { request, approvals };
+    refused(
+        "the same request again",
+        cluster.run(&[P2, P3], replay, DEADLINE).await,
+    )?;
+    for (what, to, wei) in [
+        (
+            "20 ETH (over the 10 ETH limit)",
+            RECIPIENT,
+            20_000_000_000_000_000_000u128,
+        ),
+        ("a transfer to the denied address", dev::DEV_DENIED, 1),
+    ] {
+        let raw =
+            Eip1559Request::transfer(dev::DEV_CHAIN_ID, 1, parse_address(to)?, U256::from(wei))
+                .encode();
+        let request = dev.request(key, Vec::new(), Payload::EthereumTx { raw }, now_unix())?;
+        let approvals = dev.approve(&request);
+        let operation = Operation::Sign { request, approvals };
+        refused(what, cluster.run(&[P1, P2], operation, DEADLINE).await)?;
     }
+    let raw = Eip1559Request::transfer(dev::DEV_CHAIN_ID, 2, to, U256::from(1u64)).encode();
+    let request = dev.request(key, Vec::new(), Payload::EthereumTx { raw }, now_unix())?;
+    let mut approvals = dev.approve(&request);
+    approvals.truncate(1);
+    refused(
+        "a request with one approval of two",
+        cluster
+            .run(&[P1, P2], Operation::Sign { request, approvals }, DEADLINE)
+            .await,
+    )?;
 
     let refused: u64 = cluster
         .nodes
@@ -209,20 +305,39 @@ async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn show_signature(
-    public_key: &[u8],
-    message: &[u8],
-    output: &Output,
-    elapsed: Duration,
-) -> Result<()> {
-    let Output::Signature { signature } = output else {
-        bail!("signing returned no signature");
-    };
-    verify_with_k256(public_key, message, signature)?;
-    println!(
-        "      signature 0x{} in {elapsed:.1?}",
-        hex::encode(signature)
-    );
-    println!("      verified with k256 against the public key");
-    Ok(())
+const RECIPIENT: &str = "0x6069a6C32cf691F5982FEbae4fAF8a6f3AB2F0F6";
+
+fn parse_address(text: &str) -> Result<tessera_chain::Address> {
+    let mut address = [0u8; 20];
+    hex::decode_to_slice(text.trim_start_matches("0x"), &mut address)
+        .with_context(|| format!("{text} is not an address"))?;
+    Ok(address)
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn signature_of(output: &Output) -> Result<&[u8]> {
+    match output {
+        Output::Signature { signature } => Ok(signature),
+        _ => bail!("signing returned no signature"),
+    }
+}
+
+/// Prints why the nodes refused; a success here would be a bug.
+fn refused(what: &str, result: Result<Output, StarterError>) -> Result<()> {
+    match result {
+        Ok(_) => bail!("the nodes signed {what}; they must refuse it"),
+        Err(StarterError::Failed { failures, .. }) if !failures.is_empty() => {
+            let (party, failure) = &failures[0];
+            println!("      {what}: refused by {} signer(s)", failures.len());
+            println!("        {party}: {}", failure.message);
+            Ok(())
+        }
+        Err(e) => bail!("{what}: expected a refusal by the nodes, got {e}"),
+    }
 }

@@ -1,7 +1,7 @@
 //! Ethereum addresses and independent signature checks for the CLI's output.
 
 use anyhow::{Context, Result};
-use k256::ecdsa::signature::Verifier;
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
 
 /// The EIP-55 checksummed Ethereum address of a SEC1 public key.
 pub fn ethereum_address(public_key: &[u8]) -> Result<String> {
@@ -9,12 +9,12 @@ pub fn ethereum_address(public_key: &[u8]) -> Result<String> {
     Ok(tessera_chain::checksummed(&address))
 }
 
-/// Verifies `r || s` over SHA-256(`message`) against a SEC1 public key with `k256`.
-pub fn verify_with_k256(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<()> {
+/// Verifies `r || s` over a 32-byte digest against a SEC1 public key with `k256`.
+pub fn verify_with_k256(public_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> Result<()> {
     let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
         .context("not a secp256k1 public key")?;
     let sig = k256::ecdsa::Signature::from_slice(signature).context("not an r || s signature")?;
-    key.verify(message, &sig)
+    key.verify_prehash(digest, &sig)
         .context("the signature does not verify against the public key")
 }
 

@@ -14,6 +14,7 @@ use tessera_channel::identity::CoordinatorKey;
 use tessera_channel::{RosterHash, SignedRoster};
 use tessera_node::channels::NatsControl;
 use tessera_node::{Operation, Output, Starter};
+use tessera_policy::{Approval, SignRequest};
 use tessera_transport::nats::{connect_coordinator, CoordinatorNatsConfig, NatsMetrics};
 use tessera_wire::{KeyId, PartyId, SessionId};
 use zeroize::Zeroizing;
@@ -80,31 +81,33 @@ pub enum SessionCommand {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
-    /// Sign a message (SHA-256 of it): online with `--presignature`, else full signing.
+    /// Sign an approved request: online with `--presignature`, else full signing. Every node
+    /// re-checks the request, its approvals and its policy before it signs.
     Sign {
-        /// The key.
-        #[arg(long)]
-        key: KeyId,
         /// The signers, in order (for a presignature: the ones that made it).
         #[arg(long, value_delimiter = ',', required = true)]
         parties: Vec<PartyId>,
-        /// The message, as text.
-        #[arg(
-            long,
-            conflicts_with = "message_hex",
-            required_unless_present = "message_hex"
-        )]
-        message: Option<String>,
-        /// The message, as hex.
+        /// JSON file `{"request": …, "approvals": […]}`: the request as approvers signed it,
+        /// and their approvals.
         #[arg(long)]
-        message_hex: Option<String>,
-        /// A presignature made by exactly these parties (from `session presign`).
+        request: PathBuf,
+        /// A presignature made by exactly these parties (from `session presign`); master key
+        /// (empty derivation path) only.
         #[arg(long)]
         presignature: Option<SessionId>,
-        /// The key's public key (hex, SEC1), to verify the signature with k256.
+        /// The signing key's public key (hex, SEC1), to verify the signature with k256 (for a
+        /// child key: the child's public key).
         #[arg(long)]
         public_key: Option<String>,
     },
+}
+
+/// An approved request as `session sign` reads it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovedRequest {
+    request: SignRequest,
+    approvals: Vec<Approval>,
 }
 
 pub fn run(args: SessionArgs) -> Result<()> {
@@ -172,7 +175,7 @@ async fn session(args: SessionArgs) -> Result<()> {
             key,
         } => {
             let key = key.unwrap_or_else(KeyId::random);
-            let Output::Keygen { public_key } =
+            let Output::Keygen { public_key, .. } =
                 run(parties, Operation::Keygen { key, threshold }).await?
             else {
                 bail!("key generation returned no public key");
@@ -196,28 +199,22 @@ async fn session(args: SessionArgs) -> Result<()> {
             }
         }
         SessionCommand::Sign {
-            key,
             parties,
-            message,
-            message_hex,
+            request,
             presignature,
             public_key,
         } => {
-            let message = match (message, message_hex) {
-                (Some(text), _) => text.into_bytes(),
-                (None, Some(h)) => hex::decode(h.trim()).context("--message-hex is not hex")?,
-                (None, None) => bail!("give --message or --message-hex"),
-            };
+            let text = read_text(&request, "the request")?;
+            let ApprovedRequest { request, approvals } = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an approved request", request.display()))?;
+            let digest = request.digest;
             let operation = match presignature {
                 Some(presignature) => Operation::OnlineSign {
-                    key,
                     presignature,
-                    message: message.clone(),
+                    request,
+                    approvals,
                 },
-                None => Operation::Sign {
-                    key,
-                    message: message.clone(),
-                },
+                None => Operation::Sign { request, approvals },
             };
             let Output::Signature { signature } = run(parties, operation).await? else {
                 bail!("signing returned no signature");
@@ -225,7 +222,7 @@ async fn session(args: SessionArgs) -> Result<()> {
             println!("signature {}", hex::encode(&signature));
             if let Some(pk) = public_key {
                 let pk = hex::decode(pk.trim()).context("--public-key is not hex")?;
-                verify_with_k256(&pk, &message, &signature)?;
+                verify_with_k256(&pk, &digest, &signature)?;
                 println!("verified with k256 against the public key");
             }
         }

@@ -346,6 +346,9 @@ async fn operator_flow_to_a_working_permissioned_broker() {
         "{} is missing: build the whole workspace (scripts/test.sh does)",
         node_bin.display()
     );
+    let dev = tessera_policy::dev::DevPolicy::generate().unwrap();
+    std::fs::write(d.join("policy.toml"), dev.document.bytes()).unwrap();
+    let policy_pin = dev.document.hash().to_string();
     let mut node_processes = Vec::new();
     for p in ["p1", "p2", "p3"] {
         let config = d.join(format!("{p}.node.toml"));
@@ -353,6 +356,7 @@ async fn operator_flow_to_a_working_permissioned_broker() {
             &config,
             format!(
                 "identity = \"{p}.identity.json\"\nroster = \"roster.json\"\nroster_pin = \"{hash}\"\n\
+                 policy = \"policy.toml\"\npolicy_pin = \"{policy_pin}\"\n\
                  store = \"{p}-store\"\n[nats]\nurl = \"tls://127.0.0.1:{port}\"\n\
                  ca = \"nats/tls/ca.pem\"\ncert = \"nats/clients/{p}/cert.pem\"\n\
                  key = \"nats/clients/{p}/key.pem\"\n[primes]\npool_target = 0\n"
@@ -427,15 +431,23 @@ async fn operator_flow_to_a_working_permissioned_broker() {
         .to_owned();
     // Signing needs the committee's auxiliary info, and aux info needs primes: both refused
     // by every node, with the reason.
-    let out = session(&[
-        "sign",
-        "--key",
-        &key,
-        "--parties",
-        "p1,p2",
-        "--message",
-        "hi",
-    ]);
+    let payload = tessera_policy::Payload::Message {
+        bytes: b"hi".to_vec(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let request = dev
+        .request(key.parse().unwrap(), Vec::new(), payload, now)
+        .unwrap();
+    let approved = serde_json::json!({
+        "request": request,
+        "approvals": dev.approve(&request),
+    });
+    let request_file = d.join("request.json");
+    std::fs::write(&request_file, approved.to_string()).unwrap();
+    let out = session(&["sign", "--parties", "p1,p2", "--request", s(&request_file)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -477,14 +489,19 @@ fn demo_creates_a_key_and_signs_on_the_embedded_default() {
     assert!(out.contains("[7/7]"), "{out}");
     assert!(out.contains("INSECURE DEMO SHORTCUT"), "{out}");
     assert!(out.contains("Ethereum address 0x"), "{out}");
-    assert_eq!(
-        out.matches("verified with k256 against the public key")
-            .count(),
-        2,
-        "{out}"
-    );
-    assert!(out.contains("refused: session"), "{out}");
-    assert!(out.contains("already used"), "{out}");
+    assert_eq!(out.matches("verified with k256").count(), 2, "{out}");
+    assert!(out.contains("(the key's address)"), "{out}");
+    assert!(out.contains("signed transaction 0x02"), "{out}");
+    // Every refusal comes from both signers, with the nodes' reason.
+    assert_eq!(out.matches("refused by 2 signer(s)").count(), 4, "{out}");
+    for reason in [
+        "already signed",
+        "per-request limit",
+        "deny list",
+        "needs 2 approvals",
+    ] {
+        assert!(out.contains(reason), "{reason}: {out}");
+    }
     assert!(
         out.contains("in-memory transport, 0 frames refused"),
         "{out}"
@@ -520,12 +537,8 @@ fn demo_runs_over_a_development_broker() {
         out.contains(&format!("development broker at {url}")),
         "{out}"
     );
-    assert_eq!(
-        out.matches("verified with k256 against the public key")
-            .count(),
-        2,
-        "{out}"
-    );
+    assert_eq!(out.matches("verified with k256").count(), 2, "{out}");
+    assert_eq!(out.matches("refused by 2 signer(s)").count(), 4, "{out}");
     assert!(out.contains("NATS transport, 0 frames refused"), "{out}");
     // Nothing listening: a clear error, not a hang.
     drop(_server);

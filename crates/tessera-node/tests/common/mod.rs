@@ -1,4 +1,4 @@
-//! Shared test support: fixture committees and signature checks.
+//! Shared test support: fixture committees, approved requests and signature checks.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -7,7 +7,8 @@ use tessera_mpc::fixtures::{insecure_committee_2of3, CommitteeFixture};
 use tessera_mpc::{AuxInfo, IncompleteKeyShare};
 use tessera_node::local::LocalCluster;
 use tessera_node::state::KeyRecord;
-use tessera_node::Output;
+use tessera_node::{Operation, Output};
+use tessera_policy::{Approval, Payload, SignRequest};
 use tessera_wire::{KeyId, PartyId};
 
 pub const P1: PartyId = PartyId(1);
@@ -51,9 +52,48 @@ pub fn install(cluster: &LocalCluster, fixture: CommitteeFixture) -> (KeyId, Vec
     (key, public)
 }
 
-/// Checks `r || s` over SHA-256(`message`) against a compressed public key, with k256.
-pub fn k256_verifies(public_key: &[u8], message: &[u8], output: &Output) -> bool {
-    use k256::ecdsa::signature::Verifier;
+/// A fresh request by the development operator to sign `text` as an EIP-191 message with
+/// the master key, and both development approvers' approvals.
+pub fn approved(cluster: &LocalCluster, key: KeyId, text: &[u8]) -> (SignRequest, Vec<Approval>) {
+    approved_payload(
+        cluster,
+        key,
+        Payload::Message {
+            bytes: text.to_vec(),
+        },
+    )
+}
+
+/// A fresh approved request for `payload` (master key).
+pub fn approved_payload(
+    cluster: &LocalCluster,
+    key: KeyId,
+    payload: Payload,
+) -> (SignRequest, Vec<Approval>) {
+    let dev = cluster.dev.as_ref().expect("a development policy");
+    let request = dev.request(key, Vec::new(), payload, now()).unwrap();
+    let approvals = dev.approve(&request);
+    (request, approvals)
+}
+
+/// Full signing of a fresh approved message request.
+pub fn sign_message(cluster: &LocalCluster, key: KeyId, text: &[u8]) -> (Operation, [u8; 32]) {
+    let (request, approvals) = approved(cluster, key, text);
+    let digest = request.digest;
+    (Operation::Sign { request, approvals }, digest)
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Checks `r || s` over a 32-byte digest against a compressed public key, with k256.
+pub fn k256_verifies(public_key: &[u8], digest: &[u8; 32], output: &Output) -> bool {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let Output::Signature { signature } = output else {
         return false;
     };
@@ -61,5 +101,5 @@ pub fn k256_verifies(public_key: &[u8], message: &[u8], output: &Output) -> bool
     let Ok(sig) = k256::ecdsa::Signature::from_slice(signature) else {
         return false;
     };
-    key.verify(message, &sig).is_ok()
+    key.verify_prehash(digest, &sig).is_ok()
 }

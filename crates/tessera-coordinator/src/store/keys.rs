@@ -1,0 +1,268 @@
+//! The `keys` table: threshold keys and their generation status.
+
+use sqlx::any::AnyRow;
+use tessera_wire::{KeyId, PartyId};
+
+use super::row::Cols;
+use super::types::{parties_from_text, parties_to_text};
+use super::{InsertOutcome, KeyStatus, Store, StoreError};
+
+/// A key to create; it starts in [`KeyStatus::Creating`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey {
+    /// The key's id.
+    pub id: KeyId,
+    /// A unique human name.
+    pub name: String,
+    /// How many parties sign together.
+    pub threshold: u16,
+    /// The parties holding shares.
+    pub committee: Vec<PartyId>,
+    /// When key generation was requested (Unix seconds).
+    pub created_at: i64,
+}
+
+/// A stored key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRow {
+    /// The key's id.
+    pub id: KeyId,
+    /// Its unique human name.
+    pub name: String,
+    /// How many parties sign together.
+    pub threshold: u16,
+    /// The parties holding shares.
+    pub committee: Vec<PartyId>,
+    /// The public key once generated (its encoding is the caller's).
+    pub public_key: Option<Vec<u8>>,
+    /// The HD chain code key generation reported, if any.
+    pub chain_code: Option<Vec<u8>>,
+    /// Where the key is in its life.
+    pub status: KeyStatus,
+    /// Why key generation failed.
+    pub error: Option<String>,
+    /// When key generation was requested (Unix seconds).
+    pub created_at: i64,
+    /// When the row last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, name, threshold, committee, public_key, chain_code, status, error, \
+                       created_at, updated_at";
+
+fn key_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
+    let c = Cols::new(row, "keys");
+    Ok(KeyRow {
+        id: c.parse("id")?,
+        name: c.text("name")?,
+        threshold: c.small("threshold")?,
+        committee: c.with("committee", parties_from_text)?,
+        public_key: c.opt_hex("public_key")?,
+        chain_code: c.opt_hex("chain_code")?,
+        status: c.parse("status")?,
+        error: c.opt_text("error")?,
+        created_at: c.int("created_at")?,
+        updated_at: c.int("updated_at")?,
+    })
+}
+
+fn validate(new: &NewKey) -> Result<(), StoreError> {
+    let invalid = |what, reason: String| Err(StoreError::Invalid { what, reason });
+    if new.name.trim().is_empty() || new.name.len() > 128 {
+        return invalid("key name", "use 1 to 128 characters".into());
+    }
+    let mut committee = new.committee.clone();
+    committee.sort();
+    committee.dedup();
+    if committee.len() != new.committee.len() || committee.iter().any(|p| p.0 == 0) {
+        return invalid(
+            "committee",
+            format!(
+                "{} must list distinct parties numbered from 1",
+                PartyId::list(&new.committee)
+            ),
+        );
+    }
+    if new.threshold == 0 || usize::from(new.threshold) > new.committee.len() {
+        return invalid(
+            "threshold",
+            format!(
+                "{} must be between 1 and the committee size {}",
+                new.threshold,
+                new.committee.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records a key to be generated. Idempotent: the same key again returns
+    /// [`InsertOutcome::Existing`]; the id reused for another key, or the name taken by another
+    /// key, is a [`StoreError::Conflict`].
+    pub async fn insert_key(&self, new: &NewKey) -> Result<InsertOutcome<KeyRow>, StoreError> {
+        validate(new)?;
+        let inserted = sqlx::query(
+            "INSERT INTO keys (id, name, threshold, committee, public_key, status, error, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, $5, NULL, $6, $6) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(new.id.to_string())
+        .bind(&new.name)
+        .bind(i64::from(new.threshold))
+        .bind(parties_to_text(&new.committee))
+        .bind(KeyStatus::Creating.as_str())
+        .bind(new.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("inserting key {}", new.id), e))?
+        .rows_affected();
+        if inserted == 1 {
+            tracing::debug!(key = %new.id, name = %new.name, "key recorded");
+            return Ok(InsertOutcome::Inserted);
+        }
+        match self.get_key(new.id).await? {
+            Some(existing)
+                if existing.name == new.name
+                    && existing.threshold == new.threshold
+                    && existing.committee == new.committee =>
+            {
+                Ok(InsertOutcome::Existing(existing))
+            }
+            Some(_) => Err(StoreError::Conflict(format!(
+                "key id {} is already used for a different key; choose a new key id",
+                new.id
+            ))),
+            None => Err(StoreError::Conflict(format!(
+                "a key named {:?} already exists; choose another name",
+                new.name
+            ))),
+        }
+    }
+
+    /// The key with this id, if any.
+    pub async fn get_key(&self, id: KeyId) -> Result<Option<KeyRow>, StoreError> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM keys WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::db(format_args!("reading key {id}"), e))?
+            .as_ref()
+            .map(key_row)
+            .transpose()
+    }
+
+    /// The key with this name, if any.
+    pub async fn get_key_by_name(&self, name: &str) -> Result<Option<KeyRow>, StoreError> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM keys WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::db(format_args!("reading key {name:?}"), e))?
+            .as_ref()
+            .map(key_row)
+            .transpose()
+    }
+
+    /// Every key, by name.
+    pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM keys ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("listing keys", e))?
+            .iter()
+            .map(key_row)
+            .collect()
+    }
+
+    /// Marks a key being created as ready with its public key and HD chain code (if key
+    /// generation reported one). Returns false if the key is no longer being created (already
+    /// ready or failed); [`StoreError::NotFound`] if unknown.
+    pub async fn set_key_ready(
+        &self,
+        id: KeyId,
+        public_key: &[u8],
+        chain_code: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        self.finish_key(
+            id,
+            KeyStatus::Ready,
+            Some(hex::encode(public_key)),
+            chain_code.map(hex::encode),
+            None,
+        )
+        .await
+    }
+
+    /// Marks a key being created as failed with the reason. Returns false if the key is no
+    /// longer being created; [`StoreError::NotFound`] if unknown.
+    pub async fn set_key_failed(&self, id: KeyId, error: &str) -> Result<bool, StoreError> {
+        self.finish_key(id, KeyStatus::Failed, None, None, Some(error))
+            .await
+    }
+
+    /// Marks every key still being created since before `before` (Unix seconds) as failed with
+    /// `error`: its key generation cannot still be running. Returns their ids, sorted.
+    pub async fn fail_stale_keys(
+        &self,
+        before: i64,
+        error: &str,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE keys SET status = $1, error = $2, updated_at = $3 \
+             WHERE status = $4 AND updated_at < $5 RETURNING id",
+        )
+        .bind(KeyStatus::Failed.as_str())
+        .bind(error)
+        .bind(self.now())
+        .bind(KeyStatus::Creating.as_str())
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::db("failing stale key generations", e))?;
+        let mut ids = rows
+            .iter()
+            .map(|row| Cols::new(row, "keys").parse::<KeyId>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        if !ids.is_empty() {
+            tracing::warn!(count = ids.len(), "stale key generations marked failed");
+        }
+        Ok(ids)
+    }
+
+    async fn finish_key(
+        &self,
+        id: KeyId,
+        status: KeyStatus,
+        public_key: Option<String>,
+        chain_code: Option<String>,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE keys SET status = $1, public_key = $2, chain_code = $3, error = $4, \
+             updated_at = $5 WHERE id = $6 AND status = $7",
+        )
+        .bind(status.as_str())
+        .bind(public_key)
+        .bind(chain_code)
+        .bind(error)
+        .bind(self.now())
+        .bind(id.to_string())
+        .bind(KeyStatus::Creating.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("marking key {id} {status}"), e))?
+        .rows_affected();
+        if changed == 1 {
+            tracing::info!(key = %id, %status, "key status changed");
+            return Ok(true);
+        }
+        match self.get_key(id).await? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound(format!(
+                "no key {id}; check the key id (list the keys to see them)"
+            ))),
+        }
+    }
+}

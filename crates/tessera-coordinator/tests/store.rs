@@ -1,0 +1,1183 @@
+//! The coordinator store's behaviour, written once and run against SQLite (a temp file) and
+//! PostgreSQL (a throwaway server from `tessera_coordinator::testing`). PostgreSQL tests fail,
+//! not skip, when PostgreSQL is missing: run ./scripts/setup.sh.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use sqlx::any::AnyPoolOptions;
+use tempfile::TempDir;
+use tessera_coordinator::store::{
+    AddApproval, Approval, ApprovalSubject, Backend, Decision, InsertOutcome, KeyStatus, NewKey,
+    NewProposal, NewRequest, NewSession, PolicyRow, ProposalId, ProposalState, RequestFilter,
+    RequestKind, RequestState, SessionOutcome, SessionSubject, Spend, Store, StoreError,
+    SCHEMA_VERSION,
+};
+use tessera_coordinator::testing::PostgresServer;
+use tessera_wire::{KeyId, PartyId, RequestId, SessionId};
+
+/// A database for one test, kept alive as long as the value.
+struct Db {
+    url: String,
+    clock: Arc<AtomicI64>,
+    _sqlite_dir: Option<TempDir>,
+    _postgres: Option<PostgresServer>,
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Db {
+            url: format!("sqlite://{}", dir.path().join("coordinator.db").display()),
+            clock: Arc::new(AtomicI64::new(1_000)),
+            _sqlite_dir: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    async fn postgres() -> Db {
+        let server = PostgresServer::start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Db {
+            url: server.url().to_owned(),
+            clock: Arc::new(AtomicI64::new(1_000)),
+            _sqlite_dir: None,
+            _postgres: Some(server),
+        }
+    }
+
+    /// A store whose clock is [`Db::set_time`].
+    async fn store(&self) -> Store {
+        let clock = self.clock.clone();
+        Store::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_clock(move || clock.load(Ordering::SeqCst))
+    }
+
+    fn set_time(&self, now: i64) {
+        self.clock.store(now, Ordering::SeqCst);
+    }
+
+    /// Raw SQL, as an operator or another program could run it.
+    async fn raw(&self, sql: &str) {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.url)
+            .await
+            .expect("raw connection");
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+        pool.close().await;
+    }
+}
+
+/// Runs each named behaviour against SQLite and PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Db::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Db::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_are_idempotent_and_data_survives_reopen,
+    concurrent_first_opens_migrate_once,
+    newer_schema_is_refused,
+    keys_lifecycle,
+    insert_request_is_idempotent_and_detects_conflicts,
+    transitions_compare_and_set,
+    concurrent_writers_agree,
+    list_requests_filters_orders_and_pages,
+    expire_due_moves_only_open_requests_past_expiry,
+    approvals_are_decided_once,
+    nonce_replays_are_detected_and_pruned,
+    spend_windows_and_large_amounts,
+    policy_activation_picks_highest_revision,
+    policy_proposals_lifecycle,
+    sessions_lifecycle,
+    unreadable_rows_are_errors_not_panics,
+);
+
+fn kid(n: u8) -> KeyId {
+    KeyId([n; 16])
+}
+
+fn rid(n: u8) -> RequestId {
+    RequestId([n; 16])
+}
+
+fn new_key(n: u8, name: &str) -> NewKey {
+    NewKey {
+        id: kid(n),
+        name: name.to_owned(),
+        threshold: 2,
+        committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+        created_at: 100,
+    }
+}
+
+fn new_request(n: u8, key: KeyId, created_at: i64) -> NewRequest {
+    NewRequest {
+        id: rid(n),
+        key_id: key,
+        kind: RequestKind::Transfer,
+        state: RequestState::PendingApproval,
+        body: vec![0xab, n, 0x00, 0xff],
+        request_digest: vec![n; 32],
+        submitted_by: "operator-1".to_owned(),
+        created_at,
+        expires_at: created_at + 3_600,
+        reasons: Vec::new(),
+    }
+}
+
+async fn store_with_key(db: &Db) -> Store {
+    let store = db.store().await;
+    store.insert_key(&new_key(1, "treasury")).await.unwrap();
+    store
+}
+
+async fn migrations_are_idempotent_and_data_survives_reopen(db: &Db) {
+    let store = store_with_key(db).await;
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    store.close().await;
+
+    // Reconnecting runs the migrator again: nothing is re-applied and the data is still there.
+    let again = db.store().await;
+    assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let key = again
+        .get_key(kid(1))
+        .await
+        .unwrap()
+        .expect("key survives reopen");
+    assert_eq!(key.name, "treasury");
+    // A second store on the same database at the same time is fine too.
+    let third = db.store().await;
+    assert_eq!(third.list_keys().await.unwrap().len(), 1);
+    again.close().await;
+    third.close().await;
+
+    // Exactly one row per migration.
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new().connect(&db.url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, SCHEMA_VERSION);
+    if db.url.starts_with("sqlite") {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+    pool.close().await;
+}
+
+async fn concurrent_first_opens_migrate_once(db: &Db) {
+    // Coordinators starting together on a new database.
+    let opens = (0..4).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move { Store::connect(&url).await })
+    });
+    for open in opens {
+        let store = open.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    }
+}
+
+async fn newer_schema_is_refused(db: &Db) {
+    db.store().await.close().await;
+    // What a newer coordinator would leave behind: a migration this code does not know.
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new().connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(SCHEMA_VERSION + 1)
+    .bind("from the future")
+    .bind(true)
+    .bind(vec![0u8; 48])
+    .bind(0i64)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let err = Store::connect(&db.url).await.unwrap_err();
+    match &err {
+        StoreError::SchemaTooNew { found, supported } => {
+            assert_eq!(*found, SCHEMA_VERSION + 1);
+            assert_eq!(*supported, SCHEMA_VERSION);
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    assert!(err.to_string().contains("at least as new"), "{err}");
+}
+
+async fn keys_lifecycle(db: &Db) {
+    let store = db.store().await;
+    db.set_time(500);
+    assert_eq!(
+        store.insert_key(&new_key(2, "zeta")).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        store.insert_key(&new_key(1, "alpha")).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    // A retry is idempotent.
+    let InsertOutcome::Existing(existing) = store.insert_key(&new_key(1, "alpha")).await.unwrap()
+    else {
+        panic!("retry not recognised");
+    };
+    assert_eq!(existing.status, KeyStatus::Creating);
+    assert_eq!(existing.committee, vec![PartyId(1), PartyId(2), PartyId(3)]);
+    assert_eq!(existing.public_key, None);
+    // The name is taken; the id is taken by another key.
+    let err = store.insert_key(&new_key(3, "alpha")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("already exists")),
+        "{err}"
+    );
+    let err = store.insert_key(&new_key(1, "beta")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("different key")),
+        "{err}"
+    );
+    // Bad shapes are refused before the database.
+    let mut bad = new_key(4, "bad");
+    bad.threshold = 4;
+    assert!(matches!(
+        store.insert_key(&bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    bad.threshold = 2;
+    bad.committee = vec![PartyId(1), PartyId(1)];
+    assert!(matches!(
+        store.insert_key(&bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+
+    let names: Vec<_> = store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["alpha", "zeta"]);
+    assert_eq!(
+        store.get_key_by_name("zeta").await.unwrap().unwrap().id,
+        kid(2)
+    );
+    assert_eq!(store.get_key_by_name("nope").await.unwrap(), None);
+    assert_eq!(store.get_key(kid(9)).await.unwrap(), None);
+
+    db.set_time(600);
+    let public_key = [2u8; 33];
+    assert!(store
+        .set_key_ready(kid(1), &public_key, Some(&[7u8; 32]))
+        .await
+        .unwrap());
+    // Only a key being created can finish.
+    assert!(!store.set_key_failed(kid(1), "late").await.unwrap());
+    assert!(!store.set_key_ready(kid(1), &[3u8; 33], None).await.unwrap());
+    let ready = store.get_key(kid(1)).await.unwrap().unwrap();
+    assert_eq!(ready.status, KeyStatus::Ready);
+    assert_eq!(ready.public_key.as_deref(), Some(&public_key[..]));
+    assert_eq!(ready.chain_code.as_deref(), Some(&[7u8; 32][..]));
+    assert_eq!(ready.error, None);
+    assert_eq!((ready.created_at, ready.updated_at), (100, 600));
+
+    assert!(store.set_key_failed(kid(2), "p3 timed out").await.unwrap());
+    let failed = store.get_key(kid(2)).await.unwrap().unwrap();
+    assert_eq!(failed.status, KeyStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("p3 timed out"));
+    assert!(matches!(
+        store.set_key_ready(kid(9), &public_key, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn insert_request_is_idempotent_and_detects_conflicts(db: &Db) {
+    let store = store_with_key(db).await;
+    let request = new_request(1, kid(1), 1_000);
+    assert_eq!(
+        store.insert_request(&request).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+
+    // The same request again: the stored row, unchanged, with its current state.
+    assert!(store
+        .transition_request(
+            request.id,
+            &[RequestState::PendingApproval],
+            RequestState::Approved,
+            None,
+            None
+        )
+        .await
+        .unwrap());
+    let InsertOutcome::Existing(row) = store.insert_request(&request).await.unwrap() else {
+        panic!("retry not recognised");
+    };
+    assert_eq!(row.id, request.id);
+    assert_eq!(row.key_id, request.key_id);
+    assert_eq!(row.kind, request.kind);
+    assert_eq!(row.body, request.body);
+    assert_eq!(row.request_digest, request.request_digest);
+    assert_eq!(row.submitted_by, request.submitted_by);
+    assert_eq!((row.created_at, row.expires_at), (1_000, 4_600));
+    assert_eq!(row.state, RequestState::Approved);
+    assert_eq!((row.result, row.error, row.attempts), (None, None, 0));
+
+    // The same id for anything else is a conflict.
+    let mut other_body = request.clone();
+    other_body.body.push(1);
+    let mut other_digest = request.clone();
+    other_digest.request_digest[0] ^= 1;
+    for conflicting in [other_body, other_digest] {
+        let err = store.insert_request(&conflicting).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("already used for a different request")),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        store.get_request(request.id).await.unwrap().unwrap().body,
+        request.body
+    );
+
+    // A request for a key that does not exist (foreign keys are enforced).
+    let err = store
+        .insert_request(&new_request(2, kid(9), 1_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound(ref m) if m.contains("create the key")),
+        "{err}"
+    );
+    assert_eq!(store.get_request(rid(2)).await.unwrap(), None);
+}
+
+async fn transitions_compare_and_set(db: &Db) {
+    let store = store_with_key(db).await;
+    let id = rid(1);
+    db.set_time(1_000);
+    store
+        .insert_request(&new_request(1, kid(1), 1_000))
+        .await
+        .unwrap();
+
+    db.set_time(1_010);
+    use RequestState::*;
+    assert!(store
+        .transition_request(id, &[PendingApproval], Approved, None, None)
+        .await
+        .unwrap());
+    // The second mover from the old state loses.
+    assert!(!store
+        .transition_request(id, &[PendingApproval], Rejected, None, None)
+        .await
+        .unwrap());
+    assert!(!store
+        .transition_request(id, &[], Signing, None, None)
+        .await
+        .unwrap());
+    let row = store.get_request(id).await.unwrap().unwrap();
+    assert_eq!((row.state, row.updated_at), (Approved, 1_010));
+
+    db.set_time(1_020);
+    assert!(store
+        .transition_request(id, &[Approved, Signing], Signing, None, None)
+        .await
+        .unwrap());
+    assert_eq!(store.increment_attempts(id).await.unwrap(), 1);
+    // A failed attempt goes back for a retry with its error kept.
+    assert!(store
+        .transition_request(id, &[Signing], Approved, None, Some("p2 timed out"))
+        .await
+        .unwrap());
+    assert!(store
+        .transition_request(id, &[Approved], Signing, None, None)
+        .await
+        .unwrap());
+    assert_eq!(store.increment_attempts(id).await.unwrap(), 2);
+    let row = store.get_request(id).await.unwrap().unwrap();
+    assert_eq!(row.error.as_deref(), Some("p2 timed out"));
+
+    db.set_time(1_030);
+    let signed = vec![0x02, 0xf8, 0x6b];
+    assert!(store
+        .transition_request(id, &[Signing], Signed, Some(&signed), None)
+        .await
+        .unwrap());
+    let row = store.get_request(id).await.unwrap().unwrap();
+    assert_eq!(row.state, Signed);
+    assert_eq!(row.result.as_deref(), Some(&signed[..]));
+    assert_eq!(row.attempts, 2);
+    assert_eq!(row.updated_at, 1_030);
+    // Final: nothing moves it from a state it is not in.
+    assert!(!store
+        .transition_request(
+            id,
+            &[PendingApproval, Approved, Signing],
+            Cancelled,
+            None,
+            None
+        )
+        .await
+        .unwrap());
+
+    assert!(matches!(
+        store
+            .transition_request(rid(9), &[PendingApproval], Approved, None, None)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.increment_attempts(rid(9)).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn concurrent_writers_agree(db: &Db) {
+    let store = store_with_key(db).await;
+    let request = new_request(1, kid(1), 1_000);
+    let inserts = (0..8).map(|_| {
+        let store = store.clone();
+        let request = request.clone();
+        tokio::spawn(async move { store.insert_request(&request).await })
+    });
+    let mut inserted = 0;
+    for insert in inserts {
+        match insert.await.unwrap().unwrap() {
+            InsertOutcome::Inserted => inserted += 1,
+            InsertOutcome::Existing(row) => assert_eq!(row.body, request.body),
+        }
+    }
+    assert_eq!(inserted, 1);
+
+    let moves = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .transition_request(
+                    rid(1),
+                    &[RequestState::PendingApproval],
+                    RequestState::Approved,
+                    None,
+                    None,
+                )
+                .await
+        })
+    });
+    let mut won = 0;
+    for m in moves {
+        won += usize::from(m.await.unwrap().unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+async fn list_requests_filters_orders_and_pages(db: &Db) {
+    let store = store_with_key(db).await;
+    store.insert_key(&new_key(2, "ops")).await.unwrap();
+    // (request, key, created_at); 3 and 4 share a creation time.
+    for (n, key, at) in [
+        (1, 1, 100),
+        (2, 2, 200),
+        (3, 1, 300),
+        (4, 2, 300),
+        (5, 1, 500),
+    ] {
+        store
+            .insert_request(&new_request(n, kid(key), at))
+            .await
+            .unwrap();
+    }
+    store
+        .transition_request(
+            rid(3),
+            &[RequestState::PendingApproval],
+            RequestState::Approved,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .transition_request(
+            rid(4),
+            &[RequestState::PendingApproval],
+            RequestState::Approved,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let ids = |rows: Vec<tessera_coordinator::store::RequestRow>| {
+        rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let all = ids(store
+        .list_requests(&RequestFilter::default())
+        .await
+        .unwrap());
+    // Newest first; equal times by id, descending.
+    assert_eq!(all, [rid(5), rid(4), rid(3), rid(2), rid(1)]);
+
+    let approved = RequestFilter {
+        state: Some(RequestState::Approved),
+        ..RequestFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_requests(&approved).await.unwrap()),
+        [rid(4), rid(3)]
+    );
+    let key1 = RequestFilter {
+        key_id: Some(kid(1)),
+        ..RequestFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_requests(&key1).await.unwrap()),
+        [rid(5), rid(3), rid(1)]
+    );
+    let both = RequestFilter {
+        state: Some(RequestState::Approved),
+        key_id: Some(kid(2)),
+        ..RequestFilter::default()
+    };
+    assert_eq!(ids(store.list_requests(&both).await.unwrap()), [rid(4)]);
+    let none = RequestFilter {
+        state: Some(RequestState::Signed),
+        ..RequestFilter::default()
+    };
+    assert!(store.list_requests(&none).await.unwrap().is_empty());
+
+    // Pages of two, following the last id of each page, cover everything once.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ids(store
+            .list_requests(&RequestFilter {
+                limit: 2,
+                after,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap());
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = page.last().copied();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    // Paging within a filter.
+    let page = ids(store
+        .list_requests(&RequestFilter {
+            after: Some(rid(5)),
+            ..key1.clone()
+        })
+        .await
+        .unwrap());
+    assert_eq!(page, [rid(3), rid(1)]);
+    assert!(matches!(
+        store
+            .list_requests(&RequestFilter {
+                after: Some(rid(9)),
+                ..RequestFilter::default()
+            })
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let zero = RequestFilter {
+        limit: 0,
+        ..RequestFilter::default()
+    };
+    assert!(store.list_requests(&zero).await.unwrap().is_empty());
+}
+
+async fn expire_due_moves_only_open_requests_past_expiry(db: &Db) {
+    let store = store_with_key(db).await;
+    // Request n expires at 1000 + 100 n.
+    for n in 1..=6 {
+        let mut request = new_request(n, kid(1), 0);
+        request.expires_at = 1_000 + 100 * i64::from(n);
+        store.insert_request(&request).await.unwrap();
+    }
+    use RequestState::*;
+    store
+        .transition_request(rid(2), &[PendingApproval], Approved, None, None)
+        .await
+        .unwrap();
+    store
+        .transition_request(rid(3), &[PendingApproval], Signing, None, None)
+        .await
+        .unwrap();
+    store
+        .transition_request(rid(4), &[PendingApproval], Cancelled, None, None)
+        .await
+        .unwrap();
+
+    db.set_time(7_777);
+    // At 1400: 1 (pending), 2 (approved), 4's expiry has come (1400) but it is cancelled;
+    // 3 is signing: a running session is not cut off. 5 and 6 are not due yet.
+    assert_eq!(store.expire_due(1_400).await.unwrap(), [rid(1), rid(2)]);
+    assert_eq!(store.expire_due(1_400).await.unwrap(), []);
+    let states: Vec<_> = states_of_six(&store).await;
+    assert_eq!(
+        states,
+        [
+            Expired,
+            Expired,
+            Signing,
+            Cancelled,
+            PendingApproval,
+            PendingApproval
+        ]
+    );
+    assert_eq!(
+        store.get_request(rid(1)).await.unwrap().unwrap().updated_at,
+        1_400
+    );
+    // Expiry is inclusive: due exactly at its expiry time.
+    assert_eq!(store.expire_due(1_500).await.unwrap(), [rid(5)]);
+}
+
+async fn states_of_six(store: &Store) -> Vec<RequestState> {
+    let mut states = Vec::new();
+    for n in 1..=6 {
+        states.push(store.get_request(rid(n)).await.unwrap().unwrap().state);
+    }
+    states
+}
+
+async fn approvals_are_decided_once(db: &Db) {
+    let store = db.store().await;
+    let subject = ApprovalSubject::Request(rid(1));
+    let approval = |approver: &str, decision, at| Approval {
+        subject,
+        approver: approver.to_owned(),
+        decision,
+        signature: vec![0x5a; 64],
+        created_at: at,
+    };
+    let alice = approval("alice", Decision::Approve, 10);
+    assert_eq!(
+        store.add_approval(&alice).await.unwrap(),
+        AddApproval::Added
+    );
+    // Alice cannot change her mind, nor count twice.
+    assert_eq!(
+        store
+            .add_approval(&approval("alice", Decision::Reject, 11))
+            .await
+            .unwrap(),
+        AddApproval::Duplicate(alice.clone())
+    );
+    assert_eq!(
+        store.add_approval(&alice).await.unwrap(),
+        AddApproval::Duplicate(alice.clone())
+    );
+    let bob = approval("bob", Decision::Reject, 12);
+    assert_eq!(store.add_approval(&bob).await.unwrap(), AddApproval::Added);
+    // The same approver on another subject is another decision.
+    let policy = ApprovalSubject::Policy(ProposalId([7; 16]));
+    let on_policy = Approval {
+        subject: policy,
+        ..alice.clone()
+    };
+    assert_eq!(
+        store.add_approval(&on_policy).await.unwrap(),
+        AddApproval::Added
+    );
+
+    assert_eq!(store.approvals_for(subject).await.unwrap(), [alice, bob]);
+    assert_eq!(store.approvals_for(policy).await.unwrap(), [on_policy]);
+    assert!(store
+        .approvals_for(ApprovalSubject::Request(rid(2)))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn nonce_replays_are_detected_and_pruned(db: &Db) {
+    let store = db.store().await;
+    assert!(store.remember_nonce("alice", "n1", 100).await.unwrap());
+    assert!(
+        !store.remember_nonce("alice", "n1", 100).await.unwrap(),
+        "replay accepted"
+    );
+    assert!(
+        !store.remember_nonce("alice", "n1", 999).await.unwrap(),
+        "replay accepted"
+    );
+    // Nonces are per principal.
+    assert!(store.remember_nonce("bob", "n1", 100).await.unwrap());
+    assert!(store.remember_nonce("alice", "n2", 200).await.unwrap());
+
+    // At 100 the nonces expiring at 100 are still kept; at 101 they go.
+    assert_eq!(store.prune_nonces(100).await.unwrap(), 0);
+    assert_eq!(store.prune_nonces(101).await.unwrap(), 2);
+    assert!(
+        !store.remember_nonce("alice", "n2", 200).await.unwrap(),
+        "unexpired nonce pruned"
+    );
+    assert!(store.remember_nonce("alice", "n1", 300).await.unwrap());
+    assert_eq!(store.prune_nonces(101).await.unwrap(), 0);
+}
+
+async fn spend_windows_and_large_amounts(db: &Db) {
+    let store = store_with_key(db).await;
+    store.insert_key(&new_key(2, "ops")).await.unwrap();
+    let u256_max = "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+    let above_u64 = "18446744073709551616";
+    // (request, key, asset, amount, signed_at)
+    let spends = [
+        (1, 1, "eth", "5", 100),
+        (2, 1, "eth", above_u64, 200),
+        (3, 1, "usdc", "7", 200),
+        (4, 2, "eth", "9", 250),
+        (5, 1, "eth", u256_max, 300),
+    ];
+    for (n, key, asset, amount, at) in spends {
+        store
+            .insert_request(&new_request(n, kid(key), 0))
+            .await
+            .unwrap();
+        let spend = Spend {
+            request_id: rid(n),
+            key_id: kid(key),
+            asset: asset.to_owned(),
+            amount: amount.to_owned(),
+            signed_at: at,
+        };
+        assert_eq!(
+            store.record_spend(&spend).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            store.record_spend(&spend).await.unwrap(),
+            InsertOutcome::Existing(spend.clone())
+        );
+    }
+    assert_eq!(
+        store.spends_since(kid(1), "eth", 0).await.unwrap(),
+        ["5", above_u64, u256_max]
+    );
+    // The window's start is inclusive.
+    assert_eq!(
+        store.spends_since(kid(1), "eth", 200).await.unwrap(),
+        [above_u64, u256_max]
+    );
+    assert_eq!(
+        store.spends_since(kid(1), "eth", 301).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.spends_since(kid(1), "usdc", 0).await.unwrap(), ["7"]);
+    assert_eq!(store.spends_since(kid(2), "eth", 0).await.unwrap(), ["9"]);
+
+    let mut twice = Spend {
+        request_id: rid(1),
+        key_id: kid(1),
+        asset: "eth".to_owned(),
+        amount: "6".to_owned(),
+        signed_at: 100,
+    };
+    assert!(matches!(
+        store.record_spend(&twice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    twice.amount = "1.5".to_owned();
+    assert!(matches!(
+        store.record_spend(&twice).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    twice.request_id = rid(9);
+    twice.amount = "1".to_owned();
+    assert!(matches!(
+        store.record_spend(&twice).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn policy_activation_picks_highest_revision(db: &Db) {
+    let store = db.store().await;
+    assert_eq!(store.active_policy().await.unwrap(), None);
+    let policy = |revision: i64, hash: u8| PolicyRow {
+        hash: vec![hash; 32],
+        revision,
+        document: format!("{{\"revision\": {revision}}}"),
+        activated_at: 1_000 + revision,
+    };
+    assert_eq!(
+        store.activate_policy(&policy(1, 0xa1)).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        store.activate_policy(&policy(3, 0xa3)).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(store.active_policy().await.unwrap(), Some(policy(3, 0xa3)));
+    // Idempotent retry.
+    assert_eq!(
+        store.activate_policy(&policy(3, 0xa3)).await.unwrap(),
+        InsertOutcome::Existing(policy(3, 0xa3))
+    );
+    // An older or equal revision cannot take over.
+    for stale in [policy(2, 0xa2), policy(3, 0xb3)] {
+        let err = store.activate_policy(&stale).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("not newer")),
+            "{err}"
+        );
+    }
+    // A document is activated once.
+    assert!(matches!(
+        store.activate_policy(&policy(4, 0xa1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.activate_policy(&policy(10, 0xaa)).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(store.active_policy().await.unwrap().unwrap().revision, 10);
+    // Superseded policies stay readable by hash (requests pin them).
+    assert_eq!(
+        store.policy_by_hash(&[0xa1; 32]).await.unwrap(),
+        Some(policy(1, 0xa1))
+    );
+    assert_eq!(store.policy_by_hash(&[0xa2; 32]).await.unwrap(), None);
+}
+
+async fn policy_proposals_lifecycle(db: &Db) {
+    let store = db.store().await;
+    let proposal = |n: u8, created_at: i64| NewProposal {
+        id: ProposalId([n; 16]),
+        previous_hash: (n > 1).then(|| vec![n - 1; 32]),
+        document: format!("policy {n}"),
+        proposed_by: "admin".to_owned(),
+        created_at,
+        expires_at: created_at + 100,
+        body: vec![n, 0xee],
+    };
+    db.set_time(5);
+    for (n, at) in [(1, 10), (2, 20), (3, 30)] {
+        assert_eq!(
+            store.insert_proposal(&proposal(n, at)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+    }
+    let InsertOutcome::Existing(row) = store.insert_proposal(&proposal(2, 20)).await.unwrap()
+    else {
+        panic!("retry not recognised");
+    };
+    assert_eq!(row.state, ProposalState::Pending);
+    assert_eq!(row.previous_hash, Some(vec![1; 32]));
+    assert_eq!(row.body, vec![2, 0xee]);
+    let mut changed = proposal(2, 20);
+    changed.document.push('!');
+    assert!(matches!(
+        store.insert_proposal(&changed).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .get_proposal(ProposalId([1; 16]))
+            .await
+            .unwrap()
+            .unwrap()
+            .previous_hash,
+        None
+    );
+
+    db.set_time(50);
+    let id2 = ProposalId([2; 16]);
+    use ProposalState::*;
+    assert!(store
+        .transition_proposal(id2, &[Pending], Applied)
+        .await
+        .unwrap());
+    assert!(!store
+        .transition_proposal(id2, &[Pending], Rejected)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_proposal(id2).await.unwrap().unwrap().updated_at,
+        50
+    );
+    assert!(matches!(
+        store
+            .transition_proposal(ProposalId([9; 16]), &[Pending], Applied)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let listed: Vec<_> = store
+        .list_proposals(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.0[0])
+        .collect();
+    assert_eq!(listed, [3, 2, 1]);
+    let pending: Vec<_> = store
+        .list_proposals(Some(Pending), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.0[0])
+        .collect();
+    assert_eq!(pending, [3, 1]);
+    assert_eq!(store.list_proposals(None, 1).await.unwrap().len(), 1);
+
+    // 1 expires at 110, 3 at 130; 2 is applied.
+    assert_eq!(
+        store.expire_due_proposals(120).await.unwrap(),
+        [ProposalId([1; 16])]
+    );
+    assert_eq!(
+        store.expire_due_proposals(500).await.unwrap(),
+        [ProposalId([3; 16])]
+    );
+    assert_eq!(
+        store.get_proposal(id2).await.unwrap().unwrap().state,
+        Applied
+    );
+}
+
+async fn sessions_lifecycle(db: &Db) {
+    let store = store_with_key(db).await;
+    let request = SessionSubject::Request(rid(1));
+    let session = |n: u8, subject, at| NewSession {
+        session_id: SessionId([n; 16]),
+        subject,
+        operation: "sign".to_owned(),
+        parties: vec![PartyId(1), PartyId(2)],
+        started_at: at,
+    };
+    store
+        .insert_session(&session(2, request, 20))
+        .await
+        .unwrap();
+    store
+        .insert_session(&session(1, request, 10))
+        .await
+        .unwrap();
+    let keygen = NewSession {
+        operation: "keygen".to_owned(),
+        parties: vec![PartyId(1), PartyId(2), PartyId(3)],
+        ..session(3, SessionSubject::Key(kid(1)), 5)
+    };
+    store.insert_session(&keygen).await.unwrap();
+    assert!(matches!(
+        store.insert_session(&session(1, request, 10)).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    db.set_time(15);
+    let failure = SessionOutcome::Failed("p2 timed out in round 3".to_owned());
+    assert!(store
+        .finish_session(SessionId([1; 16]), &failure, &[PartyId(2)])
+        .await
+        .unwrap());
+    // The first outcome stays.
+    db.set_time(16);
+    assert!(!store
+        .finish_session(SessionId([1; 16]), &SessionOutcome::Ok, &[])
+        .await
+        .unwrap());
+    db.set_time(25);
+    assert!(store
+        .finish_session(SessionId([2; 16]), &SessionOutcome::Ok, &[])
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .finish_session(SessionId([9; 16]), &SessionOutcome::Ok, &[])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .finish_session(
+                SessionId([3; 16]),
+                &SessionOutcome::Failed("ok".into()),
+                &[]
+            )
+            .await,
+        Err(StoreError::Invalid { .. })
+    ));
+
+    let rows = store.sessions_for(request).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].session_id, SessionId([1; 16]));
+    assert_eq!(rows[0].finished_at, Some(15));
+    assert_eq!(rows[0].outcome, Some(failure));
+    assert_eq!(rows[0].blamed, [PartyId(2)]);
+    assert_eq!(rows[0].parties, [PartyId(1), PartyId(2)]);
+    assert_eq!(rows[1].outcome, Some(SessionOutcome::Ok));
+    assert_eq!(rows[1].blamed, []);
+    let key_sessions = store
+        .sessions_for(SessionSubject::Key(kid(1)))
+        .await
+        .unwrap();
+    assert_eq!(key_sessions.len(), 1);
+    assert_eq!(key_sessions[0].operation, "keygen");
+    assert_eq!(
+        (key_sessions[0].finished_at, key_sessions[0].outcome.clone()),
+        (None, None)
+    );
+}
+
+async fn unreadable_rows_are_errors_not_panics(db: &Db) {
+    let store = store_with_key(db).await;
+    store
+        .insert_request(&new_request(1, kid(1), 0))
+        .await
+        .unwrap();
+    store
+        .insert_request(&new_request(2, kid(1), 0))
+        .await
+        .unwrap();
+    // Someone edits rows by hand.
+    db.raw(&format!(
+        "UPDATE requests SET body = 'not hex' WHERE id = '{}'",
+        rid(1)
+    ))
+    .await;
+    db.raw(&format!(
+        "UPDATE keys SET committee = '1,x' WHERE id = '{}'",
+        kid(1)
+    ))
+    .await;
+    let err = store.get_request(rid(1)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Database(ref m) if m.contains("requests.body")),
+        "{err}"
+    );
+    assert!(matches!(
+        store.list_requests(&RequestFilter::default()).await,
+        Err(StoreError::Database(_))
+    ));
+    assert!(store.get_request(rid(2)).await.unwrap().is_some());
+    let err = store.get_key(kid(1)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Database(ref m) if m.contains("keys.committee")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_state_for_the_life_of_the_store() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.insert_key(&new_key(1, "k")).await.unwrap();
+    store
+        .insert_request(&new_request(1, kid(1), 0))
+        .await
+        .unwrap();
+    // Many operations on the one connection see the same database.
+    for _ in 0..20 {
+        assert!(store.get_request(rid(1)).await.unwrap().is_some());
+    }
+    // A second in-memory store is another database.
+    let other = Store::connect("sqlite::memory:").await.unwrap();
+    assert!(other.list_keys().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_urls_say_what_is_expected() {
+    for url in ["mysql://root@localhost/tessera", "tessera.db", ""] {
+        let err = Store::connect(url).await.unwrap_err();
+        assert!(matches!(err, StoreError::Connect { .. }), "{url}: {err:?}");
+        let message = err.to_string();
+        assert!(message.contains("sqlite://<path>"), "{message}");
+        assert!(message.contains("postgres://"), "{message}");
+    }
+    let err = Store::connect("sqlite://").await.unwrap_err();
+    assert!(err.to_string().contains("names no file"), "{err}");
+
+    // A missing directory.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/dir/c.db", dir.path().display());
+    let message = Store::connect(&url).await.unwrap_err().to_string();
+    assert!(
+        message.contains("check that the directory exists"),
+        "{message}"
+    );
+
+    // A server that is not there: the password is not shown.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://tessera:hunter2@127.0.0.1:{port}/tessera");
+    let err = Store::connect(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(message.contains("tessera:***@127.0.0.1"), "{message}");
+    assert!(
+        message.contains("check that the server is running"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn fresh_postgres_databases_are_separate() {
+    let server = PostgresServer::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = Store::connect(server.url()).await.unwrap();
+    assert_eq!(first.backend(), Backend::Postgres);
+    first.insert_key(&new_key(1, "k")).await.unwrap();
+    let url = server.fresh_database().await.unwrap();
+    assert_ne!(url, server.url());
+    let second = Store::connect(&url).await.unwrap();
+    assert!(second.list_keys().await.unwrap().is_empty());
+    second.insert_key(&new_key(1, "k")).await.unwrap();
+    assert_eq!(first.list_keys().await.unwrap().len(), 1);
+    // The server's Debug output never shows a password.
+    assert!(format!("{server:?}").contains("PostgresServer"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_opening_a_new_sqlite_file_together_all_succeed() {
+    // SQLite has no migration lock: the losers of the race to create the tables must recover.
+    for _ in 0..10 {
+        let db = Db::sqlite();
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { Store::connect(&url).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Every node re-checks what it is asked to sign: the digest against the raw transaction, the
+//! pinned policy, every approval, expiry and its durable ledger. A refused request produces no
+//! partial signature anywhere: every signer refuses before the protocol starts, nothing is
+//! recorded in any ledger, and a presignature offered with it is not consumed.
+
+mod common;
+
+use common::*;
+use tessera_chain::{Eip1559Request, U256};
+use tessera_node::local::{LocalCluster, LocalOptions};
+use tessera_node::{Operation, Output, StarterError};
+use tessera_policy::dev::{DevPolicy, DEV_CHAIN_ID, DEV_DENIED, DEV_PER_REQUEST_WEI};
+use tessera_policy::{Approval, OperatorKey, Payload, PolicyHash, SignRequest};
+use tessera_store::KdfParams;
+use tessera_wire::{KeyId, RequestId};
+
+const RECIPIENT: [u8; 20] = [0x42; 20];
+
+fn transfer(nonce: u64, to: [u8; 20], wei: u128) -> Payload {
+    Payload::EthereumTx {
+        raw: Eip1559Request::transfer(DEV_CHAIN_ID, nonce, to, U256::from(wei)).encode(),
+    }
+}
+
+fn address(text: &str) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    hex::decode_to_slice(text.trim_start_matches("0x"), &mut out).unwrap();
+    out
+}
+
+struct Fixture {
+    cluster: LocalCluster,
+    key: KeyId,
+    public_key: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LocalOptions {
+            kdf: KdfParams::MINIMUM,
+            ..LocalOptions::default()
+        };
+        let cluster = LocalCluster::start(dir.path(), options).await.unwrap();
+        let (key, public_key) = install_fixture_committee(&cluster);
+        Fixture {
+            cluster,
+            key,
+            public_key,
+            _dir: dir,
+        }
+    }
+
+    fn dev(&self) -> &DevPolicy {
+        self.cluster.dev.as_ref().unwrap()
+    }
+
+    fn request(&self, payload: Payload) -> SignRequest {
+        self.dev()
+            .request(self.key, Vec::new(), payload, now())
+            .unwrap()
+    }
+
+    /// Asserts that both signers refuse `operation` with `reason`, and that nothing was
+    /// recorded or consumed.
+    async fn refused(&self, what: &str, request_id: RequestId, operation: Operation, reason: &str) {
+        let signers = [P1, P2];
+        let err = self
+            .cluster
+            .run(&signers, operation, DEADLINE)
+            .await
+            .expect_err(what);
+        let StarterError::Failed { failures, .. } = &err else {
+            panic!("{what}: expected refusals by the nodes, got {err}");
+        };
+        assert_eq!(failures.len(), 2, "{what}: every signer refuses: {err}");
+        for (party, failure) in failures {
+            assert!(
+                failure.message.contains(reason),
+                "{what}: {party} said {:?}, expected {reason:?}",
+                failure.message
+            );
+            assert!(failure.blamed.is_empty(), "{what}: nobody to blame");
+        }
+        for p in signers {
+            let node = self.cluster.node(p);
+            assert!(
+                node.ledger().entry(request_id).unwrap().is_none(),
+                "{what}: {p} recorded a refused request"
+            );
+            assert_eq!(node.net().refusals().frames(), 0);
+        }
+    }
+}
+
+fn sign(request: SignRequest, approvals: Vec<Approval>) -> (RequestId, Operation) {
+    (request.id, Operation::Sign { request, approvals })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_transfer_signs_and_everything_else_is_refused_with_its_reason() {
+    let f = Fixture::new().await;
+    let dev = f.dev();
+
+    // The control case: an approved transfer within the limits signs, and the signed
+    // transaction's sender is the key's address.
+    let request = f.request(transfer(0, RECIPIENT, 1_000));
+    let approvals = dev.approve(&request);
+    let (id, operation) = sign(request.clone(), approvals.clone());
+    let output = f.cluster.run(&[P1, P2], operation, DEADLINE).await.unwrap();
+    assert!(k256_verifies(&f.public_key, &request.digest, &output));
+    let Output::Signature { signature } = &output else {
+        unreachable!()
+    };
+    let Payload::EthereumTx { raw } = &request.payload else {
+        unreachable!()
+    };
+    let signed = tessera_chain::UnsignedTx::decode(raw)
+        .unwrap()
+        .assemble(signature, &f.public_key)
+        .unwrap();
+    assert_eq!(
+        tessera_chain::recover_sender(&signed).unwrap(),
+        tessera_chain::address(&f.public_key).unwrap()
+    );
+    for p in [P1, P2] {
+        assert!(f.cluster.node(p).ledger().entry(id).unwrap().is_some());
+    }
+
+    // A replayed request id: already signed (p1 and p2), never twice.
+    let (_, replay) = sign(request.clone(), approvals.clone());
+    let err = f
+        .cluster
+        .run(&[P1, P2], replay, DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already signed"), "{err}");
+    // ...and the same id for a different request is refused by the nodes that know it.
+    let mut reused = f.request(transfer(9, RECIPIENT, 5));
+    reused.id = request.id;
+    let approvals_reused = dev.approve(&reused);
+    let err = f
+        .cluster
+        .run(
+            &[P1, P2],
+            Operation::Sign {
+                request: reused,
+                approvals: approvals_reused,
+            },
+            DEADLINE,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("never reused"), "{err}");
+
+    // Over the per-request limit.
+    let request = f.request(transfer(1, RECIPIENT, DEV_PER_REQUEST_WEI + 1));
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("over the limit", id, op, "per-request limit")
+        .await;
+
+    // A denied destination.
+    let request = f.request(transfer(1, address(DEV_DENIED), 1));
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("denied destination", id, op, "deny list").await;
+
+    // A missing approval: one of the two required.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    approvals.pop();
+    let (id, op) = sign(request, approvals);
+    f.refused("one approval of two", id, op, "approval").await;
+
+    // A forged approval: ben's name, someone else's key.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    approvals[1] = Approval::sign(
+        &request.request_digest(),
+        "ben",
+        &OperatorKey::generate_ed25519(),
+    );
+    let (id, op) = sign(request, approvals);
+    f.refused("forged approval", id, op, "ben").await;
+
+    // An approval by the wrong role: an admin is not an approver.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    let admin = &dev.admins[0];
+    approvals[1] = Approval::sign(&request.request_digest(), &admin.name, &admin.key);
+    let (id, op) = sign(request, approvals);
+    f.refused("approval by an admin", id, op, "approval").await;
+
+    // An expired request (approved while it was valid).
+    let created = now() - 7200;
+    let request = dev
+        .request(f.key, Vec::new(), transfer(1, RECIPIENT, 1), created)
+        .unwrap();
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("expired", id, op, "expired").await;
+
+    // A coordinator (test double holding the real coordinator key) that sends a digest that
+    // is not the transaction's: whether the approvers were shown the real digest or were
+    // fooled into approving the swapped one, the nodes recompute it and refuse.
+    let honest = f.request(transfer(1, RECIPIENT, 1));
+    let approvals = dev.approve(&honest);
+    let mut swapped = honest.clone();
+    swapped.digest = tessera_chain::personal_message_digest(b"something else");
+    let (id, op) = sign(swapped.clone(), approvals);
+    f.refused("digest swapped after approval", id, op, "digest")
+        .await;
+    let fooled = dev.approve(&swapped);
+    let (id, op) = sign(swapped, fooled);
+    f.refused("digest swapped before approval", id, op, "digest")
+        .await;
+
+    // A request made under a policy the nodes do not pin (approved under it).
+    let mut other = f.request(transfer(1, RECIPIENT, 1));
+    other.policy = PolicyHash([9; 32]);
+    let approvals = dev.approve(&other);
+    let (id, op) = sign(other, approvals);
+    f.refused("unpinned policy", id, op, "policy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_online_request_keeps_its_presignature_and_limits_span_requests() {
+    let f = Fixture::new().await;
+    let dev = f.dev();
+    let Output::Presign { presignature } = f
+        .cluster
+        .run(&[P1, P2], Operation::Presign { key: f.key }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("presign names the presignature");
+    };
+
+    // Refused (one approval): the presignature is still there on both nodes.
+    let request = f.request(transfer(0, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    approvals.truncate(1);
+    let id = request.id;
+    let op = Operation::OnlineSign {
+        presignature,
+        request,
+        approvals,
+    };
+    f.refused("online, one approval", id, op, "approval").await;
+    for p in [P1, P2] {
+        let fresh = f
+            .cluster
+            .node(p)
+            .state()
+            .presignatures(f.key)
+            .available()
+            .unwrap();
+        assert_eq!(fresh, vec![presignature], "{p} kept its presignature");
+    }
+}
+
+#[test]
+fn the_ledger_counts_the_rolling_window_and_survives_a_restart() {
+    use std::sync::Arc;
+    use tessera_node::requests::RequestLedger;
+    use tessera_store::FileStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pass = b"ledger test";
+    let store = Arc::new(FileStore::create(dir.path(), pass, KdfParams::MINIMUM).unwrap());
+    let dev = DevPolicy::generate().unwrap();
+    let key = KeyId::random();
+    let ledger = RequestLedger::new(store);
+    let approved = |nonce: u64| {
+        let request = dev
+            .request(
+                key,
+                Vec::new(),
+                transfer(nonce, RECIPIENT, DEV_PER_REQUEST_WEI),
+                now(),
+            )
+            .unwrap();
+        let approvals = dev.approve(&request);
+        (request, approvals)
+    };
+    // 10 x 10 ETH fill the 100 ETH window; signed or only started, both count.
+    let mut started_only = Vec::new();
+    for nonce in 0..10u64 {
+        let (request, approvals) = approved(nonce);
+        let admitted = ledger
+            .admit(&dev.document, &request, &approvals, now())
+            .unwrap();
+        if nonce % 2 == 0 {
+            admitted.signed().unwrap();
+        } else {
+            started_only.push((request, approvals));
+        }
+    }
+    let (request, approvals) = approved(10);
+    let err = ledger
+        .admit(&dev.document, &request, &approvals, now())
+        .err()
+        .expect("over the window");
+    assert!(err.to_string().contains("already spent"), "{err}");
+    // A started request may be retried (the same request): its own amount is not counted
+    // twice, so it still fits.
+    let (retry, retry_approvals) = &started_only[0];
+    drop(
+        ledger
+            .admit(&dev.document, retry, retry_approvals, now())
+            .expect("a retry of a started request"),
+    );
+    drop(ledger);
+
+    // Reopened from disk: the same decisions.
+    let store = Arc::new(FileStore::open(dir.path(), pass).unwrap());
+    let ledger = RequestLedger::new(store);
+    let err = ledger
+        .admit(&dev.document, &request, &approvals, now())
+        .err()
+        .expect("still over the window after a restart");
+    assert!(err.to_string().contains("already spent"), "{err}");
+    // A day later the window has room again, and a signed request is never signed twice.
+    let later = now() + 86_400 + 1;
+    let request = dev
+        .request(key, Vec::new(), transfer(12, RECIPIENT, 1), later)
+        .unwrap();
+    let approvals = dev.approve(&request);
+    let admitted = ledger
+        .admit(&dev.document, &request, &approvals, later)
+        .unwrap();
+    admitted.signed().unwrap();
+    drop(admitted);
+    let err = ledger
+        .admit(&dev.document, &request, &approvals, later)
+        .err()
+        .expect("signed once");
+    assert!(err.to_string().contains("already signed"), "{err}");
+}

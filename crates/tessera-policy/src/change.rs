@@ -1,0 +1,172 @@
+//! Policy changes: an admin proposes a new document; other admins of the current policy approve.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tessera_wire::RequestId;
+
+use crate::approval::{bounded, Approval};
+use crate::document::{PolicyDocument, MAX_POLICY_BYTES};
+use crate::evaluate::MAX_CLOCK_SKEW_SECS;
+use crate::principal::Role;
+use crate::request::PolicyHash;
+use crate::PolicyError;
+
+/// Domain separation for [`PolicyChange::change_digest`].
+pub const CHANGE_DIGEST_LABEL: &[u8] = b"tessera/policy-change/v1";
+/// Largest canonical encoding of a [`PolicyChange`] that [`PolicyChange::decode`] reads.
+pub const MAX_ENCODED_CHANGE: usize = MAX_POLICY_BYTES + 1024;
+
+/// A proposal to replace the current policy document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    /// Chosen by the proposer; retries reuse it.
+    #[serde(with = "crate::encoding::text")]
+    pub id: RequestId,
+    /// The hash of the policy being replaced.
+    pub previous: PolicyHash,
+    /// The new document's exact bytes (hex in JSON).
+    #[serde(with = "crate::encoding::bytes")]
+    pub document: Vec<u8>,
+    /// The admin who proposes it.
+    pub proposed_by: String,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Expiry time, Unix seconds.
+    pub expires_at: u64,
+}
+
+impl PolicyChange {
+    /// The canonical encoding (`tessera_wire::encode`).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        tessera_wire::encode(self)
+    }
+
+    /// Reads a canonical encoding, refusing inputs over [`MAX_ENCODED_CHANGE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PolicyError> {
+        Ok(tessera_wire::decode(bytes, MAX_ENCODED_CHANGE)?)
+    }
+
+    /// What admins sign: SHA-256(`"tessera/policy-change/v1"` || canonical bytes).
+    pub fn change_digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(CHANGE_DIGEST_LABEL);
+        hasher.update(self.canonical_bytes());
+        hasher.finalize().into()
+    }
+}
+
+/// Where a valid policy change stands.
+#[derive(Clone, Debug)]
+pub enum ChangeDecision {
+    /// Enough admins approved: `document` replaces the current policy.
+    Allow {
+        /// The new document, parsed and validated.
+        document: PolicyDocument,
+        /// The admins whose approvals counted.
+        approved_by: Vec<String>,
+    },
+    /// Valid so far; more admin approvals are needed.
+    Pending {
+        /// How many more.
+        needed: usize,
+        /// The admins whose approvals counted so far.
+        approved_by: Vec<String>,
+    },
+}
+
+/// Evaluates a policy change against the current policy at time `now`.
+///
+/// Errors (the change must be refused, with the reason): `previous` is not the current hash,
+/// the change is expired, from the future or lives too long, the proposer is not an admin of
+/// the current policy, the new document is invalid or its revision does not increase, or an
+/// approval is duplicated, by an unknown principal, or does not verify. Approvals by
+/// non-admins and by the proposer are valid but do not count.
+pub fn evaluate_change(
+    current: &PolicyDocument,
+    change: &PolicyChange,
+    approvals: &[Approval],
+    now: u64,
+) -> Result<ChangeDecision, PolicyError> {
+    let current_hash = current.hash();
+    if !bool::from(change.previous.ct_eq(&current_hash)) {
+        return Err(PolicyError::StalePolicy {
+            current: current_hash,
+            proposed_against: change.previous,
+        });
+    }
+    check_times(current, change, now)?;
+    match current.principal(&change.proposed_by) {
+        Some(p) if p.has_role(Role::Admin) => {}
+        _ => return Err(PolicyError::ProposerNotAdmin(bounded(&change.proposed_by))),
+    }
+    let document = PolicyDocument::from_toml(&change.document)?;
+    if document.revision() <= current.revision() {
+        return Err(PolicyError::RevisionNotIncreased {
+            current: current.revision(),
+            proposed: document.revision(),
+        });
+    }
+
+    let digest = change.change_digest();
+    let mut seen = BTreeSet::new();
+    let mut approved_by = Vec::new();
+    for approval in approvals {
+        if !seen.insert(approval.approver.as_str()) {
+            return Err(PolicyError::DuplicateApproval(bounded(&approval.approver)));
+        }
+        let principal = approval.verify(&digest, current)?;
+        if principal.name != change.proposed_by && principal.has_role(Role::Admin) {
+            approved_by.push(principal.name.clone());
+        }
+    }
+    let needed = current.admin_approvals().saturating_sub(approved_by.len());
+    Ok(if needed == 0 {
+        ChangeDecision::Allow {
+            document,
+            approved_by,
+        }
+    } else {
+        ChangeDecision::Pending {
+            needed,
+            approved_by,
+        }
+    })
+}
+
+fn check_times(
+    current: &PolicyDocument,
+    change: &PolicyChange,
+    now: u64,
+) -> Result<(), PolicyError> {
+    if change.expires_at <= change.created_at {
+        return Err(PolicyError::BadLifetime {
+            created_at: change.created_at,
+            expires_at: change.expires_at,
+        });
+    }
+    if now >= change.expires_at {
+        return Err(PolicyError::Expired {
+            expires_at: change.expires_at,
+            now,
+        });
+    }
+    if change.created_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(PolicyError::FromTheFuture {
+            created_at: change.created_at,
+            now,
+            max_skew: MAX_CLOCK_SKEW_SECS,
+        });
+    }
+    let lifetime = change.expires_at - change.created_at;
+    if lifetime > current.max_request_lifetime_secs() {
+        return Err(PolicyError::LifetimeTooLong {
+            lifetime,
+            max: current.max_request_lifetime_secs(),
+        });
+    }
+    Ok(())
+}

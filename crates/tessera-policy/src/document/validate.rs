@@ -1,0 +1,411 @@
+//! From the document as written to the validated, typed form. Every error names the field,
+//! principal, group or rule at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy_primitives::U256;
+use tessera_chain::Address;
+use tessera_wire::KeyId;
+
+use super::raw::{RawApprovals, RawDestinations, RawDocument, RawHours, RawLimit, RawRule};
+use super::rule::{ApprovalRequirement, Destinations, Hours, KeySelector, Limit, Rule, Window};
+use crate::encoding::parse_address;
+use crate::principal::{check_name, Principal, Role};
+use crate::request::{ActionKind, Asset};
+use crate::PolicyError;
+
+/// The validated content of a document.
+pub(super) struct Validated {
+    pub(super) revision: u64,
+    pub(super) description: String,
+    pub(super) max_request_lifetime_secs: u64,
+    pub(super) admin_approvals: usize,
+    pub(super) groups: BTreeMap<String, BTreeSet<KeyId>>,
+    pub(super) principals: Vec<Principal>,
+    pub(super) rules: Vec<Rule>,
+}
+
+fn invalid(at: impl Into<String>, problem: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        at: at.into(),
+        problem: problem.into(),
+    }
+}
+
+pub(super) fn validate(raw: RawDocument) -> Result<Validated, PolicyError> {
+    if raw.max_request_lifetime_secs == 0 {
+        return Err(invalid(
+            "max_request_lifetime_secs",
+            "must be at least 1 (the default is 86400)",
+        ));
+    }
+    check_principals(&raw.principals)?;
+    let admins = raw
+        .principals
+        .iter()
+        .filter(|p| p.has_role(Role::Admin))
+        .count();
+    let admin_approvals = usize::try_from(raw.admin.approvals).unwrap_or(usize::MAX);
+    if admin_approvals == 0 {
+        return Err(invalid(
+            "admin.approvals",
+            "must be at least 1: a policy change always needs another admin's approval",
+        ));
+    }
+    if admin_approvals >= admins {
+        return Err(invalid(
+            "admin.approvals",
+            format!(
+                "{admin_approvals} approvals by admins other than the proposer can never be \
+                 reached with {admins} admin(s): add admins or lower the count below the \
+                 number of admins"
+            ),
+        ));
+    }
+    let groups = check_groups(raw.groups)?;
+    if raw.rules.is_empty() {
+        return Err(invalid(
+            "rules",
+            "the policy has no [[rules]]: it would deny everything; add at least one rule",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for rule in raw.rules {
+        if !names.insert(rule.name.clone()) {
+            return Err(invalid(
+                format!("rule '{}'", rule.name),
+                "another rule has the same name; rule names must be unique",
+            ));
+        }
+        rules.push(check_rule(rule, &groups, &raw.principals)?);
+    }
+    Ok(Validated {
+        revision: raw.revision,
+        description: raw.description,
+        max_request_lifetime_secs: raw.max_request_lifetime_secs,
+        admin_approvals,
+        groups,
+        principals: raw.principals,
+        rules,
+    })
+}
+
+fn check_principals(principals: &[Principal]) -> Result<(), PolicyError> {
+    let mut names = BTreeSet::new();
+    let mut keys = BTreeMap::new();
+    for p in principals {
+        let at = || format!("principal '{}'", p.name);
+        check_name(&p.name).map_err(|e| invalid(at(), e.to_string()))?;
+        if !names.insert(p.name.as_str()) {
+            return Err(invalid(at(), "the name is used by another principal"));
+        }
+        if p.roles.is_empty() {
+            return Err(invalid(
+                at(),
+                "has no roles: give it at least one of admin, operator, approver, auditor",
+            ));
+        }
+        if let Some(other) = keys.insert(p.key.to_string(), p.name.as_str()) {
+            return Err(invalid(
+                at(),
+                format!(
+                    "has the same key as principal '{other}': one key, one principal \
+                     (otherwise one person could approve twice)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn check_groups(
+    raw: BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, BTreeSet<KeyId>>, PolicyError> {
+    let mut groups = BTreeMap::new();
+    for (name, members) in raw {
+        let at = || format!("group '{name}'");
+        if !check_group_name(&name) {
+            return Err(invalid(
+                at(),
+                "group names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'",
+            ));
+        }
+        let mut keys = BTreeSet::new();
+        for member in &members {
+            let key: KeyId = member.parse().map_err(|e| invalid(at(), format!("{e}")))?;
+            if !keys.insert(key) {
+                return Err(invalid(at(), format!("key {key} is listed twice")));
+            }
+        }
+        groups.insert(name, keys);
+    }
+    Ok(groups)
+}
+
+fn check_rule(
+    raw: RawRule,
+    groups: &BTreeMap<String, BTreeSet<KeyId>>,
+    principals: &[Principal],
+) -> Result<Rule, PolicyError> {
+    let at = format!("rule '{}'", raw.name);
+    if raw.name.trim().is_empty() || raw.name.len() > 128 {
+        return Err(invalid(at, "a rule needs a name of 1 to 128 characters"));
+    }
+    if raw.keys.is_empty() {
+        return Err(invalid(
+            at,
+            "`keys` is empty: list key ids, \"group:<name>\" or \"*\"",
+        ));
+    }
+    let keys = raw
+        .keys
+        .iter()
+        .map(|k| parse_selector(k, groups).map_err(|p| invalid(&at, p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if raw.kinds.is_empty() {
+        return Err(invalid(
+            at,
+            "`kinds` is empty: the rule would allow nothing; omit it for [\"transfer\"]",
+        ));
+    }
+    let mut kinds = BTreeSet::new();
+    for kind in raw.kinds {
+        if !kinds.insert(kind) {
+            return Err(invalid(&at, format!("kind \"{kind}\" is listed twice")));
+        }
+    }
+    let approvals = check_approvals(raw.approvals, principals, &at)?;
+    let limits = raw
+        .limits
+        .into_iter()
+        .map(|l| check_limit(l, &at))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut assets = BTreeSet::new();
+    for limit in &limits {
+        if !assets.insert(limit.asset) {
+            return Err(invalid(
+                &at,
+                format!(
+                    "two [[rules.limits]] for asset {}: merge them into one",
+                    limit.asset
+                ),
+            ));
+        }
+    }
+    if kinds.contains(&ActionKind::Transfer) && limits.is_empty() {
+        return Err(invalid(
+            &at,
+            "allows \"transfer\" but sets no [[rules.limits]]: every transfer would be denied; \
+             add a limit per asset",
+        ));
+    }
+    let destinations = check_destinations(raw.destinations, &at)?;
+    let hours = raw.hours.map(|h| check_hours(h, &at)).transpose()?;
+    Ok(Rule {
+        name: raw.name,
+        keys,
+        kinds,
+        approvals,
+        limits,
+        destinations,
+        hours,
+    })
+}
+
+fn parse_selector(
+    text: &str,
+    groups: &BTreeMap<String, BTreeSet<KeyId>>,
+) -> Result<KeySelector, String> {
+    if text == "*" {
+        return Ok(KeySelector::Any);
+    }
+    if let Some(group) = text.strip_prefix("group:") {
+        if !groups.contains_key(group) {
+            return Err(format!(
+                "unknown group '{group}' in `keys`: define it under [groups]"
+            ));
+        }
+        return Ok(KeySelector::Group(group.to_owned()));
+    }
+    text.parse().map(KeySelector::Key).map_err(|_| {
+        format!("`keys` entry {text:?} is not a key id (32 hex digits), \"group:<name>\" or \"*\"")
+    })
+}
+
+fn check_approvals(
+    raw: RawApprovals,
+    principals: &[Principal],
+    at: &str,
+) -> Result<ApprovalRequirement, PolicyError> {
+    let count = usize::try_from(raw.count).unwrap_or(usize::MAX);
+    let roles: BTreeSet<Role> = raw.roles.into_iter().collect();
+    if count > 0 && roles.is_empty() {
+        return Err(invalid(
+            at,
+            "approvals.count is above 0 but approvals.roles is empty: name the roles whose \
+             approvals count, e.g. [\"approver\"]",
+        ));
+    }
+    let mut from = BTreeSet::new();
+    for name in raw.from {
+        let principal = principals.iter().find(|p| p.name == name).ok_or_else(|| {
+            invalid(
+                at,
+                format!("approvals.from names '{name}', who is not a principal"),
+            )
+        })?;
+        if principal.roles.is_disjoint(&roles) {
+            return Err(invalid(
+                at,
+                format!(
+                    "approvals.from names '{name}', who has none of the roles {}",
+                    list(&roles)
+                ),
+            ));
+        }
+        from.insert(name);
+    }
+    let requirement = ApprovalRequirement { count, roles, from };
+    let eligible = principals
+        .iter()
+        .filter(|p| requirement.counts(&p.name, &p.roles))
+        .count();
+    if count > eligible {
+        return Err(invalid(
+            at,
+            format!(
+                "needs {count} approvals but only {eligible} principal(s) can give one: \
+                 lower approvals.count or add principals"
+            ),
+        ));
+    }
+    Ok(requirement)
+}
+
+fn list(roles: &BTreeSet<Role>) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_amount(text: &str, field: &str, at: &str) -> Result<U256, PolicyError> {
+    let problem = || {
+        invalid(
+            at,
+            format!(
+                "{field} = {text:?} is not an amount: write base units (wei) as a decimal \
+                 string of digits, e.g. \"1000000000000000000\""
+            ),
+        )
+    };
+    if text.is_empty() || text.len() > 78 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(problem());
+    }
+    U256::from_str_radix(text, 10).map_err(|_| problem())
+}
+
+fn check_limit(raw: RawLimit, at: &str) -> Result<Limit, PolicyError> {
+    let asset: Asset = raw
+        .asset
+        .parse()
+        .map_err(|e: PolicyError| invalid(at, format!("limits: {e}")))?;
+    let at = format!("{at}, limit for {asset}");
+    let per_request = parse_amount(&raw.per_request, "per_request", &at)?;
+    let window = match (raw.per_window, raw.window_secs) {
+        (None, None) => None,
+        (Some(amount), Some(secs)) => {
+            let amount = parse_amount(&amount, "per_window", &at)?;
+            if secs == 0 {
+                return Err(invalid(at, "window_secs must be at least 1"));
+            }
+            if per_request > amount {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "per_request ({per_request}) is above per_window ({amount}); \
+                         per_request must not exceed per_window"
+                    ),
+                ));
+            }
+            Some(Window { amount, secs })
+        }
+        _ => {
+            return Err(invalid(
+                at,
+                "per_window and window_secs go together: set both or neither",
+            ))
+        }
+    };
+    Ok(Limit {
+        asset,
+        per_request,
+        window,
+    })
+}
+
+fn check_destinations(raw: RawDestinations, at: &str) -> Result<Destinations, PolicyError> {
+    let parse = |list: Vec<String>, field: &str| -> Result<BTreeSet<Address>, PolicyError> {
+        let mut out = BTreeSet::new();
+        for text in list {
+            let address = parse_address(&text)
+                .map_err(|e| invalid(at, format!("destinations.{field}: {e}")))?;
+            if !out.insert(address) {
+                return Err(invalid(
+                    at,
+                    format!("destinations.{field} lists {text} twice"),
+                ));
+            }
+        }
+        Ok(out)
+    };
+    let allow = parse(raw.allow, "allow")?;
+    let deny = parse(raw.deny, "deny")?;
+    if let Some(both) = allow.intersection(&deny).next() {
+        return Err(invalid(
+            at,
+            format!(
+                "{} is both allowed and denied; remove it from one list",
+                tessera_chain::checksummed(both)
+            ),
+        ));
+    }
+    Ok(Destinations { allow, deny })
+}
+
+fn check_hours(raw: RawHours, at: &str) -> Result<Hours, PolicyError> {
+    if raw.days.is_empty() {
+        return Err(invalid(
+            at,
+            "hours.days is empty: the rule would never apply; omit it for every day",
+        ));
+    }
+    let (from, to) = match (u8::try_from(raw.from), u8::try_from(raw.to)) {
+        (Ok(from), Ok(to)) if to <= 24 && from < to => (from, to),
+        _ => {
+            return Err(invalid(
+                at,
+                format!(
+                    "hours from = {}, to = {}: hours are 0 to 24 with from < to (from \
+                     inclusive, to exclusive, UTC)",
+                    raw.from, raw.to
+                ),
+            ))
+        }
+    };
+    Ok(Hours {
+        days: raw.days.into_iter().collect(),
+        from,
+        to,
+    })
+}

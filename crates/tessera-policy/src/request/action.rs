@@ -1,0 +1,333 @@
+//! What a payload does, derived from decoding it and from nothing else.
+
+use std::fmt;
+use std::str::FromStr;
+
+use alloy_primitives::U256;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tessera_chain::{checksummed, Address, TxKind, UnsignedTx};
+
+use crate::encoding::parse_address;
+use crate::PolicyError;
+
+/// The selector of ERC-20 `transfer(address,uint256)`.
+pub const ERC20_TRANSFER_SELECTOR: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
+
+/// Something a limit can be set on. Text form: `eth:<chain id>` for the chain's native coin,
+/// `erc20:<chain id>:0x<token contract>` for an ERC-20 token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Asset {
+    /// The native coin (ETH on mainnet), in wei.
+    Native {
+        /// EIP-155 chain id.
+        chain_id: u64,
+    },
+    /// An ERC-20 token, in its base units.
+    Erc20 {
+        /// EIP-155 chain id.
+        chain_id: u64,
+        /// The token contract.
+        token: Address,
+    },
+}
+
+impl fmt::Display for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Asset::Native { chain_id } => write!(f, "eth:{chain_id}"),
+            Asset::Erc20 { chain_id, token } => {
+                write!(f, "erc20:{chain_id}:{}", checksummed(token))
+            }
+        }
+    }
+}
+
+fn parse_chain_id(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|&id| id != 0)
+}
+
+impl FromStr for Asset {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        let invalid = |reason: String| PolicyError::Parse {
+            what: "asset",
+            text: s.to_owned(),
+            reason,
+        };
+        let bad_chain = || invalid("the chain id must be a positive decimal number".into());
+        if let Some(chain) = s.strip_prefix("eth:") {
+            let chain_id = parse_chain_id(chain).ok_or_else(bad_chain)?;
+            Ok(Asset::Native { chain_id })
+        } else if let Some(rest) = s.strip_prefix("erc20:") {
+            let (chain, token) = rest
+                .split_once(':')
+                .ok_or_else(|| invalid("expected erc20:<chain id>:0x<token address>".into()))?;
+            let chain_id = parse_chain_id(chain).ok_or_else(bad_chain)?;
+            let token = parse_address(token).map_err(|e| invalid(e.to_string()))?;
+            Ok(Asset::Erc20 { chain_id, token })
+        } else {
+            Err(invalid(
+                "expected eth:<chain id> or erc20:<chain id>:0x<token address>".into(),
+            ))
+        }
+    }
+}
+
+impl Serialize for Asset {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Asset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The kind of an [`Action`], as named in a rule's `kinds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// A native transfer or an ERC-20 `transfer`.
+    Transfer,
+    /// Any other transaction with a destination.
+    ContractCall,
+    /// A transaction that creates a contract.
+    ContractCreation,
+    /// An EIP-191 `personal_sign` message.
+    Message,
+}
+
+impl ActionKind {
+    /// The name used in policy documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Transfer => "transfer",
+            ActionKind::ContractCall => "contract_call",
+            ActionKind::ContractCreation => "contract_creation",
+            ActionKind::Message => "message",
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What signing a payload does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A value transfer: native (a transaction with empty input) or an ERC-20
+    /// `transfer(address,uint256)` with zero native value.
+    Transfer {
+        /// What is moved.
+        asset: Asset,
+        /// How much, in the asset's base units.
+        amount: U256,
+        /// The recipient (for ERC-20: the `to` argument, not the token contract).
+        to: Address,
+    },
+    /// Any other transaction with a destination.
+    ContractCall {
+        /// EIP-155 chain id.
+        chain_id: u64,
+        /// The called address.
+        to: Address,
+        /// Native value sent with the call, in wei.
+        value: U256,
+        /// The first four bytes of the input, if it has at least four.
+        selector: Option<[u8; 4]>,
+    },
+    /// Contract creation.
+    ContractCreation {
+        /// EIP-155 chain id.
+        chain_id: u64,
+        /// Native value given to the new contract, in wei.
+        value: U256,
+    },
+    /// An EIP-191 `personal_sign` message.
+    Message {
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+impl Action {
+    /// Classifies a decoded transaction.
+    pub fn of_transaction(tx: &UnsignedTx) -> Action {
+        let chain_id = tx.chain_id();
+        let value = tx.value();
+        match tx.to() {
+            TxKind::Create => Action::ContractCreation { chain_id, value },
+            TxKind::Call(to) => {
+                let input = tx.input();
+                if input.is_empty() {
+                    return Action::Transfer {
+                        asset: Asset::Native { chain_id },
+                        amount: value,
+                        to,
+                    };
+                }
+                if value.is_zero() {
+                    if let Some((recipient, amount)) = erc20_transfer(input) {
+                        return Action::Transfer {
+                            asset: Asset::Erc20 {
+                                chain_id,
+                                token: to,
+                            },
+                            amount,
+                            to: recipient,
+                        };
+                    }
+                }
+                Action::ContractCall {
+                    chain_id,
+                    to,
+                    value,
+                    selector: input.first_chunk::<4>().copied(),
+                }
+            }
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Transfer { .. } => ActionKind::Transfer,
+            Action::ContractCall { .. } => ActionKind::ContractCall,
+            Action::ContractCreation { .. } => ActionKind::ContractCreation,
+            Action::Message { .. } => ActionKind::Message,
+        }
+    }
+
+    /// The address value goes to or is called, if any.
+    pub fn destination(&self) -> Option<Address> {
+        match self {
+            Action::Transfer { to, .. } | Action::ContractCall { to, .. } => Some(*to),
+            Action::ContractCreation { .. } | Action::Message { .. } => None,
+        }
+    }
+
+    /// What signing this spends, for limits and for recording after signing: the transfer's
+    /// asset and amount, or the native value sent with a call or creation (when not zero).
+    /// Messages spend nothing.
+    pub fn spend(&self) -> Option<(Asset, U256)> {
+        match self {
+            Action::Transfer { asset, amount, .. } => Some((*asset, *amount)),
+            Action::ContractCall {
+                chain_id, value, ..
+            }
+            | Action::ContractCreation { chain_id, value } => (!value.is_zero()).then_some((
+                Asset::Native {
+                    chain_id: *chain_id,
+                },
+                *value,
+            )),
+            Action::Message { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Transfer { asset, amount, to } => {
+                write!(f, "transfer of {amount} {asset} to {}", checksummed(to))
+            }
+            Action::ContractCall {
+                chain_id,
+                to,
+                value,
+                selector,
+            } => {
+                write!(f, "call to {} on chain {chain_id}", checksummed(to))?;
+                if let Some(selector) = selector {
+                    write!(f, " (selector 0x{})", hex::encode(selector))?;
+                }
+                write!(f, " with {value} wei")
+            }
+            Action::ContractCreation { chain_id, value } => {
+                write!(f, "contract creation on chain {chain_id} with {value} wei")
+            }
+            Action::Message { len } => write!(f, "personal_sign message of {len} bytes"),
+        }
+    }
+}
+
+/// `transfer(address,uint256)`: exactly the selector and two words, the address word's top
+/// 12 bytes zero.
+fn erc20_transfer(input: &[u8]) -> Option<(Address, U256)> {
+    let (selector, args) = input.split_first_chunk::<4>()?;
+    if *selector != ERC20_TRANSFER_SELECTOR || args.len() != 64 {
+        return None;
+    }
+    let (recipient_word, amount_word) = args.split_at(32);
+    let (padding, recipient) = recipient_word.split_at(12);
+    if padding.iter().any(|&b| b != 0) {
+        return None;
+    }
+    let recipient: Address = recipient.try_into().ok()?;
+    Some((recipient, U256::from_be_slice(amount_word)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assets_round_trip_through_text() {
+        let token = parse_address("0xdac17f958d2ee523a2206206994597c13d831ec7").unwrap();
+        for asset in [
+            Asset::Native { chain_id: 1 },
+            Asset::Erc20 {
+                chain_id: 137,
+                token,
+            },
+        ] {
+            assert_eq!(asset.to_string().parse::<Asset>().unwrap(), asset);
+        }
+        assert_eq!(
+            Asset::Erc20 { chain_id: 1, token }.to_string(),
+            "erc20:1:0xdAC17F958D2ee523a2206206994597C13D831ec7"
+        );
+        for bad in [
+            "eth:",
+            "eth:0",
+            "eth:-1",
+            "eth:1x",
+            "btc:1",
+            "erc20:1",
+            "erc20:1:0x12",
+        ] {
+            assert!(bad.parse::<Asset>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn erc20_transfer_input_is_strict() {
+        let mut input = ERC20_TRANSFER_SELECTOR.to_vec();
+        input.extend_from_slice(&[0u8; 12]);
+        input.extend_from_slice(&[0x11; 20]);
+        input.extend_from_slice(&U256::from(5u8).to_be_bytes::<32>());
+        assert_eq!(erc20_transfer(&input), Some(([0x11; 20], U256::from(5u8))));
+        let mut long = input.clone();
+        long.push(0);
+        assert_eq!(erc20_transfer(&long), None);
+        let mut dirty = input.clone();
+        dirty[4] = 1;
+        assert_eq!(erc20_transfer(&dirty), None);
+        let mut other = input.clone();
+        other[0] = 0x09; // approve is 0x095ea7b3
+        assert_eq!(erc20_transfer(&other), None);
+        assert_eq!(erc20_transfer(&input[..67]), None);
+        assert_eq!(erc20_transfer(&[]), None);
+    }
+}
