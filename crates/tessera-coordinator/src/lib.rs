@@ -2,9 +2,13 @@
 //! approvals, and starts threshold sessions on the nodes. It holds no secret.
 //!
 //! [`store`] keeps the coordinator's state in SQLite (embedded default) or PostgreSQL
-//! (production and replicas) through one code path. The service and its REST API are being
-//! built on top of it.
+//! (production and replicas) through one code path.
 
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod service;
 pub mod store;
 
 #[cfg(feature = "testing")]

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use sqlx::any::AnyPoolOptions;
 use tempfile::TempDir;
 use tessera_coordinator::store::{
-    AddApproval, Approval, ApprovalSubject, Backend, Decision, InsertOutcome, KeyStatus, NewKey,
-    NewProposal, NewRequest, NewSession, PolicyRow, ProposalId, ProposalState, RequestFilter,
-    RequestKind, RequestState, SessionOutcome, SessionSubject, Spend, Store, StoreError,
-    SCHEMA_VERSION,
+    AddApproval, Approval, ApprovalSubject, Backend, CommitteeStatus, Decision, InsertOutcome,
+    KeyStatus, NewKey, NewProposal, NewRequest, NewSession, PolicyRow, ProposalId, ProposalState,
+    RequestFilter, RequestKind, RequestState, SessionOutcome, SessionSubject, Spend, Store,
+    StoreError, SCHEMA_VERSION,
 };
 use tessera_coordinator::testing::PostgresServer;
 use tessera_wire::{KeyId, PartyId, RequestId, SessionId};
@@ -112,6 +112,9 @@ on_both_backends!(
     policy_proposals_lifecycle,
     sessions_lifecycle,
     unreadable_rows_are_errors_not_panics,
+    committees_lifecycle,
+    request_reasons_queue_and_liveness,
+    stale_key_generations_fail,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -1180,4 +1183,258 @@ async fn coordinators_opening_a_new_sqlite_file_together_all_succeed() {
             assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
         }
     }
+}
+
+async fn committees_lifecycle(db: &Db) {
+    let store = db.store().await;
+    let parties = [PartyId(1), PartyId(2), PartyId(3)];
+    assert_eq!(store.get_committee(&parties).await.unwrap(), None);
+    assert_eq!(
+        store
+            .insert_committee(&parties, CommitteeStatus::Creating, 100)
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    // Idempotent: the stored committee comes back whatever status is asked.
+    let InsertOutcome::Existing(existing) = store
+        .insert_committee(&parties, CommitteeStatus::Ready, 200)
+        .await
+        .unwrap()
+    else {
+        panic!("a second insert must return the stored committee");
+    };
+    assert_eq!(existing.status, CommitteeStatus::Creating);
+    assert_eq!(existing.created_at, 100);
+    // Another order is another committee.
+    let reversed = [PartyId(3), PartyId(2), PartyId(1)];
+    assert_eq!(store.get_committee(&reversed).await.unwrap(), None);
+
+    db.set_time(300);
+    assert!(store
+        .transition_committee(
+            &parties,
+            &[CommitteeStatus::Creating],
+            CommitteeStatus::Failed,
+            Some("p3 timed out")
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .transition_committee(
+            &parties,
+            &[CommitteeStatus::Creating],
+            CommitteeStatus::Ready,
+            None
+        )
+        .await
+        .unwrap());
+    let failed = store.get_committee(&parties).await.unwrap().unwrap();
+    assert_eq!(failed.status, CommitteeStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("p3 timed out"));
+    assert_eq!((failed.created_at, failed.updated_at), (100, 300));
+    // Moving on clears the error.
+    assert!(store
+        .transition_committee(
+            &parties,
+            &[CommitteeStatus::Failed],
+            CommitteeStatus::Ready,
+            None
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_committee(&parties).await.unwrap().unwrap().error,
+        None
+    );
+    assert!(matches!(
+        store
+            .transition_committee(
+                &reversed,
+                &[CommitteeStatus::Ready],
+                CommitteeStatus::Failed,
+                None
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.insert_committee(&[], CommitteeStatus::Ready, 1).await,
+        Err(StoreError::Invalid { .. })
+    ));
+
+    // Set-ups that cannot still be running fail; others are left alone.
+    let pair = [PartyId(1), PartyId(2)];
+    store
+        .insert_committee(&pair, CommitteeStatus::Creating, 1_000)
+        .await
+        .unwrap();
+    db.set_time(2_000);
+    assert_eq!(
+        store.fail_stale_committees(500, "abandoned").await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .fail_stale_committees(1_001, "abandoned")
+            .await
+            .unwrap(),
+        1
+    );
+    let listed = store.list_committees().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].parties, parties);
+    assert_eq!(listed[1].status, CommitteeStatus::Failed);
+    assert_eq!(listed[1].error.as_deref(), Some("abandoned"));
+}
+
+async fn request_reasons_queue_and_liveness(db: &Db) {
+    let store = store_with_key(db).await;
+    let mut with_reasons = new_request(1, kid(1), 1_000);
+    with_reasons.reasons = vec!["needs 2 approvals".into(), "quote \" and ' survive".into()];
+    store.insert_request(&with_reasons).await.unwrap();
+    let row = store.get_request(rid(1)).await.unwrap().unwrap();
+    assert_eq!(row.reasons, with_reasons.reasons);
+    // Reasons are not part of a request's identity: a retry with other reasons is the same.
+    let mut retry = with_reasons.clone();
+    retry.reasons.clear();
+    assert!(matches!(
+        store.insert_request(&retry).await.unwrap(),
+        InsertOutcome::Existing(_)
+    ));
+
+    db.set_time(1_100);
+    let pending = [RequestState::PendingApproval];
+    assert!(store
+        .set_request_reasons(rid(1), &pending, &["has 1".into()])
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_request(rid(1)).await.unwrap().unwrap().reasons,
+        ["has 1"]
+    );
+    assert!(!store
+        .set_request_reasons(rid(1), &[RequestState::Approved], &[])
+        .await
+        .unwrap());
+    assert!(store
+        .set_request_reasons(rid(1), &pending, &[])
+        .await
+        .unwrap());
+    assert!(store
+        .get_request(rid(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .reasons
+        .is_empty());
+    assert!(matches!(
+        store.set_request_reasons(rid(9), &pending, &[]).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // The queue: by state, least recently changed first, only those changed by the cutoff.
+    store
+        .insert_request(&new_request(2, kid(1), 900))
+        .await
+        .unwrap();
+    store
+        .insert_request(&new_request(3, kid(1), 950))
+        .await
+        .unwrap();
+    let queue = |cutoff| {
+        let store = store.clone();
+        async move {
+            store
+                .requests_in_state(RequestState::PendingApproval, cutoff, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(queue(i64::MAX).await, [rid(2), rid(3), rid(1)]);
+    assert_eq!(queue(950).await, [rid(2), rid(3)]);
+    assert_eq!(
+        store
+            .requests_in_state(RequestState::PendingApproval, i64::MAX, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Liveness: a heartbeat refreshes a request only in its state; a stale one is claimed once.
+    db.set_time(2_000);
+    assert!(!store
+        .touch_request(rid(2), RequestState::Signing)
+        .await
+        .unwrap());
+    assert!(store
+        .transition_request(rid(2), &pending, RequestState::Signing, None, None)
+        .await
+        .unwrap());
+    db.set_time(2_010);
+    assert!(store
+        .touch_request(rid(2), RequestState::Signing)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_stale(rid(2), RequestState::Signing, 2_005)
+            .await
+            .unwrap(),
+        "touched at 2010: not stale at 2005"
+    );
+    db.set_time(2_100);
+    assert!(store
+        .claim_stale(rid(2), RequestState::Signing, 2_050)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_stale(rid(2), RequestState::Signing, 2_050)
+            .await
+            .unwrap(),
+        "a claim refreshes the request: a second claimer loses"
+    );
+    assert_eq!(
+        store.get_request(rid(2)).await.unwrap().unwrap().updated_at,
+        2_100
+    );
+    assert!(!store
+        .claim_stale(rid(3), RequestState::Signing, i64::MAX)
+        .await
+        .unwrap());
+}
+
+async fn stale_key_generations_fail(db: &Db) {
+    let store = db.store().await;
+    store.insert_key(&new_key(1, "old")).await.unwrap();
+    let mut young = new_key(2, "young");
+    young.created_at = 900;
+    store.insert_key(&young).await.unwrap();
+    store.insert_key(&new_key(3, "done")).await.unwrap();
+    store.set_key_ready(kid(3), &[2u8; 33], None).await.unwrap();
+    db.set_time(1_000);
+    assert_eq!(
+        store.fail_stale_keys(500, "abandoned").await.unwrap(),
+        [kid(1)]
+    );
+    let old = store.get_key(kid(1)).await.unwrap().unwrap();
+    assert_eq!(old.status, KeyStatus::Failed);
+    assert_eq!(old.error.as_deref(), Some("abandoned"));
+    assert_eq!(
+        store.get_key(kid(2)).await.unwrap().unwrap().status,
+        KeyStatus::Creating
+    );
+    let done = store.get_key(kid(3)).await.unwrap().unwrap();
+    assert_eq!(done.status, KeyStatus::Ready);
+    assert_eq!(done.chain_code, None);
+    assert!(store
+        .fail_stale_keys(500, "again")
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -299,6 +299,12 @@ impl LocalCluster {
         self.control.as_ref()
     }
 
+    /// The starter and control channel, shared: for a coordinator service running on this
+    /// cluster (`tessera dev`).
+    pub fn shared(&self) -> (Arc<Starter>, Arc<dyn ControlChannel>) {
+        (self.starter.clone(), self.control.clone())
+    }
+
     /// A presignature pool of `target` per (key, signers), made through this cluster.
     pub fn presignature_pool(&self, target: usize) -> Arc<PresignaturePool> {
         Arc::new(PresignaturePool::new(

@@ -305,7 +305,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-const RECIPIENT: &str = "0x6069a6C32cf691F5982FEbae4fAF8a6f3AB2F0F6";
+const RECIPIENT: &str = "0x6069a6c32cf691f5982febae4faf8a6f3ab2f0f6";
 
 fn parse_address(text: &str) -> Result<tessera_chain::Address> {
     let mut address = [0u8; 20];

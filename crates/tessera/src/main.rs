@@ -1,11 +1,14 @@
 //! `tessera`: the operator and admin command line.
 
+mod api;
 mod bench;
 mod demo;
+mod dev;
 mod eth;
 mod files;
 mod identity;
 mod nats_config;
+mod operator;
 mod roster;
 mod session;
 
@@ -25,6 +28,10 @@ enum Command {
     /// Run three party nodes in one process: create a 2-of-3 ECDSA key and sign with it
     /// (no server needed; `--spawn-nats` runs them over a real broker).
     Demo(demo::DemoArgs),
+    /// Run three party nodes and the coordinator (REST API on localhost, SQLite) in one
+    /// process, with a development policy and its principals' key files, to try the whole
+    /// request, approval and signing flow with `tessera request …`.
+    Dev(dev::DevArgs),
     /// Time DKG, auxiliary info, presigning, online and full signing through Tessera (in
     /// memory, and over NATS with `--spawn-nats`) against the raw library; print the overheads.
     Bench(bench::BenchArgs),
@@ -45,6 +52,21 @@ enum Command {
     Session(session::SessionArgs),
     /// Write a nats-server configuration, CA and certificates for a roster.
     NatsConfig(nats_config::NatsConfigArgs),
+    /// Create principals' keys (operators, approvers, admins, auditors sign with their own).
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// Check a policy file offline, or show the coordinator's active policy.
+    #[command(subcommand)]
+    Policy(operator::PolicyCommand),
+    /// Set up committees on the coordinator (auxiliary info; admins).
+    #[command(subcommand)]
+    Committee(api::CommitteeCommand),
+    /// Create and inspect threshold keys through the coordinator.
+    #[command(subcommand)]
+    Key(api::KeyCommand),
+    /// Submit, approve, reject, cancel, show and list signing requests.
+    #[command(subcommand)]
+    Request(api::RequestCommand),
 }
 
 fn main() -> Result<()> {
@@ -60,11 +82,17 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dev(args) => dev::run(args),
         Command::Identity(cmd) => identity::run_identity(cmd),
         Command::Coordinator(cmd) => identity::run_coordinator(cmd),
         Command::Admin(cmd) => identity::run_admin(cmd),
         Command::Roster(cmd) => roster::run(cmd),
         Command::NatsConfig(args) => nats_config::run(args),
         Command::Session(args) => session::run(args),
+        Command::Operator(cmd) => operator::run_operator(cmd),
+        Command::Policy(cmd) => operator::run_policy(cmd),
+        Command::Committee(cmd) => api::run_committee(cmd),
+        Command::Key(cmd) => api::run_key(cmd),
+        Command::Request(cmd) => api::run_request(cmd),
     }
 }

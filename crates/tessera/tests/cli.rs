@@ -545,3 +545,233 @@ fn demo_runs_over_a_development_broker() {
     let err = fails(&["demo", "--nats", &url]);
     assert!(err.contains("cannot start the local cluster"), "{err}");
 }
+
+#[test]
+fn principals_keys_and_an_offline_policy_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Keys for an operator (Ed25519) and an approver with an Ethereum address.
+    let key_line = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("key = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let olivia = key_line(&ok(&["operator", "new", "--out", s(&d.join("olivia"))]));
+    assert!(olivia.starts_with("ed25519:"), "{olivia}");
+    assert_eq!(mode(&d.join("olivia.key.json")), 0o600);
+    let ana = key_line(&ok(&[
+        "operator",
+        "new",
+        "--ethereum",
+        "--out",
+        s(&d.join("ana")),
+    ]));
+    assert!(ana.starts_with("eth:0x"), "{ana}");
+    assert_eq!(
+        key_line(&ok(&["operator", "show", s(&d.join("ana.key.json"))])),
+        ana
+    );
+    // Never overwritten.
+    fails(&["operator", "new", "--out", s(&d.join("ana"))]);
+
+    let policy = format!(
+        r#"version = 1
+revision = 1
+[admin]
+approvals = 1
+[[principals]]
+name = "olivia"
+roles = ["operator"]
+key = "{olivia}"
+[[principals]]
+name = "ana"
+roles = ["approver"]
+key = "{ana}"
+[[principals]]
+name = "ada"
+roles = ["admin"]
+key = "{}"
+[[principals]]
+name = "abe"
+roles = ["admin"]
+key = "{}"
+[[rules]]
+name = "treasury"
+keys = ["*"]
+approvals = {{ count = 1, roles = ["approver"] }}
+[[rules.limits]]
+asset = "eth:1"
+per_request = "1000"
+"#,
+        tessera_policy::OperatorKey::generate_ed25519().public(),
+        tessera_policy::OperatorKey::generate_ed25519().public(),
+    );
+    let file = d.join("policy.toml");
+    std::fs::write(&file, &policy).unwrap();
+    let out = ok(&["policy", "check", s(&file)]);
+    let expected = tessera_policy::PolicyHash::of(policy.as_bytes()).to_string();
+    assert!(
+        out.contains(&format!("policy_pin = \"{expected}\"")),
+        "{out}"
+    );
+    assert!(out.contains("principal  ana (approver) eth:0x"), "{out}");
+    // An invalid policy names its problem.
+    std::fs::write(&file, policy.replace("count = 1", "count = 5")).unwrap();
+    let err = fails(&["policy", "check", s(&file)]);
+    assert!(err.contains("treasury"), "{err}");
+}
+
+/// `tessera dev --spawn-nats` (3 nodes over a real permissioned nats-server, the coordinator
+/// and its API on loopback, SQLite) driven by the CLI as its principals: an EIP-1559 transfer
+/// submitted, approved by two approvers and signed; its sender recovers to the key's address.
+#[test]
+fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["dev", "--spawn-nats", "--listen", &listen, "--dir", s(d)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    let dev = Server(child);
+    assert!(banner.contains("over nats-server at"), "{banner}");
+    assert!(banner.contains("INSECURE DEV SHORTCUT"), "{banner}");
+    let url = format!("http://{listen}");
+    let as_principal = |name: &str, args: &[&str]| {
+        let key = d.join(format!("{name}.key.json"));
+        let mut all = vec![
+            "--coordinator",
+            &url,
+            "--principal",
+            name,
+            "--key-file",
+            s(&key),
+        ];
+        all.extend_from_slice(args);
+        all.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |name: &str, command: &[&str], args: &[&str]| {
+        let mut full: Vec<String> = command.iter().map(|c| c.to_string()).collect();
+        full.extend(as_principal(name, args));
+        tessera(&full.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let keys = run("aude", &["key", "list"], &[]);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let address = stdout(&keys)
+        .split_whitespace()
+        .find(|w| w.starts_with("0x"))
+        .unwrap()
+        .to_owned();
+
+    let submit = |to: &str, wei: &str, nonce: &str| {
+        run(
+            "olivia",
+            &["request", "submit"],
+            &[
+                "--signing-key",
+                "treasury",
+                "--transfer-to",
+                to,
+                "--value-wei",
+                wei,
+                "--chain-id",
+                "11155111",
+                "--nonce",
+                nonce,
+            ],
+        )
+    };
+    let out = submit(
+        "0x6069a6c32cf691f5982febae4faf8a6f3ab2f0f6",
+        "500000000000000000",
+        "0",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("request"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        stdout(&out).contains("pending_approval"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The operator may not approve; a key that is not the principal's is not authenticated.
+    let out = run("olivia", &["request", "approve"], &[&id]);
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+    let mut forged = as_principal("ben", &[&id]);
+    let ana_key = d.join("ana.key.json");
+    let at = forged.iter().position(|a| a == "--key-file").unwrap() + 1;
+    forged[at] = s(&ana_key).to_owned();
+    let mut args = vec!["request".to_owned(), "approve".to_owned()];
+    args.extend(forged);
+    let out = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+
+    for approver in ["ana", "ben"] {
+        let out = run(approver, &["request", "approve"], &[&id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("checked locally: transfer of 500000000000000000"));
+    }
+    let started = Instant::now();
+    let signed = loop {
+        let out = run("aude", &["request", "show"], &[&id]);
+        let text = stdout(&out);
+        if text.contains("state     signed") {
+            break text;
+        }
+        assert!(
+            !text.contains("state     failed") && started.elapsed() < Duration::from_secs(120),
+            "{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let raw = signed
+        .lines()
+        .find_map(|l| l.strip_prefix("result    0x"))
+        .unwrap();
+    let sender = tessera_chain::recover_sender(&hex::decode(raw).unwrap()).unwrap();
+    assert_eq!(tessera_chain::checksummed(&sender), address);
+
+    // Denied by policy at submission, with the reason.
+    let out = submit("0x000000000000000000000000000000000000dead", "1", "1");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("deny list"), "{}", stderr(&out));
+
+    // Ctrl-C stops it cleanly.
+    let pid = dev.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert!(rest.contains("stopped"), "{rest}");
+}

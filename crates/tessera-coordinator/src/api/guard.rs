@@ -1,0 +1,143 @@
+//! The authentication layer of every `/v1` route: reads the body (at most
+//! [`MAX_BODY_BYTES`]), authenticates the signed request against the active policy, checks the
+//! route's permission, and hands the handler the [`Authenticated`] caller and body.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::state::now_unix;
+use super::{ApiError, ApiState};
+use crate::auth::{authenticate, require, ApiRequest, Caller, Permission, MAX_BODY_BYTES};
+
+/// An authenticated call, as the guard hands it to the handler.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// Who is calling.
+    pub caller: Caller,
+    /// The body exactly as signed.
+    pub body: Bytes,
+}
+
+impl Authenticated {
+    /// The body as JSON of type `T`; a malformed body is a 400 with the parser's message.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request(
+                "the request needs a JSON body (content-type application/json)",
+            ));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// The state of one route's guard.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) state: ApiState,
+    pub(crate) permission: Permission,
+}
+
+/// The middleware: authenticate, authorise, then run the handler.
+pub(crate) async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    match admit(&guard, request).await {
+        Ok(request) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn admit(guard: &Guard, request: Request) -> Result<Request, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    let body = read_body(body).await?;
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    // The target exactly as received: never a decoded or routed path.
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let policy = guard.state.active_policy().await?;
+    let api_request = ApiRequest {
+        method: parts.method.as_str(),
+        path_and_query: target,
+        headers: &headers,
+        body: &body,
+    };
+    let caller = authenticate(&api_request, &policy, guard.state.nonce_store(), now_unix())
+        .await
+        .inspect_err(|e| {
+            tracing::info!(
+                method = %parts.method,
+                path = %parts.uri.path(),
+                error = %e,
+                "request refused"
+            );
+        })?;
+    require(&caller, guard.permission).inspect_err(|e| {
+        tracing::info!(
+            method = %parts.method,
+            path = %parts.uri.path(),
+            error = %e,
+            "request refused"
+        );
+    })?;
+    parts.extensions.insert(Authenticated {
+        caller,
+        body: body.clone(),
+    });
+    Ok(Request::from_parts(parts, Body::from(body)))
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`] (413 beyond).
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let inner = e.into_inner();
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+            while let Some(error) = source {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    return ApiError::too_large(MAX_BODY_BYTES);
+                }
+                source = error.source();
+            }
+            ApiError::bad_request(format!("cannot read the request body: {inner}"))
+        })
+}
+
+/// Logs every call: method, path (without the query), status and time taken.
+pub(crate) async fn access_log(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if response.status().is_server_error() {
+        tracing::warn!(%method, %path, status, elapsed_ms, "api call");
+    } else if path.starts_with("/v1/") {
+        tracing::info!(%method, %path, status, elapsed_ms, "api call");
+    } else {
+        // Probes and scrapes: frequent and uninteresting.
+        tracing::debug!(%method, %path, status, elapsed_ms, "api call");
+    }
+    response
+}

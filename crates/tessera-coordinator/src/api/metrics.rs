@@ -1,0 +1,136 @@
+//! `GET /metrics` in the Prometheus text format (version 0.0.4).
+//!
+//! The metrics are listed in the [API documentation](super#metrics).
+//!
+//! Party health is the service's memory of recent sessions: a restarted coordinator starts
+//! from zero.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::ApiError;
+use crate::service::Coordinator;
+use crate::store::{CommitteeStatus, KeyStatus, RequestFilter, RequestState};
+
+/// Renders every metric.
+pub(crate) async fn render(coordinator: &Coordinator) -> Result<String, ApiError> {
+    let mut out = String::new();
+
+    let requests = count_requests(coordinator).await?;
+    family(
+        &mut out,
+        "tessera_coordinator_requests",
+        "Sign requests by state.",
+    );
+    for state in RequestState::ALL {
+        let n = requests.get(state.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_requests{{state=\"{}\"}} {n}",
+            state.as_str()
+        );
+    }
+
+    let mut keys: BTreeMap<&str, u64> = KeyStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for key in coordinator.list_keys().await? {
+        *keys.entry(key.status.as_str()).or_default() += 1;
+    }
+    family(&mut out, "tessera_coordinator_keys", "Keys by status.");
+    for (status, n) in keys {
+        let _ = writeln!(out, "tessera_coordinator_keys{{status=\"{status}\"}} {n}");
+    }
+
+    let mut committees: BTreeMap<&str, u64> = CommitteeStatus::ALL
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+    for committee in coordinator.list_committees().await? {
+        *committees.entry(committee.status.as_str()).or_default() += 1;
+    }
+    family(
+        &mut out,
+        "tessera_coordinator_committees",
+        "Committees by status.",
+    );
+    for (status, n) in committees {
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_committees{{status=\"{status}\"}} {n}"
+        );
+    }
+
+    let policy = coordinator.policy().await?;
+    family(
+        &mut out,
+        "tessera_coordinator_policy_revision",
+        "Revision of the active policy.",
+    );
+    let _ = writeln!(
+        out,
+        "tessera_coordinator_policy_revision {}",
+        policy.revision
+    );
+
+    let health = coordinator.party_health();
+    family(
+        &mut out,
+        "tessera_coordinator_party_consecutive_failures",
+        "Sessions failed in a row with the party blamed or silent.",
+    );
+    for party in &health {
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_party_consecutive_failures{{party=\"{}\"}} {}",
+            party.party, party.consecutive_failures
+        );
+    }
+    family(
+        &mut out,
+        "tessera_coordinator_party_seconds_since_failure",
+        "Seconds since the party's last failed session.",
+    );
+    for party in &health {
+        if let Some(secs) = party.secs_since_failure {
+            let _ = writeln!(
+                out,
+                "tessera_coordinator_party_seconds_since_failure{{party=\"{}\"}} {secs}",
+                party.party
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn family(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// Requests per state, by paging through the store (it has no count query).
+async fn count_requests(
+    coordinator: &Coordinator,
+) -> Result<BTreeMap<&'static str, u64>, ApiError> {
+    let mut counts = BTreeMap::new();
+    for state in RequestState::ALL {
+        let mut filter = RequestFilter {
+            state: Some(*state),
+            limit: RequestFilter::MAX_LIMIT,
+            ..RequestFilter::default()
+        };
+        let mut n = 0u64;
+        loop {
+            let page = coordinator
+                .store()
+                .list_requests(&filter)
+                .await
+                .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
+            n += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == filter.limit as usize => filter.after = Some(last.id),
+                _ => break,
+            }
+        }
+        counts.insert(state.as_str(), n);
+    }
+    Ok(counts)
+}

@@ -1,0 +1,368 @@
+//! Decisions on sign requests: approvals and rejections by approvers (each verified, the
+//! policy re-evaluated after each), and cancellation by the submitter or an admin.
+
+use sha2::{Digest, Sha256};
+use tessera_policy::{
+    evaluate, Approval, PolicyDocument, Principal, PrincipalSignature, Role, SignRequest, Verdict,
+};
+use tessera_wire::RequestId;
+
+use super::requests::decode;
+use super::{
+    hash_hex, history, now_unix, to_db, ActivePolicy, Coordinator, RequestView, ServiceError,
+};
+use crate::store::{self, AddApproval, ApprovalSubject, Decision, RequestRow, RequestState};
+
+/// Domain separation for [`rejection_digest`].
+pub const REJECTION_LABEL: &[u8] = b"tessera/reject-request/v1";
+
+/// What an approver signs to **reject** a request: SHA-256(`"tessera/reject-request/v1"` ||
+/// request digest), signed like an approval ([`Approval::sign`] over this digest).
+///
+/// A rejection must not be a signature over the request digest itself: that signature would
+/// be a valid approval, which a compromised coordinator could show the nodes.
+pub fn rejection_digest(request_digest: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(REJECTION_LABEL);
+    hasher.update(request_digest);
+    hasher.finalize().into()
+}
+
+/// The principal `name` of `policy`, or Forbidden (it would need `needed`).
+pub(crate) fn principal<'p>(
+    policy: &'p PolicyDocument,
+    name: &str,
+    needed: &str,
+) -> Result<&'p Principal, ServiceError> {
+    policy.principal(name).ok_or_else(|| {
+        ServiceError::forbidden(
+            name,
+            format!("{needed} (it is not a principal of the active policy)"),
+        )
+    })
+}
+
+/// Checks that `approver` may decide on `request`: a principal, not its submitter, whose
+/// approval counts for at least one rule covering the key (as `evaluate` counts them).
+fn check_approver(
+    policy: &PolicyDocument,
+    request: &SignRequest,
+    approver: &str,
+) -> Result<(), ServiceError> {
+    let who = principal(policy, approver, "an approving role")?;
+    if who.name == request.submitted_by {
+        return Err(ServiceError::forbidden(
+            approver,
+            format!(
+                "to be someone other than the submitter ('{}' submitted request {}; a submitter \
+                 may cancel but never approve or reject it)",
+                request.submitted_by, request.id
+            ),
+        ));
+    }
+    let rules: Vec<_> = policy
+        .rules_for(&request.key)
+        .filter(|r| r.approvals.count > 0)
+        .collect();
+    if rules
+        .iter()
+        .any(|r| r.approvals.counts(&who.name, &who.roles))
+    {
+        return Ok(());
+    }
+    let needed = if rules.is_empty() {
+        "a rule covering the key that asks for approvals (none does: this key's requests need no approval)".to_owned()
+    } else {
+        rules
+            .iter()
+            .map(|r| {
+                let roles: Vec<&str> = r.approvals.roles.iter().map(|role| role.as_str()).collect();
+                let mut text = format!("the {} role", roles.join(" or "));
+                if !r.approvals.from.is_empty() {
+                    let names: Vec<&str> = r.approvals.from.iter().map(String::as_str).collect();
+                    text.push_str(&format!(" and to be one of {}", names.join(", ")));
+                }
+                format!("{text} (rule '{}')", r.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", or ")
+    };
+    Err(ServiceError::forbidden(approver, needed))
+}
+
+impl Coordinator {
+    /// Records `approver`'s approval of request `id`: `signature` is their
+    /// [`Approval::sign`] over the request digest ([`SignRequest::request_digest`] of
+    /// [`RequestView::request`]). The approver must be a principal whose approval counts for a
+    /// rule covering the key, and not the submitter; each principal decides once. The policy
+    /// is then evaluated again: once it allows, the request is `approved` and queued for
+    /// signing; if it now denies (e.g. a window limit was used up meanwhile), the request is
+    /// `rejected` with the reasons.
+    pub async fn approve(
+        &self,
+        approver: &str,
+        id: RequestId,
+        signature: PrincipalSignature,
+    ) -> Result<RequestView, ServiceError> {
+        let (row, request, active) = self
+            .open_request(id, &[RequestState::PendingApproval])
+            .await?;
+        let policy = &active.document;
+        check_approver(policy, &request, approver)?;
+        let digest = request.request_digest();
+        let approval = Approval {
+            approver: approver.to_owned(),
+            signature,
+        };
+        approval.verify(&digest, policy).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "the approval does not verify ({e}); sign the request digest {} (recompute it \
+                 from the request) with the key the policy names for '{approver}'",
+                hex::encode(digest)
+            ))
+        })?;
+        self.decide(row.id, approver, Decision::Approve, approval.signature)
+            .await?;
+        tracing::info!(request = %id, %approver, "request approved by a principal");
+        self.reevaluate(&row, &request, policy).await?;
+        self.get(id).await
+    }
+
+    /// Records `approver`'s rejection of request `id` and moves it to `rejected`.
+    /// `signature` is their [`Approval::sign`] over [`rejection_digest`] of the request digest
+    /// (never over the request digest itself, which would be an approval). Who may reject is
+    /// who may approve. A request being signed can no longer be rejected.
+    pub async fn reject(
+        &self,
+        approver: &str,
+        id: RequestId,
+        signature: PrincipalSignature,
+    ) -> Result<RequestView, ServiceError> {
+        let open = [RequestState::PendingApproval, RequestState::Approved];
+        let (row, request, active) = self.open_request(id, &open).await?;
+        let policy = &active.document;
+        check_approver(policy, &request, approver)?;
+        let digest = rejection_digest(&request.request_digest());
+        let rejection = Approval {
+            approver: approver.to_owned(),
+            signature,
+        };
+        rejection.verify(&digest, policy).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "the rejection does not verify ({e}); sign the rejection digest {} \
+                 (SHA-256 of \"tessera/reject-request/v1\" and the request digest) with the \
+                 key the policy names for '{approver}'",
+                hex::encode(digest)
+            ))
+        })?;
+        self.decide(row.id, approver, Decision::Reject, rejection.signature)
+            .await?;
+        let reason = format!("rejected by '{approver}'");
+        if !self
+            .store
+            .transition_request(id, &open, RequestState::Rejected, None, Some(&reason))
+            .await?
+        {
+            return Err(self.too_late(id, "rejected").await);
+        }
+        self.store
+            .set_request_reasons(id, &[RequestState::Rejected], &[reason])
+            .await?;
+        tracing::info!(request = %id, %approver, "request rejected");
+        self.get(id).await
+    }
+
+    /// Cancels request `id`, by its submitter or an admin, while it is pending approval or
+    /// approved (not once signing has started).
+    pub async fn cancel(
+        &self,
+        principal_name: &str,
+        id: RequestId,
+    ) -> Result<RequestView, ServiceError> {
+        let row = self.request_row(id).await?;
+        let active = self.active().await?;
+        let is_admin = active
+            .document
+            .principal(principal_name)
+            .is_some_and(|p| p.has_role(Role::Admin));
+        if row.submitted_by != principal_name && !is_admin {
+            return Err(ServiceError::forbidden(
+                principal_name,
+                format!("to be the submitter ('{}') or an admin", row.submitted_by),
+            ));
+        }
+        let open = [RequestState::PendingApproval, RequestState::Approved];
+        let reason = format!("cancelled by '{principal_name}'");
+        if !self
+            .store
+            .transition_request(id, &open, RequestState::Cancelled, None, Some(&reason))
+            .await?
+        {
+            return Err(self.too_late(id, "cancelled").await);
+        }
+        self.store
+            .set_request_reasons(id, &[RequestState::Cancelled], &[reason])
+            .await?;
+        tracing::info!(request = %id, by = %principal_name, "request cancelled");
+        self.get(id).await
+    }
+
+    /// The request if it is in one of `states` and not expired (an expired one is marked so).
+    async fn open_request(
+        &self,
+        id: RequestId,
+        states: &[RequestState],
+    ) -> Result<(RequestRow, SignRequest, std::sync::Arc<ActivePolicy>), ServiceError> {
+        let row = self.request_row(id).await?;
+        if !states.contains(&row.state) {
+            return Err(ServiceError::Conflict(format!(
+                "request {id} is {}; it takes decisions only while {}",
+                row.state,
+                states
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        let request = decode(&row)?;
+        let now = now_unix();
+        if now >= request.expires_at {
+            self.store
+                .transition_request(id, states, RequestState::Expired, None, None)
+                .await?;
+            return Err(ServiceError::Conflict(format!(
+                "request {id} expired at {} (now {now}); submit a new request",
+                request.expires_at
+            )));
+        }
+        let active = self.active().await?;
+        if request.policy != active.document.hash() {
+            let reason = format!(
+                "the request was made under policy {}, but the policy in force is {}: submit it again",
+                hash_hex(&request.policy),
+                active.document.hash()
+            );
+            if self
+                .store
+                .transition_request(id, states, RequestState::Rejected, None, Some(&reason))
+                .await?
+            {
+                self.store
+                    .set_request_reasons(
+                        id,
+                        &[RequestState::Rejected],
+                        std::slice::from_ref(&reason),
+                    )
+                    .await?;
+            }
+            return Err(ServiceError::Conflict(format!("request {id}: {reason}")));
+        }
+        Ok((row, request, active))
+    }
+
+    /// Stores a decision; a principal decides once per request.
+    async fn decide(
+        &self,
+        id: RequestId,
+        approver: &str,
+        decision: Decision,
+        signature: PrincipalSignature,
+    ) -> Result<(), ServiceError> {
+        let added = self
+            .store
+            .add_approval(&store::Approval {
+                subject: ApprovalSubject::Request(id),
+                approver: approver.to_owned(),
+                decision,
+                signature: signature.0,
+                created_at: to_db(now_unix()),
+            })
+            .await?;
+        match added {
+            AddApproval::Added => Ok(()),
+            AddApproval::Duplicate(first) => Err(ServiceError::Conflict(format!(
+                "'{approver}' already decided on request {id} ({}); a principal decides once",
+                first.decision
+            ))),
+        }
+    }
+
+    /// The approvals stored for a request, as the policy and the nodes take them.
+    pub(crate) async fn approvals(&self, id: RequestId) -> Result<Vec<Approval>, ServiceError> {
+        Ok(self
+            .store
+            .approvals_for(ApprovalSubject::Request(id))
+            .await?
+            .into_iter()
+            .filter(|a| a.decision == Decision::Approve)
+            .map(|a| Approval {
+                approver: a.approver,
+                signature: PrincipalSignature(a.signature),
+            })
+            .collect())
+    }
+
+    /// Evaluates a pending request with its approvals and moves it on.
+    async fn reevaluate(
+        &self,
+        row: &RequestRow,
+        request: &SignRequest,
+        policy: &PolicyDocument,
+    ) -> Result<(), ServiceError> {
+        let id = row.id;
+        let approvals = self.approvals(id).await?;
+        let derived = request.check().map_err(|e| {
+            ServiceError::corrupt(format_args!("request {id} no longer checks ({e})"))
+        })?;
+        let now = now_unix();
+        let history = history::load(&self.store, policy, request.key, &derived, now).await?;
+        let decision = evaluate(policy, request, &approvals, &history, now);
+        let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+        let pending = [RequestState::PendingApproval];
+        match decision.verdict {
+            Verdict::Allow => {
+                if self
+                    .store
+                    .transition_request(id, &pending, RequestState::Approved, None, None)
+                    .await?
+                {
+                    self.store
+                        .set_request_reasons(id, &[RequestState::Approved], &[])
+                        .await?;
+                    tracing::info!(request = %id, approved_by = ?decision.approved_by, "request approved; queued for signing");
+                    self.wake.notify_one();
+                }
+            }
+            Verdict::Pending => {
+                self.store
+                    .set_request_reasons(id, &pending, &reasons)
+                    .await?;
+            }
+            Verdict::Deny => {
+                if self
+                    .store
+                    .transition_request(id, &pending, RequestState::Rejected, None, None)
+                    .await?
+                {
+                    self.store
+                        .set_request_reasons(id, &[RequestState::Rejected], &reasons)
+                        .await?;
+                    tracing::warn!(request = %id, reasons = %reasons.join("; "), "request denied on re-evaluation");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn too_late(&self, id: RequestId, what: &str) -> ServiceError {
+        match self.store.get_request(id).await {
+            Ok(Some(row)) => ServiceError::Conflict(format!(
+                "request {id} is {} and can no longer be {what}",
+                row.state
+            )),
+            Ok(None) => ServiceError::NotFound(format!("no request {id}")),
+            Err(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The coordinator's [`SpendHistory`]: the spend recorded in its database.
+//!
+//! `evaluate` is synchronous and the store is not, so the sums it will ask for are read first:
+//! for the request's asset, one sum per rolling window of the rules covering the key. A sum
+//! that was not read (which `evaluate` never asks for) counts as unlimited spend, so a mistake
+//! here denies rather than allows.
+
+use std::collections::HashMap;
+
+use tessera_chain::U256;
+use tessera_policy::{Asset, Derived, PolicyDocument, SpendHistory};
+use tessera_wire::KeyId;
+
+use super::{to_db, ServiceError};
+use crate::Store;
+
+/// Sums of spend per (asset, since), read from the store for one evaluation.
+pub(crate) struct StoreHistory {
+    key: KeyId,
+    sums: HashMap<(Asset, u64), U256>,
+}
+
+impl SpendHistory for StoreHistory {
+    fn spent_since(&self, key: KeyId, asset: &Asset, since: u64) -> U256 {
+        if key != self.key {
+            return U256::MAX;
+        }
+        self.sums
+            .get(&(*asset, since))
+            .copied()
+            .unwrap_or(U256::MAX)
+    }
+}
+
+/// Reads what evaluating a request for `key` that does `derived` at `now` will ask.
+pub(crate) async fn load(
+    store: &Store,
+    policy: &PolicyDocument,
+    key: KeyId,
+    derived: &Derived,
+    now: u64,
+) -> Result<StoreHistory, ServiceError> {
+    let mut sums = HashMap::new();
+    if let Some((asset, _)) = derived.spend() {
+        for rule in policy.rules_for(&key) {
+            let Some(window) = rule.limit(&asset).and_then(|l| l.window.as_ref()) else {
+                continue;
+            };
+            let since = now.saturating_sub(window.secs);
+            if sums.contains_key(&(asset, since)) {
+                continue;
+            }
+            let amounts = store
+                .spends_since(key, &asset.to_string(), to_db(since))
+                .await?;
+            let total = amounts.iter().fold(U256::ZERO, |sum, amount| {
+                // Amounts are validated when recorded; an unreadable one counts as unlimited.
+                let amount = amount.parse::<U256>().unwrap_or(U256::MAX);
+                sum.saturating_add(amount)
+            });
+            sums.insert((asset, since), total);
+        }
+    }
+    Ok(StoreHistory { key, sums })
+}

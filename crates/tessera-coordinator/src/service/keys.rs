@@ -1,0 +1,269 @@
+//! Threshold keys (admin operations): generation on a ready committee, listing, and the
+//! (child) public keys and addresses derived without any share.
+
+use std::sync::Arc;
+
+use tessera_chain::{address, checksummed};
+use tessera_node::{Operation, Output};
+use tessera_wire::{KeyId, PartyId};
+
+use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError};
+use crate::store::{
+    CommitteeStatus, InsertOutcome, KeyRow, KeyStatus, NewKey, NewSession, SessionOutcome,
+    SessionSubject,
+};
+
+/// The Ethereum address of a compressed public key, EIP-55.
+pub(crate) fn eth_address(public_key: &[u8]) -> Option<String> {
+    address(public_key).ok().map(|a| checksummed(&a))
+}
+
+impl From<KeyRow> for KeyView {
+    fn from(row: KeyRow) -> Self {
+        KeyView {
+            id: row.id,
+            name: row.name,
+            threshold: row.threshold,
+            committee: row.committee,
+            status: row.status,
+            address: row.public_key.as_deref().and_then(eth_address),
+            public_key: row.public_key.as_deref().map(hex::encode),
+            chain_code: row.chain_code.as_deref().map(hex::encode),
+            error: row.error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The compressed public key of `key` at `path` (the master key for an empty path).
+pub(crate) fn public_key_at(key: &KeyRow, path: &[u32]) -> Result<Vec<u8>, ServiceError> {
+    let public_key = key.public_key.as_deref().ok_or_else(|| {
+        ServiceError::Unavailable(format!(
+            "key '{}' is {}: it has no public key yet",
+            key.name, key.status
+        ))
+    })?;
+    if path.is_empty() {
+        return Ok(public_key.to_vec());
+    }
+    tessera_policy::request::check_path(path)
+        .map_err(|e| ServiceError::Invalid(format!("derivation path: {e}")))?;
+    let chain_code = key.chain_code.as_deref().ok_or_else(|| {
+        ServiceError::Invalid(format!(
+            "key '{}' has no HD chain code, so it has no child keys; use the empty path",
+            key.name
+        ))
+    })?;
+    tessera_mpc::derive_child_public_key(public_key, chain_code, path)
+        .map_err(|e| ServiceError::Invalid(format!("derivation path {path:?}: {e}")))
+}
+
+impl Coordinator {
+    /// Generates a `threshold`-of-n key named `name` on a ready committee (any order of its
+    /// parties) and returns it ready, with its public key, HD chain code and address.
+    /// Idempotent by name: the same name, committee and threshold again returns the stored
+    /// key; the name used for another key is a [`ServiceError::Conflict`]. If key generation
+    /// fails the key is recorded `failed` (its name stays taken) and
+    /// [`ServiceError::Unavailable`] says why.
+    ///
+    /// The protocol runs in its own task: if the caller stops waiting, the key is still
+    /// generated and recorded.
+    pub async fn create_key(
+        self: &Arc<Self>,
+        name: &str,
+        committee: Vec<PartyId>,
+        threshold: u16,
+    ) -> Result<KeyView, ServiceError> {
+        let committee = self.committee_parties(&committee)?;
+        if threshold < 2 || usize::from(threshold) > committee.len() {
+            return Err(ServiceError::Invalid(format!(
+                "threshold {threshold} for a committee of {}: a threshold key needs 2 to {} \
+                 signers",
+                committee.len(),
+                committee.len()
+            )));
+        }
+        let row = self.committee(&committee).await?;
+        if row.status != CommitteeStatus::Ready {
+            return Err(ServiceError::Unavailable(format!(
+                "committee {} is {}; keys are generated on a ready committee (set it up first)",
+                PartyId::list(&committee),
+                row.status
+            )));
+        }
+        if let Some(existing) = self.store.get_key_by_name(name).await? {
+            return if existing.committee == committee && existing.threshold == threshold {
+                Ok(existing.into())
+            } else {
+                Err(ServiceError::Conflict(format!(
+                    "a key named '{name}' already exists ({}-of-{} on {}); choose another name",
+                    existing.threshold,
+                    existing.committee.len(),
+                    PartyId::list(&existing.committee)
+                )))
+            };
+        }
+        let new = NewKey {
+            id: KeyId::random(),
+            name: name.to_owned(),
+            threshold,
+            committee: committee.clone(),
+            created_at: to_db(now_unix()),
+        };
+        if let InsertOutcome::Existing(existing) = self.store.insert_key(&new).await? {
+            return Ok(existing.into());
+        }
+        tracing::info!(key = %new.id, %name, threshold, committee = %PartyId::list(&committee), "key generation started");
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.generate(new.id, &committee, threshold).await });
+        task.await.map_err(|e| {
+            ServiceError::Unavailable(format!("the key generation task failed: {e}"))
+        })??;
+        let key = self.key_row(new.id).await?;
+        match key.status {
+            KeyStatus::Ready => Ok(key.into()),
+            _ => Err(ServiceError::Unavailable(format!(
+                "key generation for '{name}' failed: {}; the name stays taken by the failed key: \
+                 create the key again under another name",
+                key.error.as_deref().unwrap_or("no reason recorded")
+            ))),
+        }
+    }
+
+    /// Runs key generation for a key recorded `creating`, and records the outcome.
+    async fn generate(
+        &self,
+        id: KeyId,
+        committee: &[PartyId],
+        threshold: u16,
+    ) -> Result<(), ServiceError> {
+        let (start, signed) = self
+            .starter
+            .start(committee, Operation::Keygen { key: id, threshold });
+        self.store
+            .insert_session(&NewSession {
+                session_id: start.session,
+                subject: SessionSubject::Key(id),
+                operation: "keygen".into(),
+                parties: committee.to_vec(),
+                started_at: to_db(now_unix()),
+            })
+            .await?;
+        let outcome = match self
+            .control
+            .run(&start, &signed, self.settings.session_deadline)
+            .await
+        {
+            Ok(outcomes) => self.starter.check(&start, &outcomes),
+            Err(e) => Err(e),
+        };
+        let result = match outcome {
+            Ok(Output::Keygen {
+                public_key,
+                chain_code,
+            }) => {
+                if address(&public_key).is_err() {
+                    Err((
+                        "the nodes reported a public key that is not secp256k1".to_owned(),
+                        vec![],
+                    ))
+                } else if !(chain_code.is_empty() || chain_code.len() == 32) {
+                    Err((
+                        "the nodes reported a chain code that is not 32 bytes".to_owned(),
+                        vec![],
+                    ))
+                } else {
+                    Ok((public_key, chain_code))
+                }
+            }
+            Ok(other) => Err((format!("key generation returned {other:?}"), vec![])),
+            Err(e) => Err((e.to_string(), e.blamed())),
+        };
+        match result {
+            Ok((public_key, chain_code)) => {
+                self.store
+                    .finish_session(start.session, &SessionOutcome::Ok, &[])
+                    .await?;
+                let chain_code = (!chain_code.is_empty()).then_some(chain_code.as_slice());
+                self.store
+                    .set_key_ready(id, &public_key, chain_code)
+                    .await?;
+                if let Some(pool) = &self.pool {
+                    pool.track(id, &quorum::preferred(committee, threshold));
+                }
+                tracing::info!(key = %id, "key generated");
+            }
+            Err((error, blamed)) => {
+                self.store
+                    .finish_session(
+                        start.session,
+                        &SessionOutcome::Failed(error.clone()),
+                        &blamed,
+                    )
+                    .await?;
+                self.health.failed(&blamed);
+                self.store.set_key_failed(id, &error).await?;
+                tracing::warn!(key = %id, %error, "key generation failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key, by name.
+    pub async fn list_keys(&self) -> Result<Vec<KeyView>, ServiceError> {
+        Ok(self
+            .store
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The key with this name, or with this id (32 hex digits).
+    pub async fn get_key(&self, name_or_id: &str) -> Result<KeyView, ServiceError> {
+        Ok(self.resolve_key(name_or_id).await?.into())
+    }
+
+    /// The public key and Ethereum address of `key` (name or id) at `path` (non-hardened
+    /// indices; empty = the master key), derived from the key's public key and chain code.
+    pub async fn key_address(&self, key: &str, path: &[u32]) -> Result<KeyAddress, ServiceError> {
+        let key = self.resolve_key(key).await?;
+        let public_key = public_key_at(&key, path)?;
+        let address = eth_address(&public_key).ok_or_else(|| {
+            ServiceError::corrupt(format_args!("key {} has an unreadable public key", key.id))
+        })?;
+        Ok(KeyAddress {
+            key_id: key.id,
+            path: path.to_vec(),
+            public_key: hex::encode(&public_key),
+            address,
+        })
+    }
+
+    /// The key with this name, or with this id.
+    pub(crate) async fn resolve_key(&self, name_or_id: &str) -> Result<KeyRow, ServiceError> {
+        if let Ok(id) = name_or_id.parse::<KeyId>() {
+            if let Some(key) = self.store.get_key(id).await? {
+                return Ok(key);
+            }
+        }
+        self.store
+            .get_key_by_name(name_or_id)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "no key named {:?} and no key with that id; list the keys to see them",
+                    name_or_id.chars().take(128).collect::<String>()
+                ))
+            })
+    }
+
+    pub(crate) async fn key_row(&self, id: KeyId) -> Result<KeyRow, ServiceError> {
+        self.store
+            .get_key(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no key {id}")))
+    }
+}

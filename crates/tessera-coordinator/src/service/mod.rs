@@ -1,0 +1,390 @@
+//! The coordinator's service core: committees and keys, sign requests and their approvals,
+//! policy changes, and the signing worker that drives the party nodes. No HTTP here; the API
+//! layer (and `auth`) sit on top of [`Coordinator`].
+//!
+//! The coordinator holds no secret except its roster coordinator key, inside the
+//! [`Starter`]: it cannot sign anything by itself, and every node re-checks each request, its
+//! approvals and the policy before it takes part (ADR 0005). All state lives in the
+//! [`Store`], so coordinator replicas may share one PostgreSQL database: state changes are
+//! compare-and-set, and a request is signed by the replica that moved it from `approved` to
+//! `signing`.
+//!
+//! Request life: `submit` evaluates the policy ([`tessera_policy::evaluate()`]) and stores the
+//! request `pending_approval`, `approved` (no approval needed) or `rejected` (denied, with the
+//! reasons). Each approval is verified and the policy re-evaluated; when it allows, the
+//! request is `approved` and the signing worker takes it (`signing`), picks a healthy quorum,
+//! runs the session, verifies the signature against the (child) public key, assembles the
+//! transaction, records the spend and stores the result (`signed`), or retries with another
+//! quorum and finally fails (`failed`). The sweeper expires requests nobody signed in time.
+//!
+//! **Policy pinning.** Nodes sign only under the policy whose hash they pin in their
+//! configuration. [`Coordinator::start`] therefore insists that the database's active policy
+//! is the document it is given (the one the nodes pin). A policy change applied through
+//! [`Coordinator::approve_policy`] becomes the coordinator's active policy at once, but the
+//! nodes keep their pin: until every node is re-pinned to the new hash (and the coordinator
+//! restarted with the new document), requests made under the new policy are refused by the
+//! nodes, and requests made under the old one are denied by the coordinator.
+
+mod committees;
+mod decisions;
+mod error;
+mod history;
+mod keys;
+mod policy;
+mod quorum;
+mod requests;
+mod settings;
+mod signing;
+mod views;
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tessera_node::pool::PresignaturePool;
+use tessera_node::{ControlChannel, Starter};
+use tessera_policy::{PolicyDocument, PolicyHash};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::store::{InsertOutcome, KeyStatus, PolicyRow, Store};
+
+pub use decisions::{rejection_digest, REJECTION_LABEL};
+pub use error::ServiceError;
+pub use policy::ProposePolicy;
+pub use requests::Submit;
+pub use settings::CoordinatorSettings;
+pub use views::{
+    CommitteeView, DecisionView, KeyAddress, KeyView, PartyHealthView, PolicyView, ProposalView,
+    RequestView,
+};
+
+/// The policy in force, parsed once per document.
+struct ActivePolicy {
+    document: PolicyDocument,
+    activated_at: i64,
+}
+
+/// The coordinator service. Create it with [`Coordinator::start`]; stop its background tasks
+/// with [`Coordinator::shutdown`].
+pub struct Coordinator {
+    store: Store,
+    starter: Arc<Starter>,
+    control: Arc<dyn ControlChannel>,
+    settings: CoordinatorSettings,
+    /// Cache of the active policy; the store is the truth (another replica may change it).
+    policy: RwLock<Arc<ActivePolicy>>,
+    health: quorum::Health,
+    pool: Option<Arc<PresignaturePool>>,
+    /// Wakes the signing worker when a request is approved.
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    pool_stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("store", &self.store)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Coordinator {
+    /// Stops the background tasks of a coordinator dropped without
+    /// [`shutdown`](Coordinator::shutdown): the worker and the sweeper end at their next
+    /// iteration, the presignature refill after its current round.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.pool_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Unix seconds as stored (BIGINT).
+pub(crate) fn to_db(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+impl Coordinator {
+    /// Starts the service on `store`, signing session starts with `starter` (whose key must be
+    /// a coordinator of the roster the nodes pin) and reaching the nodes over `control`.
+    ///
+    /// `policy` must be the document the nodes pin. On first start it is activated in the
+    /// store; afterwards the store's active policy must be that same document (same hash),
+    /// otherwise the start is refused with what to do. Spawns the signing worker (which also
+    /// resumes requests a stopped coordinator left `signing`), the expiry sweeper and, with
+    /// [`CoordinatorSettings::presignature_pool_target`] above 0, the presignature refill.
+    pub async fn start(
+        store: Store,
+        starter: Arc<Starter>,
+        control: Arc<dyn ControlChannel>,
+        policy: PolicyDocument,
+        settings: CoordinatorSettings,
+    ) -> Result<Arc<Coordinator>, ServiceError> {
+        settings.validate()?;
+        let active = activate_or_check(&store, &policy).await?;
+        let pool = (settings.presignature_pool_target > 0).then(|| {
+            Arc::new(PresignaturePool::new(
+                starter.clone(),
+                control.clone(),
+                settings.presignature_pool_target,
+                settings.session_deadline,
+            ))
+        });
+        let (stop, _) = watch::channel(false);
+        let coordinator = Arc::new(Coordinator {
+            store,
+            starter,
+            control,
+            health: quorum::Health::new(settings.blame_cooldown),
+            settings,
+            policy: RwLock::new(Arc::new(active)),
+            pool,
+            wake: Arc::new(Notify::new()),
+            stop,
+            pool_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            tasks: Mutex::new(Vec::new()),
+        });
+        coordinator.fail_abandoned().await?;
+        let mut tasks = vec![
+            tokio::spawn(signing::worker(
+                Arc::downgrade(&coordinator),
+                coordinator.wake.clone(),
+                coordinator.stop.subscribe(),
+                coordinator.settings.worker_poll_interval,
+            )),
+            tokio::spawn(sweeper(
+                Arc::downgrade(&coordinator),
+                coordinator.stop.subscribe(),
+                coordinator.settings.expiry_sweep_interval,
+            )),
+        ];
+        if let Some(pool) = &coordinator.pool {
+            for key in coordinator.store.list_keys().await? {
+                if key.status == KeyStatus::Ready {
+                    pool.track(key.id, &quorum::preferred(&key.committee, key.threshold));
+                }
+            }
+            tasks.push(pool.spawn_refill(
+                coordinator.settings.presignature_refill_interval,
+                coordinator.pool_stop.clone(),
+            ));
+        }
+        coordinator
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
+        let hash = coordinator.policy_cache().document.hash();
+        tracing::info!(policy = %hash, "coordinator service started");
+        Ok(coordinator)
+    }
+
+    /// Stops the background tasks: no new work is taken; a session already running may finish
+    /// within [`CoordinatorSettings::shutdown_grace`], after which it is abandoned (its request
+    /// stays `signing` and is resumed by the next coordinator). Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        self.pool_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.settings.shutdown_grace;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        tracing::info!("coordinator service stopped");
+    }
+
+    /// The store the service runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CoordinatorSettings {
+        &self.settings
+    }
+
+    /// What the coordinator remembers of each party's recent sessions (in memory: a restarted
+    /// coordinator starts with a clean slate).
+    pub fn party_health(&self) -> Vec<PartyHealthView> {
+        self.health.view()
+    }
+
+    /// Presignatures ready in the pool for `key` (name or id) and its preferred quorum (the
+    /// committee's first `threshold` parties); 0 without a pool.
+    pub async fn presignatures_ready(&self, key: &str) -> Result<usize, ServiceError> {
+        let key = self.resolve_key(key).await?;
+        Ok(self.pool.as_ref().map_or(0, |pool| {
+            pool.level(key.id, &quorum::preferred(&key.committee, key.threshold))
+        }))
+    }
+
+    fn policy_cache(&self) -> Arc<ActivePolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The active policy from the store (another replica may have changed it), parsed once
+    /// per document.
+    async fn active(&self) -> Result<Arc<ActivePolicy>, ServiceError> {
+        let row = self.store.active_policy().await?.ok_or_else(|| {
+            ServiceError::Unavailable(
+                "the database has no active policy; restart the coordinator with the policy \
+                 document the nodes pin"
+                    .into(),
+            )
+        })?;
+        let cached = self.policy_cache();
+        if cached.document.hash().0[..] == row.hash[..] {
+            return Ok(cached);
+        }
+        let active = Arc::new(parse_row(&row)?);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
+        Ok(active)
+    }
+
+    /// Marks key generations and committee set-ups that cannot still be running as failed.
+    async fn fail_abandoned(&self) -> Result<(), ServiceError> {
+        let now = to_db(now_unix());
+        let key_cutoff = now.saturating_sub(to_db(2 * self.settings.session_deadline.as_secs()));
+        self.store
+            .fail_stale_keys(
+                key_cutoff,
+                "key generation was abandoned (its coordinator stopped); create the key again \
+                 under another name",
+            )
+            .await?;
+        let aux_cutoff = now.saturating_sub(to_db(2 * self.settings.aux_info_deadline.as_secs()));
+        self.store
+            .fail_stale_committees(
+                aux_cutoff,
+                "the set-up was abandoned (its coordinator stopped); set the committee up again",
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One sweep: expire requests and proposals past their expiry, fail abandoned set-ups.
+    async fn sweep(&self) -> Result<(), ServiceError> {
+        let now = to_db(now_unix());
+        let expired = self.store.expire_due(now).await?;
+        for id in &expired {
+            tracing::info!(request = %id, "request expired unsigned");
+        }
+        self.store.expire_due_proposals(now).await?;
+        self.fail_abandoned().await
+    }
+}
+
+/// Activates `policy` in an empty store, or checks that it is the store's active policy.
+async fn activate_or_check(
+    store: &Store,
+    policy: &PolicyDocument,
+) -> Result<ActivePolicy, ServiceError> {
+    let given = policy.hash();
+    if let Some(row) = store.active_policy().await? {
+        return if row.hash[..] == given.0[..] {
+            parse_row(&row)
+        } else {
+            let stored = hex::encode(&row.hash);
+            let newer = i64::try_from(policy.revision()).unwrap_or(i64::MAX) > row.revision;
+            Err(ServiceError::Conflict(format!(
+                "the database's active policy is revision {} ({stored}), but this coordinator \
+                 was started with revision {} ({given}). Nodes sign only under the policy they \
+                 pin: start the coordinator with the active document (the one the nodes pin){}",
+                row.revision,
+                policy.revision(),
+                if newer {
+                    "; to move to the new document, propose it as a policy change, have the \
+                     admins approve it, re-pin every node to its hash, then restart the \
+                     coordinator with it"
+                } else {
+                    ""
+                }
+            )))
+        };
+    }
+    let document = String::from_utf8(policy.bytes().to_vec())
+        .map_err(|_| ServiceError::Invalid("the policy document is not UTF-8".into()))?;
+    let row = PolicyRow {
+        hash: given.0.to_vec(),
+        revision: i64::try_from(policy.revision())
+            .map_err(|_| ServiceError::Invalid("the policy revision is too large".into()))?,
+        document,
+        activated_at: to_db(now_unix()),
+    };
+    match store.activate_policy(&row).await? {
+        InsertOutcome::Inserted => {
+            tracing::info!(policy = %given, revision = policy.revision(), "initial policy activated");
+            Ok(ActivePolicy {
+                document: policy.clone(),
+                activated_at: row.activated_at,
+            })
+        }
+        InsertOutcome::Existing(existing) => parse_row(&existing),
+    }
+}
+
+fn parse_row(row: &PolicyRow) -> Result<ActivePolicy, ServiceError> {
+    let document = PolicyDocument::from_toml(row.document.as_bytes()).map_err(|e| {
+        ServiceError::corrupt(format_args!(
+            "the stored policy revision {} does not parse ({e})",
+            row.revision
+        ))
+    })?;
+    if document.hash().0[..] != row.hash[..] {
+        return Err(ServiceError::corrupt(format_args!(
+            "the stored policy revision {} does not match its hash",
+            row.revision
+        )));
+    }
+    Ok(ActivePolicy {
+        document,
+        activated_at: row.activated_at,
+    })
+}
+
+/// The hash a request or proposal names, as hex.
+pub(crate) fn hash_hex(hash: &PolicyHash) -> String {
+    hash.to_string()
+}
+
+/// The expiry sweeper: runs [`Coordinator::sweep`] every `interval` until stopped or dropped.
+async fn sweeper(weak: Weak<Coordinator>, mut stop: watch::Receiver<bool>, interval: Duration) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let Some(coordinator) = weak.upgrade() else {
+            return;
+        };
+        if let Err(e) = coordinator.sweep().await {
+            tracing::warn!(error = %e, "expiry sweep failed; retrying at the next interval");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The policy: the active document, and changes proposed and approved by admins
+//! ([`tessera_policy::evaluate_change`]).
+//!
+//! An applied change becomes the coordinator's active policy at once. **The nodes keep
+//! signing only under the policy they pin**: each node's pin must move to the new hash (and
+//! the coordinator be restarted with the new document) before requests made under the new
+//! policy can be signed; until then the nodes refuse them. Distributing approved policies to
+//! the nodes is future work (ADR 0005).
+
+use tessera_policy::{
+    evaluate_change, Approval, ChangeDecision, PolicyChange, PolicyHash, PrincipalSignature, Role,
+};
+use tessera_wire::RequestId;
+
+use super::{now_unix, to_db, Coordinator, DecisionView, PolicyView, ProposalView, ServiceError};
+use crate::store::{
+    self, AddApproval, ApprovalSubject, Decision, InsertOutcome, NewProposal, PolicyRow,
+    ProposalId, ProposalRow, ProposalState,
+};
+
+/// A policy change as an admin proposes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposePolicy {
+    /// Chosen by the client, so a retry is recognised.
+    pub id: ProposalId,
+    /// The new document's exact bytes (TOML; its `revision` must be higher than the active
+    /// one's).
+    pub document: Vec<u8>,
+    /// Seconds until it expires unapproved; default
+    /// [`CoordinatorSettings::proposal_lifetime`](super::CoordinatorSettings), capped at the
+    /// policy's `max_request_lifetime_secs`.
+    pub lifetime_secs: Option<u64>,
+}
+
+fn decode_change(row: &ProposalRow) -> Result<PolicyChange, ServiceError> {
+    PolicyChange::decode(&row.body).map_err(|e| {
+        ServiceError::corrupt(format_args!(
+            "policy proposal {} does not decode ({e})",
+            row.id
+        ))
+    })
+}
+
+impl Coordinator {
+    /// The active policy: document, hash and revision.
+    pub async fn policy(&self) -> Result<PolicyView, ServiceError> {
+        let active = self.active().await?;
+        Ok(PolicyView {
+            hash: active.document.hash().to_string(),
+            revision: active.document.revision(),
+            document: String::from_utf8_lossy(active.document.bytes()).into_owned(),
+            activated_at: active.activated_at,
+        })
+    }
+
+    /// Proposes a new policy document, as `principal` (an admin of the active policy). The
+    /// change is checked at once (document valid, revision higher, proposer an admin) and
+    /// stored `pending` until enough other admins approve it with
+    /// [`approve_policy`](Self::approve_policy). Idempotent by id.
+    pub async fn propose_policy(
+        &self,
+        principal: &str,
+        proposal: ProposePolicy,
+    ) -> Result<ProposalView, ServiceError> {
+        let active = self.active().await?;
+        let current = &active.document;
+        if !current
+            .principal(principal)
+            .is_some_and(|p| p.has_role(Role::Admin))
+        {
+            return Err(ServiceError::forbidden(principal, "the admin role"));
+        }
+        if let Some(existing) = self.store.get_proposal(proposal.id).await? {
+            let change = decode_change(&existing)?;
+            return if change.document == proposal.document && change.proposed_by == principal {
+                self.proposal_view(existing).await
+            } else {
+                Err(ServiceError::Conflict(format!(
+                    "proposal id {} is already used for a different proposal; choose a new id",
+                    proposal.id
+                )))
+            };
+        }
+        let document = String::from_utf8(proposal.document.clone()).map_err(|_| {
+            ServiceError::Invalid("the policy document is not UTF-8; save it as UTF-8".into())
+        })?;
+        let lifetime = match proposal.lifetime_secs {
+            Some(0) => {
+                return Err(ServiceError::Invalid(
+                    "lifetime_secs must be at least 1".into(),
+                ))
+            }
+            Some(secs) => secs,
+            None => self
+                .settings
+                .proposal_lifetime
+                .as_secs()
+                .min(current.max_request_lifetime_secs()),
+        };
+        let now = now_unix();
+        let expires_at = now
+            .checked_add(lifetime)
+            .filter(|t| i64::try_from(*t).is_ok())
+            .ok_or_else(|| {
+                ServiceError::Invalid(format!("lifetime_secs {lifetime} is too large"))
+            })?;
+        let change = PolicyChange {
+            id: RequestId(proposal.id.0),
+            previous: current.hash(),
+            document: proposal.document,
+            proposed_by: principal.to_owned(),
+            created_at: now,
+            expires_at,
+        };
+        evaluate_change(current, &change, &[], now)
+            .map_err(|e| ServiceError::Invalid(format!("the policy change is refused: {e}")))?;
+        let new = NewProposal {
+            id: proposal.id,
+            previous_hash: Some(current.hash().0.to_vec()),
+            document,
+            proposed_by: principal.to_owned(),
+            created_at: to_db(now),
+            expires_at: to_db(expires_at),
+            body: change.canonical_bytes(),
+        };
+        let row = match self.store.insert_proposal(&new).await? {
+            InsertOutcome::Inserted => self.proposal_row(proposal.id).await?,
+            InsertOutcome::Existing(row) => row,
+        };
+        tracing::info!(proposal = %proposal.id, by = %principal, "policy change proposed");
+        self.proposal_view(row).await
+    }
+
+    /// Records `principal`'s approval of policy proposal `id`: `signature` is their
+    /// [`Approval::sign`] over the change digest ([`PolicyChange::change_digest`] of
+    /// [`ProposalView::change`]). Only admins other than the proposer approve, once each. When
+    /// enough admins approved, the new document becomes the active policy (see the module
+    /// documentation: the nodes must then be re-pinned).
+    pub async fn approve_policy(
+        &self,
+        principal: &str,
+        id: ProposalId,
+        signature: PrincipalSignature,
+    ) -> Result<ProposalView, ServiceError> {
+        let row = self.proposal_row(id).await?;
+        if row.state != ProposalState::Pending {
+            return Err(ServiceError::Conflict(format!(
+                "policy proposal {id} is {}; only a pending proposal takes approvals",
+                row.state
+            )));
+        }
+        let change = decode_change(&row)?;
+        let now = now_unix();
+        if now >= change.expires_at {
+            self.store
+                .transition_proposal(id, &[ProposalState::Pending], ProposalState::Expired)
+                .await?;
+            return Err(ServiceError::Conflict(format!(
+                "policy proposal {id} expired at {}; propose the change again",
+                change.expires_at
+            )));
+        }
+        let active = self.active().await?;
+        let current = &active.document;
+        if change.previous != current.hash() {
+            if PolicyHash::of(&change.document) == current.hash() {
+                // Applied already (the process stopped before the proposal was marked).
+                self.store
+                    .transition_proposal(id, &[ProposalState::Pending], ProposalState::Applied)
+                    .await?;
+                return self.proposal_view(self.proposal_row(id).await?).await;
+            }
+            self.store
+                .transition_proposal(id, &[ProposalState::Pending], ProposalState::Rejected)
+                .await?;
+            return Err(ServiceError::Conflict(format!(
+                "policy proposal {id} was made against policy {}, but the active policy is now \
+                 {}: propose the change again against the active policy",
+                change.previous,
+                current.hash()
+            )));
+        }
+        if !current
+            .principal(principal)
+            .is_some_and(|p| p.has_role(Role::Admin))
+        {
+            return Err(ServiceError::forbidden(principal, "the admin role"));
+        }
+        if principal == change.proposed_by {
+            return Err(ServiceError::forbidden(
+                principal,
+                format!(
+                    "to be an admin other than the proposer ('{}' proposed it)",
+                    change.proposed_by
+                ),
+            ));
+        }
+        let digest = change.change_digest();
+        let approval = Approval {
+            approver: principal.to_owned(),
+            signature,
+        };
+        approval.verify(&digest, current).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "the approval does not verify ({e}); sign the change digest {} (recompute it \
+                 from the change) with the key the policy names for '{principal}'",
+                hex::encode(digest)
+            ))
+        })?;
+        let added = self
+            .store
+            .add_approval(&store::Approval {
+                subject: ApprovalSubject::Policy(id),
+                approver: principal.to_owned(),
+                decision: Decision::Approve,
+                signature: approval.signature.0,
+                created_at: to_db(now),
+            })
+            .await?;
+        if let AddApproval::Duplicate(_) = added {
+            return Err(ServiceError::Conflict(format!(
+                "'{principal}' already approved policy proposal {id}; an admin approves once"
+            )));
+        }
+        let approvals = self.policy_approvals(id).await?;
+        match evaluate_change(current, &change, &approvals, now)
+            .map_err(|e| ServiceError::Conflict(format!("the policy change is refused: {e}")))?
+        {
+            ChangeDecision::Pending { needed, .. } => {
+                tracing::info!(proposal = %id, %principal, needed, "policy change approved by an admin");
+            }
+            ChangeDecision::Allow {
+                document,
+                approved_by,
+            } => {
+                let text = String::from_utf8_lossy(document.bytes()).into_owned();
+                let revision = i64::try_from(document.revision()).map_err(|_| {
+                    ServiceError::Invalid("the new policy's revision is too large".into())
+                })?;
+                self.store
+                    .activate_policy(&PolicyRow {
+                        hash: document.hash().0.to_vec(),
+                        revision,
+                        document: text,
+                        activated_at: to_db(now),
+                    })
+                    .await?;
+                self.store
+                    .transition_proposal(id, &[ProposalState::Pending], ProposalState::Applied)
+                    .await?;
+                self.active().await?;
+                tracing::warn!(
+                    proposal = %id,
+                    policy = %document.hash(),
+                    revision = document.revision(),
+                    approved_by = ?approved_by,
+                    "policy change applied; the nodes still pin the previous policy: re-pin every \
+                     node to the new hash (requests made under the new policy are refused by the \
+                     nodes until then) and restart the coordinator with the new document"
+                );
+            }
+        }
+        self.proposal_view(self.proposal_row(id).await?).await
+    }
+
+    /// The policy proposal with this id.
+    pub async fn get_proposal(&self, id: ProposalId) -> Result<ProposalView, ServiceError> {
+        self.proposal_view(self.proposal_row(id).await?).await
+    }
+
+    /// Policy proposals, newest first, optionally only those in `state`; at most `limit`.
+    pub async fn list_proposals(
+        &self,
+        state: Option<ProposalState>,
+        limit: u32,
+    ) -> Result<Vec<ProposalView>, ServiceError> {
+        let mut views = Vec::new();
+        for row in self.store.list_proposals(state, limit).await? {
+            views.push(self.proposal_view(row).await?);
+        }
+        Ok(views)
+    }
+
+    async fn proposal_row(&self, id: ProposalId) -> Result<ProposalRow, ServiceError> {
+        self.store.get_proposal(id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "no policy proposal {id}; list the proposals to see them"
+            ))
+        })
+    }
+
+    async fn policy_approvals(&self, id: ProposalId) -> Result<Vec<Approval>, ServiceError> {
+        Ok(self
+            .store
+            .approvals_for(ApprovalSubject::Policy(id))
+            .await?
+            .into_iter()
+            .filter(|a| a.decision == Decision::Approve)
+            .map(|a| Approval {
+                approver: a.approver,
+                signature: PrincipalSignature(a.signature),
+            })
+            .collect())
+    }
+
+    async fn proposal_view(&self, row: ProposalRow) -> Result<ProposalView, ServiceError> {
+        let change = decode_change(&row)?;
+        let decisions = self
+            .store
+            .approvals_for(ApprovalSubject::Policy(row.id))
+            .await?
+            .into_iter()
+            .map(|a| DecisionView {
+                principal: a.approver,
+                decision: a.decision,
+                at: a.created_at,
+            })
+            .collect();
+        Ok(ProposalView {
+            id: row.id,
+            state: row.state,
+            proposed_by: row.proposed_by,
+            document_hash: PolicyHash::of(&change.document).to_string(),
+            change_digest: hex::encode(change.change_digest()),
+            decisions,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            change,
+        })
+    }
+}

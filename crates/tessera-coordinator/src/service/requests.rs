@@ -1,0 +1,272 @@
+//! Sign requests: submission (policy evaluated at once), reading, and how requests are shown.
+//! Decisions on them are in `decisions`.
+
+use tessera_policy::{evaluate, ActionKind, Payload, Role, SignRequest, Verdict};
+use tessera_wire::RequestId;
+
+use super::decisions::principal;
+use super::keys::{eth_address, public_key_at};
+use super::{
+    hash_hex, history, now_unix, to_db, Coordinator, DecisionView, RequestView, ServiceError,
+};
+use crate::store::{
+    ApprovalSubject, InsertOutcome, KeyRow, KeyStatus, NewRequest, RequestFilter, RequestKind,
+    RequestRow, RequestState, StoreError,
+};
+
+/// A sign request as an operator submits it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submit {
+    /// Chosen by the client, so a retry is recognised: the same id with the same content
+    /// returns the stored request; the same id with other content is refused.
+    pub id: RequestId,
+    /// The key's name or id.
+    pub key: String,
+    /// Non-hardened derivation path (empty = the master key).
+    pub path: Vec<u32>,
+    /// What to sign.
+    pub payload: Payload,
+    /// Seconds until it expires unsigned; default
+    /// [`CoordinatorSettings::default_request_lifetime`](super::CoordinatorSettings), capped
+    /// at the policy's `max_request_lifetime_secs`.
+    pub lifetime_secs: Option<u64>,
+}
+
+pub(crate) fn kind_of(kind: ActionKind) -> RequestKind {
+    match kind {
+        ActionKind::Transfer => RequestKind::Transfer,
+        ActionKind::ContractCall => RequestKind::ContractCall,
+        ActionKind::ContractCreation => RequestKind::ContractCreation,
+        ActionKind::Message => RequestKind::Message,
+    }
+}
+
+/// The stored request, decoded.
+pub(crate) fn decode(row: &RequestRow) -> Result<SignRequest, ServiceError> {
+    SignRequest::decode(&row.body).map_err(|e| {
+        ServiceError::corrupt(format_args!("request {} does not decode ({e})", row.id))
+    })
+}
+
+impl Coordinator {
+    /// Submits a sign request as `principal` (who must have the operator role in the active
+    /// policy) and evaluates the policy at once:
+    /// - allowed (e.g. a rule needing no approval): stored `approved` and queued for signing;
+    /// - approvals missing: stored `pending_approval`, with the reasons;
+    /// - denied: stored `rejected` with the reasons, and returned as
+    ///   [`ServiceError::Denied`] (a retry with the same id gets the same answer).
+    ///
+    /// The same id with the same content returns the stored request; with other content it is a
+    /// [`ServiceError::Conflict`].
+    pub async fn submit(
+        &self,
+        principal_name: &str,
+        submit: Submit,
+    ) -> Result<RequestView, ServiceError> {
+        let active = self.active().await?;
+        let policy = &active.document;
+        let who = principal(policy, principal_name, "the operator role")?;
+        if !who.has_role(Role::Operator) {
+            return Err(ServiceError::forbidden(principal_name, "the operator role"));
+        }
+        let key = self.resolve_key(&submit.key).await?;
+        if let Some(existing) = self.store.get_request(submit.id).await? {
+            return self
+                .resubmitted(existing, principal_name, &submit, &key)
+                .await;
+        }
+        if key.status != KeyStatus::Ready {
+            return Err(ServiceError::Unavailable(format!(
+                "key '{}' is {}; requests are accepted for ready keys only",
+                key.name, key.status
+            )));
+        }
+        let lifetime = match submit.lifetime_secs {
+            Some(0) => {
+                return Err(ServiceError::Invalid(
+                    "lifetime_secs must be at least 1".into(),
+                ))
+            }
+            Some(secs) => secs,
+            None => self
+                .settings
+                .default_request_lifetime
+                .as_secs()
+                .min(policy.max_request_lifetime_secs()),
+        };
+        let now = now_unix();
+        let expires_at = now
+            .checked_add(lifetime)
+            .filter(|t| i64::try_from(*t).is_ok())
+            .ok_or_else(|| {
+                ServiceError::Invalid(format!("lifetime_secs {lifetime} is too large"))
+            })?;
+        let request = SignRequest::new(
+            submit.id,
+            key.id,
+            submit.path.clone(),
+            submit.payload.clone(),
+            policy.hash(),
+            principal_name,
+            now,
+            expires_at,
+        )
+        .map_err(|e| ServiceError::Invalid(format!("the request is invalid: {e}")))?;
+        let derived = request
+            .check()
+            .map_err(|e| ServiceError::Invalid(format!("the request is invalid: {e}")))?;
+        let history = history::load(&self.store, policy, key.id, &derived, now).await?;
+        let decision = evaluate(policy, &request, &[], &history, now);
+        let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+        let state = match decision.verdict {
+            Verdict::Allow => RequestState::Approved,
+            Verdict::Pending => RequestState::PendingApproval,
+            Verdict::Deny => RequestState::Rejected,
+        };
+        let new = NewRequest {
+            id: request.id,
+            key_id: key.id,
+            kind: kind_of(derived.action.kind()),
+            state,
+            body: request.canonical_bytes(),
+            request_digest: request.request_digest().to_vec(),
+            submitted_by: principal_name.to_owned(),
+            created_at: to_db(now),
+            expires_at: to_db(expires_at),
+            reasons: reasons.clone(),
+        };
+        match self.store.insert_request(&new).await {
+            Ok(InsertOutcome::Inserted) => {}
+            Ok(InsertOutcome::Existing(row)) => {
+                return self.resubmitted(row, principal_name, &submit, &key).await
+            }
+            // Submitted concurrently, at another second: compare the content.
+            Err(StoreError::Conflict(_)) => {
+                let row = self.store.get_request(submit.id).await?.ok_or_else(|| {
+                    ServiceError::Unavailable(format!(
+                        "request {} could not be stored; retry",
+                        submit.id
+                    ))
+                })?;
+                return self.resubmitted(row, principal_name, &submit, &key).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(request = %request.id, key = %key.name, by = %principal_name, %state, action = %derived.action, "request submitted");
+        match state {
+            RequestState::Rejected => Err(ServiceError::Denied { reasons }),
+            RequestState::Approved => {
+                self.wake.notify_one();
+                self.get(request.id).await
+            }
+            _ => self.get(request.id).await,
+        }
+    }
+
+    /// A submission whose id is already stored: the stored request if the content is the same.
+    async fn resubmitted(
+        &self,
+        existing: RequestRow,
+        principal_name: &str,
+        submit: &Submit,
+        key: &KeyRow,
+    ) -> Result<RequestView, ServiceError> {
+        let stored = decode(&existing)?;
+        let same_lifetime = submit
+            .lifetime_secs
+            .is_none_or(|secs| stored.expires_at.checked_sub(stored.created_at) == Some(secs));
+        if stored.key != key.id
+            || stored.path != submit.path
+            || stored.payload != submit.payload
+            || stored.submitted_by != principal_name
+            || !same_lifetime
+        {
+            return Err(ServiceError::Conflict(format!(
+                "request id {} is already used for a different request; choose a new id (a \
+                 retry must send the same key, path, payload and lifetime, as the same principal)",
+                submit.id
+            )));
+        }
+        if existing.state == RequestState::Rejected {
+            return Err(ServiceError::Denied {
+                reasons: existing.reasons,
+            });
+        }
+        self.view(existing).await
+    }
+
+    /// The request with this id.
+    pub async fn get(&self, id: RequestId) -> Result<RequestView, ServiceError> {
+        let row = self.request_row(id).await?;
+        self.view(row).await
+    }
+
+    /// Requests matching `filter`, newest first (see [`RequestFilter`] for paging).
+    pub async fn list(&self, filter: &RequestFilter) -> Result<Vec<RequestView>, ServiceError> {
+        let rows = self.store.list_requests(filter).await?;
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            views.push(self.view(row).await?);
+        }
+        Ok(views)
+    }
+
+    pub(crate) async fn request_row(&self, id: RequestId) -> Result<RequestRow, ServiceError> {
+        self.store.get_request(id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "no request {id}; check the id (list the requests to see them)"
+            ))
+        })
+    }
+
+    /// How a stored request is shown.
+    pub(crate) async fn view(&self, row: RequestRow) -> Result<RequestView, ServiceError> {
+        let request = decode(&row)?;
+        let key = self.key_row(row.key_id).await?;
+        let action = match tessera_policy::derive(&request.payload) {
+            Ok(derived) => derived.action.to_string(),
+            Err(e) => format!("undecodable payload: {e}"),
+        };
+        let address = if key.status == KeyStatus::Ready {
+            public_key_at(&key, &request.path)
+                .ok()
+                .and_then(|pk| eth_address(&pk))
+        } else {
+            None
+        };
+        let decisions = self
+            .store
+            .approvals_for(ApprovalSubject::Request(row.id))
+            .await?
+            .into_iter()
+            .map(|a| DecisionView {
+                principal: a.approver,
+                decision: a.decision,
+                at: a.created_at,
+            })
+            .collect();
+        Ok(RequestView {
+            id: row.id,
+            key_id: row.key_id,
+            key_name: key.name,
+            path: request.path.clone(),
+            kind: row.kind,
+            action,
+            state: row.state,
+            digest: hex::encode(request.digest),
+            request_digest: hex::encode(&row.request_digest),
+            policy_hash: hash_hex(&request.policy),
+            submitted_by: row.submitted_by,
+            created_at: request.created_at,
+            expires_at: request.expires_at,
+            updated_at: row.updated_at,
+            decisions,
+            reasons: row.reasons,
+            result: row.result.as_deref().map(hex::encode),
+            address,
+            attempts: row.attempts,
+            error: row.error,
+            request,
+        })
+    }
+}

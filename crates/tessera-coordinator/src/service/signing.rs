@@ -1,0 +1,458 @@
+//! The signing worker: takes approved requests (compare-and-set `approved` → `signing`, so
+//! two replicas never both take one), runs signing sessions with healthy quorums, verifies and
+//! assembles the result, records the spend, and retries with another quorum when a party
+//! fails. Requests left `signing` by a coordinator that stopped are taken over once nobody has
+//! touched them for [`stale_signing_after`](super::CoordinatorSettings::stale_signing_after):
+//! a running signer refreshes its request every third of that. Retrying is safe: a node
+//! signs a request id at most once, and may retry one it started (ADR 0005).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+use tessera_chain::{address, recover_sender, UnsignedTx};
+use tessera_node::{Operation, Output, StarterError};
+use tessera_policy::{evaluate, Approval, Derived, Payload, SignRequest};
+use tessera_wire::{PartyId, RequestId};
+use tokio::sync::{watch, Notify};
+
+use super::keys::public_key_at;
+use super::requests::decode;
+use super::{history, now_unix, to_db, Coordinator, ServiceError};
+use crate::store::{NewSession, RequestRow, RequestState, SessionOutcome, SessionSubject, Spend};
+
+/// How many queued requests one look at the queue reads.
+const BATCH: u32 = 16;
+/// Extra time given to a control channel beyond the session deadline before giving up on it.
+const CHANNEL_GRACE: Duration = Duration::from_secs(5);
+
+/// The signing worker: signs one request at a time (which also serialises the spend of each
+/// key, so two requests cannot both fit in the same remaining window), until stopped or the
+/// coordinator is dropped.
+pub(crate) async fn worker(
+    weak: Weak<Coordinator>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    poll: Duration,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let Some(coordinator) = weak.upgrade() else {
+            return;
+        };
+        let busy = match coordinator.work_once().await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::warn!(error = %e, "signing worker: cannot read the queue; retrying later");
+                false
+            }
+        };
+        drop(coordinator);
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How one signing session ended.
+enum Attempt {
+    /// The agreed signature, `r || s`.
+    Signed(Vec<u8>),
+    /// Retry without these parties.
+    Failed {
+        error: String,
+        exclude: Vec<PartyId>,
+    },
+    /// Do not retry (every signer refused, or the nodes returned nonsense).
+    Fatal(String),
+}
+
+impl Coordinator {
+    /// Takes one request and signs it: an approved one, else one left `signing` by a stopped
+    /// coordinator. Returns whether there was one.
+    async fn work_once(&self) -> Result<bool, ServiceError> {
+        for row in self
+            .store
+            .requests_in_state(RequestState::Approved, i64::MAX, BATCH)
+            .await?
+        {
+            if self
+                .store
+                .transition_request(
+                    row.id,
+                    &[RequestState::Approved],
+                    RequestState::Signing,
+                    None,
+                    None,
+                )
+                .await?
+            {
+                let row = self.request_row(row.id).await?;
+                self.run_signing(row, false).await;
+                return Ok(true);
+            }
+        }
+        let cutoff =
+            to_db(now_unix()).saturating_sub(to_db(self.settings.stale_signing_after.as_secs()));
+        for row in self
+            .store
+            .requests_in_state(RequestState::Signing, cutoff, BATCH)
+            .await?
+        {
+            if self
+                .store
+                .claim_stale(row.id, RequestState::Signing, cutoff)
+                .await?
+            {
+                tracing::warn!(request = %row.id, attempts = row.attempts, "resuming a request left signing by a stopped coordinator");
+                self.run_signing(row, true).await;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Signs a request this coordinator holds in `signing`, keeping it fresh meanwhile, and
+    /// records the outcome.
+    async fn run_signing(&self, row: RequestRow, resumed: bool) {
+        let id = row.id;
+        let period = (self.settings.stale_signing_after / 3).max(Duration::from_millis(100));
+        let mut heartbeat = tokio::time::interval(period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let signing = self.sign(&row, resumed);
+        tokio::pin!(signing);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut signing => break outcome,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.store.touch_request(id, RequestState::Signing).await {
+                        tracing::warn!(request = %id, error = %e, "cannot refresh a request being signed");
+                    }
+                }
+            }
+        };
+        let (to, result, error) = match outcome {
+            Ok(result) => (RequestState::Signed, Some(result), None),
+            Err(error) => (RequestState::Failed, None, Some(error)),
+        };
+        match self
+            .store
+            .transition_request(
+                id,
+                &[RequestState::Signing],
+                to,
+                result.as_deref(),
+                error.as_deref(),
+            )
+            .await
+        {
+            Ok(true) if to == RequestState::Signed => {
+                tracing::info!(request = %id, "request signed")
+            }
+            Ok(true) => {
+                tracing::warn!(request = %id, error = error.as_deref().unwrap_or(""), "signing failed")
+            }
+            Ok(false) => {
+                tracing::warn!(request = %id, "the request left signing meanwhile; outcome not recorded")
+            }
+            // The signature (public) is logged so an operator can recover it: the nodes will
+            // not sign this request id again.
+            Err(e) => tracing::error!(
+                request = %id,
+                error = %e,
+                result = %result.as_deref().map(hex::encode).unwrap_or_default(),
+                "cannot record the signing outcome; the request stays signing"
+            ),
+        }
+    }
+
+    /// Runs signing sessions for a request until one succeeds, a failure is final, or the
+    /// attempts are used up. Returns the result to store, or the error.
+    async fn sign(&self, row: &RequestRow, resumed: bool) -> Result<Vec<u8>, String> {
+        let id = row.id;
+        let request = decode(row).map_err(|e| e.to_string())?;
+        let key = self.key_row(request.key).await.map_err(|e| e.to_string())?;
+        let target = public_key_at(&key, &request.path).map_err(|e| e.to_string())?;
+        let approvals = self.approvals(id).await.map_err(|e| e.to_string())?;
+        let derived = self
+            .allowed_now(&request, &approvals)
+            .await
+            .map_err(|e| e.to_string())?;
+        let limit = if resumed {
+            self.settings
+                .signing_attempts
+                .max(row.attempts.saturating_add(1))
+        } else {
+            self.settings.signing_attempts
+        };
+        let mut attempts = row.attempts;
+        let mut excluded = BTreeSet::new();
+        let mut last_error = String::from("no session was started");
+        let mut online_tried = false;
+        while attempts < limit {
+            let Some(quorum) = self.health.pick(&key.committee, key.threshold, &excluded) else {
+                return Err(format!(
+                    "no quorum of {} is left in committee {} after excluding {} (blamed or \
+                     silent); bring those nodes back and submit a new request. Last error: \
+                     {last_error}",
+                    key.threshold,
+                    PartyId::list(&key.committee),
+                    PartyId::list(&excluded.iter().copied().collect::<Vec<_>>())
+                ));
+            };
+            attempts = self
+                .store
+                .increment_attempts(id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let presignature = match &self.pool {
+                Some(pool) if request.path.is_empty() && !online_tried => {
+                    pool.take(key.id, &quorum)
+                }
+                _ => None,
+            };
+            let (operation, name) = match presignature {
+                Some(presignature) => {
+                    online_tried = true;
+                    (
+                        Operation::OnlineSign {
+                            presignature,
+                            request: request.clone(),
+                            approvals: approvals.clone(),
+                        },
+                        "online_sign",
+                    )
+                }
+                None => (
+                    Operation::Sign {
+                        request: request.clone(),
+                        approvals: approvals.clone(),
+                    },
+                    "sign",
+                ),
+            };
+            match self.attempt(id, &quorum, operation, name).await {
+                Attempt::Signed(signature) => {
+                    let result = assemble(&request, &derived, &target, &signature)?;
+                    self.record_spend(&request, &derived).await;
+                    return Ok(result);
+                }
+                Attempt::Fatal(error) => return Err(error),
+                Attempt::Failed { error, exclude } => {
+                    tracing::warn!(request = %id, attempt = attempts, %error, excluded = %PartyId::list(&exclude), "signing attempt failed; retrying");
+                    excluded.extend(exclude);
+                    last_error = error;
+                }
+            }
+        }
+        Err(format!(
+            "signing failed after {attempts} attempt(s); last error: {last_error}"
+        ))
+    }
+
+    /// Re-evaluates the policy just before signing (limits may have been used up since the
+    /// approval); returns what the payload does.
+    async fn allowed_now(
+        &self,
+        request: &SignRequest,
+        approvals: &[Approval],
+    ) -> Result<Derived, ServiceError> {
+        let active = self.active().await?;
+        let derived = request
+            .check()
+            .map_err(|e| ServiceError::Invalid(format!("the request no longer checks: {e}")))?;
+        let now = now_unix();
+        let history =
+            history::load(&self.store, &active.document, request.key, &derived, now).await?;
+        let decision = evaluate(&active.document, request, approvals, &history, now);
+        if decision.is_allowed() {
+            Ok(derived)
+        } else {
+            let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+            Err(ServiceError::Denied { reasons })
+        }
+    }
+
+    /// One signing session with `quorum`, recorded in the sessions table.
+    async fn attempt(
+        &self,
+        id: RequestId,
+        quorum: &[PartyId],
+        operation: Operation,
+        name: &str,
+    ) -> Attempt {
+        let (start, signed) = self.starter.start(quorum, operation);
+        if let Err(e) = self
+            .store
+            .insert_session(&NewSession {
+                session_id: start.session,
+                subject: SessionSubject::Request(id),
+                operation: name.to_owned(),
+                parties: quorum.to_vec(),
+                started_at: to_db(now_unix()),
+            })
+            .await
+        {
+            return Attempt::Failed {
+                error: e.to_string(),
+                exclude: Vec::new(),
+            };
+        }
+        tracing::info!(request = %id, session = %start.session, operation = name, parties = %PartyId::list(quorum), "signing session started");
+        let deadline = self.settings.session_deadline;
+        let outcomes = tokio::time::timeout(
+            deadline + CHANNEL_GRACE,
+            self.control.run(&start, &signed, deadline),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(StarterError::Channel(
+                "the control channel did not answer in time".into(),
+            ))
+        });
+        let (result, missing) = match outcomes {
+            Ok(outcomes) => {
+                let reported: BTreeSet<PartyId> = outcomes
+                    .iter()
+                    .filter_map(|o| o.verify(self.starter.roster()).ok())
+                    .filter(|o| o.session == start.session)
+                    .map(|o| o.party)
+                    .collect();
+                let missing: Vec<PartyId> = quorum
+                    .iter()
+                    .copied()
+                    .filter(|p| !reported.contains(p))
+                    .collect();
+                (self.starter.check(&start, &outcomes), missing)
+            }
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let attempt = match result {
+            Ok(Output::Signature { signature }) => {
+                self.health.succeeded(quorum);
+                Attempt::Signed(signature)
+            }
+            Ok(other) => Attempt::Fatal(format!(
+                "the nodes returned {other:?} instead of a signature"
+            )),
+            Err(e) => {
+                let mut blamed: BTreeSet<PartyId> = e.blamed().into_iter().collect();
+                blamed.extend(missing);
+                let refusing: Vec<PartyId> = match &e {
+                    StarterError::Failed { failures, .. } => failures
+                        .iter()
+                        .filter(|(_, f)| f.message.starts_with("refused:"))
+                        .map(|(p, _)| *p)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let blamed: Vec<PartyId> = blamed.into_iter().collect();
+                self.health.failed(&blamed);
+                if refusing.len() == quorum.len() {
+                    Attempt::Fatal(format!("the nodes refused to sign it: {e}"))
+                } else {
+                    let mut exclude = blamed;
+                    exclude.extend(refusing);
+                    Attempt::Failed {
+                        error: e.to_string(),
+                        exclude,
+                    }
+                }
+            }
+        };
+        let (outcome, blamed) = match &attempt {
+            Attempt::Signed(_) => (SessionOutcome::Ok, Vec::new()),
+            Attempt::Failed { error, exclude } => {
+                (SessionOutcome::Failed(error.clone()), exclude.clone())
+            }
+            Attempt::Fatal(error) => (SessionOutcome::Failed(error.clone()), Vec::new()),
+        };
+        if let Err(e) = self
+            .store
+            .finish_session(start.session, &outcome, &blamed)
+            .await
+        {
+            tracing::warn!(session = %start.session, error = %e, "cannot record a session's outcome");
+        }
+        attempt
+    }
+
+    /// Records what a signed request spent, for the coordinator's window limits. A failure
+    /// is logged, not fatal: the signature exists, and the nodes keep their own ledgers.
+    async fn record_spend(&self, request: &SignRequest, derived: &Derived) {
+        let Some((asset, amount)) = derived.spend() else {
+            return;
+        };
+        let spend = Spend {
+            request_id: request.id,
+            key_id: request.key,
+            asset: asset.to_string(),
+            amount: amount.to_string(),
+            signed_at: to_db(now_unix()),
+        };
+        if let Err(e) = self.store.record_spend(&spend).await {
+            tracing::error!(request = %request.id, error = %e, "cannot record the spend of a signed request");
+        }
+    }
+}
+
+/// Verifies the nodes' signature against the (child) public key and builds the result: the
+/// signed transaction (whose sender must recover to the key's address), or a 65-byte
+/// `r || s || v` message signature.
+fn assemble(
+    request: &SignRequest,
+    derived: &Derived,
+    public_key: &[u8],
+    signature: &[u8],
+) -> Result<Vec<u8>, String> {
+    let refuse = |what: String| {
+        format!(
+            "{what}; the signing nodes misbehaved: the request id is spent, submit a new request"
+        )
+    };
+    let key = VerifyingKey::from_sec1_bytes(public_key)
+        .map_err(|_| refuse("the key's public key is not a secp256k1 point".into()))?;
+    let sig = Signature::from_slice(signature)
+        .map_err(|_| refuse("the nodes returned a malformed signature".into()))?;
+    key.verify_prehash(&derived.digest, &sig)
+        .map_err(|_| refuse("the nodes' signature does not verify against the key".into()))?;
+    match &request.payload {
+        Payload::EthereumTx { raw } => {
+            let tx = UnsignedTx::decode(raw)
+                .map_err(|e| refuse(format!("the transaction does not decode: {e}")))?;
+            let signed = tx
+                .assemble(signature, public_key)
+                .map_err(|e| refuse(format!("the signed transaction cannot be assembled: {e}")))?;
+            let sender = recover_sender(&signed).map_err(|e| {
+                refuse(format!(
+                    "the signed transaction's sender cannot be recovered: {e}"
+                ))
+            })?;
+            let expected =
+                address(public_key).map_err(|e| refuse(format!("the key has no address: {e}")))?;
+            if sender != expected {
+                return Err(refuse(
+                    "the signed transaction's sender is not the key's address".into(),
+                ));
+            }
+            Ok(signed)
+        }
+        Payload::Message { .. } => {
+            let recovery = RecoveryId::trial_recovery_from_prehash(&key, &derived.digest, &sig)
+                .map_err(|_| refuse("the signature's recovery id cannot be found".into()))?;
+            let mut out = signature.to_vec();
+            out.push(27 + recovery.to_byte());
+            Ok(out)
+        }
+    }
+}

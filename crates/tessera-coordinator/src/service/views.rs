@@ -1,0 +1,193 @@
+//! What the service shows: requests, keys, committees, policies and proposals, ready for an API
+//! (JSON: ids, digests, hashes and bytes as lowercase hex; addresses EIP-55).
+
+use std::fmt::Display;
+
+use serde::{Serialize, Serializer};
+use tessera_policy::{PolicyChange, SignRequest};
+use tessera_wire::{KeyId, PartyId, RequestId};
+
+use crate::store::{
+    CommitteeStatus, Decision, KeyStatus, ProposalId, ProposalState, RequestKind, RequestState,
+};
+
+/// Serializes a value by its `Display` text (ids, states).
+fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// One principal's decision on a request or a policy proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionView {
+    /// The principal.
+    pub principal: String,
+    /// Approve or reject.
+    #[serde(serialize_with = "display")]
+    pub decision: Decision,
+    /// When it was received (Unix seconds).
+    pub at: i64,
+}
+
+/// A signing request as the service shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestView {
+    /// The client-chosen id.
+    #[serde(serialize_with = "display")]
+    pub id: RequestId,
+    /// The key's id.
+    #[serde(serialize_with = "display")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// The derivation path (empty = the master key).
+    pub path: Vec<u32>,
+    /// What it signs, by the policy's kinds.
+    #[serde(serialize_with = "display")]
+    pub kind: RequestKind,
+    /// What it does, in words (derived from the payload), e.g. `transfer of 5 eth:1 to 0x…`.
+    pub action: String,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub state: RequestState,
+    /// The digest to be signed (hex), derived from the payload.
+    pub digest: String,
+    /// The request digest approvers sign (hex): see
+    /// [`SignRequest::request_digest`]; recompute it from `request` before signing.
+    pub request_digest: String,
+    /// The policy it was made under (hex SHA-256 of the document).
+    pub policy_hash: String,
+    /// The operator who submitted it.
+    pub submitted_by: String,
+    /// Creation time (Unix seconds).
+    pub created_at: u64,
+    /// Expiry time (Unix seconds).
+    pub expires_at: u64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+    /// Approvals and rejections, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// Why it is not (yet) allowed: the reasons of its last policy evaluation, or who
+    /// rejected or cancelled it.
+    pub reasons: Vec<String>,
+    /// Once signed: the signed raw transaction (Ethereum transactions) or the 65-byte
+    /// `r || s || v` signature with `v` 27 or 28 (messages), hex.
+    pub result: Option<String>,
+    /// The address that signs: the sender of the transaction, or the signer of the message
+    /// (the child key's address for a non-empty path), EIP-55.
+    pub address: Option<String>,
+    /// Signing sessions started for it.
+    pub attempts: u32,
+    /// The last signing error.
+    pub error: Option<String>,
+    /// The request itself, as approvers sign it and nodes re-check it.
+    pub request: SignRequest,
+}
+
+/// A committee: parties that share auxiliary info.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommitteeView {
+    /// The parties, in protocol order.
+    pub parties: Vec<PartyId>,
+    /// Where its set-up is.
+    #[serde(serialize_with = "display")]
+    pub status: CommitteeStatus,
+    /// Why the set-up failed.
+    pub error: Option<String>,
+    /// When the set-up was requested (Unix seconds).
+    pub created_at: i64,
+    /// When the record last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// A threshold key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyView {
+    /// Its id.
+    #[serde(serialize_with = "display")]
+    pub id: KeyId,
+    /// Its unique name.
+    pub name: String,
+    /// Signers needed.
+    pub threshold: u16,
+    /// The parties holding shares.
+    pub committee: Vec<PartyId>,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub status: KeyStatus,
+    /// The compressed secp256k1 public key (hex), once generated.
+    pub public_key: Option<String>,
+    /// The HD chain code (hex; public), if key generation reported one.
+    pub chain_code: Option<String>,
+    /// The master key's Ethereum address (EIP-55).
+    pub address: Option<String>,
+    /// Why key generation failed.
+    pub error: Option<String>,
+    /// When key generation was requested (Unix seconds).
+    pub created_at: i64,
+    /// When the record last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// A key's (child) public key and address at a derivation path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyAddress {
+    /// The key.
+    #[serde(serialize_with = "display")]
+    pub key_id: KeyId,
+    /// The path (empty = the master key).
+    pub path: Vec<u32>,
+    /// The compressed public key at the path (hex).
+    pub public_key: String,
+    /// Its Ethereum address (EIP-55).
+    pub address: String,
+}
+
+/// The active policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyView {
+    /// SHA-256 of the document's exact bytes (hex): what requests name and nodes pin.
+    pub hash: String,
+    /// Its revision.
+    pub revision: u64,
+    /// The document (TOML).
+    pub document: String,
+    /// When it became active here (Unix seconds).
+    pub activated_at: i64,
+}
+
+/// A policy change proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProposalView {
+    /// The proposal's id.
+    #[serde(serialize_with = "display")]
+    pub id: ProposalId,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub state: ProposalState,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// The proposed document's hash (hex): the pin nodes need once it is applied.
+    pub document_hash: String,
+    /// The digest admins sign to approve (hex): see [`PolicyChange::change_digest`];
+    /// recompute it from `change` before signing.
+    pub change_digest: String,
+    /// Approvals, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+    /// The change itself, as admins sign it.
+    pub change: PolicyChange,
+}
+
+/// What the coordinator knows of a party's recent sessions (kept in memory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartyHealthView {
+    /// The party.
+    pub party: PartyId,
+    /// Sessions that failed in a row with this party blamed or silent.
+    pub consecutive_failures: u32,
+    /// Seconds since its last failure, if any.
+    pub secs_since_failure: Option<u64>,
+}

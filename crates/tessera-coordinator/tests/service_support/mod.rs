@@ -1,0 +1,294 @@
+//! Support for the service tests: databases on both backends, a `LocalCluster` of real nodes
+//! in memory with the INSECURE fixture committee's auxiliary info, and a control channel that
+//! never answers (a coordinator cut off from the broker).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tempfile::TempDir;
+use tessera_channel::Roster;
+use tessera_coordinator::service::{Coordinator, CoordinatorSettings, RequestView, ServiceError};
+use tessera_coordinator::store::RequestState;
+use tessera_coordinator::testing::PostgresServer;
+use tessera_coordinator::Store;
+use tessera_node::channels::InProcessControl;
+use tessera_node::control::{SessionStart, SignedOutcome, SignedStart};
+use tessera_node::local::{LocalCluster, LocalOptions};
+use tessera_node::{ControlChannel, Node, NodeSettings, Starter, StarterError};
+use tessera_policy::dev::DevPolicy;
+use tessera_policy::{Approval, OperatorKey, PolicyDocument, PrincipalSignature};
+use tessera_store::{FileStore, KdfParams};
+use tessera_wire::{PartyId, RequestId};
+
+pub const P1: PartyId = PartyId(1);
+pub const P2: PartyId = PartyId(2);
+pub const P3: PartyId = PartyId(3);
+/// How long a test waits for a request to reach a state.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// A database for one test, kept alive as long as the value.
+pub struct Db {
+    pub url: String,
+    _sqlite_dir: Option<TempDir>,
+    _postgres: Option<PostgresServer>,
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Db {
+            url: format!("sqlite://{}", dir.path().join("coordinator.db").display()),
+            _sqlite_dir: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    pub async fn postgres() -> Db {
+        let server = PostgresServer::start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Db {
+            url: server.url().to_owned(),
+            _sqlite_dir: None,
+            _postgres: Some(server),
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Runs each named behaviour against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::service_support::Db::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::service_support::Db::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Three real party nodes in one process over the in-memory transport
+/// (`tessera_node::local::LocalCluster`), each with its own encrypted store, pinning a
+/// generated development policy; and the roster coordinator's starter.
+pub struct Cluster {
+    pub nodes: Vec<Arc<Node<FileStore>>>,
+    pub roster: Roster,
+    pub dev: DevPolicy,
+    pub starter: Arc<Starter>,
+    control: Arc<dyn ControlChannel>,
+    _local: LocalCluster,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts the nodes with the default node settings.
+    pub async fn start() -> Cluster {
+        Cluster::start_with(NodeSettings::default()).await
+    }
+
+    /// Starts the nodes with `settings`, and installs the INSECURE fixture committee's
+    /// auxiliary info (p1, p2, p3) in them, as if aux info generation had run.
+    pub async fn start_with(settings: NodeSettings) -> Cluster {
+        let cluster = Cluster::start_bare(settings).await;
+        install_fixture_aux_info(&cluster.nodes);
+        cluster
+    }
+
+    /// Starts the nodes with `settings` and nothing installed: no auxiliary info, empty prime
+    /// pools.
+    pub async fn start_bare(settings: NodeSettings) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LocalOptions {
+            settings,
+            kdf: KdfParams::MINIMUM,
+            ..LocalOptions::default()
+        };
+        let mut local = LocalCluster::start(dir.path(), options).await.unwrap();
+        let dev = local.dev.take().expect("a development policy");
+        let (starter, control) = local.shared();
+        Cluster {
+            nodes: local.nodes.clone(),
+            roster: local.roster.clone(),
+            dev,
+            starter,
+            control,
+            _local: local,
+            _dir: dir,
+        }
+    }
+
+    /// Starts reaching every node: the cluster's own control channel.
+    pub fn control(&self) -> Arc<dyn ControlChannel> {
+        self.control.clone()
+    }
+
+    /// Starts reaching every node but `down`: that node never hears of a session, as if it
+    /// were stopped or cut off from the broker.
+    pub fn control_without(&self, down: PartyId) -> Arc<dyn ControlChannel> {
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|n| n.party() != down)
+            .cloned()
+            .collect();
+        Arc::new(InProcessControl::new(nodes))
+    }
+
+    /// The development principal named `name` and its key.
+    pub fn key_of(&self, name: &str) -> &OperatorKey {
+        let dev = &self.dev;
+        std::iter::once(&dev.operator)
+            .chain(&dev.approvers)
+            .chain(&dev.admins)
+            .chain(std::iter::once(&dev.auditor))
+            .find(|p| p.name == name)
+            .map(|p| &p.key)
+            .unwrap_or_else(|| panic!("no development principal {name}"))
+    }
+
+    /// `name`'s approval signature over `digest`.
+    pub fn sign(&self, name: &str, digest: &[u8; 32]) -> PrincipalSignature {
+        Approval::sign(digest, name, self.key_of(name)).signature
+    }
+
+    /// `name`'s approval of the request shown in `view`, over the request digest recomputed
+    /// from the request itself (never the coordinator's hex).
+    pub fn approval(&self, name: &str, view: &RequestView) -> PrincipalSignature {
+        self.sign(name, &view.request.request_digest())
+    }
+}
+
+/// Installs the fixture committee's auxiliary info (p1, p2, p3) in the nodes.
+fn install_fixture_aux_info(nodes: &[Arc<Node<FileStore>>]) {
+    let fixture = tessera_mpc::fixtures::insecure_committee_2of3();
+    for (p, share) in fixture.committee.iter().zip(&fixture.shares) {
+        let mut value = serde_json::to_value(share).unwrap();
+        let aux: tessera_mpc::AuxInfo = serde_json::from_value(value["aux"].take()).unwrap();
+        let node = nodes.iter().find(|n| n.party() == *p).unwrap();
+        node.state().put_aux(&fixture.committee, &aux).unwrap();
+    }
+}
+
+/// Settings for tests: quick polling and sweeping.
+pub fn settings() -> CoordinatorSettings {
+    CoordinatorSettings {
+        worker_poll_interval: Duration::from_millis(200),
+        expiry_sweep_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(1),
+        ..CoordinatorSettings::default()
+    }
+}
+
+/// A coordinator on `db` for `cluster` over `control`, with the nodes' policy.
+pub async fn coordinator(
+    db: &Db,
+    cluster: &Cluster,
+    control: Arc<dyn ControlChannel>,
+    settings: CoordinatorSettings,
+) -> Arc<Coordinator> {
+    Coordinator::start(
+        db.store().await,
+        cluster.starter.clone(),
+        control,
+        cluster.dev.document.clone(),
+        settings,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Registers the fixture committee (its aux info is installed) and generates a 2-of-3 key on
+/// it with a real key generation.
+pub async fn fixture_key(coordinator: &Arc<Coordinator>, name: &str) -> String {
+    coordinator
+        .register_committee_ready(vec![P1, P2, P3])
+        .await
+        .unwrap();
+    let key = coordinator
+        .create_key(name, vec![P1, P2, P3], 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    key.id.to_string()
+}
+
+/// Waits until request `id` is in `state` (panics with the request if it ends elsewhere or
+/// takes too long).
+pub async fn wait_for(
+    coordinator: &Coordinator,
+    id: RequestId,
+    state: RequestState,
+) -> RequestView {
+    let started = Instant::now();
+    loop {
+        let view = coordinator.get(id).await.unwrap();
+        if view.state == state {
+            return view;
+        }
+        let terminal = matches!(
+            view.state,
+            RequestState::Signed
+                | RequestState::Failed
+                | RequestState::Rejected
+                | RequestState::Cancelled
+                | RequestState::Expired
+        );
+        if terminal || started.elapsed() > WAIT {
+            panic!(
+                "request {id} is {} (error {:?}, reasons {:?}), expected {state}",
+                view.state, view.error, view.reasons
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The message of an error, for assertions.
+pub fn message(e: &ServiceError) -> String {
+    e.to_string()
+}
+
+/// A control channel that never answers: the coordinator is cut off from the nodes.
+pub struct Unreachable;
+
+#[async_trait]
+impl ControlChannel for Unreachable {
+    async fn run(
+        &self,
+        _start: &SessionStart,
+        _signed: &SignedStart,
+        _deadline: Duration,
+    ) -> Result<Vec<SignedOutcome>, StarterError> {
+        std::future::pending().await
+    }
+}
+
+/// A policy document: `dev`'s with `revision` and every rule's approvals replaced.
+pub fn dev_variant(dev: &DevPolicy, revision: u64, approvals: &str) -> PolicyDocument {
+    let text = String::from_utf8(dev.document.bytes().to_vec()).unwrap();
+    let text = text
+        .replace("revision = 1", &format!("revision = {revision}"))
+        .replace(
+            "approvals = { count = 2, roles = [\"approver\"] }",
+            &format!("approvals = {approvals}"),
+        );
+    PolicyDocument::from_toml(text.as_bytes()).unwrap()
+}

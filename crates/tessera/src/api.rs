@@ -1,0 +1,486 @@
+//! `tessera key`, `tessera request`, `tessera committee` and `tessera policy show`: the
+//! coordinator's API, called as one principal who signs every call with their own key.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use tessera_chain::{Eip1559Request, U256};
+use tessera_coordinator::api::model::{DerivationPath, MessageBody, PayloadBody, SubmitBody};
+use tessera_coordinator::client::{CoordinatorClient, RequestQuery};
+use tessera_wire::{PartyId, RequestId};
+
+use crate::operator::load_key;
+
+/// Who calls the coordinator, and where.
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The coordinator's base URL.
+    #[arg(
+        long,
+        env = "TESSERA_COORDINATOR_URL",
+        default_value = "http://127.0.0.1:8700"
+    )]
+    coordinator: String,
+    /// Your principal name in the policy.
+    #[arg(long, env = "TESSERA_PRINCIPAL")]
+    principal: String,
+    /// Your secret key file (`tessera operator new`).
+    #[arg(long = "key-file", env = "TESSERA_PRINCIPAL_KEY")]
+    key_file: PathBuf,
+    /// Print the server's JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Result<CoordinatorClient> {
+        let key = load_key(&self.key_file)?;
+        CoordinatorClient::new(&self.coordinator, self.principal.clone(), key)
+            .context("cannot set up the coordinator client")
+    }
+}
+
+/// Committee commands (admins).
+#[derive(Subcommand)]
+pub enum CommitteeCommand {
+    /// Set up a committee: auxiliary info on its nodes (tens of seconds to minutes; each node
+    /// uses one prime set from its pool). Waits until it is ready.
+    Setup {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The parties, in order, e.g. p1,p2,p3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        parties: Vec<PartyId>,
+    },
+    /// List committees.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Key commands.
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Create a threshold key on a ready committee (distributed key generation; admins).
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// A unique name for the key.
+        #[arg(long)]
+        name: String,
+        /// The committee, e.g. p1,p2,p3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        committee: Vec<PartyId>,
+        /// Signers needed.
+        #[arg(long)]
+        threshold: u16,
+    },
+    /// List keys.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show a key (name or id).
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key's name or id.
+        key: String,
+    },
+    /// The Ethereum address of a key, or of its HD child at `--path`.
+    Address {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key's name or id.
+        key: String,
+        /// A non-hardened derivation path, e.g. 0/7 (default: the master key).
+        #[arg(long, default_value = "")]
+        path: String,
+    },
+}
+
+/// What a request signs.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct WhatToSign {
+    /// An unsigned Ethereum transaction (legacy EIP-155 or EIP-1559), hex.
+    #[arg(long)]
+    tx: Option<String>,
+    /// Build an EIP-1559 transfer of `--value-wei` to this address (with `--chain-id` and
+    /// `--nonce`).
+    #[arg(long, requires_all = ["value_wei", "chain_id", "nonce"])]
+    transfer_to: Option<String>,
+    /// An EIP-191 message (text) to sign.
+    #[arg(long)]
+    message: Option<String>,
+}
+
+/// Request commands.
+#[derive(Subcommand)]
+pub enum RequestCommand {
+    /// Submit a signing request (operators). Prints the request and the policy's decision.
+    Submit {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key's name or id.
+        #[arg(long = "signing-key")]
+        key: String,
+        /// A non-hardened derivation path, e.g. 0/7 (default: the master key).
+        #[arg(long, default_value = "")]
+        path: String,
+        #[command(flatten)]
+        what: WhatToSign,
+        /// Value in wei, for `--transfer-to`.
+        #[arg(long)]
+        value_wei: Option<String>,
+        /// Chain id, for `--transfer-to` (1 mainnet, 11155111 Sepolia).
+        #[arg(long)]
+        chain_id: Option<u64>,
+        /// The sender's nonce, for `--transfer-to`.
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// The request id (32 hex digits; default random). Resubmitting with the same id is
+        /// safe: the stored request is returned.
+        #[arg(long)]
+        id: Option<RequestId>,
+        /// Seconds until it expires unsigned.
+        #[arg(long)]
+        lifetime_secs: Option<u64>,
+    },
+    /// Approve a request (approvers). The request is fetched, decoded and checked locally,
+    /// and what it does is printed; your key signs its digest as recomputed here.
+    Approve {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The request id.
+        id: RequestId,
+    },
+    /// Reject a request (approvers).
+    Reject {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The request id.
+        id: RequestId,
+    },
+    /// Cancel a request (its submitter, or an admin) before it is signed.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The request id.
+        id: RequestId,
+    },
+    /// Show a request: state, decisions, reasons, and once signed the signed transaction.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The request id.
+        id: RequestId,
+    },
+    /// List requests, newest first.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only requests in this state (pending_approval, approved, signing, signed, rejected,
+        /// failed, cancelled, expired).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only requests for this key (name or id).
+        #[arg(long = "signing-key")]
+        key: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+/// `tessera policy show`.
+#[derive(Args)]
+pub struct PolicyShowArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A derivation path as the API writes it: `m/0/7`, `0/7` or empty for the master key.
+fn parse_path(text: &str) -> Result<DerivationPath> {
+    if text.is_empty() {
+        return Ok(DerivationPath::default());
+    }
+    text.parse()
+        .map_err(|e: String| anyhow::anyhow!("--path {text:?}: {e}"))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn run_committee(cmd: CommitteeCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            CommitteeCommand::Setup { api, parties } => {
+                let client = api.client()?;
+                eprintln!("setting up committee {} (auxiliary info; tens of seconds)...", PartyId::list(&parties));
+                let mut view = client.setup_committee(&parties).await?;
+                let started = std::time::Instant::now();
+                while view.status.to_string() == "creating" {
+                    if started.elapsed() > std::time::Duration::from_secs(1800) {
+                        bail!("the committee is still being set up after 30 minutes; check the nodes' logs");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    view = client.get_committee(&parties).await?;
+                }
+                if api.json {
+                    return print_json(&view);
+                }
+                match &view.error {
+                    Some(error) => bail!("committee set-up failed: {error}"),
+                    None => println!("committee {} is {}", PartyId::list(&parties), view.status),
+                }
+            }
+            CommitteeCommand::List { api } => {
+                let list = api.client()?.list_committees().await?;
+                if api.json {
+                    return print_json(&list);
+                }
+                for c in list {
+                    println!("{} {}", PartyId::list(&c.parties), c.status);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn run_key(cmd: KeyCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            KeyCommand::Create {
+                api,
+                name,
+                committee,
+                threshold,
+            } => {
+                let key = api
+                    .client()?
+                    .create_key(&name, &committee, threshold)
+                    .await?;
+                if api.json {
+                    return print_json(&key);
+                }
+                println!("key      {} ({})", key.name, key.id);
+                println!("status   {}", key.status);
+                if let Some(address) = &key.address {
+                    println!("address  {address}");
+                }
+            }
+            KeyCommand::List { api } => {
+                let keys = api.client()?.list_keys().await?;
+                if api.json {
+                    return print_json(&keys);
+                }
+                for k in keys {
+                    println!(
+                        "{} {} {}-of-{} {} {}",
+                        k.name,
+                        k.id,
+                        k.threshold,
+                        k.committee.len(),
+                        k.status,
+                        k.address.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            KeyCommand::Show { api, key } => {
+                let key = api.client()?.get_key(&key).await?;
+                print_json(&key)?;
+            }
+            KeyCommand::Address { api, key, path } => {
+                let path = parse_path(&path)?;
+                let address = api.client()?.key_address(&key, &path.0).await?;
+                if api.json {
+                    return print_json(&address);
+                }
+                println!("{}", address.address);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn payload(
+    what: &WhatToSign,
+    value_wei: Option<&str>,
+    chain_id: Option<u64>,
+    nonce: Option<u64>,
+) -> Result<PayloadBody> {
+    if let Some(tx) = &what.tx {
+        return Ok(PayloadBody::EthereumTx(
+            tx.trim_start_matches("0x").to_owned(),
+        ));
+    }
+    if let Some(text) = &what.message {
+        return Ok(PayloadBody::Message(MessageBody::Utf8(text.clone())));
+    }
+    let Some(to) = &what.transfer_to else {
+        bail!("give --tx, --transfer-to or --message");
+    };
+    let to = tessera_policy::parse_address(to).context("--transfer-to")?;
+    let value: U256 = value_wei
+        .context("--value-wei is needed with --transfer-to")?
+        .parse()
+        .context("--value-wei must be a decimal number of wei")?;
+    let raw = Eip1559Request::transfer(
+        chain_id.context("--chain-id is needed with --transfer-to")?,
+        nonce.context("--nonce is needed with --transfer-to")?,
+        to,
+        value,
+    )
+    .encode();
+    Ok(PayloadBody::EthereumTx(hex::encode(raw)))
+}
+
+fn print_request(view: &tessera_coordinator::api::model::RequestView) {
+    println!("request   {}", view.id);
+    println!("key       {} path {:?}", view.key_name, view.path);
+    println!("action    {}", view.action);
+    println!("state     {}", view.state);
+    for d in &view.decisions {
+        println!("decision  {} {}", d.principal, d.decision);
+    }
+    for r in &view.reasons {
+        println!("reason    {r}");
+    }
+    if let Some(address) = &view.address {
+        println!("address   {address}");
+    }
+    if let Some(result) = &view.result {
+        println!("result    0x{result}");
+    }
+    if let Some(error) = &view.error {
+        println!("error     {error}");
+    }
+}
+
+pub fn run_request(cmd: RequestCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            RequestCommand::Submit {
+                api,
+                key,
+                path,
+                what,
+                value_wei,
+                chain_id,
+                nonce,
+                id,
+                lifetime_secs,
+            } => {
+                let body = SubmitBody {
+                    id: id.unwrap_or_else(RequestId::random),
+                    key,
+                    path: parse_path(&path)?,
+                    payload: payload(&what, value_wei.as_deref(), chain_id, nonce)?,
+                    lifetime_secs,
+                };
+                let view = api.client()?.submit(&body).await?;
+                if api.json {
+                    return print_json(&view);
+                }
+                print_request(&view);
+            }
+            RequestCommand::Approve { api, id } => decide(api, id, true).await?,
+            RequestCommand::Reject { api, id } => decide(api, id, false).await?,
+            RequestCommand::Cancel { api, id } => {
+                let view = api.client()?.cancel(id).await?;
+                if api.json {
+                    return print_json(&view);
+                }
+                print_request(&view);
+            }
+            RequestCommand::Show { api, id } => {
+                let view = api.client()?.get_request(id).await?;
+                if api.json {
+                    return print_json(&view);
+                }
+                print_request(&view);
+            }
+            RequestCommand::List {
+                api,
+                state,
+                key,
+                limit,
+            } => {
+                let query = RequestQuery {
+                    state: state
+                        .map(|s| s.parse())
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
+                    key,
+                    limit: Some(limit),
+                    after: None,
+                };
+                let page = api.client()?.list_requests(&query).await?;
+                if api.json {
+                    return print_json(&page);
+                }
+                for r in page.requests {
+                    println!("{} {} {} {}", r.id, r.state, r.key_name, r.action);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Approves or rejects request `id` after checking it locally: the payload is decoded here and
+/// the digest recomputed, so the approver signs what they saw, not what the server claims.
+async fn decide(api: ApiArgs, id: RequestId, approve: bool) -> Result<()> {
+    let client = api.client()?;
+    let view = client.get_request(id).await?;
+    let request = &view.request;
+    if request.id != id {
+        bail!(
+            "the coordinator answered with request {} for {id}; not signing",
+            request.id
+        );
+    }
+    let derived = request
+        .check()
+        .context("the request does not check out locally; do not approve it")?;
+    eprintln!(
+        "checked locally: {} with key {} path {:?}, policy {}, submitted by {}",
+        derived.action, view.key_name, request.path, request.policy, request.submitted_by
+    );
+    let view = if approve {
+        client.approve_request(request).await?
+    } else {
+        client.reject_request(request).await?
+    };
+    if api.json {
+        return print_json(&view);
+    }
+    print_request(&view);
+    Ok(())
+}
+
+pub fn run_policy_show(args: PolicyShowArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let policy = args.api.client()?.policy().await?;
+        if args.api.json {
+            return print_json(&policy);
+        }
+        println!("policy_pin = \"{}\"", policy.hash);
+        println!("revision   {}", policy.revision);
+        println!("{}", policy.document);
+        Ok(())
+    })
+}
