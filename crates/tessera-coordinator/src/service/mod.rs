@@ -110,6 +110,28 @@ pub(crate) fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// When something asked to live `requested` seconds (else `default`, capped at `cap`) expires,
+/// counted from `now`: refuses a lifetime of 0 and one that does not fit the database.
+pub(crate) fn expires_at(
+    now: u64,
+    requested: Option<u64>,
+    default: u64,
+    cap: u64,
+) -> Result<u64, ServiceError> {
+    let lifetime = match requested {
+        Some(0) => {
+            return Err(ServiceError::Invalid(
+                "lifetime_secs must be at least 1".into(),
+            ))
+        }
+        Some(secs) => secs,
+        None => default.min(cap),
+    };
+    now.checked_add(lifetime)
+        .filter(|t| i64::try_from(*t).is_ok())
+        .ok_or_else(|| ServiceError::Invalid(format!("lifetime_secs {lifetime} is too large")))
+}
+
 /// Unix seconds as stored (BIGINT).
 pub(crate) fn to_db(secs: u64) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)

@@ -12,7 +12,9 @@ use tessera_policy::{
 };
 use tessera_wire::RequestId;
 
-use super::{now_unix, to_db, Coordinator, DecisionView, PolicyView, ProposalView, ServiceError};
+use super::{
+    expires_at, now_unix, to_db, Coordinator, DecisionView, PolicyView, ProposalView, ServiceError,
+};
 use crate::store::{
     self, AddApproval, ApprovalSubject, Decision, InsertOutcome, NewProposal, PolicyRow,
     ProposalId, ProposalRow, ProposalState,
@@ -84,26 +86,13 @@ impl Coordinator {
         let document = String::from_utf8(proposal.document.clone()).map_err(|_| {
             ServiceError::Invalid("the policy document is not UTF-8; save it as UTF-8".into())
         })?;
-        let lifetime = match proposal.lifetime_secs {
-            Some(0) => {
-                return Err(ServiceError::Invalid(
-                    "lifetime_secs must be at least 1".into(),
-                ))
-            }
-            Some(secs) => secs,
-            None => self
-                .settings
-                .proposal_lifetime
-                .as_secs()
-                .min(current.max_request_lifetime_secs()),
-        };
         let now = now_unix();
-        let expires_at = now
-            .checked_add(lifetime)
-            .filter(|t| i64::try_from(*t).is_ok())
-            .ok_or_else(|| {
-                ServiceError::Invalid(format!("lifetime_secs {lifetime} is too large"))
-            })?;
+        let expires_at = expires_at(
+            now,
+            proposal.lifetime_secs,
+            self.settings.proposal_lifetime.as_secs(),
+            current.max_request_lifetime_secs(),
+        )?;
         let change = PolicyChange {
             id: RequestId(proposal.id.0),
             previous: current.hash(),

@@ -7,7 +7,8 @@ use tessera_wire::RequestId;
 use super::decisions::principal;
 use super::keys::{eth_address, public_key_at};
 use super::{
-    hash_hex, history, now_unix, to_db, Coordinator, DecisionView, RequestView, ServiceError,
+    expires_at, hash_hex, history, now_unix, to_db, Coordinator, DecisionView, RequestView,
+    ServiceError,
 };
 use crate::store::{
     ApprovalSubject, InsertOutcome, KeyRow, KeyStatus, NewRequest, RequestFilter, RequestKind,
@@ -81,26 +82,13 @@ impl Coordinator {
                 key.name, key.status
             )));
         }
-        let lifetime = match submit.lifetime_secs {
-            Some(0) => {
-                return Err(ServiceError::Invalid(
-                    "lifetime_secs must be at least 1".into(),
-                ))
-            }
-            Some(secs) => secs,
-            None => self
-                .settings
-                .default_request_lifetime
-                .as_secs()
-                .min(policy.max_request_lifetime_secs()),
-        };
         let now = now_unix();
-        let expires_at = now
-            .checked_add(lifetime)
-            .filter(|t| i64::try_from(*t).is_ok())
-            .ok_or_else(|| {
-                ServiceError::Invalid(format!("lifetime_secs {lifetime} is too large"))
-            })?;
+        let expires_at = expires_at(
+            now,
+            submit.lifetime_secs,
+            self.settings.default_request_lifetime.as_secs(),
+            policy.max_request_lifetime_secs(),
+        )?;
         let request = SignRequest::new(
             submit.id,
             key.id,
