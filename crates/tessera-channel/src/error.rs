@@ -126,6 +126,10 @@ pub enum RefusalReason {
     QueueFull,
     /// See [`ChannelError::SelfChannel`].
     SelfChannel,
+    /// The frame was dropped unread because its sender exceeded its inbound frame budget (a
+    /// per-peer token bucket checked by the transport before any cryptography). The channel layer
+    /// itself never returns this reason; the secure transport counts it.
+    RateLimited,
 }
 
 impl RefusalReason {
@@ -145,6 +149,7 @@ impl RefusalReason {
             RefusalReason::PayloadTooLarge => "payload_too_large",
             RefusalReason::QueueFull => "queue_full",
             RefusalReason::SelfChannel => "self_channel",
+            RefusalReason::RateLimited => "rate_limited",
         }
     }
 }

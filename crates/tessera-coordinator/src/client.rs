@@ -32,9 +32,10 @@ use tessera_policy::{Approval, OperatorKey, PolicyChange, PrincipalSignature, Si
 use tessera_wire::{PartyId, RequestId};
 
 use crate::api::model::{
-    parties_segment, CommitteeList, CommitteeView, CreateKeyBody, DecisionBody, DerivationPath,
-    ErrorBody, Health, KeyAddress, KeyList, KeyView, PartyRef, PolicyView, ProposalList,
-    ProposalView, ProposeBody, RequestPage, RequestView, SetupCommitteeBody, SubmitBody,
+    parties_segment, AuditEvents, CommitteeList, CommitteeView, CreateKeyBody, DecisionBody,
+    DerivationPath, ErrorBody, Health, KeyAddress, KeyList, KeyView, PartyRef, PolicyView,
+    ProposalList, ProposalView, ProposeBody, RequestPage, RequestView, SetupCommitteeBody,
+    SubmitBody,
 };
 use crate::auth::sign_request;
 use crate::service::rejection_digest;
@@ -419,6 +420,37 @@ impl CoordinatorClient {
         }
         let list: ProposalList = self.get(&["v1", "policy", "proposals"], &params).await?;
         Ok(list.proposals)
+    }
+
+    /// `GET /v1/audit?…`: the coordinator's audit events matching `filter` (its `emitter` is
+    /// ignored: the coordinator serves its own log), at most `limit`.
+    pub async fn audit_events(
+        &self,
+        filter: &tessera_audit::Filter,
+        limit: Option<usize>,
+    ) -> Result<AuditEvents, ClientError> {
+        let mut params = Vec::new();
+        let text = [
+            ("request", &filter.request),
+            ("key", &filter.key),
+            ("actor", &filter.actor),
+            ("action", &filter.action),
+        ];
+        for (name, value) in text {
+            if let Some(value) = value {
+                params.push((name, value.clone()));
+            }
+        }
+        if let Some(since) = filter.since {
+            params.push(("since", since.to_string()));
+        }
+        if let Some(until) = filter.until {
+            params.push(("until", until.to_string()));
+        }
+        if let Some(limit) = limit {
+            params.push(("limit", limit.to_string()));
+        }
+        self.get(&["v1", "audit"], &params).await
     }
 
     /// `GET /v1/policy/proposals/{id}`.

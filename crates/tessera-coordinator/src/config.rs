@@ -25,6 +25,13 @@
 //!
 //! [api]
 //! public_metrics = false                    # true: GET /metrics without authentication
+//! rate_limit_per_second = 20                # signed calls per second and principal (0: off)
+//! rate_limit_burst = 100                    # calls at once per principal; beyond: 429
+//!
+//! [audit]
+//! file = "coordinator.audit.jsonl"          # this coordinator's signed event log (one file
+//!                                           # per coordinator instance)
+//! fsync_every = 1                           # flush to disk after every event; n: every n
 //!
 //! [service]
 //! signing_attempts = 3                      # signing sessions per request before it fails
@@ -120,12 +127,39 @@ pub struct NatsSection {
 }
 
 /// The REST API.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Serve `GET /metrics` without authentication (see [`ApiOptions::public_metrics`]).
     #[serde(default)]
     pub public_metrics: bool,
+    /// Signed calls per second each principal may make on average; beyond its burst, calls
+    /// are answered 429 with `Retry-After`. Failed authentications, all together, get the same
+    /// budget. Default 20; 0 disables the limits (see
+    /// [`ApiOptions::rate_limit_per_second`] for why 20).
+    #[serde(default = "default_rate_limit_per_second")]
+    pub rate_limit_per_second: u32,
+    /// Signed calls each principal may make at once. Default 100; 0 disables the limits.
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            public_metrics: false,
+            rate_limit_per_second: default_rate_limit_per_second(),
+            rate_limit_burst: default_rate_limit_burst(),
+        }
+    }
+}
+
+fn default_rate_limit_per_second() -> u32 {
+    crate::api::DEFAULT_RATE_LIMIT_PER_SECOND
+}
+
+fn default_rate_limit_burst() -> u32 {
+    crate::api::DEFAULT_RATE_LIMIT_BURST
 }
 
 /// The service's settings, in seconds; see [`CoordinatorSettings`] for each.
@@ -228,6 +262,9 @@ pub struct CoordinatorConfig {
     /// The service.
     #[serde(default)]
     pub service: ServiceSection,
+    /// The audit log (default file `coordinator.audit.jsonl` next to this file).
+    #[serde(default)]
+    pub audit: tessera_audit::AuditSection,
 }
 
 impl CoordinatorConfig {
@@ -266,6 +303,10 @@ impl CoordinatorConfig {
         join(&mut self.nats.ca);
         join(&mut self.nats.cert);
         join(&mut self.nats.key);
+        self.audit.resolve(base);
+        if self.audit.file.is_none() {
+            self.audit.file = Some(base.join("coordinator.audit.jsonl"));
+        }
         self.database_url = resolve_sqlite(&self.database_url, base);
     }
 
@@ -289,6 +330,8 @@ impl CoordinatorConfig {
     pub fn api_options(&self) -> ApiOptions {
         ApiOptions {
             public_metrics: self.api.public_metrics,
+            rate_limit_per_second: self.api.rate_limit_per_second,
+            rate_limit_burst: self.api.rate_limit_burst,
         }
     }
 
@@ -495,6 +538,8 @@ key = "key.pem"
         assert_eq!(config.database_url, "sqlite://coordinator.db");
         assert_eq!(config.service.settings(), CoordinatorSettings::default());
         assert!(!config.api.public_metrics);
+        assert_eq!(config.api_options(), ApiOptions::default());
+        assert_eq!(config.api, ApiSection::default());
         assert_eq!(config.nats.connect_timeout_secs, 10);
         config.resolve(Path::new("/etc/tessera"));
         assert_eq!(config.database_url, "sqlite:///etc/tessera/coordinator.db");
@@ -539,6 +584,20 @@ key = "key.pem"
         let err =
             CoordinatorConfig::parse(&format!("listen = \"nowhere\"\n{MINIMAL}")).unwrap_err();
         assert!(err.contains("listen") || err.contains("address"), "{err}");
+    }
+
+    #[test]
+    fn api_rate_limits_are_configurable() {
+        let text = format!("{MINIMAL}\n[api]\nrate_limit_per_second = 5\nrate_limit_burst = 7\n");
+        let options = CoordinatorConfig::parse(&text).unwrap().api_options();
+        assert_eq!(
+            (options.rate_limit_per_second, options.rate_limit_burst),
+            (5, 7)
+        );
+        assert!(!options.public_metrics);
+        let err =
+            CoordinatorConfig::parse(&format!("{MINIMAL}\n[api]\nrate_limit = 5\n")).unwrap_err();
+        assert!(err.contains("rate_limit"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use tessera_audit::AuditLog;
 use tessera_coordinator::api::{self, ApiState};
 use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::service::Coordinator;
@@ -178,12 +179,20 @@ async fn run(config: CoordinatorConfig) -> Result<()> {
     let name = key.name().to_owned();
     let starter = Starter::new(key, roster)
         .with_context(|| format!("coordinator '{name}' is not in the roster"))?;
+    let audit_options = config
+        .audit
+        .options(PathBuf::from("coordinator.audit.jsonl"));
+    let audit = Arc::new(
+        AuditLog::open(starter.audit_signer(), audit_options)
+            .context("cannot open the audit log")?,
+    );
     let coordinator = Coordinator::start(
         store,
         Arc::new(starter),
         control,
         policy,
         config.service.settings(),
+        audit,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

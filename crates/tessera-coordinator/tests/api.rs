@@ -365,8 +365,8 @@ async fn every_role_is_refused_on_every_route_it_may_not_use(db: &Db) {
     }
     // Counted by hand from the RBAC table over the routes: set up committees, create keys,
     // submit, cancel, propose and approve policy 3 refusals each, approve and reject requests
-    // 3 each, metrics 2 (operator, approver).
-    assert_eq!(refused, 26);
+    // 3 each, metrics and audit 2 each (operator, approver).
+    assert_eq!(refused, 28);
     api.coordinator.shutdown().await;
 }
 
@@ -862,12 +862,57 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
         "tessera_coordinator_committees{status=\"ready\"} 1",
         "tessera_coordinator_policy_revision 1",
         "# TYPE tessera_coordinator_party_consecutive_failures gauge",
+        "tessera_coordinator_sessions_total{operation=\"keygen\",outcome=\"ok\"} 1",
+        "tessera_coordinator_sessions_total{operation=\"sign\",outcome=\"ok\"} 1",
+        "tessera_coordinator_policy_refusals_total{stage=\"submit\"} 1",
+        "tessera_coordinator_policy_refusals_total{stage=\"nodes\"} 0",
+        "tessera_coordinator_api_rate_limited_total{principal=\"\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "{line:?} missing from\n{text}"
         );
     }
+    let events: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_coordinator_audit_events "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no audit event count in\n{text}"));
+    assert!(events >= 8, "{events} audit events");
+
+    // The auditor reads the request's history, verified by the coordinator.
+    let history: Value = api
+        .ok("aude", "GET", &format!("/v1/audit?request={id}"), None)
+        .await;
+    assert_eq!(history["verified"], json!(true), "{history}");
+    let actions: Vec<(String, String)> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("olivia", "request.submitted"),
+        ("ana", "request.approved"),
+        ("ben", "request.approved"),
+        ("system", "session.started"),
+        ("system", "session.ended"),
+        ("system", "request.signed"),
+    ] {
+        assert!(
+            actions
+                .iter()
+                .any(|(a, b)| (a.as_str(), b.as_str()) == expected),
+            "{expected:?} missing from {actions:?}"
+        );
+    }
+    let (status, value) = api.call("aude", "GET", "/v1/audit?limit=0", None).await;
+    assert_error(status, &value, StatusCode::BAD_REQUEST, "bad_request");
     api.coordinator.shutdown().await;
 }
 
@@ -1282,4 +1327,106 @@ fn the_binary_explains_itself_and_checks_a_configuration() {
     assert!(!check.status.success());
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(stderr.contains("policy_pin"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits.
+// ---------------------------------------------------------------------------------------------
+
+/// With a tiny limit (bursts of 3, 1 per second), a principal's 4th quick call is answered 429
+/// with `Retry-After`, counted, while another principal's calls still succeed; failed
+/// authentications have a budget of their own, which does not touch the principals'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_is_rate_limited_on_its_own() {
+    let db = Db::sqlite();
+    let cluster = Cluster::start().await;
+    let c = coordinator(&db, &cluster, cluster.control(), settings()).await;
+    let options = ApiOptions {
+        rate_limit_per_second: 1,
+        rate_limit_burst: 3,
+        ..ApiOptions::default()
+    };
+    let state = ApiState::new(c.clone(), options);
+    let router = api::router(state.clone());
+    let call = |request: Request<Body>| {
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, retry_after, body)
+        }
+    };
+    let get_keys = |who: &str| signed_with(cluster.key_of(who), who, "GET", "/v1/keys", b"");
+
+    // olivia calls until refused. Her burst always passes; the 4th call comes within a second
+    // on any sane machine, but the assertions only rely on the bucket's arithmetic: at most
+    // 3 + (seconds elapsed) calls may pass before the first refusal.
+    let started = Instant::now();
+    let mut passed = 0u32;
+    let refusal = loop {
+        let (status, retry_after, body) = call(get_keys("olivia")).await;
+        if status == StatusCode::OK {
+            passed += 1;
+            assert!(passed < 50, "olivia is never rate-limited");
+            continue;
+        }
+        break (status, retry_after, body);
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        passed >= 3,
+        "olivia's burst of 3 was refused after {passed}"
+    );
+    assert!(
+        f64::from(passed) <= 3.0 + elapsed.ceil() + 1.0,
+        "{passed} calls passed in {elapsed:.2} s"
+    );
+    let (status, retry_after, body) = refusal;
+    assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(
+        body["message"].as_str().unwrap().contains("retry after"),
+        "{body}"
+    );
+    let secs: u64 = retry_after.expect("a Retry-After header").parse().unwrap();
+    assert_eq!(secs, 1, "one call per second: retry within a second");
+
+    // Another principal is not affected.
+    let (status, _, body) = call(get_keys("ana")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counts = state.rate_limited();
+    assert_eq!(counts.per_principal.get("olivia"), Some(&1));
+    assert_eq!(counts.per_principal.get("ana"), None);
+    assert_eq!(counts.unauthenticated, 0);
+
+    // Unsigned garbage: 401 within its own budget, then 429; a real principal still gets in.
+    let mut unauthorized = 0u32;
+    let (status, retry_after, body) = loop {
+        let (status, retry_after, body) = call(unsigned("GET", "/v1/keys")).await;
+        if status == StatusCode::UNAUTHORIZED {
+            unauthorized += 1;
+            assert!(
+                unauthorized < 50,
+                "failed authentications are never limited"
+            );
+            continue;
+        }
+        break (status, retry_after, body);
+    };
+    assert!(unauthorized >= 3, "{unauthorized}");
+    assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(retry_after.is_some());
+    let (status, _, body) = call(get_keys("ben")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counts = state.rate_limited();
+    assert_eq!(counts.unauthenticated, 1);
+    assert_eq!(counts.per_principal.len(), 1, "{counts:?}");
+    c.shutdown().await;
 }

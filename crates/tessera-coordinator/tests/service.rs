@@ -185,14 +185,7 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
     );
 
     // The pool holds a presignature for the preferred quorum: the request signs online.
-    let started = std::time::Instant::now();
-    while c.presignatures_ready(&key).await.unwrap() == 0 {
-        assert!(
-            started.elapsed() < WAIT,
-            "the presignature pool never filled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_presignature(&c, &key).await;
     let approved = c
         .approve("ben", id, cluster.approval("ben", &pending))
         .await
@@ -690,6 +683,7 @@ async fn policy_change_applies_and_unpinned_nodes_refuse_without_retry(db: &Db) 
         cluster.control(),
         cluster.dev.document.clone(),
         settings(),
+        audit_log(&cluster),
     )
     .await
     .unwrap_err();
@@ -705,6 +699,7 @@ async fn policy_change_applies_and_unpinned_nodes_refuse_without_retry(db: &Db) 
         cluster.control(),
         next,
         settings(),
+        audit_log(&cluster),
     )
     .await
     .unwrap();
@@ -865,6 +860,7 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
         cluster.control(),
         other.document,
         settings(),
+        audit_log(&cluster),
     )
     .await
     .unwrap_err();
@@ -880,6 +876,7 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
             signing_attempts: 0,
             ..settings()
         },
+        audit_log(&cluster),
     )
     .await
     .unwrap_err();

@@ -26,12 +26,27 @@
 //!
 //! [primes]
 //! pool_target = 2                      # default 2: prime sets kept ready; 0 disables refill
+//!
+//! [metrics]                            # optional
+//! listen = "127.0.0.1:9464"            # default: none (no HTTP server); serves GET /metrics,
+//!                                      # /healthz and /readyz, unauthenticated: keep it on
+//!                                      # loopback or a monitoring network
+//! primes_floor = 0                     # default 0: /readyz needs this many prime sets ready
+//! presignature_floor = 0               # default 0: /readyz needs this many fresh
+//!                                      # presignatures for every key held
+//!
+//! [audit]                              # optional (docs/audit.md)
+//! file = "p1.audit.jsonl"              # default: <party>.audit.jsonl next to this file; the
+//!                                      # node's signed event log, continued after restarts
+//! fsync_every = 1                      # default 1: flush to disk after every event
 //! ```
 //!
 //! Environment overrides: `TESSERA_NODE_NATS_URL`, `TESSERA_NODE_STORE`,
-//! `TESSERA_NODE_ROSTER_PIN`, `TESSERA_NODE_POLICY_PIN`, `TESSERA_NODE_PRIMES_TARGET`, `TESSERA_NODE_ROUND_TIMEOUT_SECS`;
+//! `TESSERA_NODE_ROSTER_PIN`, `TESSERA_NODE_POLICY_PIN`, `TESSERA_NODE_PRIMES_TARGET`, `TESSERA_NODE_ROUND_TIMEOUT_SECS`,
+//! `TESSERA_NODE_METRICS_LISTEN`;
 //! the store passphrase comes from `TESSERA_NODE_PASSPHRASE` or `passphrase_file`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -135,6 +150,32 @@ impl Default for PrimesSection {
     }
 }
 
+/// The metrics and health HTTP server, and what `/readyz` requires.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where to serve `GET /metrics`, `/healthz` and `/readyz`; `None` (the default): no
+    /// server.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Prime sets that must be ready for `/readyz` (default 0: not checked).
+    #[serde(default)]
+    pub primes_floor: usize,
+    /// Fresh presignatures every key held must have for `/readyz` (default 0: not checked).
+    #[serde(default)]
+    pub presignature_floor: usize,
+}
+
+impl MetricsSection {
+    /// The readiness floors.
+    pub fn floors(&self) -> crate::metrics::PoolFloors {
+        crate::metrics::PoolFloors {
+            primes: self.primes_floor,
+            presignatures: self.presignature_floor,
+        }
+    }
+}
+
 fn default_connect_timeout() -> u64 {
     10
 }
@@ -181,6 +222,15 @@ pub struct NodeConfig {
     /// The prime pool.
     #[serde(default)]
     pub primes: PrimesSection,
+    /// The metrics and health server.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// The audit log (default file `<party>.audit.jsonl` next to this file).
+    #[serde(default)]
+    pub audit: tessera_audit::AuditSection,
+    /// The configuration file's directory (relative paths are resolved against it).
+    #[serde(skip)]
+    dir: PathBuf,
 }
 
 fn env_override<T: std::str::FromStr>(name: &'static str, target: &mut T) -> Result<(), ConfigError>
@@ -235,6 +285,15 @@ impl NodeConfig {
         join(&mut self.nats.ca);
         join(&mut self.nats.cert);
         join(&mut self.nats.key);
+        self.audit.resolve(base);
+        self.dir = base.to_owned();
+    }
+
+    /// The audit log's options: `[audit]`, with the file defaulting to
+    /// `<party>.audit.jsonl` next to the configuration file.
+    pub fn audit_options(&self, party: tessera_wire::PartyId) -> tessera_audit::LogOptions {
+        self.audit
+            .options(self.dir.join(format!("{party}.audit.jsonl")))
     }
 
     fn apply_env(&mut self) -> Result<(), ConfigError> {
@@ -247,6 +306,19 @@ impl NodeConfig {
             "TESSERA_NODE_ROUND_TIMEOUT_SECS",
             &mut self.sessions.round_timeout_secs,
         )?;
+        if let Ok(text) = std::env::var("TESSERA_NODE_METRICS_LISTEN") {
+            self.metrics.listen = if text.is_empty() {
+                None
+            } else {
+                Some(
+                    text.parse()
+                        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                            name: "TESSERA_NODE_METRICS_LISTEN",
+                            reason: e.to_string(),
+                        })?,
+                )
+            };
+        }
         Ok(())
     }
 
@@ -306,10 +378,37 @@ key = "key.pem"
         assert_eq!(config.sessions.aux_info_round_timeout_secs, 180);
         assert_eq!(config.primes.pool_target, 2);
         assert_eq!(config.nats.connect_timeout_secs, 10);
+        assert_eq!(config.metrics.listen, None);
+        assert_eq!(
+            config.metrics.floors(),
+            crate::metrics::PoolFloors::default()
+        );
         config.resolve(Path::new("/etc/tessera"));
         assert_eq!(config.store, Path::new("/etc/tessera/store"));
         assert_eq!(config.policy, Path::new("/etc/tessera/policy.toml"));
         assert_eq!(config.nats.key, Path::new("/etc/tessera/key.pem"));
+    }
+
+    #[test]
+    fn the_metrics_section_sets_the_server_and_the_readiness_floors() {
+        let text = format!(
+            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9464\"\nprimes_floor = 1\npresignature_floor = 3\n"
+        );
+        let config = NodeConfig::parse(&text).unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            config.metrics.floors(),
+            crate::metrics::PoolFloors {
+                primes: 1,
+                presignatures: 3
+            }
+        );
+        let bad = format!("{MINIMAL}[metrics]\nlisten = \"localhost\"\n");
+        let err = NodeConfig::parse(&bad).unwrap_err();
+        assert!(err.contains("listen"), "{err}");
     }
 
     #[test]
@@ -340,6 +439,19 @@ key = "key.pem"
             "{err}"
         );
         std::env::remove_var("TESSERA_NODE_PRIMES_TARGET");
+        std::env::set_var("TESSERA_NODE_METRICS_LISTEN", "127.0.0.1:9999");
+        let config = NodeConfig::load(&path).unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        std::env::set_var("TESSERA_NODE_METRICS_LISTEN", "port 9999");
+        let err = NodeConfig::load(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("TESSERA_NODE_METRICS_LISTEN"),
+            "{err}"
+        );
+        std::env::remove_var("TESSERA_NODE_METRICS_LISTEN");
 
         // The passphrase: the variable, else the file without its trailing newline.
         std::env::remove_var("TESSERA_NODE_PASSPHRASE");

@@ -11,6 +11,7 @@
 //!
 //! - [`control`]: the signed start and outcome messages.
 //! - [`node`]: the session runner ([`Node`]).
+//! - [`metrics`]: the node's Prometheus metrics and readiness check.
 //! - [`requests`]: the re-checks before any signing (digest, policy, approvals) and the durable
 //!   ledger of requests signed.
 //! - [`state`]: where shares, auxiliary info and presignatures live in the store.
@@ -25,6 +26,7 @@ pub mod channels;
 pub mod config;
 pub mod control;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod pool;
 pub mod requests;
@@ -35,5 +37,6 @@ pub mod state;
 pub use control::{
     ControlError, Operation, Output, SessionOutcome, SessionStart, SignedOutcome, SignedStart,
 };
+pub use metrics::NodeMetrics;
 pub use node::{Node, NodeError, NodeSettings};
 pub use starter::{ControlChannel, Starter, StarterError};

@@ -2,15 +2,17 @@
 //! starter, over the in-memory transport or a real `nats-server` started on loopback with the
 //! permissioned configuration. Used by `tessera demo`, `tessera bench` and tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_audit::{AuditLog, LogOptions};
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
-use tessera_channel::{ChannelConfig, ChannelManager, Roster};
+use tessera_channel::{ChannelConfig, ChannelManager, Roster, SignedRoster};
 use tessera_policy::dev::DevPolicy;
 use tessera_policy::PolicyDocument;
 use tessera_store::{FileStore, KdfParams};
+use tessera_telemetry::Telemetry;
 use tessera_transport::memory::MemoryNetwork;
 use tessera_transport::nats::server::LocalNatsServer;
 use tessera_transport::nats::{
@@ -23,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::channels::{InProcessControl, NatsControl};
 use crate::control::{Operation, Output};
+use crate::metrics::NodeCollector;
 use crate::pool::PresignaturePool;
 use crate::starter::{ControlChannel, Starter, StarterError};
 use crate::{Node, NodeSettings};
@@ -99,9 +102,15 @@ pub struct LocalCluster {
     dev_url: Option<String>,
     stop: watch::Sender<bool>,
     serving: Vec<JoinHandle<()>>,
+    telemetry: Vec<Arc<Telemetry>>,
+    audit_dir: PathBuf,
+    memory: Option<MemoryNetwork>,
 }
 
-const PASSPHRASE: &[u8] = b"local cluster: a throwaway store";
+/// The passphrase of the local cluster's throwaway stores (public: never use a local
+/// cluster's keys for value).
+pub const LOCAL_PASSPHRASE: &[u8] = b"local cluster: a throwaway store";
+const PASSPHRASE: &[u8] = LOCAL_PASSPHRASE;
 
 impl LocalCluster {
     /// Creates identities, a roster with one coordinator, and a store per party under `dir`,
@@ -151,24 +160,38 @@ impl LocalCluster {
             Network::DevBroker(url) => Some(url.clone()),
             _ => None,
         };
+        let audit_dir = dir.join("audit");
+        std::fs::create_dir_all(&audit_dir).map_err(setup)?;
+        // For auditors: `tessera audit verify --roster <dir>/roster.json <dir>/audit/*`.
+        std::fs::write(
+            dir.join("roster.json"),
+            SignedRoster::new(roster.clone()).to_json(),
+        )
+        .map_err(setup)?;
         let memory = MemoryNetwork::new();
         let (stop, stopped) = watch::channel(false);
         let mut nodes = Vec::new();
         let mut serving = Vec::new();
+        let mut telemetry = Vec::new();
         for (identity, seed) in identities.into_iter().zip(&seeds) {
+            let mut nats_metrics = Vec::new();
             let p = identity.party();
             let store_dir = dir.join(p.to_string());
             let store = FileStore::create(&store_dir, PASSPHRASE, options.kdf).map_err(setup)?;
             let transport: Arc<dyn Transport> = match (&nats, &dev_url) {
                 (Some(server), _) => {
                     let config = server.client_config(&roster, p, seed).map_err(setup)?;
-                    Arc::new(NatsTransport::connect(&config).await.map_err(setup)?)
+                    let transport = NatsTransport::connect(&config).await.map_err(setup)?;
+                    nats_metrics.push(("transport", transport.metrics().clone()));
+                    Arc::new(transport)
                 }
-                (None, Some(url)) => Arc::new(
-                    NatsTransport::connect_unauthenticated(url, cluster.clone(), p)
+                (None, Some(url)) => {
+                    let transport = NatsTransport::connect_unauthenticated(url, cluster.clone(), p)
                         .await
-                        .map_err(setup)?,
-                ),
+                        .map_err(setup)?;
+                    nats_metrics.push(("transport", transport.metrics().clone()));
+                    Arc::new(transport)
+                }
                 (None, None) => Arc::new(memory.connect(p)),
             };
             let channel_identity = PartyIdentity::from_json(&identity.to_json()).map_err(setup)?;
@@ -180,6 +203,15 @@ impl LocalCluster {
                     .await
                     .map_err(setup)?,
             );
+            let audit_identity = PartyIdentity::from_json(&identity.to_json()).map_err(setup)?;
+            let audit = AuditLog::open(
+                Box::new(audit_identity),
+                LogOptions {
+                    file: Some(audit_dir.join(format!("{p}.audit.jsonl"))),
+                    ..LogOptions::default()
+                },
+            )
+            .map_err(setup)?;
             let node = Arc::new(
                 Node::new(
                     net,
@@ -188,14 +220,16 @@ impl LocalCluster {
                     Arc::new(store),
                     policy.clone(),
                     options.settings.clone(),
+                    Arc::new(audit),
                 )
                 .map_err(setup)?,
             );
+            let control_metrics = Arc::new(NatsMetrics::default());
             let control_client = match (&nats, &dev_url) {
                 (Some(server), _) => {
                     let config = server.client_config(&roster, p, seed).map_err(setup)?;
                     Some(
-                        connect_client(&config, Arc::new(NatsMetrics::default()))
+                        connect_client(&config, control_metrics.clone())
                             .await
                             .map_err(setup)?,
                     )
@@ -205,13 +239,23 @@ impl LocalCluster {
                         url,
                         &p.to_string(),
                         subject::reply_inbox_prefix(&cluster, p),
-                        Arc::new(NatsMetrics::default()),
+                        control_metrics.clone(),
                     )
                     .await
                     .map_err(setup)?,
                 ),
                 (None, None) => None,
             };
+            let mut collector = NodeCollector::new(node.clone());
+            for (connection, metrics) in nats_metrics {
+                collector = collector.with_nats(connection, metrics);
+            }
+            if let Some(client) = &control_client {
+                collector = collector
+                    .with_nats("control", control_metrics)
+                    .with_broker(client.clone());
+            }
+            telemetry.push(Arc::new(collector.telemetry()));
             if let Some(client) = control_client {
                 let mut stopped = stopped.clone();
                 let node = node.clone();
@@ -261,6 +305,7 @@ impl LocalCluster {
             }
         };
         let starter = Arc::new(Starter::new(coordinator, roster.clone()).map_err(setup)?);
+        let memory = (nats.is_none() && dev_url.is_none()).then_some(memory);
         Ok(LocalCluster {
             parties,
             nodes,
@@ -273,12 +318,33 @@ impl LocalCluster {
             dev_url,
             stop,
             serving,
+            telemetry,
+            audit_dir,
+            memory,
         })
+    }
+
+    /// The in-memory network the nodes talk over (`None` over NATS): tests connect extra,
+    /// misbehaving senders to it.
+    pub fn memory(&self) -> Option<&MemoryNetwork> {
+        self.memory.as_ref()
+    }
+
+    /// Where the nodes' audit logs are (`p1.audit.jsonl`, …); the roster to verify them with
+    /// is `roster.json` in the cluster's directory.
+    pub fn audit_dir(&self) -> &Path {
+        &self.audit_dir
     }
 
     /// The node of party `p`.
     pub fn node(&self, p: PartyId) -> &Arc<Node<FileStore>> {
         &self.nodes[usize::from(p.0 - 1)]
+    }
+
+    /// The metrics of party `p`'s node (with its NATS connections' counters when the cluster
+    /// runs over NATS), to render or to serve with [`tessera_telemetry::serve`].
+    pub fn telemetry(&self, p: PartyId) -> Option<&Arc<Telemetry>> {
+        self.telemetry.get(usize::from(p.0).checked_sub(1)?)
     }
 
     /// The broker's URL, if the cluster runs over NATS.

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use tessera_audit::AuditLog;
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::{ChannelConfig, ChannelManager, RosterHash, SignedRoster};
 use tessera_node::config::NodeConfig;
+use tessera_node::metrics::{NodeCollector, NodeReadiness};
 use tessera_node::{serve, Node};
 use tessera_policy::{PolicyDocument, PolicyHash};
 use tessera_store::{FileStore, KdfParams};
@@ -169,7 +171,9 @@ async fn run(config: NodeConfig) -> Result<()> {
         connect_timeout: Duration::from_secs(config.nats.connect_timeout_secs),
     };
     let transport = Arc::new(NatsTransport::connect(&nats).await?);
-    let control = connect_client(&nats, Arc::new(NatsMetrics::default())).await?;
+    let transport_metrics = transport.metrics().clone();
+    let control_metrics = Arc::new(NatsMetrics::default());
+    let control = connect_client(&nats, control_metrics.clone()).await?;
     let identity_for_channels = PartyIdentity::from_json(&loaded.identity.to_json())?;
     let manager = ChannelManager::new(
         identity_for_channels,
@@ -185,6 +189,9 @@ async fn run(config: NodeConfig) -> Result<()> {
             "no channel yet to some peers; they will be retried when needed"
         );
     }
+    let audit_identity = PartyIdentity::from_json(&loaded.identity.to_json())?;
+    let audit = AuditLog::open(Box::new(audit_identity), config.audit_options(party))
+        .context("cannot open the audit log")?;
     let node = Arc::new(Node::new(
         net,
         loaded.identity,
@@ -192,21 +199,56 @@ async fn run(config: NodeConfig) -> Result<()> {
         loaded.store,
         loaded.policy,
         config.settings(),
+        Arc::new(audit),
     )?);
     let stop = Arc::new(AtomicBool::new(false));
     if config.primes.pool_target > 0 {
         node.primes()
             .spawn_refill(config.primes.pool_target, stop.clone());
     }
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let telemetry = NodeCollector::new(node.clone())
+                .with_nats("transport", transport_metrics)
+                .with_nats("control", control_metrics)
+                .with_broker(control.clone())
+                .telemetry();
+            let readiness = NodeReadiness::new(node.clone(), config.metrics.floors())
+                .with_broker(control.clone());
+            let served = tessera_telemetry::serve(
+                listener,
+                Arc::new(telemetry),
+                Arc::new(readiness),
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            );
+            Some(tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(%party, url = %config.nats.url, primes_ready = node.primes().len()?, "node ready");
-    serve::serve(
+    let served = serve::serve(
         node,
         control,
         shutdown_signal(),
         Duration::from_secs(config.sessions.shutdown_grace_secs),
     )
-    .await?;
+    .await;
     stop.store(true, Ordering::Relaxed);
+    let _ = stop_metrics.send(());
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    served?;
     Ok(())
 }
 

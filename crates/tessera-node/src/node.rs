@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cggmp24::key_share::AnyKeyShare;
+use tessera_audit::{AuditLog, NewEvent};
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
 use tessera_mpc::{
@@ -21,6 +22,7 @@ use crate::control::{
     now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
     SignedOutcome, SignedStart,
 };
+use crate::metrics::NodeMetrics;
 use crate::requests::RequestLedger;
 use crate::state::{committee_name, KeyRecord, NodeState, StateError};
 
@@ -75,6 +77,10 @@ pub enum NodeError {
     /// The prime pool.
     #[error(transparent)]
     Primes(#[from] PrimeError),
+    /// The audit log cannot be written: the node takes part in no session it cannot account
+    /// for.
+    #[error("this node's audit log cannot be written ({0}); it joins no session until it can")]
+    Audit(String),
 }
 
 impl NodeError {
@@ -106,6 +112,28 @@ pub struct Node<S: SecretStore> {
     settings: NodeSettings,
     keys: Mutex<HashMap<KeyId, Arc<LoadedKey>>>,
     seen: Mutex<HashMap<SessionId, u64>>,
+    metrics: NodeMetrics,
+    audit: Arc<AuditLog>,
+}
+
+/// An audit event about `start`: its kind and parties, the coordinator that started it, and
+/// for key generation, presigning and signing the key (and the request and its digest).
+fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEvent {
+    let event = NewEvent::new(
+        format!("coordinator:{coordinator}"),
+        action,
+        format!("session:{}", start.session),
+    )
+    .detail("kind", crate::metrics::session_kind(&start.operation))
+    .detail("parties", PartyId::list(&start.parties));
+    match &start.operation {
+        Operation::AuxInfo => event,
+        Operation::Keygen { key, .. } | Operation::Presign { key } => event.detail("key", key),
+        Operation::Sign { request, .. } | Operation::OnlineSign { request, .. } => event
+            .detail("request", request.id)
+            .detail("key", request.key)
+            .detail("digest", hex::encode(request.request_digest())),
+    }
 }
 
 fn signature_bytes(signature: &tessera_mpc::Signature) -> Vec<u8> {
@@ -117,7 +145,8 @@ fn signature_bytes(signature: &tessera_mpc::Signature) -> Vec<u8> {
 impl<S: SecretStore + Send + Sync + 'static> Node<S> {
     /// A node for `identity` in the pinned `roster`, with its state in `store`, talking over
     /// `net` (which must belong to the same identity). It signs only requests that `policy`
-    /// (the document whose hash the node pins) allows.
+    /// (the document whose hash the node pins) allows. What it does is recorded in `audit`
+    /// (its own chain, signed with its identity key); a `node.started` event is written here.
     pub fn new(
         net: Arc<SecureTransport>,
         identity: PartyIdentity,
@@ -125,6 +154,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         store: Arc<S>,
         policy: PolicyDocument,
         settings: NodeSettings,
+        audit: Arc<AuditLog>,
     ) -> Result<Self, NodeError> {
         if net.party() != identity.party() {
             return Err(NodeError::Refused(format!(
@@ -136,10 +166,31 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         if roster.entry(identity.party()).is_none() {
             return Err(ControlError::UnknownParty(identity.party()).into());
         }
+        if audit.emitter() != &tessera_audit::Emitter::Party(identity.party()) {
+            return Err(NodeError::Audit(format!(
+                "the audit log is {}'s, not {}'s",
+                audit.emitter(),
+                identity.party()
+            )));
+        }
+        audit
+            .record(
+                NewEvent::new(
+                    "system",
+                    "node.started",
+                    format!("node:{}", identity.party()),
+                )
+                .detail("roster", roster.hash())
+                .detail("policy", policy.hash()),
+            )
+            .map_err(|e| NodeError::Audit(e.to_string()))?;
         let state = NodeState::new(store.clone());
+        let metrics = NodeMetrics::default();
         Ok(Node {
+            audit,
             primes: state.primes(),
-            ledger: RequestLedger::new(store),
+            ledger: RequestLedger::with_metrics(store, metrics.clone()),
+            metrics,
             policy,
             net,
             identity,
@@ -186,6 +237,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         &self.net
     }
 
+    /// This node's audit log.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// What this node counts (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
     /// Handles a start message as received from the broker. Returns the session and the signed
     /// outcome to publish, or `None` if the message is not addressed to this node or cannot be
     /// trusted (it is logged and dropped).
@@ -194,6 +255,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             Ok(signed) => self.run_start(&signed).await,
             Err(e) => {
                 tracing::warn!(error = %e, "control message dropped");
+                self.metrics.start_refused(&e);
                 None
             }
         }
@@ -209,6 +271,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             Ok(start) => start,
             Err(e) => {
                 tracing::warn!(error = %e, coordinator = %signed.coordinator, "session start refused");
+                self.metrics.start_refused(&e);
                 return None;
             }
         };
@@ -218,7 +281,31 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         let protocol = start.operation.protocol();
         tracing::info!(session = %start.session, %protocol, parties = ?start.parties, coordinator = %signed.coordinator, "session started");
         let began = Instant::now();
-        let result = self.run(&start).await;
+        let running = self.metrics.running();
+        let joined = self
+            .audit
+            .record(session_event(
+                "session.joined",
+                signed.coordinator.as_str(),
+                &start,
+            ))
+            .map_err(|e| NodeError::Audit(e.to_string()));
+        let result = match joined {
+            Ok(_) => self.run(&start).await,
+            Err(e) => Err(e),
+        };
+        drop(running);
+        let mut ended = session_event("session.ended", signed.coordinator.as_str(), &start)
+            .detail("outcome", crate::metrics::session_outcome(&result))
+            .detail("elapsed_ms", began.elapsed().as_millis());
+        if let Err(e) = &result {
+            ended = ended
+                .detail("error", e)
+                .detail("blamed", PartyId::list(&e.blamed()));
+        }
+        self.audit.note(ended);
+        self.metrics
+            .session_finished(&start.operation, &result, began.elapsed());
         let elapsed_ms = began.elapsed().as_secs_f64() * 1e3;
         let result = match result {
             Ok(output) => {
@@ -329,6 +416,11 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 };
                 let aux = tessera_mpc::aux_info(net, &spec, primes, &config).await?;
                 self.state.put_aux(&spec.parties, &aux)?;
+                self.audit.note(NewEvent::new(
+                    "system",
+                    "aux_info.stored",
+                    format!("committee:{}", committee_name(&spec.parties)),
+                ));
                 Ok(Output::AuxInfo)
             }
             Operation::Keygen { key, threshold } => {
@@ -344,6 +436,13 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     share,
                 };
                 self.state.put_key(*key, &record)?;
+                self.audit.note(
+                    NewEvent::new("system", "share.stored", format!("key:{key}"))
+                        .detail("key", key)
+                        .detail("public_key", hex::encode(&public_key))
+                        .detail("threshold", threshold)
+                        .detail("committee", PartyId::list(&spec.parties)),
+                );
                 Ok(Output::Keygen {
                     public_key,
                     chain_code,
@@ -360,6 +459,12 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     signers: spec.parties.clone(),
                 };
                 self.state.presignatures(*key).put(spec.session, &item)?;
+                self.audit.note(
+                    NewEvent::new("system", "presignature.stored", format!("key:{key}"))
+                        .detail("key", key)
+                        .detail("presignature", spec.session)
+                        .detail("signers", PartyId::list(&spec.parties)),
+                );
                 Ok(Output::Presign {
                     presignature: spec.session,
                 })
@@ -388,6 +493,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 approvals,
             } => {
                 if !request.path.is_empty() {
+                    self.metrics.policy_refusal("online_child_path");
                     return Err(NodeError::Refused(
                         "presignatures are made for the master key; a child key (non-empty derivation path) signs with full signing".into(),
                     ));
@@ -397,6 +503,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     async move {
                         // Durably removed from the store before any partial signature leaves.
                         let item = self.state.presignatures(request.key).take(*presignature)?;
+                        self.audit.note(
+                            NewEvent::new(
+                                "system",
+                                "presignature.consumed",
+                                format!("key:{}", request.key),
+                            )
+                            .detail("key", request.key)
+                            .detail("presignature", presignature)
+                            .detail("request", request.id),
+                        );
                         let public_key = *loaded.share.shared_public_key();
                         Ok::<_, NodeError>(
                             tessera_mpc::online_sign(
@@ -432,9 +548,36 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         let loaded = self.load_key(request.key)?;
         let admitted = self
             .ledger
-            .admit(&self.policy, request, approvals, now_unix())?;
+            .admit(&self.policy, request, approvals, now_unix())
+            .inspect_err(|e| {
+                self.audit.note(
+                    NewEvent::new(
+                        "system",
+                        "request.refused",
+                        format!("request:{}", request.id),
+                    )
+                    .detail("key", request.key)
+                    .detail("reason", e),
+                );
+            })?;
         let signature = sign(admitted.input.clone(), loaded).await?;
         admitted.signed()?;
+        self.audit.note(
+            NewEvent::new(
+                "system",
+                "request.signed",
+                format!("request:{}", request.id),
+            )
+            .detail("key", request.key)
+            .detail(
+                "approved_by",
+                approvals
+                    .iter()
+                    .map(|a| a.approver.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        );
         Ok(Output::Signature {
             signature: signature_bytes(&signature),
         })

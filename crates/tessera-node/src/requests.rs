@@ -27,6 +27,7 @@ use tessera_store::{RecordName, SecretStore};
 use tessera_wire::{KeyId, RequestId};
 use zeroize::Zeroizing;
 
+use crate::metrics::NodeMetrics;
 use crate::node::NodeError;
 use crate::state::StateError;
 
@@ -37,6 +38,16 @@ pub enum LedgerStatus {
     Started,
     /// This node saw the signature complete and verify.
     Signed,
+}
+
+impl LedgerStatus {
+    /// A short stable name, for metrics labels: `started` or `signed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerStatus::Started => "started",
+            LedgerStatus::Signed => "signed",
+        }
+    }
 }
 
 /// What the ledger remembers of one request.
@@ -59,6 +70,7 @@ pub struct RequestLedger<S: SecretStore> {
     store: Arc<S>,
     entries: Mutex<Option<BTreeMap<RequestId, LedgerEntry>>>,
     in_flight: Mutex<HashSet<RequestId>>,
+    metrics: NodeMetrics,
 }
 
 fn record(id: RequestId, suffix: &str) -> RecordName {
@@ -122,11 +134,23 @@ pub fn signing_input(payload: &Payload) -> Result<SigningInput, NodeError> {
 impl<S: SecretStore> RequestLedger<S> {
     /// The ledger kept in `store`.
     pub fn new(store: Arc<S>) -> Self {
+        Self::with_metrics(store, NodeMetrics::default())
+    }
+
+    /// The ledger kept in `store`, counting refusals in `metrics`.
+    pub(crate) fn with_metrics(store: Arc<S>, metrics: NodeMetrics) -> Self {
         RequestLedger {
             store,
             entries: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
+            metrics,
         }
+    }
+
+    /// A refusal, counted under `reason` (a stable metrics label).
+    fn refuse(&self, reason: &'static str, message: String) -> NodeError {
+        self.metrics.policy_refusal(reason);
+        NodeError::Refused(message)
     }
 
     fn load(&self) -> Result<BTreeMap<RequestId, LedgerEntry>, NodeError> {
@@ -174,6 +198,11 @@ impl<S: SecretStore> RequestLedger<S> {
         self.with_entries(|entries| Ok(entries.get(&id).cloned()))
     }
 
+    /// How many requests have come exactly as far as `status`.
+    pub fn count(&self, status: LedgerStatus) -> Result<usize, NodeError> {
+        self.with_entries(|entries| Ok(entries.values().filter(|e| e.status == status).count()))
+    }
+
     /// Re-checks `request` and its approvals against `policy` at `now`, and if everything
     /// holds, records it durably as started before returning what to sign. Nothing is recorded
     /// for a refused request.
@@ -186,10 +215,14 @@ impl<S: SecretStore> RequestLedger<S> {
     ) -> Result<Admitted<'_, S>, NodeError> {
         let derived = request
             .check()
-            .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let input = signing_input(&request.payload)?;
+            .map_err(|e| self.refuse("invalid_request", e.to_string()))?;
+        let input = signing_input(&request.payload).map_err(|e| match e {
+            NodeError::Refused(message) => self.refuse("undecodable", message),
+            other => other,
+        })?;
         if input.digest() != derived.digest {
-            return Err(NodeError::Refused(
+            return Err(self.refuse(
+                "digest_mismatch",
                 "the digest to sign does not match the transaction".into(),
             ));
         }
@@ -197,10 +230,13 @@ impl<S: SecretStore> RequestLedger<S> {
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             if !in_flight.insert(request.id) {
-                return Err(NodeError::Refused(format!(
-                    "request {} is being signed in another session here",
-                    request.id
-                )));
+                return Err(self.refuse(
+                    "in_flight",
+                    format!(
+                        "request {} is being signed in another session here",
+                        request.id
+                    ),
+                ));
             }
         }
         let admitted = Admitted {
@@ -211,16 +247,22 @@ impl<S: SecretStore> RequestLedger<S> {
         self.with_entries(|entries| {
             if let Some(entry) = entries.get(&request.id) {
                 if entry.request_digest != request_digest {
-                    return Err(NodeError::Refused(format!(
-                        "request id {} was already used here for a different request; a request id is never reused",
-                        request.id
-                    )));
+                    return Err(self.refuse(
+                        "request_id_reused",
+                        format!(
+                            "request id {} was already used here for a different request; a request id is never reused",
+                            request.id
+                        ),
+                    ));
                 }
                 if entry.status == LedgerStatus::Signed {
-                    return Err(NodeError::Refused(format!(
-                        "request {} was already signed here; it is never signed twice",
-                        request.id
-                    )));
+                    return Err(self.refuse(
+                        "already_signed",
+                        format!(
+                            "request {} was already signed here; it is never signed twice",
+                            request.id
+                        ),
+                    ));
                 }
             }
             // Retrying a started request must not count its own amount twice.
@@ -233,6 +275,9 @@ impl<S: SecretStore> RequestLedger<S> {
             match decision.verdict {
                 Verdict::Allow => {}
                 Verdict::Pending | Verdict::Deny => {
+                    for reason in &decision.reasons {
+                        self.metrics.policy_refusal(reason.code());
+                    }
                     let reasons: Vec<String> =
                         decision.reasons.iter().map(ToString::to_string).collect();
                     return Err(NodeError::Refused(format!(

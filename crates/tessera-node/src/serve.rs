@@ -66,6 +66,7 @@ where
                     let subject = subject::result(&cluster, session);
                     if let Err(e) = client.publish(subject, outcome.to_bytes().into()).await {
                         tracing::warn!(%session, error = %e, "cannot publish the session outcome");
+                        node.metrics().outcome_unpublished();
                     }
                     let _ = client.flush().await;
                 });

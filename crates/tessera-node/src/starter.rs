@@ -4,6 +4,7 @@
 //! party, every party reporting, all agreeing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,7 +86,7 @@ pub trait ControlChannel: Send + Sync {
 
 /// Signs starts and checks outcomes.
 pub struct Starter {
-    key: CoordinatorKey,
+    key: Arc<CoordinatorKey>,
     roster: Roster,
     /// How long a start stays valid.
     pub lifetime: Duration,
@@ -98,10 +99,16 @@ impl Starter {
             return Err(ControlError::UnknownCoordinator(key.name().to_owned()));
         }
         Ok(Starter {
-            key,
+            key: Arc::new(key),
             roster,
             lifetime: Duration::from_secs(300),
         })
+    }
+
+    /// The coordinator key as the signer of the coordinator's audit log (the same roster key,
+    /// under the audit log's own signature domain).
+    pub fn audit_signer(&self) -> Box<dyn tessera_audit::AuditSigner> {
+        Box::new(self.key.clone())
     }
 
     /// The roster.

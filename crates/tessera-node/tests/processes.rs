@@ -85,6 +85,27 @@ impl NodeProcess {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
+    /// The metrics server's base URL, from the address its start-up line logs.
+    fn metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = strip_ansi(&self.log_text());
+            let addr = log
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")));
+            if let Some(addr) = addr {
+                return format!("http://{addr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} serves no metrics:\n{log}",
+                self.party
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn kill(&mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
@@ -101,12 +122,32 @@ impl Drop for NodeProcess {
     }
 }
 
+/// `text` without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes `dir/node.toml` (with `extra` appended) and the passphrase file.
 fn write_node_config(
     dir: &Path,
     server: &LocalNatsServer,
     p: PartyId,
     pin: &str,
     policy_pin: &str,
+    extra: &str,
 ) {
     let files = server.provisioned().client(p).unwrap();
     let config = format!(
@@ -123,7 +164,7 @@ url = "{url}"
 ca = "{ca}"
 cert = "{cert}"
 key = "{key}"
-"#,
+{extra}"#,
         url = server.url(),
         ca = server.provisioned().ca_cert.display(),
         cert = files.cert.display(),
@@ -212,7 +253,14 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
             identity.to_json().as_bytes(),
         )
         .unwrap();
-        write_node_config(&node_dir, &server, p, &pin, &policy_pin);
+        // p1 serves metrics and health on a port of its choosing, and is ready only with a
+        // prime set in its pool.
+        let extra = if p == P1 {
+            "\n[metrics]\nlisten = \"127.0.0.1:0\"\nprimes_floor = 1\n"
+        } else {
+            ""
+        };
+        write_node_config(&node_dir, &server, p, &pin, &policy_pin, extra);
         let mut node = NodeProcess {
             party: p,
             dir: node_dir.clone(),
@@ -240,6 +288,14 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
     let control = NatsControl::new(client, cluster.clone());
     let starter = Starter::new(coordinator, roster.clone()).unwrap();
 
+    // p1's health: alive, and ready (broker connected, store readable, one prime set).
+    let metrics_url = nodes[0].metrics_url();
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{metrics_url}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
+
     // Committee set-up (real auxiliary info from the fixture primes) and a 2-of-3 key.
     starter
         .run(
@@ -250,6 +306,21 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
         )
         .await
         .unwrap();
+    // Auxiliary info took p1's prime set: below its floor, so not ready, and counted.
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert_eq!(body, "primes: 0 set(s) ready, floor 1\n");
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    for line in [
+        "tessera_node_sessions_total{kind=\"aux_info\",outcome=\"ok\"} 1",
+        "tessera_node_primes_ready 0",
+        "tessera_node_broker_connected 1",
+        "tessera_node_nats_permission_violations_total{connection=\"transport\"} 0",
+        "tessera_node_nats_permission_violations_total{connection=\"control\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
     let key = KeyId::random();
     let Output::Keygen { public_key, .. } = starter
         .run(

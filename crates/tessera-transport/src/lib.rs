@@ -5,11 +5,13 @@
 //!   tests) and [`nats::NatsTransport`] (NATS with mTLS, one NKey user per party and per-party
 //!   subject permissions). Transports move opaque bytes and are trusted with nothing.
 //! * [`SecureTransport`]: runs `tessera-channel` over any transport: every payload is sealed
-//!   end to end between the two parties, and refusals are counted.
+//!   end to end between the two parties, each peer's inbound frames are limited by a token
+//!   bucket ([`InboundLimits`]) checked before any cryptography, and refusals are counted.
 //! * [`nats::provision`] writes a `nats-server` configuration (PKI, users, permissions) for a
 //!   roster, and [`nats::server::LocalNatsServer`] runs one on loopback for development and tests.
 
 mod error;
+mod limits;
 pub mod memory;
 pub mod nats;
 mod router;
@@ -23,6 +25,7 @@ use futures::Stream;
 use tessera_wire::PartyId;
 
 pub use error::TransportError;
+pub use limits::{InboundLimits, RATE_LIMIT_WARNING_INTERVAL};
 pub use router::{RouterStats, SessionInbox, SESSION_CAPACITY, UNCLAIMED_CAPACITY};
 pub use secure::{SecureError, SecureTransport};
 

@@ -1,5 +1,6 @@
 //! The channel layer over a transport: every payload sealed end to end.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use tessera_channel::{
 use tessera_wire::PartyId;
 use tokio::task::JoinHandle;
 
+use crate::limits::{Admission, InboundLimits};
 use crate::router::{Route, Router, RouterStats, SessionInbox};
 use crate::{Transport, TransportError};
 
@@ -32,6 +34,7 @@ struct Shared {
     manager: Mutex<ChannelManager>,
     transport: Arc<dyn Transport>,
     router: Arc<Router>,
+    admission: Admission,
 }
 
 impl Shared {
@@ -61,7 +64,10 @@ impl Shared {
 /// A party's end-to-end secure messaging over a [`Transport`].
 ///
 /// Incoming frames are authenticated and decrypted by a background task; refused ones are
-/// counted (see [`SecureTransport::refusals`]) and dropped, and the task keeps serving.
+/// counted (see [`SecureTransport::refusals`]) and dropped, and the task keeps serving. Before
+/// any of that, each frame takes a token from its sender's bucket (see [`InboundLimits`]):
+/// frames over a peer's budget are dropped unread and counted, per peer too (see
+/// [`SecureTransport::rate_limited`]).
 /// Authenticated payloads go to the session they belong to (see
 /// [`SecureTransport::open_session`]); payloads of sessions nobody opened are returned by
 /// [`SecureTransport::recv`].
@@ -71,11 +77,27 @@ pub struct SecureTransport {
 }
 
 impl SecureTransport {
-    /// Subscribes to this party's inbox and starts the receive and timer tasks.
+    /// Subscribes to this party's inbox and starts the receive and timer tasks, with the
+    /// default [`InboundLimits`].
     pub async fn start(
         manager: ChannelManager,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, TransportError> {
+        Self::start_with(manager, transport, InboundLimits::default()).await
+    }
+
+    /// As [`start`](Self::start), with each peer's inbound frames limited to `limits`. Zero
+    /// limits are refused ([`TransportError::Setup`]).
+    pub async fn start_with(
+        manager: ChannelManager,
+        transport: Arc<dyn Transport>,
+        limits: InboundLimits,
+    ) -> Result<Self, TransportError> {
+        let admission = Admission::new(
+            limits,
+            manager.roster().party_ids(),
+            manager.counters().clone(),
+        )?;
         if manager.party() != transport.party() {
             return Err(TransportError::Setup(format!(
                 "channel identity is {} but the transport speaks for {}",
@@ -88,12 +110,17 @@ impl SecureTransport {
             manager: Mutex::new(manager),
             transport,
             router: Arc::new(Router::default()),
+            admission,
         });
 
         let receiver = {
             let shared = shared.clone();
             tokio::spawn(async move {
                 while let Some(inbound) = inbox.next().await {
+                    // Over budget: dropped unread (and counted) before any cryptography.
+                    if !shared.admission.admit(inbound.from) {
+                        continue;
+                    }
                     let result = shared.manager().receive(
                         Some(inbound.from),
                         &inbound.bytes,
@@ -108,12 +135,15 @@ impl SecureTransport {
                                 shared.deliver(delivery).await;
                             }
                         }
-                        Err(e) => tracing::debug!(
-                            peer = %inbound.from,
-                            reason = %e.reason(),
-                            error = %e,
-                            "refused inbound frame"
-                        ),
+                        Err(e) => {
+                            shared.admission.refused(e.reason());
+                            tracing::debug!(
+                                peer = %inbound.from,
+                                reason = %e.reason(),
+                                error = %e,
+                                "refused inbound frame"
+                            )
+                        }
                     }
                 }
             })
@@ -227,9 +257,22 @@ impl SecureTransport {
         self.shared.router.stats()
     }
 
-    /// Refusals so far, per reason.
+    /// Refusals so far, per reason: the channel layer's, and frames dropped over their sender's
+    /// budget ([`RefusalReason::RateLimited`](tessera_channel::RefusalReason::RateLimited)).
     pub fn refusals(&self) -> RefusalCounters {
-        self.shared.manager().counters().clone()
+        self.shared.admission.refusals()
+    }
+
+    /// Frames dropped over their sender's budget so far, per sender (the transport's idea of
+    /// the sender: on NATS, the subject the broker let it publish on). Only senders with drops
+    /// are listed.
+    pub fn rate_limited(&self) -> BTreeMap<PartyId, u64> {
+        self.shared.admission.rate_limited()
+    }
+
+    /// The inbound frame budget of each peer.
+    pub fn inbound_limits(&self) -> InboundLimits {
+        self.shared.admission.limits()
     }
 
     /// The epoch used for sending to `peer`, once established.

@@ -30,11 +30,11 @@ pub struct ApiArgs {
     key_file: PathBuf,
     /// Print the server's JSON instead of a summary.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl ApiArgs {
-    fn client(&self) -> Result<CoordinatorClient> {
+    pub(crate) fn client(&self) -> Result<CoordinatorClient> {
         let key = load_key(&self.key_file)?;
         CoordinatorClient::new(&self.coordinator, self.principal.clone(), key)
             .context("cannot set up the coordinator client")
@@ -202,7 +202,7 @@ pub struct PolicyShowArgs {
     api: ApiArgs,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_audit::{file as audit_file, TrustedKeys, Verifier};
 use tessera_chain::{Eip1559Request, UnsignedTx, U256};
 use tessera_mpc::derive_child_public_key;
 use tessera_mpc::fixtures::insecure_test_primes;
@@ -37,7 +38,7 @@ pub struct DemoArgs {
     dir: Option<std::path::PathBuf>,
 }
 
-const STEPS: u8 = 7;
+const STEPS: u8 = 8;
 const DEADLINE: Duration = Duration::from_secs(600);
 const P1: PartyId = PartyId(1);
 const P2: PartyId = PartyId(2);
@@ -285,6 +286,40 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .run(&[P1, P2], Operation::Sign { request, approvals }, DEADLINE)
             .await,
     )?;
+
+    step(
+        8,
+        "the nodes' audit logs: hash chains signed by each node, checked against the roster",
+    );
+    let keys = TrustedKeys::from_roster(&cluster.roster)?;
+    for node in &cluster.nodes {
+        let log = node.audit();
+        let path = log.file().context("the nodes keep audit files")?;
+        let summary = Verifier::verify_all(keys.clone(), audit_file::read(path)?)
+            .map_err(|broken| anyhow::anyhow!("{}: BROKEN at {broken}", path.display()))?;
+        let refusals = audit_file::read(path)?
+            .into_iter()
+            .flatten()
+            .filter(|r| r.action == "request.refused")
+            .count();
+        println!(
+            "      {}: {} events verified ({refusals} refusals recorded), head {}",
+            log.emitter(),
+            summary.events,
+            &summary.chains[log.emitter()].head.to_string()[..16]
+        );
+    }
+    if args.dir.is_some() {
+        println!(
+            "      verify them yourself: tessera audit verify --roster {} {}/*.audit.jsonl",
+            dir.join("roster.json").display(),
+            cluster.audit_dir().display()
+        );
+    } else {
+        println!(
+            "      (run with --dir DIR to keep them and check them with `tessera audit verify`)"
+        );
+    }
 
     let refused: u64 = cluster
         .nodes

@@ -3,10 +3,12 @@
 //! with generated principals whose key files are written next to it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tessera_audit::{AuditLog, LogOptions};
 use tessera_coordinator::api::{self, ApiOptions, ApiState};
 use tessera_coordinator::service::{Coordinator, CoordinatorSettings};
 use tessera_coordinator::Store;
@@ -103,12 +105,22 @@ async fn dev(args: DevArgs) -> Result<()> {
     let url = format!("sqlite://{}", dir.join("coordinator.db").display());
     let store = Store::connect(&url).await?;
     let (starter, control) = cluster.shared();
+    // Next to the nodes' logs, so that one command verifies them all.
+    let audit_file = cluster.audit_dir().join("coordinator.audit.jsonl");
+    let audit = Arc::new(AuditLog::open(
+        starter.audit_signer(),
+        LogOptions {
+            file: Some(audit_file),
+            ..Default::default()
+        },
+    )?);
     let coordinator = Coordinator::start(
         store,
         starter,
         control,
         cluster.policy.clone(),
         CoordinatorSettings::default(),
+        audit,
     )
     .await?;
 
@@ -160,12 +172,16 @@ async fn dev(args: DevArgs) -> Result<()> {
          --chain-id 11155111 --nonce 0\n\
          tessera request approve --principal ana --key-file {ana} <request id>\n\
          tessera request approve --principal ben --key-file {ben} <request id>\n\
-         tessera request show --principal aude --key-file {aude} <request id>\n",
+         tessera request show --principal aude --key-file {aude} <request id>\n\
+         tessera audit events --principal aude --key-file {aude} --request <request id>\n\
+         tessera audit verify --roster {roster} {logs}/*.audit.jsonl\n",
         olivia = key_file("olivia"),
         ana = key_file("ana"),
         ben = key_file("ben"),
         aude = key_file("aude"),
         key = args.key_name,
+        roster = dir.join("nodes").join("roster.json").display(),
+        logs = dir.join("nodes").join("audit").display(),
     );
     println!("Press Ctrl-C to stop.");
     let state = ApiState::new(coordinator.clone(), ApiOptions::default());

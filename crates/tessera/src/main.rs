@@ -1,6 +1,7 @@
 //! `tessera`: the operator and admin command line.
 
 mod api;
+mod audit;
 mod bench;
 mod demo;
 mod dev;
@@ -67,6 +68,10 @@ enum Command {
     /// Submit, approve, reject, cancel, show and list signing requests.
     #[command(subcommand)]
     Request(api::RequestCommand),
+    /// Verify the audit logs (hash chains and signatures against the roster) and show their
+    /// events to auditors.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> Result<()> {
@@ -94,5 +99,6 @@ fn main() -> Result<()> {
         Command::Committee(cmd) => api::run_committee(cmd),
         Command::Key(cmd) => api::run_key(cmd),
         Command::Request(cmd) => api::run_request(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }

@@ -486,7 +486,12 @@ async fn operator_flow_to_a_working_permissioned_broker() {
 #[test]
 fn demo_creates_a_key_and_signs_on_the_embedded_default() {
     let out = ok(&["demo"]);
-    assert!(out.contains("[7/7]"), "{out}");
+    assert!(out.contains("[8/8]"), "{out}");
+    // Each node's audit chain verifies; the two signers of each refused request recorded it.
+    for party in ["p1", "p2", "p3"] {
+        assert!(out.contains(&format!("      {party}: ")), "{out}");
+    }
+    assert_eq!(out.matches(" events verified (").count(), 3, "{out}");
     assert!(out.contains("INSECURE DEMO SHORTCUT"), "{out}");
     assert!(out.contains("Ethereum address 0x"), "{out}");
     assert_eq!(out.matches("verified with k256").count(), 2, "{out}");
@@ -765,6 +770,26 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("deny list"), "{}", stderr(&out));
 
+    // The auditor reads the request's history through the API; olivia may not.
+    let out = run("aude", &["audit", "events"], &["--request", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for action in [
+        "request.submitted",
+        "request.approved",
+        "session.started",
+        "request.signed",
+    ] {
+        assert!(stdout(&out).contains(action), "{action}: {}", stdout(&out));
+    }
+    assert!(stdout(&out).contains("verified"), "{}", stdout(&out));
+    let out = run("olivia", &["audit", "events"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("may not read the audit log"),
+        "{}",
+        stderr(&out)
+    );
+
     // Ctrl-C stops it cleanly.
     let pid = dev.0.id().to_string();
     assert!(Command::new("kill")
@@ -774,4 +799,48 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         .success());
     let rest: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
     assert!(rest.contains("stopped"), "{rest}");
+
+    // Every audit log of the run (the coordinator's and the three nodes') verifies against the
+    // roster, and tells the request's story from both sides.
+    let nodes = d.join("nodes");
+    let roster = nodes.join("roster.json");
+    let logs: Vec<String> = ["coordinator", "p1", "p2", "p3"]
+        .iter()
+        .map(|e| s(&nodes.join("audit").join(format!("{e}.audit.jsonl"))).to_owned())
+        .collect();
+    let mut verify: Vec<&str> = vec!["audit", "verify", "--roster", s(&roster)];
+    verify.extend(logs.iter().map(String::as_str));
+    let out = tessera(&verify);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for emitter in ["coordinator:local", "p1", "p2", "p3"] {
+        assert!(stdout(&out).contains(emitter), "{}", stdout(&out));
+    }
+    let mut show: Vec<&str> = vec!["audit", "show", "--roster", s(&roster), "--request", &id];
+    show.extend(logs.iter().map(String::as_str));
+    let out = tessera(&show);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let story = stdout(&out);
+    for action in [
+        "request.submitted",
+        "request.approved",
+        "session.joined",
+        "request.signed",
+    ] {
+        assert!(story.contains(action), "{action}: {story}");
+    }
+
+    // A deleted event breaks the chain at the event after it, and verify says where.
+    let coordinator_log = &logs[0];
+    let text = std::fs::read_to_string(coordinator_log).unwrap();
+    let mut kept: Vec<&str> = text.lines().collect();
+    kept.remove(2);
+    let tampered = d.join("tampered.audit.jsonl");
+    std::fs::write(&tampered, kept.join("\n") + "\n").unwrap();
+    let out = tessera(&["audit", "verify", "--roster", s(&roster), s(&tampered)]);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.contains("BROKEN at record 3") && error.contains("expected seq 3"),
+        "{error}"
+    );
 }

@@ -1,7 +1,10 @@
 //! The API's errors: one JSON shape, `{"error": code, "message": text, "reasons": [..]}`, with
-//! the status the cause calls for.
+//! the status the cause calls for (and a `Retry-After` header on 429).
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -21,6 +24,9 @@ pub struct ApiError {
     pub message: String,
     /// The policy's reasons, for `denied`.
     pub reasons: Option<Vec<String>>,
+    /// For `rate_limited` (429): how long to wait before retrying, sent as the `Retry-After`
+    /// header in whole seconds, rounded up (at least 1).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -30,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             reasons: None,
+            retry_after: None,
         }
     }
 
@@ -61,6 +68,21 @@ impl ApiError {
         )
     }
 
+    /// 429: the caller is over its rate limit; retry after `retry_after`.
+    pub fn rate_limited(retry_after: Duration, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    /// The `Retry-After` value: whole seconds, rounded up, at least 1 (so that a client that
+    /// obeys it is not refused again at once).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+            .map(|d| d.as_millis().div_ceil(1000).max(1) as u64)
+    }
+
     /// 503: the coordinator cannot serve this now.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -78,7 +100,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let retry_after = self.retry_after_secs();
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -119,6 +148,7 @@ impl From<ServiceError> for ApiError {
                           different request (see reasons)"
                     .into(),
                 reasons: Some(reasons),
+                retry_after: None,
             },
             ServiceError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
@@ -191,5 +221,18 @@ mod tests {
         }
         .into();
         assert_eq!(denied.body().reasons, Some(vec!["too much".to_owned()]));
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_retry_after_rounded_up() {
+        for (wait_ms, header) in [(1, "1"), (999, "1"), (1000, "1"), (1001, "2"), (0, "1")] {
+            let e = ApiError::rate_limited(Duration::from_millis(wait_ms), "slow down");
+            assert_eq!((e.status.as_u16(), e.code), (429, "rate_limited"));
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[RETRY_AFTER], header, "{wait_ms} ms");
+        }
+        let other = ApiError::bad_request("x").into_response();
+        assert!(other.headers().get(RETRY_AFTER).is_none());
     }
 }

@@ -1,6 +1,8 @@
 //! The authentication layer of every `/v1` route: reads the body (at most
-//! [`MAX_BODY_BYTES`]), authenticates the signed request against the active policy, checks the
-//! route's permission, and hands the handler the [`Authenticated`] caller and body.
+//! [`MAX_BODY_BYTES`]), authenticates the signed request against the active policy, takes a
+//! token from the caller's rate limit (429 beyond it, see [`super::limits`]), checks the
+//! route's permission, and hands the handler the [`Authenticated`] caller and body. Failed
+//! authentications are rate-limited together.
 
 use std::time::Instant;
 
@@ -10,10 +12,13 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use tessera_audit::NewEvent;
 
 use super::state::now_unix;
 use super::{ApiError, ApiState};
-use crate::auth::{authenticate, require, ApiRequest, Caller, Permission, MAX_BODY_BYTES};
+use crate::auth::{
+    authenticate, require, ApiRequest, AuthError, Caller, Permission, MAX_BODY_BYTES,
+};
 
 /// An authenticated call, as the guard hands it to the handler.
 #[derive(Clone, Debug)]
@@ -44,15 +49,29 @@ pub(crate) struct Guard {
     pub(crate) permission: Permission,
 }
 
-/// The middleware: authenticate, authorise, then run the handler.
+/// The middleware: authenticate, authorise, then run the handler. Every authenticated `/v1`
+/// call is recorded in the coordinator's audit log (`api.call` with its status, or
+/// `api.refused` when the caller lacks the permission); failed authentications are logged and
+/// counted, not audited (they name nobody).
 pub(crate) async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     match admit(&guard, request).await {
-        Ok(request) => next.run(request).await,
+        Ok((request, caller)) => {
+            let response = next.run(request).await;
+            if path.starts_with("/v1/") {
+                guard.state.coordinator().audit().note(
+                    NewEvent::new(caller, "api.call", format!("api:{method} {path}"))
+                        .detail("status", response.status().as_u16()),
+                );
+            }
+            response
+        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn admit(guard: &Guard, request: Request) -> Result<Request, ApiError> {
+async fn admit(guard: &Guard, request: Request) -> Result<(Request, String), ApiError> {
     let (mut parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -81,16 +100,28 @@ async fn admit(guard: &Guard, request: Request) -> Result<Request, ApiError> {
         headers: &headers,
         body: &body,
     };
-    let caller = authenticate(&api_request, &policy, guard.state.nonce_store(), now_unix())
-        .await
-        .inspect_err(|e| {
-            tracing::info!(
-                method = %parts.method,
-                path = %parts.uri.path(),
-                error = %e,
-                "request refused"
-            );
-        })?;
+    let caller =
+        match authenticate(&api_request, &policy, guard.state.nonce_store(), now_unix()).await {
+            Ok(caller) => caller,
+            Err(e) => {
+                // Beyond their shared budget, failures are answered 429 and not logged one by one
+                // (a failing nonce store is the coordinator's fault, not the caller's).
+                if !matches!(e, AuthError::Unavailable(_)) {
+                    if let Some(limited) = guard.state.limits().check_failed_auth() {
+                        return Err(limited);
+                    }
+                }
+                tracing::info!(
+                    method = %parts.method,
+                    path = %parts.uri.path(),
+                    error = %e,
+                    "request refused"
+                );
+                return Err(e.into());
+            }
+        };
+    // Per principal, once authenticated: garbage cannot spend a real principal's budget.
+    guard.state.limits().check_principal(&caller.name)?;
     require(&caller, guard.permission).inspect_err(|e| {
         tracing::info!(
             method = %parts.method,
@@ -98,12 +129,21 @@ async fn admit(guard: &Guard, request: Request) -> Result<Request, ApiError> {
             error = %e,
             "request refused"
         );
+        guard.state.coordinator().audit().note(
+            NewEvent::new(
+                caller.name.as_str(),
+                "api.refused",
+                format!("api:{} {}", parts.method, parts.uri.path()),
+            )
+            .detail("reason", e),
+        );
     })?;
+    let name = caller.name.clone();
     parts.extensions.insert(Authenticated {
         caller,
         body: body.clone(),
     });
-    Ok(Request::from_parts(parts, Body::from(body)))
+    Ok((Request::from_parts(parts, Body::from(body)), name))
 }
 
 /// The whole body, at most [`MAX_BODY_BYTES`] (413 beyond).

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::ApiError;
+use super::{ApiError, ApiState};
 use crate::service::Coordinator;
 use crate::store::{CommitteeStatus, KeyStatus, RequestFilter, RequestState};
 
 /// Renders every metric.
-pub(crate) async fn render(coordinator: &Coordinator) -> Result<String, ApiError> {
+pub(crate) async fn render(state: &ApiState) -> Result<String, ApiError> {
+    let coordinator = state.coordinator();
     let mut out = String::new();
 
     let requests = count_requests(coordinator).await?;
@@ -98,12 +99,107 @@ pub(crate) async fn render(coordinator: &Coordinator) -> Result<String, ApiError
             );
         }
     }
+    render_counters(&mut out, state);
     Ok(out)
+}
+
+/// The counters: sessions, policy refusals, rate limits, audit events.
+fn render_counters(out: &mut String, state: &ApiState) {
+    let coordinator = state.coordinator();
+    let sessions = coordinator.counters().sessions();
+    counter(
+        out,
+        "tessera_coordinator_sessions_total",
+        "Sessions the coordinator ran, by operation and outcome.",
+    );
+    for ((operation, outcome), stats) in &sessions {
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_sessions_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {}",
+            stats.count
+        );
+    }
+    counter(
+        out,
+        "tessera_coordinator_session_seconds_total",
+        "Time spent in sessions, by operation and outcome (divide by sessions_total for the mean).",
+    );
+    for ((operation, outcome), stats) in &sessions {
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_session_seconds_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {:.6}",
+            stats.seconds
+        );
+    }
+    counter(
+        out,
+        "tessera_coordinator_policy_refusals_total",
+        "Requests refused by policy: at submission, on re-evaluation after an approval, or by every node of the quorum.",
+    );
+    for (stage, n) in coordinator.counters().policy_refusals() {
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_policy_refusals_total{{stage=\"{}\"}} {n}",
+            stage.as_str()
+        );
+    }
+    let limited = state.rate_limited();
+    counter(
+        out,
+        "tessera_coordinator_api_rate_limited_total",
+        "API calls refused with 429, by principal (\"\": failed authentications over their budget).",
+    );
+    let _ = writeln!(
+        out,
+        "tessera_coordinator_api_rate_limited_total{{principal=\"\"}} {}",
+        limited.unauthenticated
+    );
+    for (principal, n) in &limited.per_principal {
+        let _ = writeln!(
+            out,
+            "tessera_coordinator_api_rate_limited_total{{principal=\"{}\"}} {n}",
+            escape(principal)
+        );
+    }
+    let audit = coordinator.audit();
+    family(
+        out,
+        "tessera_coordinator_audit_events",
+        "Events in the coordinator's audit chain (its last sequence number).",
+    );
+    let _ = writeln!(
+        out,
+        "tessera_coordinator_audit_events {}",
+        audit.next_seq() - 1
+    );
+    counter(
+        out,
+        "tessera_coordinator_audit_forward_dropped_total",
+        "Audit events the stream forwarder had to re-read from the file (queue full).",
+    );
+    let _ = writeln!(
+        out,
+        "tessera_coordinator_audit_forward_dropped_total {}",
+        audit.forward_dropped()
+    );
+}
+
+/// A label value with `\\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+fn counter(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
 }
 
 /// Requests per state, by paging through the store (it has no count query).

@@ -9,7 +9,7 @@
 //! | Method | Path | Permission | Answers |
 //! |---|---|---|---|
 //! | GET | `/healthz` | none | 200 `{"status":"ok"}` while the process runs |
-//! | GET | `/readyz` | none | 200 when the database answers, else 503 with the reason |
+//! | GET | `/readyz` | none | 200 when the database answers and the audit log takes events, else 503 with the reason |
 //! | GET | `/openapi.json` | none | the OpenAPI document |
 //! | GET | `/metrics` | `ReadMetrics` (see below) | Prometheus text (see [Metrics](#metrics)) |
 //! | GET | `/v1/committees` | `ReadKeys` | `{"committees": [..]}` |
@@ -30,6 +30,7 @@
 //! | GET | `/v1/policy/proposals?state=&limit=` | `ReadPolicy` | `{"proposals": [..]}` |
 //! | GET | `/v1/policy/proposals/{id}` | `ReadPolicy` | one proposal |
 //! | POST | `/v1/policy/proposals/{id}/approve` | `ApprovePolicy` | the caller's approval |
+//! | GET | `/v1/audit?request=&key=&actor=&action=&since=&until=&limit=` | `ReadAudit` | the coordinator's audit events, its chain verified |
 //!
 //! Bodies and responses are the types of [`model`].
 //!
@@ -50,8 +51,8 @@
 //!
 //! # Metrics
 //!
-//! `GET /metrics` answers in the Prometheus text format (0.0.4); every metric is a gauge
-//! read when scraped:
+//! `GET /metrics` answers in the Prometheus text format (0.0.4). Gauges are read when scraped;
+//! counters (`_total`) count since the process started:
 //!
 //! | Metric | Type | Labels | Meaning |
 //! |---|---|---|---|
@@ -61,6 +62,12 @@
 //! | `tessera_coordinator_policy_revision` | gauge | | the active policy's revision |
 //! | `tessera_coordinator_party_consecutive_failures` | gauge | `party` | sessions failed in a row with the party blamed or silent |
 //! | `tessera_coordinator_party_seconds_since_failure` | gauge | `party` | seconds since its last failure (parties that failed) |
+//! | `tessera_coordinator_sessions_total` | counter | `operation`, `outcome` | sessions run (aux_info, keygen, sign, online_sign; ok, failed) |
+//! | `tessera_coordinator_session_seconds_total` | counter | `operation`, `outcome` | time spent in them |
+//! | `tessera_coordinator_policy_refusals_total` | counter | `stage` | requests refused by policy at `submit`, on `approval` re-evaluation, or by the `nodes` |
+//! | `tessera_coordinator_api_rate_limited_total` | counter | `principal` | calls answered 429 (`""`: failed authentications) |
+//! | `tessera_coordinator_audit_events` | gauge | | events in the coordinator's audit chain |
+//! | `tessera_coordinator_audit_forward_dropped_total` | counter | | events the stream forwarder re-read from the file |
 //!
 //! # Errors
 //!
@@ -77,6 +84,7 @@
 //! | 409 | `conflict` | a reused id with other content, a request in the wrong state, a duplicate decision |
 //! | 413 | `payload_too_large` | the body is over the limit |
 //! | 422 | `denied` | the policy denies the request, with every reason |
+//! | 429 | `rate_limited` | the principal is over its rate limit, or failed authentications are over theirs; `Retry-After` says when to retry ([`ApiOptions::rate_limit_per_second`]) |
 //! | 503 | `unavailable` | database down, no quorum, key or committee not ready |
 //!
 //! No handler panics on input; database errors are logged and answered with a generic 503.
@@ -91,6 +99,7 @@ mod error;
 mod extract;
 mod guard;
 mod handlers;
+mod limits;
 mod metrics;
 pub mod model;
 mod routes;
@@ -105,8 +114,10 @@ use axum::Router;
 
 pub use error::ApiError;
 pub use guard::Authenticated;
+pub use limits::{RateLimitCounts, RATE_LIMIT_WARNING_INTERVAL};
 pub use routes::{Endpoint, Method, Route, ROUTES};
 pub use state::{spawn_nonce_pruner, ApiOptions, ApiState, Nonces, NONCE_PRUNE_INTERVAL};
+pub use state::{DEFAULT_RATE_LIMIT_BURST, DEFAULT_RATE_LIMIT_PER_SECOND};
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");

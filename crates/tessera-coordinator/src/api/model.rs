@@ -503,6 +503,21 @@ pub struct RequestPage {
     pub next_after: Option<RequestId>,
 }
 
+/// The coordinator's audit events (`GET /v1/audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvents {
+    /// The coordinator's emitter name (`coordinator:<name>`).
+    pub emitter: String,
+    /// Whether the whole chain verified against the coordinator's key.
+    pub verified: bool,
+    /// Where and why the chain is broken, if it is (events after the break are left out).
+    pub broken: Option<String>,
+    /// How many events matched the filter (the answer carries the last `limit` of them).
+    pub matched: usize,
+    /// The matching events, oldest first, as stored (hash and signature included).
+    pub events: Vec<tessera_audit::AuditRecord>,
+}
+
 /// A committee: see [`service::CommitteeView`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitteeView {

@@ -83,6 +83,8 @@ pub enum Endpoint {
     GetProposal,
     /// Approve a policy proposal.
     ApproveProposal,
+    /// The coordinator's audit events.
+    AuditEvents,
 }
 
 /// One route: method, path (axum and OpenAPI syntax: `{name}` for a parameter), the
@@ -198,6 +200,7 @@ pub const ROUTES: &[Route] = &[
         Some(P::ApprovePolicy),
         E::ApproveProposal,
     ),
+    route(Get, "/v1/audit", Some(P::ReadAudit), E::AuditEvents),
 ];
 
 #[cfg(test)]

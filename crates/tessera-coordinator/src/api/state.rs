@@ -6,19 +6,48 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera_policy::PolicyDocument;
 use tokio::task::JoinHandle;
 
+use super::limits::{RateLimitCounts, RateLimits};
 use super::ApiError;
 use crate::auth::{MemoryNonces, NonceStore};
 use crate::service::Coordinator;
 use crate::Store;
 
 /// How the API runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiOptions {
     /// Serve `GET /metrics` without authentication, for a Prometheus scraper that cannot sign
     /// requests. Off by default: metrics show request volumes, which is business data, so a
     /// scraper must sign like any client (as a principal with the auditor or admin role).
     /// Turn it on only when the listener is reachable from a trusted network alone.
     pub public_metrics: bool,
+    /// Signed `/v1` calls each principal may make per second on average (its token bucket's
+    /// refill rate); calls over it are answered 429 with `Retry-After`. Failed authentications,
+    /// all together, get the same budget. Default [`DEFAULT_RATE_LIMIT_PER_SECOND`]; 0 disables
+    /// the limits.
+    pub rate_limit_per_second: u32,
+    /// Signed `/v1` calls each principal may make at once after a quiet spell (its bucket's
+    /// size). Default [`DEFAULT_RATE_LIMIT_BURST`]; 0 disables the limits.
+    pub rate_limit_burst: u32,
+}
+
+/// The default of [`ApiOptions::rate_limit_per_second`]: 20 calls per second and principal.
+/// People and their tools make a few calls per request (fetch, decode, approve; poll the state
+/// every second or so), and a metrics scraper one every few seconds; an operator's batch tool
+/// submitting 20 requests every second, all day, would already outrun what the committee can
+/// sign. Beyond that, a principal is broken or compromised, and must not starve the others.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 20;
+/// The default of [`ApiOptions::rate_limit_burst`]: 100 calls at once, e.g. a batch of
+/// submissions, or a page-by-page listing of requests, at full speed.
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            public_metrics: false,
+            rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+        }
+    }
 }
 
 /// Where the nonces of signed requests are remembered.
@@ -61,6 +90,8 @@ struct Inner {
     coordinator: Arc<Coordinator>,
     nonces: Nonces,
     options: ApiOptions,
+    /// Per-principal and failed-authentication rate limits (see [`super::limits`]).
+    limits: RateLimits,
     /// The active policy, parsed once per document.
     policy: RwLock<Option<Arc<PolicyDocument>>>,
 }
@@ -78,6 +109,7 @@ impl ApiState {
             inner: Arc::new(Inner {
                 coordinator,
                 nonces,
+                limits: RateLimits::new(options.rate_limit_per_second, options.rate_limit_burst),
                 options,
                 policy: RwLock::new(None),
             }),
@@ -101,6 +133,16 @@ impl ApiState {
 
     pub(crate) fn nonce_store(&self) -> &dyn NonceStore {
         self.inner.nonces.as_dyn()
+    }
+
+    pub(crate) fn limits(&self) -> &RateLimits {
+        &self.inner.limits
+    }
+
+    /// Calls answered 429 (`rate_limited`) so far: per principal, and failed authentications
+    /// over their shared budget. For metrics (`tessera_coordinator_api_rate_limited_total`).
+    pub fn rate_limited(&self) -> RateLimitCounts {
+        self.inner.limits.counts()
     }
 
     /// The active policy as the service shows it (another replica may have changed it),

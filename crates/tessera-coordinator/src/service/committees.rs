@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tessera_audit::NewEvent;
 use tessera_node::{Operation, Output};
 use tessera_wire::PartyId;
 
-use super::{now_unix, to_db, CommitteeView, Coordinator, ServiceError};
+use super::{now_unix, to_db, CommitteeView, Coordinator, ServiceError, SYSTEM};
 use crate::store::{CommitteeRow, CommitteeStatus, InsertOutcome};
 
 impl From<CommitteeRow> for CommitteeView {
@@ -96,9 +97,15 @@ impl Coordinator {
             },
         }
         tracing::info!(committee = %name, "committee set-up started");
+        self.audit_note(NewEvent::new(
+            SYSTEM,
+            "committee.setup_started",
+            format!("committee:{name}"),
+        ));
         let this = self.clone();
         let run_parties = parties.clone();
         let task = tokio::spawn(async move {
+            let began = std::time::Instant::now();
             let outcome = this
                 .starter
                 .run(
@@ -108,6 +115,8 @@ impl Coordinator {
                     this.settings.aux_info_deadline,
                 )
                 .await;
+            this.counters
+                .session("aux_info", outcome.is_ok(), began.elapsed());
             let (status, error) = match outcome {
                 Ok(Output::AuxInfo) => (CommitteeStatus::Ready, None),
                 Ok(other) => (
@@ -121,6 +130,15 @@ impl Coordinator {
             if let Some(error) = &error {
                 tracing::warn!(committee = %PartyId::list(&run_parties), %error, "committee set-up failed");
             }
+            let mut event = NewEvent::new(
+                SYSTEM,
+                format!("committee.{status}"),
+                format!("committee:{}", PartyId::list(&run_parties)),
+            );
+            if let Some(error) = &error {
+                event = event.detail("error", error);
+            }
+            this.audit_note(event);
             this.store
                 .transition_committee(
                     &run_parties,

@@ -10,6 +10,7 @@ use tessera_wire::RequestId;
 use super::requests::decode;
 use super::{
     hash_hex, history, now_unix, to_db, ActivePolicy, Coordinator, RequestView, ServiceError,
+    SYSTEM,
 };
 use crate::store::{self, AddApproval, ApprovalSubject, Decision, RequestRow, RequestState};
 
@@ -124,6 +125,12 @@ impl Coordinator {
         self.decide(row.id, approver, Decision::Approve, approval.signature)
             .await?;
         tracing::info!(request = %id, %approver, "request approved by a principal");
+        self.audit_request(
+            approver,
+            "request.approved",
+            id,
+            &[("digest", hex::encode(digest))],
+        );
         self.reevaluate(&row, &request, policy).await?;
         self.get(id).await
     }
@@ -169,6 +176,7 @@ impl Coordinator {
             .set_request_reasons(id, &[RequestState::Rejected], &[reason])
             .await?;
         tracing::info!(request = %id, %approver, "request rejected");
+        self.audit_request(approver, "request.rejected", id, &[]);
         self.get(id).await
     }
 
@@ -204,6 +212,7 @@ impl Coordinator {
             .set_request_reasons(id, &[RequestState::Cancelled], &[reason])
             .await?;
         tracing::info!(request = %id, by = %principal_name, "request cancelled");
+        self.audit_request(principal_name, "request.cancelled", id, &[]);
         self.get(id).await
     }
 
@@ -331,6 +340,12 @@ impl Coordinator {
                         .set_request_reasons(id, &[RequestState::Approved], &[])
                         .await?;
                     tracing::info!(request = %id, approved_by = ?decision.approved_by, "request approved; queued for signing");
+                    self.audit_request(
+                        SYSTEM,
+                        "request.allowed",
+                        id,
+                        &[("approved_by", decision.approved_by.join(", "))],
+                    );
                     self.wake.notify_one();
                 }
             }
@@ -349,6 +364,13 @@ impl Coordinator {
                         .set_request_reasons(id, &[RequestState::Rejected], &reasons)
                         .await?;
                     tracing::warn!(request = %id, reasons = %reasons.join("; "), "request denied on re-evaluation");
+                    self.counters.policy_refusal(super::RefusalStage::Approval);
+                    self.audit_request(
+                        SYSTEM,
+                        "request.denied",
+                        id,
+                        &[("reasons", reasons.join("; "))],
+                    );
                 }
             }
         }

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use tessera_audit::NewEvent;
 use tessera_chain::{address, checksummed};
 use tessera_node::{Operation, Output};
 use tessera_wire::{KeyId, PartyId};
 
-use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError};
+use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError, SYSTEM};
 use crate::store::{
     CommitteeStatus, InsertOutcome, KeyRow, KeyStatus, NewKey, NewSession, SessionOutcome,
     SessionSubject,
@@ -115,6 +116,12 @@ impl Coordinator {
             return Ok(existing.into());
         }
         tracing::info!(key = %new.id, %name, threshold, committee = %PartyId::list(&committee), "key generation started");
+        self.audit_note(
+            NewEvent::new(SYSTEM, "key.generation_started", format!("key:{}", new.id))
+                .detail("name", name)
+                .detail("threshold", threshold)
+                .detail("committee", PartyId::list(&committee)),
+        );
         let this = self.clone();
         let task = tokio::spawn(async move { this.generate(new.id, &committee, threshold).await });
         task.await.map_err(|e| {
@@ -150,6 +157,7 @@ impl Coordinator {
                 started_at: to_db(now_unix()),
             })
             .await?;
+        let began = std::time::Instant::now();
         let outcome = match self
             .control
             .run(&start, &signed, self.settings.session_deadline)
@@ -158,6 +166,8 @@ impl Coordinator {
             Ok(outcomes) => self.starter.check(&start, &outcomes),
             Err(e) => Err(e),
         };
+        self.counters
+            .session("keygen", outcome.is_ok(), began.elapsed());
         let result = match outcome {
             Ok(Output::Keygen {
                 public_key,
@@ -193,6 +203,11 @@ impl Coordinator {
                     pool.track(id, &quorum::preferred(committee, threshold));
                 }
                 tracing::info!(key = %id, "key generated");
+                self.audit_note(
+                    NewEvent::new(SYSTEM, "key.created", format!("key:{id}"))
+                        .detail("session", start.session)
+                        .detail("public_key", hex::encode(&public_key)),
+                );
             }
             Err((error, blamed)) => {
                 self.store
@@ -205,6 +220,12 @@ impl Coordinator {
                 self.health.failed(&blamed);
                 self.store.set_key_failed(id, &error).await?;
                 tracing::warn!(key = %id, %error, "key generation failed");
+                self.audit_note(
+                    NewEvent::new(SYSTEM, "key.generation_failed", format!("key:{id}"))
+                        .detail("session", start.session)
+                        .detail("error", &error)
+                        .detail("blamed", PartyId::list(&blamed)),
+                );
             }
         }
         Ok(())

@@ -25,7 +25,9 @@
 //! restarted with the new document), requests made under the new policy are refused by the
 //! nodes, and requests made under the old one are denied by the coordinator.
 
+mod audit;
 mod committees;
+mod counters;
 mod decisions;
 mod error;
 mod history;
@@ -40,6 +42,7 @@ mod views;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tessera_audit::{AuditLog, NewEvent};
 use tessera_node::pool::PresignaturePool;
 use tessera_node::{ControlChannel, Starter};
 use tessera_policy::{PolicyDocument, PolicyHash};
@@ -48,6 +51,8 @@ use tokio::task::JoinHandle;
 
 use crate::store::{InsertOutcome, KeyStatus, PolicyRow, Store};
 
+pub use audit::SYSTEM;
+pub use counters::{RefusalStage, ServiceCounters, SessionStats};
 pub use decisions::{rejection_digest, REJECTION_LABEL};
 pub use error::ServiceError;
 pub use policy::ProposePolicy;
@@ -71,6 +76,10 @@ pub struct Coordinator {
     starter: Arc<Starter>,
     control: Arc<dyn ControlChannel>,
     settings: CoordinatorSettings,
+    /// The coordinator's signed event history (see [`audit`]).
+    audit: Arc<AuditLog>,
+    /// Sessions and policy refusals, for `/metrics`.
+    counters: ServiceCounters,
     /// Cache of the active policy; the store is the truth (another replica may change it).
     policy: RwLock<Arc<ActivePolicy>>,
     health: quorum::Health,
@@ -146,12 +155,15 @@ impl Coordinator {
     /// otherwise the start is refused with what to do. Spawns the signing worker (which also
     /// resumes requests a stopped coordinator left `signing`), the expiry sweeper and, with
     /// [`CoordinatorSettings::presignature_pool_target`] above 0, the presignature refill.
+    /// Decisions and state changes are recorded in `audit`, signed with the coordinator's
+    /// roster key.
     pub async fn start(
         store: Store,
         starter: Arc<Starter>,
         control: Arc<dyn ControlChannel>,
         policy: PolicyDocument,
         settings: CoordinatorSettings,
+        audit: Arc<AuditLog>,
     ) -> Result<Arc<Coordinator>, ServiceError> {
         settings.validate()?;
         let active = activate_or_check(&store, &policy).await?;
@@ -168,6 +180,8 @@ impl Coordinator {
             store,
             starter,
             control,
+            audit,
+            counters: ServiceCounters::default(),
             health: quorum::Health::new(settings.blame_cooldown),
             settings,
             policy: RwLock::new(Arc::new(active)),
@@ -208,6 +222,14 @@ impl Coordinator {
             .unwrap_or_else(|p| p.into_inner())
             .extend(tasks);
         let hash = coordinator.policy_cache().document.hash();
+        coordinator.audit_note(
+            NewEvent::new(SYSTEM, "coordinator.started", "coordinator")
+                .detail("policy", hash)
+                .detail(
+                    "policy_revision",
+                    coordinator.policy_cache().document.revision(),
+                ),
+        );
         tracing::info!(policy = %hash, "coordinator service started");
         Ok(coordinator)
     }
@@ -232,7 +254,16 @@ impl Coordinator {
                 let _ = task.await;
             }
         }
+        self.audit_note(NewEvent::new(SYSTEM, "coordinator.stopped", "coordinator"));
+        if let Err(e) = self.audit.sync() {
+            tracing::error!(error = %e, "cannot flush the audit log");
+        }
         tracing::info!("coordinator service stopped");
+    }
+
+    /// Sessions and policy refusals counted since the service started.
+    pub fn counters(&self) -> &ServiceCounters {
+        &self.counters
     }
 
     /// The store the service runs on.
@@ -313,6 +344,7 @@ impl Coordinator {
         let expired = self.store.expire_due(now).await?;
         for id in &expired {
             tracing::info!(request = %id, "request expired unsigned");
+            self.audit_request(SYSTEM, "request.expired", *id, &[]);
         }
         self.store.expire_due_proposals(now).await?;
         self.fail_abandoned().await

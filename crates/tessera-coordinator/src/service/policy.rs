@@ -7,6 +7,7 @@
 //! policy can be signed; until then the nodes refuse them. Distributing approved policies to
 //! the nodes is future work (ADR 0005).
 
+use tessera_audit::NewEvent;
 use tessera_policy::{
     evaluate_change, Approval, ChangeDecision, PolicyChange, PolicyHash, PrincipalSignature, Role,
 };
@@ -14,6 +15,7 @@ use tessera_wire::RequestId;
 
 use super::{
     expires_at, now_unix, to_db, Coordinator, DecisionView, PolicyView, ProposalView, ServiceError,
+    SYSTEM,
 };
 use crate::store::{
     self, AddApproval, ApprovalSubject, Decision, InsertOutcome, NewProposal, PolicyRow,
@@ -117,6 +119,14 @@ impl Coordinator {
             InsertOutcome::Existing(row) => row,
         };
         tracing::info!(proposal = %proposal.id, by = %principal, "policy change proposed");
+        self.audit_note(
+            NewEvent::new(
+                principal,
+                "policy.proposed",
+                format!("proposal:{}", proposal.id),
+            )
+            .detail("policy", PolicyHash::of(row.document.as_bytes())),
+        );
         self.proposal_view(row).await
     }
 
@@ -217,6 +227,10 @@ impl Coordinator {
         {
             ChangeDecision::Pending { needed, .. } => {
                 tracing::info!(proposal = %id, %principal, needed, "policy change approved by an admin");
+                self.audit_note(
+                    NewEvent::new(principal, "policy.approved", format!("proposal:{id}"))
+                        .detail("still_needed", needed),
+                );
             }
             ChangeDecision::Allow {
                 document,
@@ -238,6 +252,20 @@ impl Coordinator {
                     .transition_proposal(id, &[ProposalState::Pending], ProposalState::Applied)
                     .await?;
                 self.active().await?;
+                self.audit_note(
+                    NewEvent::new(principal, "policy.approved", format!("proposal:{id}"))
+                        .detail("still_needed", 0),
+                );
+                self.audit_note(
+                    NewEvent::new(
+                        SYSTEM,
+                        "policy.applied",
+                        format!("policy:{}", document.hash()),
+                    )
+                    .detail("proposal", id)
+                    .detail("revision", document.revision())
+                    .detail("approved_by", approved_by.join(", ")),
+                );
                 tracing::warn!(
                     proposal = %id,
                     policy = %document.hash(),

@@ -141,8 +141,24 @@ impl Coordinator {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(request = %request.id, key = %key.name, by = %principal_name, %state, action = %derived.action, "request submitted");
+        self.audit_request(
+            principal_name,
+            "request.submitted",
+            request.id,
+            &[
+                ("key", key.name.clone()),
+                ("action", derived.action.to_string()),
+                ("digest", hex::encode(request.request_digest())),
+                ("policy", policy.hash().to_string()),
+                ("state", state.to_string()),
+                ("reasons", reasons.join("; ")),
+            ],
+        );
         match state {
-            RequestState::Rejected => Err(ServiceError::Denied { reasons }),
+            RequestState::Rejected => {
+                self.counters.policy_refusal(super::RefusalStage::Submit);
+                Err(ServiceError::Denied { reasons })
+            }
             RequestState::Approved => {
                 self.wake.notify_one();
                 self.get(request.id).await

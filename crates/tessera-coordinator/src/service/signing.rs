@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 
 use super::keys::public_key_at;
 use super::requests::decode;
-use super::{history, now_unix, to_db, Coordinator, ServiceError};
+use super::{history, now_unix, to_db, Coordinator, ServiceError, SYSTEM};
 use crate::store::{NewSession, RequestRow, RequestState, SessionOutcome, SessionSubject, Spend};
 
 /// How many queued requests one look at the queue reads.
@@ -157,10 +157,17 @@ impl Coordinator {
             .await
         {
             Ok(true) if to == RequestState::Signed => {
-                tracing::info!(request = %id, "request signed")
+                tracing::info!(request = %id, "request signed");
+                self.audit_request(SYSTEM, "request.signed", id, &[]);
             }
             Ok(true) => {
-                tracing::warn!(request = %id, error = error.as_deref().unwrap_or(""), "signing failed")
+                tracing::warn!(request = %id, error = error.as_deref().unwrap_or(""), "signing failed");
+                self.audit_request(
+                    SYSTEM,
+                    "request.failed",
+                    id,
+                    &[("error", error.clone().unwrap_or_default())],
+                );
             }
             Ok(false) => {
                 tracing::warn!(request = %id, "the request left signing meanwhile; outcome not recorded")
@@ -309,7 +316,15 @@ impl Coordinator {
             };
         }
         tracing::info!(request = %id, session = %start.session, operation = name, parties = %PartyId::list(quorum), "signing session started");
+        self.audit_session(
+            "session.started",
+            start.session,
+            id,
+            quorum,
+            &[("operation", name.to_owned())],
+        );
         let deadline = self.settings.session_deadline;
+        let began = std::time::Instant::now();
         let outcomes = tokio::time::timeout(
             deadline + CHANNEL_GRACE,
             self.control.run(&start, &signed, deadline),
@@ -359,6 +374,7 @@ impl Coordinator {
                 let blamed: Vec<PartyId> = blamed.into_iter().collect();
                 self.health.failed(&blamed);
                 if refusing.len() == quorum.len() {
+                    self.counters.policy_refusal(super::RefusalStage::Nodes);
                     Attempt::Fatal(format!("the nodes refused to sign it: {e}"))
                 } else {
                     let mut exclude = blamed;
@@ -377,6 +393,23 @@ impl Coordinator {
             }
             Attempt::Fatal(error) => (SessionOutcome::Failed(error.clone()), Vec::new()),
         };
+        self.counters
+            .session(name, matches!(outcome, SessionOutcome::Ok), began.elapsed());
+        let (label, error) = match &outcome {
+            SessionOutcome::Ok => ("ok", String::new()),
+            SessionOutcome::Failed(error) => ("failed", error.clone()),
+        };
+        self.audit_session(
+            "session.ended",
+            start.session,
+            id,
+            quorum,
+            &[
+                ("outcome", label.to_owned()),
+                ("error", error),
+                ("blamed", PartyId::list(&blamed)),
+            ],
+        );
         if let Err(e) = self
             .store
             .finish_session(start.session, &outcome, &blamed)

@@ -3,11 +3,13 @@
 //! never answers (a coordinator cut off from the broker).
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tempfile::TempDir;
+use tessera_audit::{AuditLog, LogOptions};
 use tessera_channel::Roster;
 use tessera_coordinator::service::{Coordinator, CoordinatorSettings, RequestView, ServiceError};
 use tessera_coordinator::store::RequestState;
@@ -136,6 +138,16 @@ impl Cluster {
         }
     }
 
+    /// A directory for this cluster's audit logs.
+    pub fn audit_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Where the nodes' audit logs are.
+    pub fn node_audit_dir(&self) -> &std::path::Path {
+        self._local.audit_dir()
+    }
+
     /// Starts reaching every node: the cluster's own control channel.
     pub fn control(&self) -> Arc<dyn ControlChannel> {
         self.control.clone()
@@ -198,6 +210,26 @@ pub fn settings() -> CoordinatorSettings {
     }
 }
 
+/// A fresh audit log for one coordinator of `cluster` (each coordinator instance writes its
+/// own file: two instances appending to one chain would fork it).
+pub fn audit_log(cluster: &Cluster) -> Arc<AuditLog> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let file = cluster
+        .audit_dir()
+        .join(format!("coordinator-{n}.audit.jsonl"));
+    Arc::new(
+        AuditLog::open(
+            cluster.starter.audit_signer(),
+            LogOptions {
+                file: Some(file),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
 /// A coordinator on `db` for `cluster` over `control`, with the nodes' policy.
 pub async fn coordinator(
     db: &Db,
@@ -211,6 +243,7 @@ pub async fn coordinator(
         control,
         cluster.dev.document.clone(),
         settings,
+        audit_log(cluster),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"))
@@ -228,6 +261,18 @@ pub async fn fixture_key(coordinator: &Arc<Coordinator>, name: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     key.id.to_string()
+}
+
+/// Waits until the presignature pool holds a presignature for `key`.
+pub async fn wait_for_presignature(coordinator: &Coordinator, key: &str) {
+    let started = Instant::now();
+    while coordinator.presignatures_ready(key).await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the presignature pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until request `id` is in `state` (panics with the request if it ends elsewhere or

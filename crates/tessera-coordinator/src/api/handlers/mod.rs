@@ -1,5 +1,6 @@
 //! The handlers, one module per resource, and the map from [`Endpoint`] to handler.
 
+mod audit;
 mod committees;
 mod keys;
 mod policy;
@@ -37,5 +38,6 @@ pub(crate) fn method_router(route: &Route) -> MethodRouter<ApiState> {
         Endpoint::ListProposals => on(method, policy::list),
         Endpoint::GetProposal => on(method, policy::get_proposal),
         Endpoint::ApproveProposal => on(method, policy::approve),
+        Endpoint::AuditEvents => on(method, audit::list),
     }
 }

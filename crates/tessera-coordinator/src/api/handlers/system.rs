@@ -16,8 +16,15 @@ pub(super) async fn healthz() -> Json<Health> {
     })
 }
 
-/// `GET /readyz`: the database answers; 503 with the reason otherwise.
+/// `GET /readyz`: the database answers and the audit log takes events; 503 with the reason
+/// otherwise.
 pub(super) async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
+    if let Some(failure) = state.coordinator().audit().failure() {
+        tracing::warn!(%failure, "not ready: the audit log stopped");
+        return Err(ApiError::unavailable(format!(
+            "the audit log stopped after a write failure ({failure}); fix the disk and restart"
+        )));
+    }
     match state.coordinator().store().schema_version().await {
         Ok(version) => Ok(Json(Health {
             status: "ready".into(),
@@ -39,7 +46,7 @@ pub(super) async fn openapi() -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let text = metrics::render(state.coordinator()).await?;
+    let text = metrics::render(&state).await?;
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

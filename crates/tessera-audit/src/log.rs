@@ -1,0 +1,348 @@
+//! [`AuditLog`]: one emitter's appender.
+//!
+//! Appending is synchronous: the record is built, signed, written to the file and (by policy)
+//! flushed to disk before [`AuditLog::record`] returns, so a caller that records "about to
+//! sign" and then signs can rely on the record. A stream sink, if attached, receives records
+//! afterwards from a background task and catches up from the file when it falls behind.
+//!
+//! A write failure poisons the log: every later append fails too (a gap in the chain would be
+//! worse than a refusal), until the service restarts and [`AuditLog::open`] resumes from the
+//! file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::VerifyingKey;
+use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
+use tokio::sync::mpsc;
+
+use crate::file::FileSink;
+use crate::{AuditError, AuditRecord, Emitter, EventHash, NewEvent};
+
+/// A key that signs an emitter's events: a party identity or a coordinator key.
+pub trait AuditSigner: Send + Sync {
+    /// The emitter this key speaks for.
+    fn emitter(&self) -> Emitter;
+    /// The cluster, bound into every signature.
+    fn cluster(&self) -> String;
+    /// Signs `message` with the Ed25519 key.
+    fn sign(&self, message: &[u8]) -> [u8; 64];
+    /// The public key a verifier finds in the roster.
+    fn verifying_key(&self) -> VerifyingKey;
+}
+
+impl AuditSigner for PartyIdentity {
+    fn emitter(&self) -> Emitter {
+        Emitter::Party(self.party())
+    }
+    fn cluster(&self) -> String {
+        PartyIdentity::cluster(self).to_string()
+    }
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        PartyIdentity::sign(self, message)
+    }
+    fn verifying_key(&self) -> VerifyingKey {
+        PartyIdentity::verifying_key(self)
+    }
+}
+
+impl AuditSigner for CoordinatorKey {
+    fn emitter(&self) -> Emitter {
+        Emitter::Coordinator(self.name().to_owned())
+    }
+    fn cluster(&self) -> String {
+        CoordinatorKey::cluster(self).to_string()
+    }
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        CoordinatorKey::sign(self, message).to_bytes()
+    }
+    fn verifying_key(&self) -> VerifyingKey {
+        CoordinatorKey::verifying_key(self)
+    }
+}
+
+impl<T: AuditSigner + ?Sized> AuditSigner for std::sync::Arc<T> {
+    fn emitter(&self) -> Emitter {
+        (**self).emitter()
+    }
+    fn cluster(&self) -> String {
+        (**self).cluster()
+    }
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        (**self).sign(message)
+    }
+    fn verifying_key(&self) -> VerifyingKey {
+        (**self).verifying_key()
+    }
+}
+
+/// When the file sink flushes to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every record (the default): a record that was returned survives a crash.
+    #[default]
+    EveryEvent,
+    /// After every `n` records, and on drop: faster, but a crash can lose the last `n - 1`.
+    Batch(usize),
+}
+
+impl FsyncPolicy {
+    fn every(self) -> usize {
+        match self {
+            FsyncPolicy::EveryEvent => 1,
+            FsyncPolicy::Batch(n) => n.max(1),
+        }
+    }
+}
+
+/// Where an emitter's records go.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    /// The append-only file (one per emitter). `None` keeps no file: only for tests and for
+    /// a stream-only deployment.
+    pub file: Option<PathBuf>,
+    /// When the file is flushed to disk.
+    pub fsync: FsyncPolicy,
+}
+
+/// The `[audit]` section of a service's configuration file:
+///
+/// ```toml
+/// [audit]
+/// file = "audit/p1.audit.jsonl"   # default: <service>.audit.jsonl next to the configuration
+/// fsync_every = 1                 # flush to disk after every event (default); n: every n
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// The log file; relative paths are relative to the configuration file.
+    pub file: Option<PathBuf>,
+    /// Flush to disk after this many events (1, the default: after every event).
+    pub fsync_every: Option<usize>,
+}
+
+impl AuditSection {
+    /// Makes a relative `file` relative to `base`.
+    pub fn resolve(&mut self, base: &std::path::Path) {
+        if let Some(file) = &mut self.file {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+    }
+
+    /// The log options, with `default_file` if the section names none.
+    pub fn options(&self, default_file: PathBuf) -> LogOptions {
+        LogOptions {
+            file: Some(self.file.clone().unwrap_or(default_file)),
+            fsync: match self.fsync_every {
+                None | Some(0) | Some(1) => FsyncPolicy::EveryEvent,
+                Some(n) => FsyncPolicy::Batch(n),
+            },
+        }
+    }
+}
+
+struct Chain {
+    next_seq: u64,
+    prev_hash: EventHash,
+    file: Option<FileSink>,
+    poisoned: Option<String>,
+    forward: Option<mpsc::Sender<AuditRecord>>,
+}
+
+/// One emitter's audit log.
+pub struct AuditLog {
+    signer: Box<dyn AuditSigner>,
+    emitter: Emitter,
+    cluster: String,
+    fsync_every: usize,
+    file_path: Option<PathBuf>,
+    chain: Mutex<Chain>,
+    forward_dropped: AtomicU64,
+}
+
+impl AuditLog {
+    /// Opens the log, continuing the chain found in the file (after checking that its last
+    /// record is this emitter's, intact and signed by this key). A partial last line left by
+    /// a crash is cut off and recorded as an `audit.torn_tail_discarded` event.
+    pub fn open(signer: Box<dyn AuditSigner>, options: LogOptions) -> Result<Self, AuditError> {
+        let emitter = signer.emitter();
+        let cluster = signer.cluster();
+        let (mut next_seq, mut prev_hash) = (1, EventHash::GENESIS);
+        let mut torn_bytes = 0;
+        let file = match &options.file {
+            None => None,
+            Some(path) => {
+                let (sink, tail) = FileSink::open(path)?;
+                torn_bytes = tail.torn_bytes;
+                if let Some(last) = tail.last {
+                    let cannot = |reason: String| AuditError::CannotResume {
+                        path: path.clone(),
+                        reason,
+                    };
+                    if last.emitter != emitter {
+                        return Err(cannot(format!(
+                            "its last record was written by {}, not {emitter}",
+                            last.emitter
+                        )));
+                    }
+                    if last.compute_hash() != last.hash {
+                        return Err(cannot(format!(
+                            "its last record (seq {}) does not match its hash",
+                            last.seq
+                        )));
+                    }
+                    if !last.verify_signature(&cluster, &signer.verifying_key()) {
+                        return Err(cannot(format!(
+                            "its last record (seq {}) is not signed by this emitter's key",
+                            last.seq
+                        )));
+                    }
+                    next_seq = last.seq + 1;
+                    prev_hash = last.hash;
+                }
+                Some(sink)
+            }
+        };
+        let log = AuditLog {
+            signer,
+            emitter,
+            cluster,
+            fsync_every: options.fsync.every(),
+            file_path: options.file.clone(),
+            chain: Mutex::new(Chain {
+                next_seq,
+                prev_hash,
+                file,
+                poisoned: None,
+                forward: None,
+            }),
+            forward_dropped: AtomicU64::new(0),
+        };
+        if torn_bytes > 0 {
+            log.record(
+                NewEvent::new("system", "audit.torn_tail_discarded", "audit:file")
+                    .detail("bytes", torn_bytes),
+            )?;
+        }
+        Ok(log)
+    }
+
+    /// Signs and appends one event; returns the stored record.
+    pub fn record(&self, event: NewEvent) -> Result<AuditRecord, AuditError> {
+        event.check()?;
+        let mut chain = self.chain();
+        if let Some(reason) = &chain.poisoned {
+            return Err(AuditError::Invalid(format!(
+                "the audit log stopped after a write failure ({reason}); restart the service"
+            )));
+        }
+        let record = AuditRecord::seal(
+            self.emitter.clone(),
+            chain.next_seq,
+            now_millis(),
+            chain.prev_hash,
+            event,
+            &self.cluster,
+            |m| self.signer.sign(m),
+        );
+        let every = self.fsync_every;
+        if let Some(file) = chain.file.as_mut() {
+            if let Err(e) = file.append(&record, every) {
+                chain.poisoned = Some(e.to_string());
+                tracing::error!(error = %e, "audit log write failed; refusing further events");
+                return Err(e);
+            }
+        }
+        chain.next_seq += 1;
+        chain.prev_hash = record.hash;
+        if let Some(forward) = &chain.forward {
+            if forward.try_send(record.clone()).is_err() {
+                // The stream task catches up from the file.
+                self.forward_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(
+            emitter = %record.emitter,
+            seq = record.seq,
+            action = %record.action,
+            subject = %record.subject,
+            "audit event"
+        );
+        Ok(record)
+    }
+
+    /// Records `event`, logging instead of failing: for events about something that already
+    /// happened and cannot be undone (a session that ended, a call that was answered).
+    pub fn note(&self, event: NewEvent) {
+        let action = event.action.clone();
+        if let Err(e) = self.record(event) {
+            tracing::error!(%action, error = %e, "cannot record an audit event");
+        }
+    }
+
+    /// Flushes the file to disk (for [`FsyncPolicy::Batch`]).
+    pub fn sync(&self) -> Result<(), AuditError> {
+        match self.chain().file.as_mut() {
+            Some(file) => file.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the log stopped taking events (a write failed), if it did. A service with a stopped
+    /// log is not ready.
+    pub fn failure(&self) -> Option<String> {
+        self.chain().poisoned.clone()
+    }
+
+    /// This log's emitter.
+    pub fn emitter(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// The cluster bound into the signatures.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The emitter's public key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signer.verifying_key()
+    }
+
+    /// The file, if the log keeps one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file_path.as_deref()
+    }
+
+    /// The sequence number the next event gets.
+    pub fn next_seq(&self) -> u64 {
+        self.chain().next_seq
+    }
+
+    /// Records handed to the stream task after its queue was full (it re-reads them from the
+    /// file).
+    pub fn forward_dropped(&self) -> u64 {
+        self.forward_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends every later record to `sender` (the stream task), without waiting.
+    pub(crate) fn set_forward(&self, sender: mpsc::Sender<AuditRecord>) {
+        self.chain().forward = Some(sender);
+    }
+
+    fn chain(&self) -> MutexGuard<'_, Chain> {
+        // Appends leave the chain consistent at every step.
+        self.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,62 @@
+//! What the coordinator writes to its audit log (`tessera-audit`): every decision a principal
+//! makes and every state a request, session, key, committee or policy change reaches.
+//!
+//! Events are written after the state change they describe is stored (the database is the
+//! coordinator's truth; the log is its signed history). A failure to write is logged and the
+//! service goes on; the nodes' own logs, which refuse to sign when they cannot write, cover
+//! every signature.
+
+use std::sync::Arc;
+
+use tessera_audit::{AuditLog, NewEvent};
+use tessera_wire::{PartyId, RequestId, SessionId};
+
+use super::Coordinator;
+
+/// The actor of events the coordinator causes itself (expiry, retries, sessions).
+pub const SYSTEM: &str = "system";
+
+impl Coordinator {
+    /// The coordinator's audit log.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// Records an event about request `id`.
+    pub(crate) fn audit_request(
+        &self,
+        actor: &str,
+        action: &str,
+        id: RequestId,
+        details: &[(&str, String)],
+    ) {
+        let mut event = NewEvent::new(actor, action, format!("request:{id}"));
+        for (key, value) in details {
+            event = event.detail(*key, value);
+        }
+        self.audit.note(event);
+    }
+
+    /// Records an event about session `session` of request `id`.
+    pub(crate) fn audit_session(
+        &self,
+        action: &str,
+        session: SessionId,
+        id: RequestId,
+        parties: &[PartyId],
+        details: &[(&str, String)],
+    ) {
+        let mut event = NewEvent::new(SYSTEM, action, format!("session:{session}"))
+            .detail("request", id)
+            .detail("parties", PartyId::list(parties));
+        for (key, value) in details {
+            event = event.detail(*key, value);
+        }
+        self.audit.note(event);
+    }
+
+    /// Records any other event.
+    pub(crate) fn audit_note(&self, event: NewEvent) {
+        self.audit.note(event);
+    }
+}

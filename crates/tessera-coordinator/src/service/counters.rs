@@ -1,0 +1,87 @@
+//! What the service counts for `GET /metrics`: sessions by operation and outcome (with their
+//! total duration), and requests refused by policy, by where they were refused. Kept in
+//! memory: a restarted coordinator starts from zero, which Prometheus counters allow.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where a request was refused by policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RefusalStage {
+    /// Denied when submitted.
+    Submit,
+    /// Denied when re-evaluated after an approval (e.g. a window used up meanwhile).
+    Approval,
+    /// Every node of the quorum refused it (their own policy check).
+    Nodes,
+}
+
+impl RefusalStage {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalStage::Submit => "submit",
+            RefusalStage::Approval => "approval",
+            RefusalStage::Nodes => "nodes",
+        }
+    }
+}
+
+/// Sessions of one operation with one outcome.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionStats {
+    /// How many.
+    pub count: u64,
+    /// Their total duration in seconds.
+    pub seconds: f64,
+}
+
+/// The service's counters.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    sessions: Mutex<BTreeMap<(String, &'static str), SessionStats>>,
+    refusals: Mutex<BTreeMap<RefusalStage, u64>>,
+}
+
+impl ServiceCounters {
+    /// Counts one session of `operation` that took `elapsed`.
+    pub(crate) fn session(&self, operation: &str, ok: bool, elapsed: Duration) {
+        let outcome = if ok { "ok" } else { "failed" };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = sessions.entry((operation.to_owned(), outcome)).or_default();
+        stats.count += 1;
+        stats.seconds += elapsed.as_secs_f64();
+    }
+
+    /// Counts one request refused by policy at `stage`.
+    pub(crate) fn policy_refusal(&self, stage: RefusalStage) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(stage)
+            .or_default() += 1;
+    }
+
+    /// Sessions by (operation, outcome).
+    pub fn sessions(&self) -> BTreeMap<(String, &'static str), SessionStats> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Policy refusals by stage (every stage, 0 included).
+    pub fn policy_refusals(&self) -> BTreeMap<RefusalStage, u64> {
+        let counted = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        [
+            RefusalStage::Submit,
+            RefusalStage::Approval,
+            RefusalStage::Nodes,
+        ]
+        .into_iter()
+        .map(|s| (s, counted.get(&s).copied().unwrap_or(0)))
+        .collect()
+    }
+}
