@@ -113,6 +113,8 @@ pub struct LogOptions {
 /// [audit]
 /// file = "audit/p1.audit.jsonl"   # default: <service>.audit.jsonl next to the configuration
 /// fsync_every = 1                 # flush to disk after every event (default); n: every n
+/// stream = false                  # true: also publish to the cluster's JetStream stream
+/// stream_replicas = 1             # coordinators: replicas when they create the stream
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,6 +123,12 @@ pub struct AuditSection {
     pub file: Option<PathBuf>,
     /// Flush to disk after this many events (1, the default: after every event).
     pub fsync_every: Option<usize>,
+    /// Also publish every event to the cluster's JetStream audit stream
+    /// (`TESSERA_AUDIT_<CLUSTER>`) over the service's own broker connection. Default false.
+    pub stream: bool,
+    /// Replicas of the stream when a coordinator creates it (1 on one server, 3 on a
+    /// production cluster). Default 1.
+    pub stream_replicas: Option<usize>,
 }
 
 impl AuditSection {

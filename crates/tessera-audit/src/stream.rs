@@ -28,7 +28,8 @@ pub fn subject(cluster: &str, emitter: &Emitter) -> String {
     format!("tessera.{cluster}.audit.{}", emitter.subject_token())
 }
 
-/// The default stream name of a cluster (`TESSERA_AUDIT_<cluster>`, upper case).
+/// The default stream name of a cluster (`TESSERA_AUDIT_<cluster>`, upper case; the name
+/// [`tessera_wire::subject::audit_stream`] gives and broker provisioning grants access to).
 pub fn default_stream_name(cluster: &str) -> String {
     format!(
         "TESSERA_AUDIT_{}",
@@ -175,6 +176,23 @@ pub async fn last_seq(
             format!("cannot read the last record of {emitter}: {e}"),
         )),
     }
+}
+
+/// Forwards `log` to its cluster's audit stream over `client` (the service's own broker
+/// connection, whose user may publish only this emitter's subject). With `create` (coordinators),
+/// the stream is first created with that many replicas, or checked if it exists; nodes only
+/// publish, and their forwarder retries until a coordinator created it.
+pub async fn forward_to_cluster_stream(
+    log: &AuditLog,
+    client: async_nats::Client,
+    create: Option<usize>,
+) -> Result<JoinHandle<()>, AuditError> {
+    let js = jetstream::new(client);
+    let name = default_stream_name(log.cluster());
+    if let Some(replicas) = create {
+        ensure_stream(&js, log.cluster(), &name, replicas).await?;
+    }
+    Ok(log.attach_stream(StreamSink { js, stream: name }))
 }
 
 /// Where an emitter's forwarder publishes.

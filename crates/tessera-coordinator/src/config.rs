@@ -32,6 +32,9 @@
 //! file = "coordinator.audit.jsonl"          # this coordinator's signed event log (one file
 //!                                           # per coordinator instance)
 //! fsync_every = 1                           # flush to disk after every event; n: every n
+//! stream = false                            # true: create the cluster's JetStream audit stream
+//!                                           # (deny-delete, deny-purge) and publish to it
+//! stream_replicas = 1                       # its replicas when created (3 on a NATS cluster)
 //!
 //! [service]
 //! signing_attempts = 3                      # signing sessions per request before it fails

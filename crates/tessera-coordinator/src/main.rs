@@ -175,7 +175,7 @@ async fn run(config: CoordinatorConfig) -> Result<()> {
     let client = connect_coordinator(&nats, Arc::new(NatsMetrics::default()))
         .await
         .with_context(|| format!("connecting to the broker at {}", nats.url))?;
-    let control = Arc::new(NatsControl::new(client, roster.cluster.clone()));
+    let control = Arc::new(NatsControl::new(client.clone(), roster.cluster.clone()));
     let name = key.name().to_owned();
     let starter = Starter::new(key, roster)
         .with_context(|| format!("coordinator '{name}' is not in the roster"))?;
@@ -186,6 +186,12 @@ async fn run(config: CoordinatorConfig) -> Result<()> {
         AuditLog::open(starter.audit_signer(), audit_options)
             .context("cannot open the audit log")?,
     );
+    if config.audit.stream {
+        let replicas = config.audit.stream_replicas.unwrap_or(1);
+        tessera_audit::stream::forward_to_cluster_stream(&audit, client, Some(replicas))
+            .await
+            .context("cannot create or open the audit stream (the broker needs JetStream)")?;
+    }
     let coordinator = Coordinator::start(
         store,
         Arc::new(starter),

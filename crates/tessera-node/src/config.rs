@@ -39,6 +39,8 @@
 //! file = "p1.audit.jsonl"              # default: <party>.audit.jsonl next to this file; the
 //!                                      # node's signed event log, continued after restarts
 //! fsync_every = 1                      # default 1: flush to disk after every event
+//! stream = false                       # true: also publish to the cluster's JetStream audit
+//!                                      # stream (the coordinator creates it)
 //! ```
 //!
 //! Environment overrides: `TESSERA_NODE_NATS_URL`, `TESSERA_NODE_STORE`,

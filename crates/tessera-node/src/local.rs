@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_audit::{AuditLog, LogOptions};
+use tessera_audit::{AuditLog, LogOptions, StreamSink};
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::{ChannelConfig, ChannelManager, Roster, SignedRoster};
 use tessera_policy::dev::DevPolicy;
@@ -105,6 +105,8 @@ pub struct LocalCluster {
     telemetry: Vec<Arc<Telemetry>>,
     audit_dir: PathBuf,
     memory: Option<MemoryNetwork>,
+    audit_stream: Option<(async_nats::Client, String)>,
+    forwarders: Vec<JoinHandle<()>>,
 }
 
 /// The passphrase of the local cluster's throwaway stores (public: never use a local
@@ -173,6 +175,7 @@ impl LocalCluster {
         let mut nodes = Vec::new();
         let mut serving = Vec::new();
         let mut telemetry = Vec::new();
+        let mut audit_clients = Vec::new();
         for (identity, seed) in identities.into_iter().zip(&seeds) {
             let mut nats_metrics = Vec::new();
             let p = identity.party();
@@ -256,6 +259,9 @@ impl LocalCluster {
                     .with_broker(client.clone());
             }
             telemetry.push(Arc::new(collector.telemetry()));
+            if let Some(client) = &control_client {
+                audit_clients.push((node.clone(), client.clone()));
+            }
             if let Some(client) = control_client {
                 let mut stopped = stopped.clone();
                 let node = node.clone();
@@ -281,8 +287,8 @@ impl LocalCluster {
                 )));
             }
         }
-        let control: Arc<dyn ControlChannel> = match (&nats, &dev_url) {
-            (None, None) => Arc::new(InProcessControl::new(nodes.clone())),
+        let (control, coordinator_client): (Arc<dyn ControlChannel>, _) = match (&nats, &dev_url) {
+            (None, None) => (Arc::new(InProcessControl::new(nodes.clone())), None),
             (None, Some(url)) => {
                 let client = connect_unauthenticated(
                     url,
@@ -292,7 +298,10 @@ impl LocalCluster {
                 )
                 .await
                 .map_err(setup)?;
-                Arc::new(NatsControl::new(client, cluster.clone()))
+                (
+                    Arc::new(NatsControl::new(client.clone(), cluster.clone())),
+                    Some(client),
+                )
             }
             (Some(server), _) => {
                 let config = server
@@ -301,9 +310,36 @@ impl LocalCluster {
                 let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
                     .await
                     .map_err(setup)?;
-                Arc::new(NatsControl::new(client, cluster))
+                (
+                    Arc::new(NatsControl::new(client.clone(), cluster.clone())),
+                    Some(client),
+                )
             }
         };
+        // Over a broker, the nodes' audit events also go to the cluster's JetStream stream,
+        // which the coordinator creates (deny-delete, deny-purge). A development broker without
+        // JetStream keeps the files only.
+        let name = subject::audit_stream(&cluster);
+        let mut audit_stream = None;
+        let mut forwarders = Vec::new();
+        if let Some(client) = &coordinator_client {
+            let js = async_nats::jetstream::new(client.clone());
+            match tessera_audit::stream::ensure_stream(&js, cluster.as_str(), &name, 1).await {
+                Ok(_) => {
+                    for (node, client) in &audit_clients {
+                        forwarders.push(node.audit().attach_stream(StreamSink {
+                            js: async_nats::jetstream::new(client.clone()),
+                            stream: name.clone(),
+                        }));
+                    }
+                    audit_stream = Some((client.clone(), name.clone()));
+                }
+                Err(e) if nats.is_none() => {
+                    tracing::warn!(error = %e, "no audit stream on the development broker; audit events stay in the files");
+                }
+                Err(e) => return Err(setup(e)),
+            }
+        }
         let starter = Arc::new(Starter::new(coordinator, roster.clone()).map_err(setup)?);
         let memory = (nats.is_none() && dev_url.is_none()).then_some(memory);
         Ok(LocalCluster {
@@ -321,6 +357,8 @@ impl LocalCluster {
             telemetry,
             audit_dir,
             memory,
+            audit_stream,
+            forwarders,
         })
     }
 
@@ -328,6 +366,12 @@ impl LocalCluster {
     /// misbehaving senders to it.
     pub fn memory(&self) -> Option<&MemoryNetwork> {
         self.memory.as_ref()
+    }
+
+    /// The coordinator's broker connection and the name of the cluster's audit stream, when the
+    /// cluster runs over a broker with JetStream: the nodes forward their audit events to it.
+    pub fn audit_stream(&self) -> Option<&(async_nats::Client, String)> {
+        self.audit_stream.as_ref()
     }
 
     /// Where the nodes' audit logs are (`p1.audit.jsonl`, …); the roster to verify them with
@@ -395,6 +439,9 @@ impl LocalCluster {
 
     /// Stops serving and waits for the nodes' control loops to end.
     pub async fn shutdown(self) {
+        for forwarder in &self.forwarders {
+            forwarder.abort();
+        }
         let _ = self.stop.send(true);
         for task in self.serving {
             let _ = task.await;

@@ -201,6 +201,11 @@ async fn run(config: NodeConfig) -> Result<()> {
         config.settings(),
         Arc::new(audit),
     )?);
+    if config.audit.stream {
+        // Retries in the background until the coordinator has created the stream.
+        tessera_audit::stream::forward_to_cluster_stream(node.audit(), control.clone(), None)
+            .await?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     if config.primes.pool_target > 0 {
         node.primes()

@@ -77,6 +77,41 @@ pub fn audit(cluster: &ClusterId, emitter: PartyId) -> String {
     format!("tessera.{cluster}.audit.{}", emitter.0)
 }
 
+/// Audit events of roster coordinator `name`. The token `coord-<name>` is never a number, so it
+/// never equals a party's.
+pub fn coordinator_audit(cluster: &ClusterId, name: &str) -> String {
+    format!("tessera.{cluster}.audit.coord-{name}")
+}
+
+/// Every audit subject of the cluster: the audit stream's subjects.
+pub fn audit_wildcard(cluster: &ClusterId) -> String {
+    format!("tessera.{cluster}.audit.>")
+}
+
+/// The name of the cluster's JetStream audit stream: `TESSERA_AUDIT_<CLUSTER>`.
+pub fn audit_stream(cluster: &ClusterId) -> String {
+    format!(
+        "TESSERA_AUDIT_{}",
+        cluster.as_str().to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// The JetStream API subjects an emitter needs besides publishing its own events: the stream's
+/// info and reading one message (where the stream's copy of its chain ends, after a restart).
+pub fn audit_stream_api(cluster: &ClusterId) -> [String; 2] {
+    let stream = audit_stream(cluster);
+    [
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+    ]
+}
+
+/// The JetStream API subject that creates the audit stream (granted to coordinators, which
+/// create it with deny-delete and deny-purge at start).
+pub fn audit_stream_create(cluster: &ClusterId) -> String {
+    format!("$JS.API.STREAM.CREATE.{}", audit_stream(cluster))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,9 @@ async fn dev(args: DevArgs) -> Result<()> {
             ..Default::default()
         },
     )?);
+    if let Some((client, _)) = cluster.audit_stream() {
+        tessera_audit::stream::forward_to_cluster_stream(&audit, client.clone(), None).await?;
+    }
     let coordinator = Coordinator::start(
         store,
         starter,

@@ -4,13 +4,13 @@
 //!
 //! | party `pN` may | subjects |
 //! |---|---|
-//! | publish | `tessera.<c>.node.*.inbox.N` (frames with itself as sender), `tessera.<c>.result.*`, `tessera.<c>.audit.N` |
+//! | publish | `tessera.<c>.node.*.inbox.N` (frames with itself as sender), `tessera.<c>.result.*`, `tessera.<c>.audit.N` (its audit events), `$JS.API.STREAM.INFO` and `.MSG.GET` of the audit stream |
 //! | subscribe | `tessera.<c>.node.N.inbox.*` (its own inbox only), `tessera.<c>.ctrl`, `_INBOX.tessera.<c>.N.>` (its own reply inboxes) |
 //! | reply | to requests it received (`allow_responses`) |
 //!
 //! | coordinator `<name>` may | subjects |
 //! |---|---|
-//! | publish | `tessera.<c>.ctrl` (control messages) only |
+//! | publish | `tessera.<c>.ctrl` (control messages), `tessera.<c>.audit.coord-<name>` (its audit events), `$JS.API.STREAM.CREATE`, `.INFO` and `.MSG.GET` of the audit stream `TESSERA_AUDIT_<C>` |
 //! | subscribe | `tessera.<c>.result.*`, `_INBOX.tessera.<c>.coord.<name>.>` (its own reply inboxes) |
 //! | reply | never (no `allow_responses`) |
 //!
@@ -226,10 +226,13 @@ pub fn server_config(
     let (parties, coordinators) = all_users(roster)?;
     let mut users = String::new();
     for (party, nkey) in parties {
+        let [stream_info, stream_get] = subject::audit_stream_api(c);
         let publish = [
             subject::inbox_publish_pattern(c, party),
             subject::result_wildcard(c),
             subject::audit(c, party),
+            stream_info,
+            stream_get,
         ];
         let subscribe = [
             subject::inbox_wildcard(c, party),
@@ -245,7 +248,14 @@ pub fn server_config(
         ));
     }
     for (name, nkey) in coordinators {
-        let publish = [subject::ctrl(c)];
+        let [stream_info, stream_get] = subject::audit_stream_api(c);
+        let publish = [
+            subject::ctrl(c),
+            subject::coordinator_audit(c, &name),
+            subject::audit_stream_create(c),
+            stream_info,
+            stream_get,
+        ];
         let subscribe = [
             subject::result_wildcard(c),
             format!("{}.>", subject::coordinator_reply_prefix(c, &name)),
