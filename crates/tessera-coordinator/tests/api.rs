@@ -9,7 +9,8 @@
 //! `tessera_node::local::LocalCluster` over memory, but it hands out the `Arc<Starter>` that
 //! `Coordinator::start` takes.
 
-mod service_support;
+use crate::on_both_backends;
+use crate::service_support;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //!   primes and their CRT secrets, presignature nonces, the prime pool, the store passphrase),
 //!   in hex, base64 or decimal.
 
-mod service_support;
+use crate::service_support;
 
 use std::collections::BTreeSet;
 use std::io::Write;

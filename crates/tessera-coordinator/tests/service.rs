@@ -4,7 +4,8 @@
 //! (olivia operator, ana and ben approvers, ada and abe admins, aude auditor).
 //! PostgreSQL tests fail, not skip, when PostgreSQL is missing: run ./scripts/setup.sh.
 
-mod service_support;
+use crate::on_both_backends;
+use crate::service_support;
 
 use std::time::Duration;
 

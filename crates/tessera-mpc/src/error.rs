@@ -38,6 +38,16 @@ pub enum MpcError {
         /// The library's error.
         detail: String,
     },
+    /// Participants found these parties' messages wrong and aborted; nothing was installed.
+    #[error("{protocol} session {session} aborted: {}", Blame::list(.blamed))]
+    Blamed {
+        /// The protocol.
+        protocol: Protocol,
+        /// The session.
+        session: SessionId,
+        /// Each accusation.
+        blamed: Vec<Blame>,
+    },
     /// The session description is not usable.
     #[error("invalid session: {0}")]
     InvalidSession(String),
@@ -50,4 +60,34 @@ pub enum MpcError {
     /// The produced signature does not verify against the public key; it was not released.
     #[error("the combined signature does not verify against the public key; not released")]
     SignatureInvalid,
+}
+
+/// One accusation made in a session: `by` found `party`'s messages wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blame {
+    /// The party accused.
+    pub party: PartyId,
+    /// The party that found the fault. A fault in a point-to-point message is not publicly
+    /// provable: either the accused or the accuser is faulty.
+    pub by: PartyId,
+    /// What was wrong.
+    pub reason: String,
+}
+
+impl Blame {
+    /// The blamed parties, without repeats, in order.
+    pub fn parties(blamed: &[Blame]) -> Vec<PartyId> {
+        let mut parties: Vec<PartyId> = blamed.iter().map(|b| b.party).collect();
+        parties.sort();
+        parties.dedup();
+        parties
+    }
+
+    fn list(blamed: &[Blame]) -> String {
+        blamed
+            .iter()
+            .map(|b| format!("{} blamed by {}: {}", b.party, b.by, b.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }

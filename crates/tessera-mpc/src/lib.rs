@@ -17,9 +17,10 @@ mod online;
 pub mod presignatures;
 pub mod primes;
 pub mod protocols;
+pub mod reshare;
 
 pub use delivery::{MpcConfig, SessionSpec};
-pub use error::MpcError;
+pub use error::{Blame, MpcError};
 pub use online::online_sign;
 pub use presignatures::{PresignatureError, PresignatureStore, StoredPresignature};
 pub use primes::{PrimeError, PrimePool};

@@ -66,7 +66,7 @@ fn finish<T, E: std::fmt::Debug>(
     })
 }
 
-fn expect_protocol(spec: &SessionSpec, protocol: Protocol) -> Result<(), MpcError> {
+pub(crate) fn expect_protocol(spec: &SessionSpec, protocol: Protocol) -> Result<(), MpcError> {
     if spec.protocol != protocol {
         return Err(MpcError::InvalidSession(format!(
             "session {} is a {} session, not {protocol}",

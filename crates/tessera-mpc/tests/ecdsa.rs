@@ -6,70 +6,21 @@ use std::time::{Duration, Instant};
 use cggmp24::key_share::AnyKeyShare;
 use cggmp24::{DataToSign, PartialSignature};
 use sha2::Sha256;
-use tessera_channel::identity::PartyIdentity;
-use tessera_channel::{ChannelConfig, ChannelManager, Roster};
 use tessera_mpc::fixtures::insecure_committee_2of3;
 use tessera_mpc::{
     child_public_key, derive_child_public_key, keygen, presign, sign, verify_signature, MpcConfig,
     MpcError, SessionSpec, SigningInput,
 };
-use tessera_transport::memory::MemoryNetwork;
 use tessera_transport::nats::server::LocalNatsServer;
 use tessera_transport::nats::NatsTransport;
-use tessera_transport::{SecureTransport, Transport};
-use tessera_wire::{ClusterId, PartyId, Protocol, SessionId};
+use tessera_transport::SecureTransport;
+use tessera_wire::{PartyId, Protocol};
+
+use crate::common::{keys, memory_nodes, node, spec};
 
 const P1: PartyId = PartyId(1);
 const P2: PartyId = PartyId(2);
 const P3: PartyId = PartyId(3);
-
-struct Keys {
-    identities: Vec<String>,
-    seeds: Vec<String>,
-    roster: Roster,
-}
-
-fn keys() -> Keys {
-    let cluster = ClusterId::new("mpc-test").unwrap();
-    let (mut identities, mut seeds, mut publics) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 1..=3 {
-        let nkey = nkeys::KeyPair::new_user();
-        let seed = nkey.seed().unwrap();
-        let id = PartyIdentity::generate(PartyId(i), cluster.clone(), Some(seed.clone()));
-        publics.push(id.public(Some(nkey.public_key())));
-        identities.push(id.to_json().to_string());
-        seeds.push(seed);
-    }
-    let roster = Roster::build(cluster, 1, &publics).unwrap();
-    Keys {
-        identities,
-        seeds,
-        roster,
-    }
-}
-
-async fn node(keys: &Keys, p: PartyId, transport: Arc<dyn Transport>) -> Arc<SecureTransport> {
-    let id = PartyIdentity::from_json(&keys.identities[p.0 as usize - 1]).unwrap();
-    let manager = ChannelManager::new(id, keys.roster.clone(), ChannelConfig::default()).unwrap();
-    Arc::new(SecureTransport::start(manager, transport).await.unwrap())
-}
-
-async fn memory_nodes(keys: &Keys) -> Vec<Arc<SecureTransport>> {
-    let net = MemoryNetwork::new();
-    let mut nodes = Vec::new();
-    for p in [P1, P2, P3] {
-        nodes.push(node(keys, p, Arc::new(net.connect(p))).await);
-    }
-    nodes
-}
-
-fn spec(protocol: Protocol, parties: &[PartyId]) -> SessionSpec {
-    SessionSpec {
-        session: SessionId::random(),
-        protocol,
-        parties: parties.to_vec(),
-    }
-}
 
 /// What the tests sign: SHA-256 of arbitrary bytes.
 fn sha(message: &[u8]) -> SigningInput {
@@ -121,8 +72,8 @@ async fn presign_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_runs_over_secure_sessions() {
-    let keys = keys();
-    let nodes = memory_nodes(&keys).await;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
     let s = spec(Protocol::KEYGEN, &[P1, P2, P3]);
     let config = MpcConfig::default();
     let runs = nodes.iter().map(|n| keygen(n.clone(), &s, 2, &config));
@@ -157,8 +108,8 @@ async fn keygen_runs_over_secure_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_sign_and_k256_verifies() {
-    let keys = keys();
-    let nodes = memory_nodes(&keys).await;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
     let fixture = insecure_committee_2of3();
     let pk = fixture.shares[0].shared_public_key();
     let message = b"transfer 1.5 ETH to 0x00000000000000000000000000000000000000aa";
@@ -172,8 +123,8 @@ async fn two_of_three_sign_and_k256_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presignature_then_online_signing() {
-    let keys = keys();
-    let nodes = memory_nodes(&keys).await;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
     let fixture = insecure_committee_2of3();
     let presigs = presign_with(&nodes, &spec(Protocol::PRESIGN, &[P2, P3])).await;
     assert_eq!(
@@ -201,7 +152,7 @@ async fn presignature_then_online_signing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_over_a_real_permissioned_nats_server() {
-    let keys = keys();
+    let keys = keys(3);
     let server = LocalNatsServer::start(&keys.roster).unwrap();
     let mut nodes = Vec::new();
     for p in [P1, P2, P3] {
@@ -227,8 +178,8 @@ async fn signing_over_a_real_permissioned_nats_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_party_is_named_and_the_remaining_quorum_signs() {
-    let keys = keys();
-    let nodes = memory_nodes(&keys).await;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
     let fixture = insecure_committee_2of3();
     let config = MpcConfig {
         round_timeout: Duration::from_secs(3),
@@ -277,8 +228,8 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
     use tessera_mpc::{PresignatureError, PresignatureStore, StoredPresignature};
     use tessera_store::{FileStore, KdfParams};
 
-    let keys = keys();
-    let nodes = memory_nodes(&keys).await;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
     let fixture = insecure_committee_2of3();
     let key = tessera_wire::KeyId::random();
     let dir = tempfile::tempdir().unwrap();
@@ -343,8 +294,8 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hd_child_keys_sign_keccak_preimages_and_bad_paths_are_refused() {
-    let keys = keys();
-    let nodes = memory_nodes(&keys).await;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
     let fixture = insecure_committee_2of3();
     let master = *fixture.shares[0].shared_public_key();
     let path = [44u32, 7];

@@ -3,7 +3,7 @@
 //! deny-delete and deny-purge; each node may publish only its own audit subject. The stream
 //! reads back equal to each node's file and verifies against the roster.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

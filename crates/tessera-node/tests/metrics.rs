@@ -2,7 +2,7 @@
 //! the request ledger and refused frames in the rendered text; `/healthz`, `/readyz` and
 //! `/metrics` over HTTP; NATS connection counters over a real broker.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Party nodes in one process: sessions started by signed control messages.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

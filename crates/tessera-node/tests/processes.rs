@@ -4,7 +4,7 @@
 //! node killed and restarted (its used presignature stays used, its fresh one survives, what
 //! it signed stays signed), a node down (named, the rest sign) and a graceful shutdown.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

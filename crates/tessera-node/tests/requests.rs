@@ -3,7 +3,7 @@
 //! partial signature anywhere: every signer refuses before the protocol starts, nothing is
 //! recorded in any ledger, and a presignature offered with it is not consumed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tessera_chain::{Eip1559Request, U256};

@@ -1,6 +1,6 @@
 //! Approvals by Ed25519 and Ethereum principals.
 
-mod common;
+use crate::common;
 
 use alloy_primitives::keccak256;
 use common::*;

@@ -1,6 +1,6 @@
 //! The policy-change flow.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tessera_policy::{

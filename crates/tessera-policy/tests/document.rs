@@ -1,6 +1,6 @@
 //! Parsing and validating policy documents.
 
-mod common;
+use crate::common;
 
 use alloy_primitives::U256;
 use common::*;

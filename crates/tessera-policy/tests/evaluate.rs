@@ -1,6 +1,6 @@
 //! Evaluating sign requests against the example policy.
 
-mod common;
+use crate::common;
 
 use alloy_primitives::U256;
 use common::*;

@@ -2,7 +2,7 @@
 //! is dropped and counted (and blamed on it alone), nothing piles up, and the other peers'
 //! sessions go on.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! The secure transport over the in-memory network.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! The transport over a real `nats-server` with the generated configuration: mTLS, one NKey
 //! user per party, subject permissions.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! may publish control messages and read results, and nothing else; parties may not publish
 //! control messages.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;

@@ -1,0 +1,12 @@
+//! Resharing a key to a new committee and refreshing a committee's shares, without changing the
+//! public key or the HD chain code. Our own protocol (the library has none):
+//! `docs/protocols/reshare.md` is its specification.
+//!
+//! [`core`] is the sans-IO math, generic over the curve; [`run`] carries it over a secure
+//! session for secp256k1 keys.
+
+pub mod core;
+pub mod run;
+
+pub use self::core::{Fault, Kind, Plan};
+pub use self::run::{reshare, reshare_with, Contribution, ReshareOutput, ReshareSetup};

@@ -1,0 +1,7 @@
+//! Every integration test of this crate, built as one binary (one link instead of one per
+//! file; nextest still runs each test in its own process).
+
+mod common;
+mod ecdsa;
+mod primes;
+mod reshare;

@@ -1,0 +1,9 @@
+//! Every integration test of this crate, built as one binary (one link instead of one per
+//! file; nextest still runs each test in its own process).
+
+mod approvals;
+mod canonical;
+mod change;
+mod common;
+mod document;
+mod evaluate;
