@@ -12,6 +12,7 @@ use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::Roster;
+use tessera_mpc::reshare::ReshareSetup;
 use tessera_policy::{Approval, SignRequest};
 use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
 
@@ -86,6 +87,29 @@ pub enum Operation {
         /// The approvals the coordinator collected.
         approvals: Vec<Approval>,
     },
+    /// Resharing `key` to a new committee, or refreshing its committee's shares
+    /// (`docs/protocols/reshare.md`). The session's parties are the setup's participants.
+    /// Receivers keep their new share pending until [`Operation::FinishReshare`].
+    Reshare {
+        /// The key.
+        key: KeyId,
+        /// Who deals, who receives, the key's public info and the new threshold.
+        setup: ReshareSetup,
+    },
+    /// Ends reshare session `reshare` of `key`: with `activate`, every receiver makes its
+    /// pending share the key's share and every other participant erases its old share (each
+    /// only if its own session output had this `confirmation`); otherwise every pending share
+    /// is discarded and nothing else changes. No protocol runs.
+    FinishReshare {
+        /// The key.
+        key: KeyId,
+        /// The reshare session.
+        reshare: SessionId,
+        /// The confirmation every receiver reported.
+        confirmation: [u8; 32],
+        /// Activate (all receivers confirmed) or discard.
+        activate: bool,
+    },
 }
 
 impl Operation {
@@ -97,6 +121,8 @@ impl Operation {
             Operation::Presign { .. } => Protocol::PRESIGN,
             Operation::Sign { .. } => Protocol::SIGN,
             Operation::OnlineSign { .. } => Protocol::ONLINE_SIGN,
+            Operation::Reshare { .. } => Protocol::RESHARE,
+            Operation::FinishReshare { .. } => Protocol::CONTROL,
         }
     }
 }
@@ -222,6 +248,14 @@ pub enum Output {
         /// `r || s`.
         signature: Vec<u8>,
     },
+    /// The reshare ran; receivers hold their new share pending. Every participant reports
+    /// the same confirmation (a hash of the session and the new public key info).
+    Reshare {
+        /// The confirmation to activate with.
+        confirmation: [u8; 32],
+    },
+    /// The reshare was activated or discarded here.
+    ReshareFinished,
 }
 
 /// Why a party's side of a session failed.

@@ -106,6 +106,11 @@ pub fn session_kind(operation: &Operation) -> &'static str {
         Operation::Presign { .. } => "presign",
         Operation::Sign { .. } => "sign",
         Operation::OnlineSign { .. } => "online_sign",
+        Operation::Reshare { setup, .. } => match setup.kind {
+            tessera_mpc::reshare::Kind::Reshare => "reshare",
+            tessera_mpc::reshare::Kind::Refresh => "refresh",
+        },
+        Operation::FinishReshare { .. } => "finish_reshare",
     }
 }
 

@@ -8,6 +8,7 @@ use cggmp24::key_share::AnyKeyShare;
 use tessera_audit::{AuditLog, NewEvent};
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
+use tessera_mpc::reshare::ReshareSetup;
 use tessera_mpc::{
     KeyShare, MpcConfig, MpcError, PresignatureError, PrimeError, PrimePool, SessionSpec,
     StoredPresignature,
@@ -24,7 +25,9 @@ use crate::control::{
 };
 use crate::metrics::NodeMetrics;
 use crate::requests::RequestLedger;
-use crate::state::{committee_name, KeyRecord, NodeState, StateError};
+use crate::state::{
+    committee_name, Activation, KeyRecord, NodeState, ReshareStateError, StateError,
+};
 
 /// How a node runs sessions.
 #[derive(Clone, Debug)]
@@ -77,6 +80,9 @@ pub enum NodeError {
     /// The prime pool.
     #[error(transparent)]
     Primes(#[from] PrimeError),
+    /// A reshare could not be activated or discarded here.
+    #[error(transparent)]
+    Reshare(#[from] ReshareStateError),
     /// The audit log cannot be written: the node takes part in no session it cannot account
     /// for.
     #[error("this node's audit log cannot be written ({0}); it joins no session until it can")]
@@ -89,6 +95,7 @@ impl NodeError {
         match self {
             NodeError::Mpc(MpcError::Timeout { missing, .. }) => missing.clone(),
             NodeError::Mpc(MpcError::InvalidMessage { from, .. }) => vec![*from],
+            NodeError::Mpc(MpcError::Blamed { blamed, .. }) => tessera_mpc::Blame::parties(blamed),
             _ => Vec::new(),
         }
     }
@@ -128,7 +135,10 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
     .detail("parties", PartyId::list(&start.parties));
     match &start.operation {
         Operation::AuxInfo => event,
-        Operation::Keygen { key, .. } | Operation::Presign { key } => event.detail("key", key),
+        Operation::Keygen { key, .. }
+        | Operation::Presign { key }
+        | Operation::Reshare { key, .. }
+        | Operation::FinishReshare { key, .. } => event.detail("key", key),
         Operation::Sign { request, .. } | Operation::OnlineSign { request, .. } => event
             .detail("request", request.id)
             .detail("key", request.key)
@@ -487,6 +497,13 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 })
                 .await
             }
+            Operation::Reshare { key, setup } => self.reshare(&spec, *key, setup, config).await,
+            Operation::FinishReshare {
+                key,
+                reshare,
+                confirmation,
+                activate,
+            } => self.finish_reshare(*key, *reshare, confirmation, *activate),
             Operation::OnlineSign {
                 presignature,
                 request,
@@ -530,6 +547,95 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 .await
             }
         }
+    }
+
+    /// This party's side of a reshare or refresh: deals from its share if it is a dealer,
+    /// and keeps its new share pending if it receives one.
+    async fn reshare(
+        &self,
+        spec: &SessionSpec,
+        key: KeyId,
+        setup: &ReshareSetup,
+        config: &MpcConfig,
+    ) -> Result<Output, NodeError> {
+        let me = self.party();
+        let share = if setup.old_committee.contains(&me) {
+            let record = self.state.key_record(key)?;
+            if record.committee != setup.old_committee {
+                return Err(NodeError::Refused(format!(
+                    "key {key} is held by committee {} here, not {}",
+                    PartyId::list(&record.committee),
+                    PartyId::list(&setup.old_committee)
+                )));
+            }
+            Some(record.share)
+        } else {
+            if self.state.has_key(key)? {
+                return Err(NodeError::Refused(format!(
+                    "this node holds key {key} but the reshare's old committee {} does not include it",
+                    PartyId::list(&setup.old_committee)
+                )));
+            }
+            None
+        };
+        if setup.new_committee.contains(&me) && !self.state.has_aux(&setup.new_committee)? {
+            return Err(StateError::NoAuxInfo(committee_name(&setup.new_committee)).into());
+        }
+        let output =
+            tessera_mpc::reshare::reshare(self.net.clone(), spec, setup, share.as_ref(), config)
+                .await?;
+        let receives = output.share.is_some();
+        let record = output.share.map(|share| KeyRecord {
+            committee: setup.new_committee.clone(),
+            threshold: setup.new_threshold,
+            share,
+        });
+        self.state
+            .put_pending_reshare(key, spec.session, output.confirmation, record)?;
+        self.audit.note(
+            NewEvent::new("system", "reshare.pending", format!("key:{key}"))
+                .detail("key", key)
+                .detail("reshare", spec.session)
+                .detail("receives", receives)
+                .detail("new_committee", PartyId::list(&setup.new_committee))
+                .detail("new_threshold", setup.new_threshold)
+                .detail("confirmation", hex::encode(output.confirmation)),
+        );
+        Ok(Output::Reshare {
+            confirmation: output.confirmation,
+        })
+    }
+
+    /// Activates or discards a reshare's result here.
+    fn finish_reshare(
+        &self,
+        key: KeyId,
+        reshare: SessionId,
+        confirmation: &[u8; 32],
+        activate: bool,
+    ) -> Result<Output, NodeError> {
+        let event = |action: &str| {
+            NewEvent::new("system", action, format!("key:{key}"))
+                .detail("key", key)
+                .detail("reshare", reshare)
+        };
+        if !activate {
+            self.state.discard_reshare(key, reshare)?;
+            self.audit.note(event("reshare.discarded"));
+            return Ok(Output::ReshareFinished);
+        }
+        let activation = self.state.activate_reshare(key, reshare, confirmation)?;
+        // The cached share is the old one.
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        match activation {
+            Activation::Replaced => self.audit.note(event("share.replaced")),
+            Activation::Erased => self.audit.note(event("share.erased")),
+            Activation::AlreadyDone => {}
+        }
+        Ok(Output::ReshareFinished)
     }
 
     /// Re-checks `request` (digest, policy, approvals, ledger), records it as started, runs

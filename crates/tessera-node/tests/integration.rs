@@ -7,3 +7,4 @@ mod metrics;
 mod node;
 mod processes;
 mod requests;
+mod reshare;

@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::now_unix;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tessera_mpc::fixtures::insecure_test_primes;
+use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_mpc::{baseline, KeyShare, PrimeSet, SigningInput};
 use tessera_node::local::{LocalCluster, LocalOptions, Network};
 use tessera_node::{Operation, Output};
@@ -60,13 +62,6 @@ fn approved(dev: &DevPolicy, key: KeyId) -> Result<(SignRequest, Vec<Approval>)>
     Ok((request, approvals))
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// One step's timings on one network.
 #[derive(Serialize)]
 struct Measurement {
@@ -115,7 +110,14 @@ struct Overhead {
     ratio: f64,
 }
 
-const STEPS: [&str; 5] = ["dkg", "aux info", "presign", "online sign", "full sign"];
+const STEPS: [&str; 6] = [
+    "dkg",
+    "aux info",
+    "presign",
+    "online sign",
+    "full sign",
+    "refresh",
+];
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.t < 2 || args.t > args.n || args.n > 6 {
@@ -321,6 +323,51 @@ async fn bench_tessera(
     }
     bar.finish_and_clear();
     out.push(Measurement::new("full sign", name, &samples));
+
+    // Refresh (our own protocol; the library has none): new shares of the same key, activated
+    // on every node, then a full signature with the refreshed shares.
+    let mut samples = Vec::new();
+    let bar = progress(format!("{name}: refresh"), args.runs);
+    for _ in 0..args.runs {
+        let record = cluster.node(committee[0]).state().key_record(key)?;
+        let setup = ReshareSetup {
+            kind: Kind::Refresh,
+            key: record.share.key_info.clone(),
+            old_committee: committee.clone(),
+            dealers: committee.clone(),
+            new_committee: committee.clone(),
+            new_threshold: args.t,
+        };
+        let reshare = Operation::Reshare {
+            key,
+            setup: setup.clone(),
+        };
+        let t = Instant::now();
+        let (start, signed) = cluster.starter().start(&setup.participants(), reshare);
+        let outcomes = cluster.control().run(&start, &signed, DEADLINE).await?;
+        let Output::Reshare { confirmation } = cluster.starter().check(&start, &outcomes)? else {
+            bail!("refresh returned no confirmation");
+        };
+        let finish = Operation::FinishReshare {
+            key,
+            reshare: start.session,
+            confirmation,
+            activate: true,
+        };
+        cluster.run(&setup.participants(), finish, DEADLINE).await?;
+        samples.push(t.elapsed());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let (request, approvals) = approved(dev, key)?;
+    let output = cluster
+        .run(&signers, Operation::Sign { request, approvals }, DEADLINE)
+        .await?;
+    let Output::Signature { signature } = &output else {
+        bail!("signing after the refresh returned no signature");
+    };
+    verify_with_k256(&public_key, &digest, signature)?;
+    out.push(Measurement::new("refresh", name, &samples));
     let refused: u64 = cluster
         .nodes
         .iter()
@@ -411,7 +458,13 @@ fn print_table(measurements: &[Measurement], overhead: &[Overhead]) {
                 .iter()
                 .find(|o| o.step == step && o.network == m.network)
                 .map(|o| format!("{:.2}x", o.ratio))
-                .unwrap_or_else(|| "baseline".into());
+                .unwrap_or_else(|| {
+                    if m.network == "raw" {
+                        "baseline".into()
+                    } else {
+                        "no library equivalent".into()
+                    }
+                });
             println!(
                 "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
                 m.step, m.network, m.runs, m.min_ms, m.median_ms, m.p99_ms, ratio

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::now_unix;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -347,13 +348,6 @@ fn parse_address(text: &str) -> Result<tessera_chain::Address> {
     hex::decode_to_slice(text.trim_start_matches("0x"), &mut address)
         .with_context(|| format!("{text} is not an address"))?;
     Ok(address)
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn signature_of(output: &Output) -> Result<&[u8]> {

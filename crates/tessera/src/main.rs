@@ -2,6 +2,7 @@
 
 mod api;
 mod audit;
+mod backup;
 mod bench;
 mod demo;
 mod dev;
@@ -72,6 +73,10 @@ enum Command {
     /// events to auditors.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Back up a node's key share for recovery officers (Shamir k-of-m over their age keys),
+    /// and restore it.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 fn main() -> Result<()> {
@@ -100,5 +105,14 @@ fn main() -> Result<()> {
         Command::Key(cmd) => api::run_key(cmd),
         Command::Request(cmd) => api::run_request(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Backup(cmd) => backup::run(cmd),
     }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

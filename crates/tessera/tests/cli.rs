@@ -16,14 +16,14 @@ use tessera_transport::nats::{
 use tessera_transport::SecureTransport;
 use tessera_wire::{PartyId, Protocol, SessionId};
 
-fn tessera(args: &[&str]) -> Output {
+pub fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
         .output()
         .expect("run tessera")
 }
 
-fn ok(args: &[&str]) -> String {
+pub fn ok(args: &[&str]) -> String {
     let out = tessera(args);
     assert!(
         out.status.success(),
@@ -33,7 +33,7 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn fails(args: &[&str]) -> String {
+pub fn fails(args: &[&str]) -> String {
     let out = tessera(args);
     assert!(!out.status.success(), "tessera {args:?} should fail");
     String::from_utf8(out.stderr).unwrap()
@@ -43,7 +43,7 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-fn s(p: &Path) -> &str {
+pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

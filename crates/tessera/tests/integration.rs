@@ -2,4 +2,5 @@
 //! file; nextest still runs each test in its own process).
 
 mod audit_cli;
+mod backup;
 mod cli;

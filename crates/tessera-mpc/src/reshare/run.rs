@@ -21,12 +21,14 @@ use crate::protocols::{expect_protocol, Curve, IncompleteKeyShare};
 use crate::MpcError;
 
 /// A reshare or refresh session as the coordinator's signed session start describes it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReshareSetup {
     /// Reshare or refresh.
     pub kind: Kind,
     /// The key's public info before the session (from the key share; a new party gets it from
-    /// the session start).
+    /// the session start). Carried as JSON text: the library's serde form omits absent fields,
+    /// which a binary codec cannot decode.
+    #[serde(with = "key_info_text")]
     pub key: DirtyKeyInfo<Curve>,
     /// The committee holding the key, in key order (position `k` holds share `k`).
     pub old_committee: Vec<PartyId>,
@@ -37,6 +39,37 @@ pub struct ReshareSetup {
     pub new_committee: Vec<PartyId>,
     /// The new threshold; the old one for a refresh.
     pub new_threshold: u16,
+}
+
+impl PartialEq for ReshareSetup {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && core::same_key(&self.key, &other.key)
+            && self.old_committee == other.old_committee
+            && self.dealers == other.dealers
+            && self.new_committee == other.new_committee
+            && self.new_threshold == other.new_threshold
+    }
+}
+
+impl Eq for ReshareSetup {}
+
+mod key_info_text {
+    //! A key's public info as JSON text inside any serde format.
+    use cggmp24::key_share::DirtyKeyInfo;
+    use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::Curve;
+
+    pub fn serialize<S: Serializer>(key: &DirtyKeyInfo<Curve>, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(key).map_err(S::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DirtyKeyInfo<Curve>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
+    }
 }
 
 impl ReshareSetup {
