@@ -34,8 +34,8 @@ use tessera_wire::{PartyId, RequestId};
 use crate::api::model::{
     parties_segment, AuditEvents, CommitteeList, CommitteeView, CreateKeyBody, DecisionBody,
     DerivationPath, ErrorBody, Health, KeyAddress, KeyList, KeyView, PartyRef, PolicyView,
-    ProposalList, ProposalView, ProposeBody, RequestPage, RequestView, SetupCommitteeBody,
-    SubmitBody,
+    ProposalList, ProposalView, ProposeBody, RequestPage, RequestView, ReshareKeyBody,
+    SetupCommitteeBody, SubmitBody,
 };
 use crate::auth::sign_request;
 use crate::service::rejection_digest;
@@ -297,6 +297,27 @@ impl CoordinatorClient {
             threshold,
         };
         self.post(&["v1", "keys"], &body).await
+    }
+
+    /// `POST /v1/keys/{key}/refresh`: new shares of the same key, activated on every holder.
+    pub async fn refresh_key(&self, key: &str) -> Result<KeyView, ClientError> {
+        self.post(&["v1", "keys", key, "refresh"], &serde_json::json!({}))
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/reshare`: the key handed to `committee` (a ready committee) with
+    /// `threshold`; the public key and addresses do not change.
+    pub async fn reshare_key(
+        &self,
+        key: &str,
+        committee: &[PartyId],
+        threshold: u16,
+    ) -> Result<KeyView, ClientError> {
+        let body = ReshareKeyBody {
+            committee: committee.iter().copied().map(PartyRef).collect(),
+            threshold,
+        };
+        self.post(&["v1", "keys", key, "reshare"], &body).await
     }
 
     /// `GET /v1/keys/{key}` (name or id).

@@ -365,9 +365,9 @@ async fn every_role_is_refused_on_every_route_it_may_not_use(db: &Db) {
         }
     }
     // Counted by hand from the RBAC table over the routes: set up committees, create keys,
-    // submit, cancel, propose and approve policy 3 refusals each, approve and reject requests
-    // 3 each, metrics and audit 2 each (operator, approver).
-    assert_eq!(refused, 28);
+    // refresh and reshare keys, submit, cancel, propose and approve policy 3 refusals each,
+    // approve and reject requests 3 each, metrics and audit 2 each (operator, approver).
+    assert_eq!(refused, 34);
     api.coordinator.shutdown().await;
 }
 
@@ -984,6 +984,28 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
     assert_eq!(olivia.get_key("hot wallet/1").await.unwrap(), key);
     let child = olivia.key_address("hot wallet/1", &[0, 7]).await.unwrap();
     assert_eq!(child.path, [0, 7]);
+
+    // Rotation is for admins. A refresh keeps the key; a reshare changes the threshold (and
+    // back, so the transfer below is signed by two of three again with reshared shares).
+    let err = olivia.refresh_key("hot wallet/1").await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let refreshed = ada.refresh_key("hot wallet/1").await.unwrap();
+    assert_eq!(refreshed.public_key, key.public_key);
+    let three = ada
+        .reshare_key("hot wallet/1", &[P1, P2, P3], 3)
+        .await
+        .unwrap();
+    assert_eq!((three.threshold, &three.address), (3, &key.address));
+    let err = ada
+        .reshare_key("hot wallet/1", &[P1, P2, P3], 4)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    let two = ada
+        .reshare_key("hot wallet/1", &[P1, P2, P3], 2)
+        .await
+        .unwrap();
+    assert_eq!(two.threshold, 2);
 
     // A transfer on the child key, approved by both approvers through their clients.
     let submit = SubmitBody {

@@ -96,6 +96,12 @@ pub enum Operation {
         /// Who deals, who receives, the key's public info and the new threshold.
         setup: ReshareSetup,
     },
+    /// Reports `key`'s committee, threshold and public key info as this node holds them (what a
+    /// reshare's session start must carry). No protocol runs.
+    DescribeKey {
+        /// The key.
+        key: KeyId,
+    },
     /// Ends reshare session `reshare` of `key`: with `activate`, every receiver makes its
     /// pending share the key's share and every other participant erases its old share (each
     /// only if its own session output had this `confirmation`); otherwise every pending share
@@ -122,7 +128,7 @@ impl Operation {
             Operation::Sign { .. } => Protocol::SIGN,
             Operation::OnlineSign { .. } => Protocol::ONLINE_SIGN,
             Operation::Reshare { .. } => Protocol::RESHARE,
-            Operation::FinishReshare { .. } => Protocol::CONTROL,
+            Operation::FinishReshare { .. } | Operation::DescribeKey { .. } => Protocol::CONTROL,
         }
     }
 }
@@ -256,6 +262,16 @@ pub enum Output {
     },
     /// The reshare was activated or discarded here.
     ReshareFinished,
+    /// A key as this node holds it.
+    KeyInfo {
+        /// The key's committee, in key order.
+        committee: Vec<PartyId>,
+        /// Signers needed.
+        threshold: u16,
+        /// The key's public info (public key, public shares, evaluation points, chain code),
+        /// as the library's JSON.
+        key_info: String,
+    },
 }
 
 /// Why a party's side of a session failed.

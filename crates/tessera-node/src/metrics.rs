@@ -111,6 +111,7 @@ pub fn session_kind(operation: &Operation) -> &'static str {
             tessera_mpc::reshare::Kind::Refresh => "refresh",
         },
         Operation::FinishReshare { .. } => "finish_reshare",
+        Operation::DescribeKey { .. } => "describe_key",
     }
 }
 

@@ -138,7 +138,8 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
         Operation::Keygen { key, .. }
         | Operation::Presign { key }
         | Operation::Reshare { key, .. }
-        | Operation::FinishReshare { key, .. } => event.detail("key", key),
+        | Operation::FinishReshare { key, .. }
+        | Operation::DescribeKey { key } => event.detail("key", key),
         Operation::Sign { request, .. } | Operation::OnlineSign { request, .. } => event
             .detail("request", request.id)
             .detail("key", request.key)
@@ -498,6 +499,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 .await
             }
             Operation::Reshare { key, setup } => self.reshare(&spec, *key, setup, config).await,
+            Operation::DescribeKey { key } => {
+                let record = self.state.key_record(*key)?;
+                let key_info = serde_json::to_string(&record.share.key_info)
+                    .map_err(|e| NodeError::Refused(format!("key {key} does not encode: {e}")))?;
+                Ok(Output::KeyInfo {
+                    committee: record.committee,
+                    threshold: record.threshold,
+                    key_info,
+                })
+            }
             Operation::FinishReshare {
                 key,
                 reshare,

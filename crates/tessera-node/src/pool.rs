@@ -68,6 +68,12 @@ impl PresignaturePool {
         self.pools().entry((key, signers.to_vec())).or_default();
     }
 
+    /// Stops keeping pools for `key` and forgets their presignatures (after a reshare or
+    /// refresh, which erases them on the nodes).
+    pub fn forget(&self, key: KeyId) {
+        self.pools().retain(|(k, _), _| *k != key);
+    }
+
     /// Fresh presignatures in the pool of (`key`, `signers`).
     pub fn level(&self, key: KeyId, signers: &[PartyId]) -> usize {
         self.pools()

@@ -241,3 +241,43 @@ async fn a_refresh_replaces_every_share_and_the_key_still_signs() {
     }
     assert!(signs(&cluster, key, &public, &[P2, P3]).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_party_is_replaced_by_resharing_from_the_remaining_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path()).await;
+    let (key, public) = install_key_and_aux(&cluster);
+    // The committee p1, p2, p4 has auxiliary info (the fixture's, as if set up).
+    let fixture = insecure_committee_2of3();
+    let replacement = vec![P1, P2, P4];
+    for (p, share) in replacement.iter().zip(&fixture.shares) {
+        let (_, aux) = parts(share);
+        cluster
+            .node(*p)
+            .state()
+            .put_aux(&replacement, &aux)
+            .unwrap();
+    }
+    // p3 is lost: off the network for good.
+    cluster.memory().unwrap().disconnect(P3);
+    let setup = ReshareSetup {
+        kind: Kind::Reshare,
+        key: fixture.shares[0].core.key_info.clone(),
+        old_committee: vec![P1, P2, P3],
+        dealers: vec![P1, P2],
+        new_committee: replacement.clone(),
+        new_threshold: 2,
+    };
+    assert!(!setup.participants().contains(&P3));
+    let (session, confirmation) = reshare(&cluster, key, &setup).await;
+    finish(&cluster, key, &setup, session, confirmation.unwrap(), true)
+        .await
+        .unwrap();
+    for p in &replacement {
+        let record = cluster.node(*p).state().key_record(key).unwrap();
+        assert_eq!(record.committee, replacement);
+    }
+    // The new committee signs with the same key, p4 included.
+    assert!(signs(&cluster, key, &public, &[P2, P4]).await);
+    assert!(signs(&cluster, key, &public, &[P1, P4]).await);
+}

@@ -89,6 +89,31 @@ pub enum KeyCommand {
         /// The key's name or id.
         key: String,
     },
+    /// Refresh a key: every holder gets a new share of the same key (the public key, address
+    /// and chain code stay); shares taken before no longer combine with shares after
+    /// (admins; every holder must be reachable).
+    Refresh {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key's name or id.
+        key: String,
+    },
+    /// Reshare a key to a ready committee and threshold: parties join or leave, the threshold
+    /// changes, or a lost party is replaced from the remaining holders (admins; the key's
+    /// threshold of holders must be reachable).
+    Reshare {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key's name or id.
+        key: String,
+        /// The new committee, e.g. p1,p2,p3,p4,p5 (set it up first with `tessera committee
+        /// setup`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<PartyId>,
+        /// Signers needed in the new committee.
+        #[arg(long)]
+        threshold: u16,
+    },
     /// The Ethereum address of a key, or of its HD child at `--path`.
     Address {
         #[command(flatten)]
@@ -281,6 +306,37 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 if let Some(address) = &key.address {
                     println!("address  {address}");
                 }
+            }
+            KeyCommand::Refresh { api, key } => {
+                let key = api.client()?.refresh_key(&key).await?;
+                if api.json {
+                    return print_json(&key);
+                }
+                println!(
+                    "key {} refreshed: {}-of-{} on {}, public key unchanged",
+                    key.name,
+                    key.threshold,
+                    key.committee.len(),
+                    PartyId::list(&key.committee)
+                );
+            }
+            KeyCommand::Reshare {
+                api,
+                key,
+                to,
+                threshold,
+            } => {
+                let key = api.client()?.reshare_key(&key, &to, threshold).await?;
+                if api.json {
+                    return print_json(&key);
+                }
+                println!(
+                    "key {} reshared: now {}-of-{} on {}, public key unchanged",
+                    key.name,
+                    key.threshold,
+                    key.committee.len(),
+                    PartyId::list(&key.committee)
+                );
             }
             KeyCommand::List { api } => {
                 let keys = api.client()?.list_keys().await?;

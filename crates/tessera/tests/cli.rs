@@ -692,6 +692,20 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         .unwrap()
         .to_owned();
 
+    // An admin refreshes the key through the CLI (every node gets a new share); the address
+    // stays, an operator may not, and the signing below uses the refreshed shares.
+    let refreshed = run("ada", &["key", "refresh", "treasury"], &[]);
+    assert!(refreshed.status.success(), "{}", stderr(&refreshed));
+    assert!(
+        stdout(&refreshed).contains("refreshed: 2-of-3 on p1, p2, p3"),
+        "{}",
+        stdout(&refreshed)
+    );
+    let refused = run("olivia", &["key", "refresh", "treasury"], &[]);
+    assert!(!refused.status.success());
+    let keys = run("aude", &["key", "list"], &[]);
+    assert!(stdout(&keys).contains(&address), "{}", stdout(&keys));
+
     let submit = |to: &str, wei: &str, nonce: &str| {
         run(
             "olivia",

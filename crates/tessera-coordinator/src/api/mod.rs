@@ -17,6 +17,8 @@
 //! | GET | `/v1/committees/{parties}` | `ReadKeys` | one committee (`p1,p2,p3`) |
 //! | GET | `/v1/keys` | `ReadKeys` | `{"keys": [..]}` |
 //! | POST | `/v1/keys` | `CreateKeys` | key generation on a ready committee; the ready key |
+//! | POST | `/v1/keys/{key}/refresh` | `CreateKeys` | new shares of the same key (docs/protocols/reshare.md); the key |
+//! | POST | `/v1/keys/{key}/reshare` | `CreateKeys` | the key handed to a ready committee and threshold; the key |
 //! | GET | `/v1/keys/{key}` | `ReadKeys` | one key, by name or id |
 //! | GET | `/v1/keys/{key}/address?path=0/7` | `ReadKeys` | public key and address at a path |
 //! | POST | `/v1/requests` | `SubmitRequests` | submit; idempotent by the client's id |

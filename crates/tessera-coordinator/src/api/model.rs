@@ -231,6 +231,16 @@ pub struct CreateKeyBody {
     pub threshold: u16,
 }
 
+/// `POST /v1/keys/{key}/reshare`: hand the key to a ready committee with a threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareKeyBody {
+    /// The new committee's parties.
+    pub committee: Vec<PartyRef>,
+    /// Signers needed (2 to the committee's size).
+    pub threshold: u16,
+}
+
 /// A message to sign as EIP-191 `personal_sign`: UTF-8 text or hex bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -59,6 +59,10 @@ pub enum Endpoint {
     CreateKey,
     /// One key.
     GetKey,
+    /// Refresh a key's shares.
+    RefreshKey,
+    /// Reshare a key to a committee and threshold.
+    ReshareKey,
     /// A key's address at a derivation path.
     KeyAddress,
     /// Submit a sign request.
@@ -138,6 +142,18 @@ pub const ROUTES: &[Route] = &[
     route(Get, "/v1/keys", Some(P::ReadKeys), E::ListKeys),
     route(Post, "/v1/keys", Some(P::CreateKeys), E::CreateKey),
     route(Get, "/v1/keys/{key}", Some(P::ReadKeys), E::GetKey),
+    route(
+        Post,
+        "/v1/keys/{key}/refresh",
+        Some(P::CreateKeys),
+        E::RefreshKey,
+    ),
+    route(
+        Post,
+        "/v1/keys/{key}/reshare",
+        Some(P::CreateKeys),
+        E::ReshareKey,
+    ),
     route(
         Get,
         "/v1/keys/{key}/address",

@@ -35,6 +35,7 @@ mod keys;
 mod policy;
 mod quorum;
 mod requests;
+mod rotation;
 mod settings;
 mod signing;
 mod views;

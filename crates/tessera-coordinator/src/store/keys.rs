@@ -194,6 +194,38 @@ impl Store {
         .await
     }
 
+    /// Records a ready key's new committee and threshold after a reshare (or the same ones
+    /// after a refresh). Returns false if the key is not ready; [`StoreError::NotFound`] if
+    /// unknown.
+    pub async fn set_key_committee(
+        &self,
+        id: KeyId,
+        committee: &[PartyId],
+        threshold: u16,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE keys SET committee = $1, threshold = $2, updated_at = $3 \
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(parties_to_text(committee))
+        .bind(i64::from(threshold))
+        .bind(self.now())
+        .bind(id.to_string())
+        .bind(KeyStatus::Ready.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("recording key {id}'s new committee"), e))?
+        .rows_affected();
+        if changed == 1 {
+            tracing::info!(key = %id, committee = %PartyId::list(committee), threshold, "key committee changed");
+            return Ok(true);
+        }
+        match self.get_key(id).await? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound(format!("key {id}"))),
+        }
+    }
+
     /// Marks a key being created as failed with the reason. Returns false if the key is no
     /// longer being created; [`StoreError::NotFound`] if unknown.
     pub async fn set_key_failed(&self, id: KeyId, error: &str) -> Result<bool, StoreError> {

@@ -9,4 +9,8 @@ pub mod core;
 pub mod run;
 
 pub use self::core::{Fault, Kind, Plan};
+
+/// A secp256k1 key's public info: public key, public shares, threshold and evaluation points,
+/// chain code.
+pub type KeyInfo = cggmp24::key_share::DirtyKeyInfo<crate::Curve>;
 pub use self::run::{reshare, reshare_with, Contribution, ReshareOutput, ReshareSetup};

@@ -7,7 +7,9 @@ use tessera_wire::PartyId;
 
 use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
 use super::super::guard::Authenticated;
-use super::super::model::{CreateKeyBody, DerivationPath, KeyAddress, KeyList, KeyView};
+use super::super::model::{
+    CreateKeyBody, DerivationPath, KeyAddress, KeyList, KeyView, ReshareKeyBody,
+};
 use super::super::{ApiError, ApiState};
 
 /// `GET /v1/keys`.
@@ -32,6 +34,34 @@ pub(super) async fn create(
         .create_key(&body.name, committee, body.threshold)
         .await?;
     Ok(Json(key.into()))
+}
+
+/// `POST /v1/keys/{key}/refresh`: new shares of the same key on its committee; answers with
+/// the key once every holder activated them.
+pub(super) async fn refresh(
+    State(state): State<ApiState>,
+    Extension(auth): Extension<Authenticated>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    tracing::info!(%key, by = %auth.caller.name, "key refresh requested");
+    Ok(Json(state.coordinator().refresh_key(&key).await?.into()))
+}
+
+/// `POST /v1/keys/{key}/reshare`: the key handed to a ready committee with a threshold;
+/// answers with the key once every participant activated the new shares.
+pub(super) async fn reshare(
+    State(state): State<ApiState>,
+    Extension(auth): Extension<Authenticated>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let body: ReshareKeyBody = auth.json()?;
+    let committee: Vec<PartyId> = body.committee.iter().map(|p| p.0).collect();
+    tracing::info!(%key, by = %auth.caller.name, committee = %PartyId::list(&committee), threshold = body.threshold, "key reshare requested");
+    let view = state
+        .coordinator()
+        .reshare_key(&key, committee, body.threshold)
+        .await?;
+    Ok(Json(view.into()))
 }
 
 /// `GET /v1/keys/{key}` (name or id).

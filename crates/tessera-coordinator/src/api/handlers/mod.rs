@@ -25,6 +25,8 @@ pub(crate) fn method_router(route: &Route) -> MethodRouter<ApiState> {
         Endpoint::GetCommittee => on(method, committees::get),
         Endpoint::ListKeys => on(method, keys::list),
         Endpoint::CreateKey => on(method, keys::create),
+        Endpoint::RefreshKey => on(method, keys::refresh),
+        Endpoint::ReshareKey => on(method, keys::reshare),
         Endpoint::GetKey => on(method, keys::get),
         Endpoint::KeyAddress => on(method, keys::address),
         Endpoint::SubmitRequest => on(method, requests::submit),
