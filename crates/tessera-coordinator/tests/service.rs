@@ -990,8 +990,9 @@ async fn keys_are_refreshed_and_reshared_to_a_new_threshold(db: &Db) {
         c.refresh_key("no-such-key").await,
         Err(ServiceError::NotFound(_))
     ));
-    // Each rotation is a recorded session.
-    let operations: Vec<String> = c
+    // Each rotation is a recorded session (sorted: sessions started in the same second have
+    // no order).
+    let mut operations: Vec<String> = c
         .store()
         .sessions_for(SessionSubject::Key(before.id))
         .await
@@ -1000,5 +1001,6 @@ async fn keys_are_refreshed_and_reshared_to_a_new_threshold(db: &Db) {
         .filter(|s| s.outcome == Some(SessionOutcome::Ok))
         .map(|s| s.operation)
         .collect();
+    operations.sort();
     assert_eq!(operations, ["keygen", "refresh", "reshare", "reshare"]);
 }
