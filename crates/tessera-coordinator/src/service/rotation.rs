@@ -239,16 +239,15 @@ impl Coordinator {
         row: &KeyRow,
         dealers: &[PartyId],
     ) -> Result<tessera_mpc::reshare::KeyInfo, ServiceError> {
-        let operation = Operation::DescribeKey { key: row.id };
-        let (start, signed) = self.starter.start(dealers, operation);
-        let outcome = match self
-            .control
-            .run(&start, &signed, self.settings.session_deadline)
-            .await
-        {
-            Ok(outcomes) => self.starter.check(&start, &outcomes),
-            Err(e) => Err(e),
-        };
+        let outcome = self
+            .starter
+            .run(
+                self.control.as_ref(),
+                dealers,
+                Operation::DescribeKey { key: row.id },
+                self.settings.session_deadline,
+            )
+            .await;
         let unavailable = |m: String| ServiceError::Unavailable(m);
         let (committee, threshold, key_info) = match outcome {
             Ok(Output::KeyInfo {
