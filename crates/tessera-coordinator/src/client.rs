@@ -28,18 +28,20 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tessera_policy::{Approval, OperatorKey, PolicyChange, PrincipalSignature, SignRequest};
+use tessera_policy::{
+    Approval, KeyChange, OperatorKey, PolicyChange, PrincipalSignature, SignRequest,
+};
 use tessera_wire::{PartyId, RequestId};
 
 use crate::api::model::{
     parties_segment, AuditEvents, CommitteeList, CommitteeView, CreateKeyBody, DecisionBody,
-    DerivationPath, ErrorBody, Health, KeyAddress, KeyList, KeyView, PartyRef, PolicyView,
-    ProposalList, ProposalView, ProposeBody, RequestPage, RequestView, ReshareKeyBody,
-    SetupCommitteeBody, SubmitBody,
+    DerivationPath, ErrorBody, Health, KeyAddress, KeyChangeList, KeyChangeView, KeyList, KeyView,
+    PartyRef, PolicyView, ProposalList, ProposalView, ProposeBody, RefreshKeyBody,
+    RefreshScheduleBody, RequestPage, RequestView, ReshareKeyBody, SetupCommitteeBody, SubmitBody,
 };
 use crate::auth::sign_request;
 use crate::service::rejection_digest;
-use crate::store::{ProposalId, ProposalState, RequestState};
+use crate::store::{KeyChangeState, ProposalId, ProposalState, RequestState};
 
 /// How long a call may take unless another client is given with
 /// [`CoordinatorClient::with_http_client`]: key generation answers when the key is ready.
@@ -225,6 +227,12 @@ impl CoordinatorClient {
         Approval::sign(&change.change_digest(), &self.principal, &self.key).signature
     }
 
+    /// This principal's approval of a key change: a signature over its digest, recomputed
+    /// from the change (never the digest the coordinator reports).
+    pub fn key_change_approval_for(&self, change: &KeyChange) -> PrincipalSignature {
+        Approval::sign(&change.change_digest(), &self.principal, &self.key).signature
+    }
+
     // ----- probes ------------------------------------------------------------------------
 
     /// `GET /healthz`.
@@ -299,25 +307,95 @@ impl CoordinatorClient {
         self.post(&["v1", "keys"], &body).await
     }
 
-    /// `POST /v1/keys/{key}/refresh`: new shares of the same key, activated on every holder.
-    pub async fn refresh_key(&self, key: &str) -> Result<KeyView, ClientError> {
-        self.post(&["v1", "keys", key, "refresh"], &serde_json::json!({}))
-            .await
+    /// `POST /v1/keys/{key}/refresh`: proposes new shares of the same key (a key change
+    /// with id `id`), carried out once other admins approved it
+    /// ([`approve_key_change`](Self::approve_key_change)).
+    pub async fn refresh_key(
+        &self,
+        key: &str,
+        id: ProposalId,
+        lifetime_secs: Option<u64>,
+    ) -> Result<KeyChangeView, ClientError> {
+        let body = RefreshKeyBody { id, lifetime_secs };
+        self.post(&["v1", "keys", key, "refresh"], &body).await
     }
 
-    /// `POST /v1/keys/{key}/reshare`: the key handed to `committee` (a ready committee) with
-    /// `threshold`; the public key and addresses do not change.
+    /// `POST /v1/keys/{key}/reshare`: proposes to hand the key to `committee` (a ready
+    /// committee) with `threshold`; the public key and addresses do not change.
     pub async fn reshare_key(
         &self,
         key: &str,
+        id: ProposalId,
         committee: &[PartyId],
         threshold: u16,
-    ) -> Result<KeyView, ClientError> {
+        lifetime_secs: Option<u64>,
+    ) -> Result<KeyChangeView, ClientError> {
         let body = ReshareKeyBody {
+            id,
             committee: committee.iter().copied().map(PartyRef).collect(),
             threshold,
+            lifetime_secs,
         };
         self.post(&["v1", "keys", key, "reshare"], &body).await
+    }
+
+    /// `POST /v1/keys/{key}/refresh-schedule`: proposes to refresh the key every `every_secs`
+    /// seconds (`None` stops it).
+    pub async fn schedule_refresh(
+        &self,
+        key: &str,
+        id: ProposalId,
+        every_secs: Option<u64>,
+        lifetime_secs: Option<u64>,
+    ) -> Result<KeyChangeView, ClientError> {
+        let body = RefreshScheduleBody {
+            id,
+            every_secs,
+            lifetime_secs,
+        };
+        self.post(&["v1", "keys", key, "refresh-schedule"], &body)
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/activate`: resends the activation of the key's last rotation.
+    pub async fn activate_key(&self, key: &str) -> Result<KeyView, ClientError> {
+        self.post(&["v1", "keys", key, "activate"], &serde_json::json!({}))
+            .await
+    }
+
+    /// `GET /v1/key-changes?state=&limit=`.
+    pub async fn list_key_changes(
+        &self,
+        state: Option<KeyChangeState>,
+        limit: Option<u32>,
+    ) -> Result<Vec<KeyChangeView>, ClientError> {
+        let mut params = Vec::new();
+        if let Some(state) = state {
+            params.push(("state", state.to_string()));
+        }
+        if let Some(limit) = limit {
+            params.push(("limit", limit.to_string()));
+        }
+        let list: KeyChangeList = self.get(&["v1", "key-changes"], &params).await?;
+        Ok(list.changes)
+    }
+
+    /// `GET /v1/key-changes/{id}`.
+    pub async fn get_key_change(&self, id: ProposalId) -> Result<KeyChangeView, ClientError> {
+        self.get(&["v1", "key-changes", &id.to_string()], &[]).await
+    }
+
+    /// `POST /v1/key-changes/{id}/approve` with `signature` (see
+    /// [`key_change_approval_for`](Self::key_change_approval_for)). The approval that
+    /// completes the change carries it out before answering.
+    pub async fn approve_key_change(
+        &self,
+        id: ProposalId,
+        signature: &PrincipalSignature,
+    ) -> Result<KeyChangeView, ClientError> {
+        let body = DecisionBody::new(signature);
+        self.post(&["v1", "key-changes", &id.to_string(), "approve"], &body)
+            .await
     }
 
     /// `GET /v1/keys/{key}` (name or id).

@@ -23,14 +23,15 @@ use serde_json::{json, Value};
 use service_support::*;
 use tessera_chain::{checksummed, recover_sender, Eip1559Request, U256};
 use tessera_coordinator::api::model::{
-    CommitteeView, KeyView, PayloadBody, PolicyView, RequestPage, RequestView, SubmitBody,
+    CommitteeView, KeyChangeView, KeyView, PayloadBody, PolicyView, RequestPage, RequestView,
+    SubmitBody,
 };
 use tessera_coordinator::api::{self, ApiOptions, ApiState, Nonces, ROUTES};
 use tessera_coordinator::auth::{permitted, sign_request, MAX_BODY_BYTES};
 use tessera_coordinator::client::{ClientError, CoordinatorClient, RequestQuery};
 use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::service::{rejection_digest, Coordinator, CoordinatorSettings};
-use tessera_coordinator::store::{ProposalId, ProposalState, RequestState};
+use tessera_coordinator::store::{KeyChangeState, ProposalId, ProposalState, RequestState};
 use tessera_node::ControlChannel;
 use tessera_policy::dev::{DEV_CHAIN_ID, DEV_DENIED};
 use tessera_policy::{parse_address, OperatorKey, Role};
@@ -367,7 +368,7 @@ async fn every_role_is_refused_on_every_route_it_may_not_use(db: &Db) {
     // Counted by hand from the RBAC table over the routes: set up committees, create keys,
     // refresh and reshare keys, submit, cancel, propose and approve policy 3 refusals each,
     // approve and reject requests 3 each, metrics and audit 2 each (operator, approver).
-    assert_eq!(refused, 34);
+    assert_eq!(refused, 43);
     api.coordinator.shutdown().await;
 }
 
@@ -985,27 +986,94 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
     let child = olivia.key_address("hot wallet/1", &[0, 7]).await.unwrap();
     assert_eq!(child.path, [0, 7]);
 
-    // Rotation is for admins. A refresh keeps the key; a reshare changes the threshold (and
-    // back, so the transfer below is signed by two of three again with reshared shares).
-    let err = olivia.refresh_key("hot wallet/1").await.unwrap_err();
+    // Rotation is a key change: an admin proposes, another approves (signing the digest
+    // their client recomputes), and the approval carries it out. A refresh keeps the key; a
+    // reshare changes the threshold (and back, so the transfer below is signed by two of
+    // three again with reshared shares).
+    let err = olivia
+        .refresh_key("hot wallet/1", ProposalId::random(), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
-    let refreshed = ada.refresh_key("hot wallet/1").await.unwrap();
-    assert_eq!(refreshed.public_key, key.public_key);
-    let three = ada
-        .reshare_key("hot wallet/1", &[P1, P2, P3], 3)
+    let apply = |proposed: KeyChangeView| {
+        let abe = &abe;
+        async move {
+            assert_eq!(proposed.state, KeyChangeState::Pending);
+            assert_eq!(abe.get_key_change(proposed.id).await.unwrap(), proposed);
+            let signature = abe.key_change_approval_for(&proposed.change);
+            abe.approve_key_change(proposed.id, &signature)
+                .await
+                .unwrap()
+        }
+    };
+    let refresh = ada
+        .refresh_key("hot wallet/1", ProposalId::random(), None)
         .await
         .unwrap();
-    assert_eq!((three.threshold, &three.address), (3, &key.address));
+    let own = ada.key_change_approval_for(&refresh.change);
+    let err = ada.approve_key_change(refresh.id, &own).await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(403),
+        "the proposer cannot approve: {err}"
+    );
+    assert_eq!(apply(refresh).await.state, KeyChangeState::Applied);
+    assert_eq!(
+        ada.get_key("hot wallet/1").await.unwrap().public_key,
+        key.public_key
+    );
+    let id = ProposalId::random();
+    let three = ada
+        .reshare_key("hot wallet/1", id, &[P1, P2, P3], 3, Some(600))
+        .await
+        .unwrap();
+    // A retry with the same id is the same change.
+    assert_eq!(
+        ada.reshare_key("hot wallet/1", id, &[P1, P2, P3], 3, Some(600))
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    assert_eq!(apply(three).await.state, KeyChangeState::Applied);
+    let after = ada.get_key("hot wallet/1").await.unwrap();
+    assert_eq!((after.threshold, &after.address), (3, &key.address));
     let err = ada
-        .reshare_key("hot wallet/1", &[P1, P2, P3], 4)
+        .reshare_key("hot wallet/1", ProposalId::random(), &[P1, P2, P3], 4, None)
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
     let two = ada
-        .reshare_key("hot wallet/1", &[P1, P2, P3], 2)
+        .reshare_key("hot wallet/1", ProposalId::random(), &[P1, P2, P3], 2, None)
         .await
         .unwrap();
-    assert_eq!(two.threshold, 2);
+    assert_eq!(apply(two).await.state, KeyChangeState::Applied);
+    assert_eq!(ada.get_key("hot wallet/1").await.unwrap().threshold, 2);
+    let schedule = ada
+        .schedule_refresh("hot wallet/1", ProposalId::random(), Some(7 * 86_400), None)
+        .await
+        .unwrap();
+    assert_eq!(apply(schedule).await.state, KeyChangeState::Applied);
+    assert_eq!(
+        aude.get_key("hot wallet/1")
+            .await
+            .unwrap()
+            .refresh_every_secs,
+        Some(7 * 86_400)
+    );
+    let changes = aude
+        .list_key_changes(Some(KeyChangeState::Applied), None)
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 4);
+    // Nothing is due: activating again is a no-op answering with the key.
+    assert_eq!(
+        ada.activate_key("hot wallet/1")
+            .await
+            .unwrap()
+            .activation_due,
+        None
+    );
 
     // A transfer on the child key, approved by both approvers through their clients.
     let submit = SubmitBody {

@@ -32,7 +32,6 @@ on_both_backends!(
     policy_change_applies_and_unpinned_nodes_refuse_without_retry,
     restarted_coordinator_finishes_a_request_left_signing,
     committees_keys_and_the_pinned_policy,
-    keys_are_refreshed_and_reshared_to_a_new_threshold,
 );
 
 const RECIPIENT: [u8; 20] = [0x42; 20];
@@ -920,87 +919,4 @@ async fn real_committee_setup_key_generation_and_signing() {
     let signed = wait_for(&c, view.id, RequestState::Signed).await;
     assert_eq!(signed.address, key.address);
     c.shutdown().await;
-}
-
-/// Signs a message with `key` through approvals and returns whether it was signed.
-async fn signs_message(
-    c: &std::sync::Arc<tessera_coordinator::service::Coordinator>,
-    cluster: &Cluster,
-    key: &str,
-    text: &str,
-) {
-    let pending = c
-        .submit("olivia", submit(key, vec![], message(text)))
-        .await
-        .unwrap();
-    for approver in ["ana", "ben"] {
-        c.approve(approver, pending.id, cluster.approval(approver, &pending))
-            .await
-            .unwrap();
-    }
-    wait_for(c, pending.id, RequestState::Signed).await;
-}
-
-async fn keys_are_refreshed_and_reshared_to_a_new_threshold(db: &Db) {
-    let cluster = Cluster::start().await;
-    let c = coordinator(db, &cluster, cluster.control(), settings()).await;
-    let key = fixture_key(&c, "rotating").await;
-    let before = c.get_key(&key).await.unwrap();
-    let share_of = |p: usize| {
-        let record = cluster.nodes[p].state().key_record(before.id).unwrap();
-        serde_json::to_value(&record.share).unwrap()
-    };
-    let old_share = share_of(0);
-
-    // Refresh: new shares, same key, same committee and threshold; it still signs.
-    let refreshed = c.refresh_key("rotating").await.unwrap();
-    assert_eq!(refreshed.public_key, before.public_key);
-    assert_eq!(refreshed.address, before.address);
-    assert_eq!(
-        (refreshed.threshold, &refreshed.committee),
-        (2, &before.committee)
-    );
-    assert_ne!(share_of(0), old_share, "p1's share was renewed");
-    signs_message(&c, &cluster, &key, "after the refresh").await;
-
-    // Reshare to 3-of-3 on the same (ready) committee, then back to 2-of-3.
-    let three = c.reshare_key(&key, vec![P1, P2, P3], 3).await.unwrap();
-    assert_eq!(three.threshold, 3);
-    assert_eq!(three.public_key, before.public_key);
-    for node in &cluster.nodes {
-        assert_eq!(node.state().key_record(before.id).unwrap().threshold, 3);
-    }
-    signs_message(&c, &cluster, &key, "signed by all three").await;
-    let two = c.reshare_key(&key, vec![P3, P2, P1], 2).await.unwrap();
-    assert_eq!(two.threshold, 2);
-    signs_message(&c, &cluster, &key, "two of three again").await;
-
-    // Refused before anything runs: a bad threshold, a committee not set up, an unknown key.
-    for (committee, t) in [(vec![P1, P2, P3], 4), (vec![P1, P2, P3], 1)] {
-        assert!(matches!(
-            c.reshare_key(&key, committee, t).await,
-            Err(ServiceError::Invalid(_))
-        ));
-    }
-    assert!(matches!(
-        c.reshare_key(&key, vec![P1, P2], 2).await,
-        Err(ServiceError::NotFound(_))
-    ));
-    assert!(matches!(
-        c.refresh_key("no-such-key").await,
-        Err(ServiceError::NotFound(_))
-    ));
-    // Each rotation is a recorded session (sorted: sessions started in the same second have
-    // no order).
-    let mut operations: Vec<String> = c
-        .store()
-        .sessions_for(SessionSubject::Key(before.id))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.outcome == Some(SessionOutcome::Ok))
-        .map(|s| s.operation)
-        .collect();
-    operations.sort();
-    assert_eq!(operations, ["keygen", "refresh", "reshare", "reshare"]);
 }

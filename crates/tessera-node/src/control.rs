@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::Roster;
 use tessera_mpc::reshare::ReshareSetup;
-use tessera_policy::{Approval, SignRequest};
+use tessera_policy::{Approval, ApprovedKeyChange, SignRequest};
 use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
 
 /// Largest encoded control message accepted.
@@ -95,6 +95,11 @@ pub enum Operation {
         key: KeyId,
         /// Who deals, who receives, the key's public info and the new threshold.
         setup: ReshareSetup,
+        /// The admins' approval of this change, which every participant re-checks against
+        /// the policy it pins. Required to reshare (it changes who holds the key); a refresh
+        /// keeps committee and threshold and may run without one (a scheduled refresh), but
+        /// one given must match.
+        approved: Option<Box<ApprovedKeyChange>>,
     },
     /// Reports `key`'s committee, threshold and public key info as this node holds them (what a
     /// reshare's session start must carry). No protocol runs.

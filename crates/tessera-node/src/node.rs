@@ -8,7 +8,7 @@ use cggmp24::key_share::AnyKeyShare;
 use tessera_audit::{AuditLog, NewEvent};
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
-use tessera_mpc::reshare::ReshareSetup;
+use tessera_mpc::reshare::{Kind as ReshareKind, ReshareSetup};
 use tessera_mpc::{
     KeyShare, MpcConfig, MpcError, PresignatureError, PrimeError, PrimePool, SessionSpec,
     StoredPresignature,
@@ -17,7 +17,10 @@ use tessera_store::SecretStore;
 use tessera_transport::SecureTransport;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
-use tessera_policy::{Approval, PolicyDocument, SignRequest};
+use tessera_policy::{
+    evaluate_key_change, Approval, ApprovedKeyChange, KeyChangeDecision, KeyOperation,
+    PolicyDocument, SignRequest,
+};
 
 use crate::control::{
     now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
@@ -498,7 +501,14 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 })
                 .await
             }
-            Operation::Reshare { key, setup } => self.reshare(&spec, *key, setup, config).await,
+            Operation::Reshare {
+                key,
+                setup,
+                approved,
+            } => {
+                self.reshare(&spec, *key, setup, approved.as_deref(), config)
+                    .await
+            }
             Operation::DescribeKey { key } => {
                 let record = self.state.key_record(*key)?;
                 let key_info = serde_json::to_string(&record.share.key_info)
@@ -567,8 +577,10 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         spec: &SessionSpec,
         key: KeyId,
         setup: &ReshareSetup,
+        approved: Option<&ApprovedKeyChange>,
         config: &MpcConfig,
     ) -> Result<Output, NodeError> {
+        let approved_by = self.check_key_change(key, setup, approved)?;
         let me = self.party();
         let share = if setup.old_committee.contains(&me) {
             let record = self.state.key_record(key)?;
@@ -610,11 +622,81 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 .detail("receives", receives)
                 .detail("new_committee", PartyId::list(&setup.new_committee))
                 .detail("new_threshold", setup.new_threshold)
+                .detail(
+                    "change",
+                    approved.map_or_else(|| "none".to_owned(), |a| a.change.id.to_string()),
+                )
+                .detail("approved_by", approved_by.join(", "))
                 .detail("confirmation", hex::encode(output.confirmation)),
         );
         Ok(Output::Reshare {
             confirmation: output.confirmation,
         })
+    }
+
+    /// Re-checks the admins' approval of a reshare or refresh against the pinned policy and
+    /// that it names this key, committee and threshold; returns who approved. A reshare needs
+    /// one; a refresh (same committee and threshold, enforced by the protocol's plan) may come
+    /// without.
+    fn check_key_change(
+        &self,
+        key: KeyId,
+        setup: &ReshareSetup,
+        approved: Option<&ApprovedKeyChange>,
+    ) -> Result<Vec<String>, NodeError> {
+        let Some(approved) = approved else {
+            return match setup.kind {
+                ReshareKind::Refresh => Ok(Vec::new()),
+                ReshareKind::Reshare => Err(NodeError::Refused(format!(
+                    "resharing key {key} needs a key change approved by the policy's admins;                      none was given"
+                ))),
+            };
+        };
+        let change = &approved.change;
+        if change.key != key {
+            return Err(NodeError::Refused(format!(
+                "the approved key change {} is for key {}, not {key}",
+                change.id, change.key
+            )));
+        }
+        let matches = match (&change.operation, setup.kind) {
+            (KeyOperation::Refresh, ReshareKind::Refresh) => true,
+            (
+                KeyOperation::Reshare {
+                    committee,
+                    threshold,
+                },
+                ReshareKind::Reshare,
+            ) => *committee == setup.new_committee && *threshold == setup.new_threshold,
+            _ => false,
+        };
+        if !matches {
+            return Err(NodeError::Refused(format!(
+                "the approved key change {} is '{}', but the session asks for a {} to {}-of-{} \
+                 on {}",
+                change.id,
+                change.operation,
+                match setup.kind {
+                    ReshareKind::Refresh => "refresh",
+                    ReshareKind::Reshare => "reshare",
+                },
+                setup.new_threshold,
+                setup.new_committee.len(),
+                PartyId::list(&setup.new_committee)
+            )));
+        }
+        match evaluate_key_change(&self.policy, change, &approved.approvals, now_unix()) {
+            Ok(KeyChangeDecision::Allow { approved_by }) => Ok(approved_by),
+            Ok(KeyChangeDecision::Pending { needed, .. }) => Err(NodeError::Refused(format!(
+                "key change {} needs {needed} more admin approvals under the policy this node \
+                 pins",
+                change.id
+            ))),
+            Err(e) => Err(NodeError::Refused(format!(
+                "key change {} is refused under the policy this node pins: {e}",
+                change.id
+            ))),
+        }
     }
 
     /// Activates or discards a reshare's result here.

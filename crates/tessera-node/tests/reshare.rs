@@ -13,6 +13,7 @@ use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_node::local::{LocalCluster, LocalOptions};
 use tessera_node::state::ReshareRecord;
 use tessera_node::{NodeSettings, Operation, Output, StarterError};
+use tessera_policy::{ApprovedKeyChange, KeyOperation};
 use tessera_store::KdfParams;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
@@ -59,17 +60,51 @@ fn up_to_five() -> ReshareSetup {
     }
 }
 
-/// Runs the reshare; returns its session and the confirmation all participants reported.
+/// The development admins' approval of what `setup` does (none for a refresh: a scheduled
+/// refresh runs without one).
+fn approval_of(
+    cluster: &LocalCluster,
+    key: KeyId,
+    setup: &ReshareSetup,
+) -> Option<ApprovedKeyChange> {
+    let dev = cluster.dev.as_ref().expect("a development policy");
+    match setup.kind {
+        Kind::Refresh => None,
+        Kind::Reshare => Some(dev.key_change(
+            key,
+            KeyOperation::Reshare {
+                committee: setup.new_committee.clone(),
+                threshold: setup.new_threshold,
+            },
+            now(),
+        )),
+    }
+}
+
+/// Runs the reshare, approved by the admins; returns its session and the confirmation all
+/// participants reported.
 async fn reshare(
     cluster: &LocalCluster,
     key: KeyId,
     setup: &ReshareSetup,
+) -> (SessionId, Result<[u8; 32], StarterError>) {
+    let approved = approval_of(cluster, key, setup);
+    reshare_approved(cluster, key, setup, approved).await
+}
+
+/// Runs the reshare with `approved` as its authorisation.
+async fn reshare_approved(
+    cluster: &LocalCluster,
+    key: KeyId,
+    setup: &ReshareSetup,
+    approved: Option<ApprovedKeyChange>,
 ) -> (SessionId, Result<[u8; 32], StarterError>) {
     let (start, signed) = cluster.starter().start(
         &setup.participants(),
         Operation::Reshare {
             key,
             setup: setup.clone(),
+            approved: approved.map(Box::new),
         },
     );
     let checked = match cluster.control().run(&start, &signed, DEADLINE).await {
@@ -280,4 +315,50 @@ async fn a_lost_party_is_replaced_by_resharing_from_the_remaining_holders() {
     // The new committee signs with the same key, p4 included.
     assert!(signs(&cluster, key, &public, &[P2, P4]).await);
     assert!(signs(&cluster, key, &public, &[P1, P4]).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshare_without_the_admins_approval_is_refused_by_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path()).await;
+    let (key, public) = install_key_and_aux(&cluster);
+    let dev = cluster.dev.as_ref().unwrap();
+    let setup = up_to_five();
+    let reshare_to = |committee: &[PartyId], threshold| KeyOperation::Reshare {
+        committee: committee.to_vec(),
+        threshold,
+    };
+    // Approved, but for a 2-of-5 (a coordinator lowering the threshold on its own).
+    let other = dev.key_change(key, reshare_to(&setup.new_committee, 2), now());
+    // For this reshare, but only the proposer signed it.
+    let mut unapproved = dev.key_change(key, reshare_to(&setup.new_committee, 3), now());
+    unapproved.approvals.clear();
+    // For this reshare but another key.
+    let elsewhere = dev.key_change(KeyId::random(), reshare_to(&setup.new_committee, 3), now());
+    // A refresh's approval offered for a reshare.
+    let refresh = dev.key_change(key, KeyOperation::Refresh, now());
+    let cases = [
+        (None, "needs a key change approved"),
+        (Some(other), "asks for a reshare to 3-of-5"),
+        (Some(unapproved), "needs 1 more admin approvals"),
+        (Some(elsewhere), "is for key"),
+        (Some(refresh), "is 'refresh'"),
+    ];
+    for (approved, expected) in cases {
+        let (session, result) = reshare_approved(&cluster, key, &setup, approved).await;
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+        for p in setup.participants() {
+            let state = cluster.node(p).state();
+            assert!(state.reshare(key, session).unwrap().is_none(), "{p}");
+        }
+    }
+    for p in [P1, P2, P3] {
+        assert_eq!(
+            cluster.node(p).state().key_record(key).unwrap().committee,
+            vec![P1, P2, P3]
+        );
+    }
+    assert!(!cluster.node(P4).state().has_key(key).unwrap());
+    assert!(signs(&cluster, key, &public, &[P1, P2]).await);
 }

@@ -98,11 +98,8 @@ pub fn evaluate_change(
             proposed_against: change.previous,
         });
     }
-    check_times(current, change, now)?;
-    match current.principal(&change.proposed_by) {
-        Some(p) if p.has_role(Role::Admin) => {}
-        _ => return Err(PolicyError::ProposerNotAdmin(bounded(&change.proposed_by))),
-    }
+    check_times(current, change.created_at, change.expires_at, now)?;
+    check_proposer(current, &change.proposed_by)?;
     let document = PolicyDocument::from_toml(&change.document)?;
     if document.revision() <= current.revision() {
         return Err(PolicyError::RevisionNotIncreased {
@@ -111,19 +108,12 @@ pub fn evaluate_change(
         });
     }
 
-    let digest = change.change_digest();
-    let mut seen = BTreeSet::new();
-    let mut approved_by = Vec::new();
-    for approval in approvals {
-        if !seen.insert(approval.approver.as_str()) {
-            return Err(PolicyError::DuplicateApproval(bounded(&approval.approver)));
-        }
-        let principal = approval.verify(&digest, current)?;
-        if principal.name != change.proposed_by && principal.has_role(Role::Admin) {
-            approved_by.push(principal.name.clone());
-        }
-    }
-    let needed = current.admin_approvals().saturating_sub(approved_by.len());
+    let (needed, approved_by) = count_admin_approvals(
+        current,
+        &change.proposed_by,
+        &change.change_digest(),
+        approvals,
+    )?;
     Ok(if needed == 0 {
         ChangeDecision::Allow {
             document,
@@ -137,31 +127,65 @@ pub fn evaluate_change(
     })
 }
 
-fn check_times(
+/// Refuses a proposer who is not an admin of `current`.
+pub(crate) fn check_proposer(
     current: &PolicyDocument,
-    change: &PolicyChange,
+    proposed_by: &str,
+) -> Result<(), PolicyError> {
+    match current.principal(proposed_by) {
+        Some(p) if p.has_role(Role::Admin) => Ok(()),
+        _ => Err(PolicyError::ProposerNotAdmin(bounded(proposed_by))),
+    }
+}
+
+/// Verifies every approval of `digest` and counts those by admins other than the proposer:
+/// returns how many more are needed and who counted. Duplicated, unknown or bad approvals
+/// are refused.
+pub(crate) fn count_admin_approvals(
+    current: &PolicyDocument,
+    proposed_by: &str,
+    digest: &[u8; 32],
+    approvals: &[Approval],
+) -> Result<(usize, Vec<String>), PolicyError> {
+    let mut seen = BTreeSet::new();
+    let mut approved_by = Vec::new();
+    for approval in approvals {
+        if !seen.insert(approval.approver.as_str()) {
+            return Err(PolicyError::DuplicateApproval(bounded(&approval.approver)));
+        }
+        let principal = approval.verify(digest, current)?;
+        if principal.name != proposed_by && principal.has_role(Role::Admin) {
+            approved_by.push(principal.name.clone());
+        }
+    }
+    let needed = current.admin_approvals().saturating_sub(approved_by.len());
+    Ok((needed, approved_by))
+}
+
+/// Refuses a lifetime that is empty, over, from the future or longer than the policy allows.
+pub(crate) fn check_times(
+    current: &PolicyDocument,
+    created_at: u64,
+    expires_at: u64,
     now: u64,
 ) -> Result<(), PolicyError> {
-    if change.expires_at <= change.created_at {
+    if expires_at <= created_at {
         return Err(PolicyError::BadLifetime {
-            created_at: change.created_at,
-            expires_at: change.expires_at,
+            created_at,
+            expires_at,
         });
     }
-    if now >= change.expires_at {
-        return Err(PolicyError::Expired {
-            expires_at: change.expires_at,
-            now,
-        });
+    if now >= expires_at {
+        return Err(PolicyError::Expired { expires_at, now });
     }
-    if change.created_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+    if created_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
         return Err(PolicyError::FromTheFuture {
-            created_at: change.created_at,
+            created_at,
             now,
             max_skew: MAX_CLOCK_SKEW_SECS,
         });
     }
-    let lifetime = change.expires_at - change.created_at;
+    let lifetime = expires_at - created_at;
     if lifetime > current.max_request_lifetime_secs() {
         return Err(PolicyError::LifetimeTooLong {
             lifetime,

@@ -8,7 +8,10 @@
 
 use tessera_wire::{KeyId, RequestId};
 
-use crate::{Approval, OperatorKey, Payload, PolicyDocument, PolicyError, SignRequest};
+use crate::{
+    Approval, ApprovedKeyChange, KeyChange, KeyOperation, OperatorKey, Payload, PolicyDocument,
+    PolicyError, SignRequest,
+};
 
 /// The chain the development policy allows transfers on (Sepolia).
 pub const DEV_CHAIN_ID: u64 = 11_155_111;
@@ -123,6 +126,26 @@ impl DevPolicy {
             .iter()
             .map(|a| Approval::sign(&digest, &a.name, &a.key))
             .collect()
+    }
+
+    /// A key change proposed by the first admin, created `now` and living an hour, with the
+    /// other admin's approval (enough under this policy).
+    pub fn key_change(&self, key: KeyId, operation: KeyOperation, now: u64) -> ApprovedKeyChange {
+        let change = KeyChange {
+            id: RequestId::random(),
+            policy: self.document.hash(),
+            key,
+            operation,
+            proposed_by: self.admins[0].name.clone(),
+            created_at: now,
+            expires_at: now + DEV_REQUEST_LIFETIME_SECS,
+        };
+        let digest = change.change_digest();
+        let approvals = self.admins[1..]
+            .iter()
+            .map(|a| Approval::sign(&digest, &a.name, &a.key))
+            .collect();
+        ApprovedKeyChange { change, approvals }
     }
 }
 

@@ -12,6 +12,8 @@
 //!   a request digest or a policy-change digest.
 //! - [`evaluate()`]: Allow, Pending or Deny with every [`Reason`].
 //! - [`evaluate_change()`]: the policy-change flow (admins approve new documents).
+//! - [`evaluate_key_change()`]: key changes (refresh, reshare, refresh schedule) admins
+//!   approve.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,7 @@ pub mod document;
 mod encoding;
 pub mod error;
 pub mod evaluate;
+pub mod key_change;
 pub mod principal;
 pub mod request;
 
@@ -31,6 +34,10 @@ pub use document::{PolicyDocument, Rule};
 pub use encoding::parse_address;
 pub use error::PolicyError;
 pub use evaluate::{evaluate, Decision, Reason, SpendHistory, Verdict, MAX_CLOCK_SKEW_SECS};
+pub use key_change::{
+    evaluate_key_change, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyOperation,
+    KEY_CHANGE_DIGEST_LABEL,
+};
 pub use principal::{OperatorKey, Principal, PrincipalKey, PrincipalSignature, Role};
 pub use request::{
     derive, Action, ActionKind, Asset, Derived, Payload, PolicyHash, SignRequest,

@@ -7,3 +7,4 @@ mod change;
 mod common;
 mod document;
 mod evaluate;
+mod key_change;

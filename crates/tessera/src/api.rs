@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tessera_chain::{Eip1559Request, U256};
+use tessera_coordinator::api::model::KeyChangeView;
 use tessera_coordinator::api::model::{DerivationPath, MessageBody, PayloadBody, SubmitBody};
 use tessera_coordinator::client::{CoordinatorClient, RequestQuery};
+use tessera_coordinator::store::{KeyChangeState, ProposalId};
 use tessera_wire::{PartyId, RequestId};
 
 use crate::operator::load_key;
@@ -89,21 +91,28 @@ pub enum KeyCommand {
         /// The key's name or id.
         key: String,
     },
-    /// Refresh a key: every holder gets a new share of the same key (the public key, address
-    /// and chain code stay); shares taken before no longer combine with shares after
-    /// (admins; every holder must be reachable).
+    /// Propose to refresh a key: every holder gets a new share of the same key (the public
+    /// key, address and chain code stay); shares taken before no longer combine with shares
+    /// after. Admins propose; other admins approve with `tessera key approve-change`, and the
+    /// last approval runs it (every holder must be reachable).
     Refresh {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
         /// The key's name or id.
         key: String,
     },
-    /// Reshare a key to a ready committee and threshold: parties join or leave, the threshold
-    /// changes, or a lost party is replaced from the remaining holders (admins; the key's
-    /// threshold of holders must be reachable).
+    /// Propose to reshare a key to a ready committee and threshold: parties join or leave,
+    /// the threshold changes, or a lost party is replaced from the remaining holders. Admins
+    /// propose; other admins approve with `tessera key approve-change`; every node re-checks
+    /// their approvals before it takes part (the key's threshold of holders must be
+    /// reachable).
     Reshare {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
         /// The key's name or id.
         key: String,
         /// The new committee, e.g. p1,p2,p3,p4,p5 (set it up first with `tessera committee
@@ -113,6 +122,47 @@ pub enum KeyCommand {
         /// Signers needed in the new committee.
         #[arg(long)]
         threshold: u16,
+    },
+    /// Propose how often a key is refreshed automatically (`--every 30d`), or to stop
+    /// (`--off`). Once other admins approved, the coordinator refreshes it on schedule.
+    ScheduleRefresh {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
+        /// The key's name or id.
+        key: String,
+        /// The interval: a number with s, m, h or d (e.g. 12h, 30d); at least 1h.
+        #[arg(long, value_parser = parse_interval, required_unless_present = "off", conflicts_with = "off")]
+        every: Option<u64>,
+        /// Stop scheduled refreshes.
+        #[arg(long)]
+        off: bool,
+    },
+    /// List key changes (refresh, reshare, refresh schedule), newest first.
+    Changes {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only changes in this state: pending, running, applied, failed or expired.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approve a key change (admins other than its proposer). The digest is recomputed from
+    /// the change and signed with your key; the approval that completes the change carries
+    /// it out and waits for it.
+    ApproveChange {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key change's id.
+        id: ProposalId,
+    },
+    /// Resend the activation of a key's last refresh or reshare to the parties it has not
+    /// reached (the coordinator also does this by itself every rotation check).
+    Activate {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The key's name or id.
+        key: String,
     },
     /// The Ethereum address of a key, or of its HD child at `--path`.
     Address {
@@ -124,6 +174,74 @@ pub enum KeyCommand {
         #[arg(long, default_value = "")]
         path: String,
     },
+}
+
+/// A key change's id and lifetime.
+#[derive(Args, Clone)]
+pub struct ChangeArgs {
+    /// The change's id (32 hex digits; default: a fresh random one). Reuse it to retry.
+    #[arg(long)]
+    id: Option<ProposalId>,
+    /// Seconds until it expires unapproved (default: the coordinator's proposal lifetime).
+    #[arg(long)]
+    lifetime_secs: Option<u64>,
+}
+
+impl ChangeArgs {
+    fn id(&self) -> ProposalId {
+        self.id.unwrap_or_else(ProposalId::random)
+    }
+}
+
+/// Parses an interval such as `3600`, `90m`, `12h` or `30d` into seconds.
+fn parse_interval(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: use a number with s, m, h or d, e.g. 30d"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?}: use a number with s, m, h or d, e.g. 30d"))
+}
+
+/// Prints a key change for people.
+fn print_key_change(change: &KeyChangeView) {
+    println!("change   {}", change.id);
+    println!("key      {} ({})", change.key_name, change.key_id);
+    println!("does     {}", change.operation);
+    println!("state    {}", change.state);
+    println!("by       {}", change.proposed_by);
+    let approvers: Vec<&str> = change
+        .decisions
+        .iter()
+        .map(|d| d.principal.as_str())
+        .collect();
+    if !approvers.is_empty() {
+        println!("approved {}", approvers.join(", "));
+    }
+    if let Some(error) = &change.error {
+        println!("error    {error}");
+    }
+    if change.state == KeyChangeState::Pending {
+        println!(
+            "next     other admins approve: tessera key approve-change {}",
+            change.id
+        );
+    }
 }
 
 /// What a request signs.
@@ -248,6 +366,14 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+fn print_change_or_json(api: &ApiArgs, change: &KeyChangeView) -> Result<()> {
+    if api.json {
+        return print_json(change);
+    }
+    print_key_change(change);
+    Ok(())
+}
+
 pub fn run_committee(cmd: CommitteeCommand) -> Result<()> {
     runtime()?.block_on(async {
         match cmd {
@@ -307,31 +433,75 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                     println!("address  {address}");
                 }
             }
-            KeyCommand::Refresh { api, key } => {
-                let key = api.client()?.refresh_key(&key).await?;
-                if api.json {
-                    return print_json(&key);
-                }
-                println!(
-                    "key {} refreshed: {}-of-{} on {}, public key unchanged",
-                    key.name,
-                    key.threshold,
-                    key.committee.len(),
-                    PartyId::list(&key.committee)
-                );
+            KeyCommand::Refresh { api, change, key } => {
+                let view = api
+                    .client()?
+                    .refresh_key(&key, change.id(), change.lifetime_secs)
+                    .await?;
+                print_change_or_json(&api, &view)?;
             }
             KeyCommand::Reshare {
                 api,
+                change,
                 key,
                 to,
                 threshold,
             } => {
-                let key = api.client()?.reshare_key(&key, &to, threshold).await?;
+                let view = api
+                    .client()?
+                    .reshare_key(&key, change.id(), &to, threshold, change.lifetime_secs)
+                    .await?;
+                print_change_or_json(&api, &view)?;
+            }
+            KeyCommand::ScheduleRefresh {
+                api,
+                change,
+                key,
+                every,
+                off: _,
+            } => {
+                let view = api
+                    .client()?
+                    .schedule_refresh(&key, change.id(), every, change.lifetime_secs)
+                    .await?;
+                print_change_or_json(&api, &view)?;
+            }
+            KeyCommand::Changes { api, state } => {
+                let state = state
+                    .map(|s| s.parse::<KeyChangeState>())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+                let changes = api.client()?.list_key_changes(state, None).await?;
+                if api.json {
+                    return print_json(&changes);
+                }
+                for c in changes {
+                    println!(
+                        "{} {} {} {} (by {})",
+                        c.id, c.key_name, c.state, c.operation, c.proposed_by
+                    );
+                }
+            }
+            KeyCommand::ApproveChange { api, id } => {
+                let client = api.client()?;
+                let change = client.get_key_change(id).await?;
+                let signature = client.key_change_approval_for(&change.change);
+                let view = client.approve_key_change(id, &signature).await?;
+                print_change_or_json(&api, &view)?;
+                if view.state == KeyChangeState::Failed {
+                    bail!(
+                        "key change {id} was approved but failed; the key is unchanged: {}",
+                        view.error.as_deref().unwrap_or("no error recorded")
+                    );
+                }
+            }
+            KeyCommand::Activate { api, key } => {
+                let key = api.client()?.activate_key(&key).await?;
                 if api.json {
                     return print_json(&key);
                 }
                 println!(
-                    "key {} reshared: now {}-of-{} on {}, public key unchanged",
+                    "key {}: activation delivered; {}-of-{} on {}",
                     key.name,
                     key.threshold,
                     key.committee.len(),

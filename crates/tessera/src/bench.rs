@@ -338,9 +338,11 @@ async fn bench_tessera(
             new_committee: committee.clone(),
             new_threshold: args.t,
         };
+        // Unapproved, as a scheduled refresh runs.
         let reshare = Operation::Reshare {
             key,
             setup: setup.clone(),
+            approved: None,
         };
         let t = Instant::now();
         let (start, signed) = cluster.starter().start(&setup.participants(), reshare);

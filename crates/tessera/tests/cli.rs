@@ -692,17 +692,52 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         .unwrap()
         .to_owned();
 
-    // An admin refreshes the key through the CLI (every node gets a new share); the address
-    // stays, an operator may not, and the signing below uses the refreshed shares.
-    let refreshed = run("ada", &["key", "refresh", "treasury"], &[]);
-    assert!(refreshed.status.success(), "{}", stderr(&refreshed));
+    // An admin proposes a refresh through the CLI and another approves it, which runs it
+    // (every node gets a new share); the address stays, an operator may not propose, and the
+    // signing below uses the refreshed shares.
+    let proposed = run("ada", &["key", "refresh", "treasury"], &[]);
+    assert!(proposed.status.success(), "{}", stderr(&proposed));
+    let text = stdout(&proposed);
+    assert!(text.contains("state    pending"), "{text}");
+    let change = text
+        .lines()
+        .find_map(|l| l.strip_prefix("change   "))
+        .expect("the change id")
+        .trim()
+        .to_owned();
+    let own = run("ada", &["key", "approve-change", &change], &[]);
+    assert!(!own.status.success(), "the proposer cannot approve");
     assert!(
-        stdout(&refreshed).contains("refreshed: 2-of-3 on p1, p2, p3"),
+        stderr(&own).contains("other than the proposer"),
         "{}",
-        stdout(&refreshed)
+        stderr(&own)
+    );
+    let approved = run("abe", &["key", "approve-change", &change], &[]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(
+        stdout(&approved).contains("state    applied"),
+        "{}",
+        stdout(&approved)
+    );
+    let listed = run("aude", &["key", "changes"], &[]);
+    assert!(
+        stdout(&listed).contains(&format!("{change} treasury applied refresh (by ada)")),
+        "{}",
+        stdout(&listed)
     );
     let refused = run("olivia", &["key", "refresh", "treasury"], &[]);
     assert!(!refused.status.success());
+    let too_often = run(
+        "ada",
+        &["key", "schedule-refresh", "treasury"],
+        &["--every", "10m"],
+    );
+    assert!(!too_often.status.success());
+    assert!(
+        stderr(&too_often).contains("too often"),
+        "{}",
+        stderr(&too_often)
+    );
     let keys = run("aude", &["key", "list"], &[]);
     assert!(stdout(&keys).contains(&address), "{}", stdout(&keys));
 

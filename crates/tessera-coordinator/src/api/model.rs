@@ -15,12 +15,13 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use tessera_policy::{PolicyChange, PrincipalSignature, SignRequest};
+use tessera_policy::{KeyChange, PolicyChange, PrincipalSignature, SignRequest};
 use tessera_wire::{KeyId, PartyId, RequestId};
 
 use crate::service;
 use crate::store::{
-    CommitteeStatus, Decision, KeyStatus, ProposalId, ProposalState, RequestKind, RequestState,
+    CommitteeStatus, Decision, KeyChangeState, KeyStatus, ProposalId, ProposalState, RequestKind,
+    RequestState,
 };
 
 /// Serde by `Display` / `FromStr` text (ids, states, kinds).
@@ -231,14 +232,48 @@ pub struct CreateKeyBody {
     pub threshold: u16,
 }
 
-/// `POST /v1/keys/{key}/reshare`: hand the key to a ready committee with a threshold.
+/// `POST /v1/keys/{key}/refresh`: propose to refresh the key's shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshKeyBody {
+    /// The key change's id, chosen by the client (32 hex digits), so a retry is recognised.
+    #[serde(with = "text")]
+    pub id: ProposalId,
+    /// Seconds until it expires unapproved (default: the coordinator's, capped by the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_secs: Option<u64>,
+}
+
+/// `POST /v1/keys/{key}/reshare`: propose to hand the key to a ready committee with a
+/// threshold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReshareKeyBody {
+    /// The key change's id, chosen by the client (32 hex digits).
+    #[serde(with = "text")]
+    pub id: ProposalId,
     /// The new committee's parties.
     pub committee: Vec<PartyRef>,
     /// Signers needed (2 to the committee's size).
     pub threshold: u16,
+    /// Seconds until it expires unapproved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_secs: Option<u64>,
+}
+
+/// `POST /v1/keys/{key}/refresh-schedule`: propose to refresh the key automatically every
+/// `every_secs` seconds (`null` stops it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshScheduleBody {
+    /// The key change's id, chosen by the client (32 hex digits).
+    #[serde(with = "text")]
+    pub id: ProposalId,
+    /// The interval in seconds (at least 3600), or `null` to stop scheduled refreshes.
+    pub every_secs: Option<u64>,
+    /// Seconds until it expires unapproved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_secs: Option<u64>,
 }
 
 /// A message to sign as EIP-191 `personal_sign`: UTF-8 text or hex bytes.
@@ -597,6 +632,14 @@ pub struct KeyView {
     pub created_at: i64,
     /// When the record last changed (Unix seconds).
     pub updated_at: i64,
+    /// The automatic refresh interval (seconds), if scheduled.
+    pub refresh_every_secs: Option<i64>,
+    /// When the next scheduled refresh is due (Unix seconds).
+    pub next_refresh_at: Option<i64>,
+    /// When the shares last changed by a refresh or reshare (Unix seconds).
+    pub rotated_at: Option<i64>,
+    /// The reshare session whose activation has not reached every participant yet.
+    pub activation_due: Option<String>,
 }
 
 impl From<service::KeyView> for KeyView {
@@ -613,6 +656,10 @@ impl From<service::KeyView> for KeyView {
             error,
             created_at,
             updated_at,
+            refresh_every_secs,
+            next_refresh_at,
+            rotated_at,
+            activation_due,
         } = view;
         KeyView {
             id,
@@ -626,6 +673,10 @@ impl From<service::KeyView> for KeyView {
             error,
             created_at,
             updated_at,
+            refresh_every_secs,
+            next_refresh_at,
+            rotated_at,
+            activation_due,
         }
     }
 }
@@ -755,6 +806,82 @@ impl From<service::ProposalView> for ProposalView {
 pub struct ProposalList {
     /// Newest first.
     pub proposals: Vec<ProposalView>,
+}
+
+/// A key change: see [`service::KeyChangeView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChangeView {
+    /// Its id.
+    #[serde(with = "text")]
+    pub id: ProposalId,
+    /// The key's id.
+    #[serde(with = "text")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// What it does, in words.
+    pub operation: String,
+    /// `pending`, `running`, `applied`, `failed` or `expired`.
+    #[serde(with = "text")]
+    pub state: KeyChangeState,
+    /// Why carrying it out failed.
+    pub error: Option<String>,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// The digest admins sign to approve (hex); recompute it from `change`.
+    pub change_digest: String,
+    /// Approvals, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+    /// The change itself, as admins sign it and nodes re-check it.
+    pub change: KeyChange,
+}
+
+impl From<service::KeyChangeView> for KeyChangeView {
+    fn from(view: service::KeyChangeView) -> Self {
+        let service::KeyChangeView {
+            id,
+            key_id,
+            key_name,
+            operation,
+            state,
+            error,
+            proposed_by,
+            change_digest,
+            decisions,
+            created_at,
+            expires_at,
+            updated_at,
+            change,
+        } = view;
+        KeyChangeView {
+            id,
+            key_id,
+            key_name,
+            operation,
+            state,
+            error,
+            proposed_by,
+            change_digest,
+            decisions: decisions.into_iter().map(Into::into).collect(),
+            created_at,
+            expires_at,
+            updated_at,
+            change,
+        }
+    }
+}
+
+/// The key changes (`GET /v1/key-changes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChangeList {
+    /// Newest first.
+    pub changes: Vec<KeyChangeView>,
 }
 
 #[cfg(test)]

@@ -59,10 +59,20 @@ pub enum Endpoint {
     CreateKey,
     /// One key.
     GetKey,
-    /// Refresh a key's shares.
+    /// Propose to refresh a key's shares.
     RefreshKey,
-    /// Reshare a key to a committee and threshold.
+    /// Propose to reshare a key to a committee and threshold.
     ReshareKey,
+    /// Propose a key's refresh schedule.
+    ScheduleRefresh,
+    /// Resend a key's due activation.
+    ActivateKey,
+    /// List key changes.
+    ListKeyChanges,
+    /// One key change.
+    GetKeyChange,
+    /// Approve a key change.
+    ApproveKeyChange,
     /// A key's address at a derivation path.
     KeyAddress,
     /// Submit a sign request.
@@ -155,10 +165,35 @@ pub const ROUTES: &[Route] = &[
         E::ReshareKey,
     ),
     route(
+        Post,
+        "/v1/keys/{key}/refresh-schedule",
+        Some(P::CreateKeys),
+        E::ScheduleRefresh,
+    ),
+    route(
+        Post,
+        "/v1/keys/{key}/activate",
+        Some(P::CreateKeys),
+        E::ActivateKey,
+    ),
+    route(
         Get,
         "/v1/keys/{key}/address",
         Some(P::ReadKeys),
         E::KeyAddress,
+    ),
+    route(Get, "/v1/key-changes", Some(P::ReadKeys), E::ListKeyChanges),
+    route(
+        Get,
+        "/v1/key-changes/{id}",
+        Some(P::ReadKeys),
+        E::GetKeyChange,
+    ),
+    route(
+        Post,
+        "/v1/key-changes/{id}/approve",
+        Some(P::CreateKeys),
+        E::ApproveKeyChange,
     ),
     route(
         Post,

@@ -33,6 +33,10 @@ impl From<KeyRow> for KeyView {
             error: row.error,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            refresh_every_secs: row.refresh_every_secs,
+            next_refresh_at: row.next_refresh_at,
+            rotated_at: row.rotated_at,
+            activation_due: row.pending_activation.map(|a| a.session.to_string()),
         }
     }
 }

@@ -31,6 +31,7 @@ mod counters;
 mod decisions;
 mod error;
 mod history;
+mod key_changes;
 mod keys;
 mod policy;
 mod quorum;
@@ -56,12 +57,13 @@ pub use audit::SYSTEM;
 pub use counters::{RefusalStage, ServiceCounters, SessionStats};
 pub use decisions::{rejection_digest, REJECTION_LABEL};
 pub use error::ServiceError;
+pub use key_changes::ProposeKeyChange;
 pub use policy::ProposePolicy;
 pub use requests::Submit;
 pub use settings::CoordinatorSettings;
 pub use views::{
-    CommitteeView, DecisionView, KeyAddress, KeyView, PartyHealthView, PolicyView, ProposalView,
-    RequestView,
+    CommitteeView, DecisionView, KeyAddress, KeyChangeView, KeyView, PartyHealthView, PolicyView,
+    ProposalView, RequestView,
 };
 
 /// The policy in force, parsed once per document.
@@ -90,6 +92,7 @@ pub struct Coordinator {
     stop: watch::Sender<bool>,
     pool_stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    rotating: Mutex<std::collections::HashSet<tessera_wire::KeyId>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -191,6 +194,7 @@ impl Coordinator {
             stop,
             pool_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: Mutex::new(Vec::new()),
+            rotating: Mutex::new(Default::default()),
         });
         coordinator.fail_abandoned().await?;
         let mut tasks = vec![
@@ -200,10 +204,17 @@ impl Coordinator {
                 coordinator.stop.subscribe(),
                 coordinator.settings.worker_poll_interval,
             )),
-            tokio::spawn(sweeper(
+            tokio::spawn(periodic(
                 Arc::downgrade(&coordinator),
                 coordinator.stop.subscribe(),
                 coordinator.settings.expiry_sweep_interval,
+                Job::Sweep,
+            )),
+            tokio::spawn(periodic(
+                Arc::downgrade(&coordinator),
+                coordinator.stop.subscribe(),
+                coordinator.settings.rotation_check_interval,
+                Job::Rotation,
             )),
         ];
         if let Some(pool) = &coordinator.pool {
@@ -339,7 +350,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// One sweep: expire requests and proposals past their expiry, fail abandoned set-ups.
+    /// One sweep: expire requests, proposals and key changes past their expiry, fail
+    /// abandoned set-ups.
     async fn sweep(&self) -> Result<(), ServiceError> {
         let now = to_db(now_unix());
         let expired = self.store.expire_due(now).await?;
@@ -348,6 +360,7 @@ impl Coordinator {
             self.audit_request(SYSTEM, "request.expired", *id, &[]);
         }
         self.store.expire_due_proposals(now).await?;
+        self.store.expire_due_key_changes(now).await?;
         self.fail_abandoned().await
     }
 }
@@ -425,8 +438,22 @@ pub(crate) fn hash_hex(hash: &PolicyHash) -> String {
     hash.to_string()
 }
 
-/// The expiry sweeper: runs [`Coordinator::sweep`] every `interval` until stopped or dropped.
-async fn sweeper(weak: Weak<Coordinator>, mut stop: watch::Receiver<bool>, interval: Duration) {
+/// A background job of the service.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// [`Coordinator::sweep`]: expiries and abandoned set-ups.
+    Sweep,
+    /// [`Coordinator::rotation_check`]: scheduled refreshes and activations to resend.
+    Rotation,
+}
+
+/// Runs `job` every `interval` until stopped or dropped.
+async fn periodic(
+    weak: Weak<Coordinator>,
+    mut stop: watch::Receiver<bool>,
+    interval: Duration,
+    job: Job,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -438,8 +465,12 @@ async fn sweeper(weak: Weak<Coordinator>, mut stop: watch::Receiver<bool>, inter
         let Some(coordinator) = weak.upgrade() else {
             return;
         };
-        if let Err(e) = coordinator.sweep().await {
-            tracing::warn!(error = %e, "expiry sweep failed; retrying at the next interval");
+        let outcome = match job {
+            Job::Sweep => coordinator.sweep().await,
+            Job::Rotation => coordinator.rotation_check().await,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, ?job, "background job failed; retrying at the next interval");
         }
     }
 }

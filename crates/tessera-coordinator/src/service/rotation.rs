@@ -5,6 +5,11 @@
 //! The coordinator asks the dealers for the key's public info, runs the reshare, and only when
 //! every participant reported the same confirmation records the new committee and tells every
 //! participant to activate. A failed reshare is discarded and changes nothing.
+//!
+//! People ask for rotations as key changes approved by admins ([`super::key_changes`]); a
+//! reshare carries the approved change to the nodes, which re-check it (ADR 0010). The
+//! rotation check ([`Coordinator::rotation_check`]) runs scheduled refreshes and resends
+//! activations that did not reach every participant.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +17,35 @@ use std::time::Duration;
 use tessera_audit::NewEvent;
 use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_node::{Operation, Output, StarterError};
+use tessera_policy::ApprovedKeyChange;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyView, ServiceError, SYSTEM};
 use crate::store::{
-    CommitteeStatus, KeyRow, KeyStatus, NewSession, SessionOutcome, SessionSubject,
+    CommitteeStatus, KeyRow, KeyStatus, NewSession, PendingActivation, SessionOutcome,
+    SessionSubject,
 };
 
 /// How often activation is sent before the coordinator reports it incomplete.
 const ACTIVATION_ATTEMPTS: usize = 3;
+/// How long after a failed scheduled refresh it is tried again.
+const SCHEDULED_REFRESH_RETRY_SECS: u64 = 15 * 60;
+
+/// Marks a key as being rotated by this coordinator while alive.
+struct RotatingGuard<'a> {
+    coordinator: &'a Coordinator,
+    key: KeyId,
+}
+
+impl Drop for RotatingGuard<'_> {
+    fn drop(&mut self) {
+        self.coordinator
+            .rotating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
 
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
@@ -37,26 +62,55 @@ fn done_action(kind: Kind) -> &'static str {
 }
 
 impl Coordinator {
-    /// Refreshes `key` (name or id): every holder gets a new share of the same key; shares
-    /// taken before no longer combine with shares after. Every holder must be reachable.
+    /// Refreshes `key` (name or id) without an admin approval, as the refresh schedule does
+    /// (people propose a [`KeyOperation::Refresh`](tessera_policy::KeyOperation) key change):
+    /// every holder gets a new share of the same key; shares taken before no longer combine
+    /// with shares after. Every holder must be reachable.
     pub async fn refresh_key(self: &Arc<Self>, key: &str) -> Result<KeyView, ServiceError> {
         let row = self.ready_key(key).await?;
-        let committee = row.committee.clone();
-        let threshold = row.threshold;
-        self.rotate(row, Kind::Refresh, committee, threshold).await
+        self.refresh_row(row, None).await
     }
 
-    /// Reshares `key` (name or id) to `committee` with `threshold`: `threshold` reachable
-    /// holders deal, the new committee (which must be set up: its auxiliary info exists)
-    /// receives. The public key, addresses and HD chain code do not change.
-    pub async fn reshare_key(
+    /// Refreshes a ready key, with the admins' approval if people asked for it.
+    pub(super) async fn refresh_row(
         self: &Arc<Self>,
-        key: &str,
+        row: KeyRow,
+        approved: Option<ApprovedKeyChange>,
+    ) -> Result<KeyView, ServiceError> {
+        let committee = row.committee.clone();
+        let threshold = row.threshold;
+        self.rotate(row, Kind::Refresh, committee, threshold, approved)
+            .await
+    }
+
+    /// Reshares a ready key as the approved change says: `threshold` reachable holders deal,
+    /// the new committee (which must be set up: its auxiliary info exists) receives. The
+    /// public key, addresses and HD chain code do not change.
+    pub(super) async fn reshare_row(
+        self: &Arc<Self>,
+        row: KeyRow,
         committee: Vec<PartyId>,
         threshold: u16,
+        approved: ApprovedKeyChange,
     ) -> Result<KeyView, ServiceError> {
-        let row = self.ready_key(key).await?;
-        let committee = self.committee_parties(&committee)?;
+        self.check_reshare_target(&committee, threshold).await?;
+        self.rotate(row, Kind::Reshare, committee, threshold, Some(approved))
+            .await
+    }
+
+    /// Refuses a committee that is not a set-up committee of roster parties (in ascending
+    /// order, as committees are recorded) or a threshold outside 2..=n.
+    pub(super) async fn check_reshare_target(
+        &self,
+        committee: &[PartyId],
+        threshold: u16,
+    ) -> Result<(), ServiceError> {
+        if self.committee_parties(committee)? != committee {
+            return Err(ServiceError::Invalid(format!(
+                "name the committee {} in ascending order",
+                PartyId::list(committee)
+            )));
+        }
         if threshold < 2 || usize::from(threshold) > committee.len() {
             return Err(ServiceError::Invalid(format!(
                 "threshold {threshold} for a committee of {}: it must be 2 to {}",
@@ -64,18 +118,95 @@ impl Coordinator {
                 committee.len()
             )));
         }
-        let ready = self.committee(&committee).await?;
+        let ready = self.committee(committee).await?;
         if ready.status != CommitteeStatus::Ready {
             return Err(ServiceError::Unavailable(format!(
                 "committee {} is {}; set it up before resharing to it",
-                PartyId::list(&committee),
+                PartyId::list(committee),
                 ready.status
             )));
         }
-        self.rotate(row, Kind::Reshare, committee, threshold).await
+        Ok(())
     }
 
-    async fn ready_key(&self, key: &str) -> Result<KeyRow, ServiceError> {
+    /// Sends the activation of `key`'s last rotation again to every participant, if it did
+    /// not reach them all (the rotation check does this by itself every interval). Returns
+    /// the key as recorded afterwards.
+    pub async fn complete_activation(&self, key: &str) -> Result<KeyView, ServiceError> {
+        let row = self.resolve_key(key).await?;
+        self.deliver_activation(&row).await?;
+        Ok(self.key_row(row.id).await?.into())
+    }
+
+    /// Delivers `row`'s due activation, if any, and records it delivered.
+    async fn deliver_activation(&self, row: &KeyRow) -> Result<(), ServiceError> {
+        let Some(due) = &row.pending_activation else {
+            return Ok(());
+        };
+        match self
+            .finish_reshare(row.id, due.session, &due.parties, due.confirmation, true)
+            .await
+        {
+            Ok(()) => {
+                self.store
+                    .clear_pending_activation(row.id, due.session)
+                    .await?;
+                tracing::info!(key = %row.id, session = %due.session, "activation delivered to every participant");
+                self.audit_note(
+                    NewEvent::new(
+                        SYSTEM,
+                        "key.activation_completed",
+                        format!("key:{}", row.id),
+                    )
+                    .detail("session", due.session),
+                );
+                Ok(())
+            }
+            Err(e) => Err(ServiceError::Unavailable(format!(
+                "key '{}': activation of session {} has not reached every participant ({e}); \
+                 bring the parties named back and try again (the coordinator also resends it \
+                 every rotation check)",
+                row.name, due.session
+            ))),
+        }
+    }
+
+    /// One rotation check: resends due activations and runs due scheduled refreshes (each
+    /// claimed in the database, so one replica runs it). Failures are logged and audited;
+    /// a failed scheduled refresh is tried again after 15 minutes.
+    pub(super) async fn rotation_check(self: &Arc<Self>) -> Result<(), ServiceError> {
+        let now = now_unix();
+        for row in self.store.keys_due_for_rotation_work(to_db(now)).await? {
+            if row.pending_activation.is_some() {
+                if let Err(e) = self.deliver_activation(&row).await {
+                    tracing::warn!(key = %row.id, error = %e, "activation still incomplete");
+                }
+                continue;
+            }
+            let due = row.next_refresh_at.is_some_and(|at| at <= to_db(now));
+            let retry_at = to_db(now.saturating_add(SCHEDULED_REFRESH_RETRY_SECS));
+            if !due
+                || !self
+                    .store
+                    .claim_scheduled_refresh(row.id, to_db(now), retry_at)
+                    .await?
+            {
+                continue;
+            }
+            tracing::info!(key = %row.id, "scheduled refresh due");
+            self.audit_note(
+                NewEvent::new(SYSTEM, "key.refresh_scheduled", format!("key:{}", row.id))
+                    .detail("every_secs", row.refresh_every_secs.unwrap_or_default()),
+            );
+            let name = row.name.clone();
+            if let Err(e) = self.refresh_row(row, None).await {
+                tracing::warn!(key = %name, error = %e, "scheduled refresh failed; retrying in 15 minutes");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn ready_key(&self, key: &str) -> Result<KeyRow, ServiceError> {
         let row = self.resolve_key(key).await?;
         if row.status != KeyStatus::Ready {
             return Err(ServiceError::Unavailable(format!(
@@ -94,13 +225,36 @@ impl Coordinator {
         kind: Kind,
         committee: Vec<PartyId>,
         threshold: u16,
+        approved: Option<ApprovedKeyChange>,
     ) -> Result<KeyView, ServiceError> {
         let this = self.clone();
         let id = row.id;
-        tokio::spawn(async move { this.run_rotation(row, kind, committee, threshold).await })
-            .await
-            .map_err(|e| ServiceError::Unavailable(format!("the rotation task failed: {e}")))??;
+        tokio::spawn(async move {
+            let _guard = this.start_rotating(&row)?;
+            // An earlier rotation's activation first: until it reached every participant,
+            // some of them hold the old share.
+            this.deliver_activation(&row).await?;
+            this.run_rotation(row, kind, committee, threshold, approved)
+                .await
+        })
+        .await
+        .map_err(|e| ServiceError::Unavailable(format!("the rotation task failed: {e}")))??;
         Ok(self.key_row(id).await?.into())
+    }
+
+    /// Marks `row` as being rotated here, or refuses if it already is.
+    fn start_rotating(&self, row: &KeyRow) -> Result<RotatingGuard<'_>, ServiceError> {
+        let mut rotating = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        if !rotating.insert(row.id) {
+            return Err(ServiceError::Conflict(format!(
+                "key '{}' is being refreshed or reshared; try again when that finished",
+                row.name
+            )));
+        }
+        Ok(RotatingGuard {
+            coordinator: self,
+            key: row.id,
+        })
     }
 
     async fn run_rotation(
@@ -109,6 +263,7 @@ impl Coordinator {
         kind: Kind,
         committee: Vec<PartyId>,
         threshold: u16,
+        approved: Option<ApprovedKeyChange>,
     ) -> Result<(), ServiceError> {
         let dealers = match kind {
             Kind::Refresh => row.committee.clone(),
@@ -144,11 +299,18 @@ impl Coordinator {
             .detail("committee", PartyId::list(&row.committee))
             .detail("dealers", PartyId::list(&setup.dealers))
             .detail("new_committee", PartyId::list(&committee))
-            .detail("new_threshold", threshold),
+            .detail("new_threshold", threshold)
+            .detail(
+                "change",
+                approved
+                    .as_ref()
+                    .map_or_else(|| "scheduled".to_owned(), |a| a.change.id.to_string()),
+            ),
         );
         let operation = Operation::Reshare {
             key: row.id,
             setup: setup.clone(),
+            approved: approved.map(Box::new),
         };
         let (session, outcome) = self
             .run_key_session(row.id, name, &participants, operation)
@@ -180,8 +342,13 @@ impl Coordinator {
             }
         };
         // The commit point: every participant holds the same result.
+        let activation = PendingActivation {
+            session,
+            confirmation,
+            parties: participants.clone(),
+        };
         self.store
-            .set_key_committee(row.id, &committee, threshold)
+            .set_key_committee(row.id, &committee, threshold, &activation)
             .await?;
         if let Some(pool) = &self.pool {
             pool.forget(row.id);
@@ -197,6 +364,7 @@ impl Coordinator {
                 .await
             {
                 Ok(()) => {
+                    self.store.clear_pending_activation(row.id, session).await?;
                     last = None;
                     break;
                 }
@@ -216,8 +384,9 @@ impl Coordinator {
             );
             return Err(ServiceError::Unavailable(format!(
                 "key '{}': the {name} succeeded and is recorded, but activation did not reach \
-                 every participant ({e}); the parties named must be brought back and sent \
-                 activation for session {session}",
+                 every participant ({e}); bring the parties named back: the coordinator resends \
+                 activation for session {session} every rotation check (or run `tessera key \
+                 activate`)",
                 row.name
             )));
         }

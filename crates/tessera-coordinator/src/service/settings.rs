@@ -20,6 +20,9 @@ pub struct CoordinatorSettings {
     /// How often requests and policy proposals past their expiry are marked expired, and
     /// abandoned key generations and committee set-ups marked failed. Default 30 s.
     pub expiry_sweep_interval: Duration,
+    /// How often keys are checked for a scheduled refresh that is due and for an activation
+    /// that did not reach every party (resent until it does). Default 60 s.
+    pub rotation_check_interval: Duration,
     /// How often the signing worker looks for work when nothing woke it (requests approved
     /// by another replica, requests left signing by a stopped coordinator). Default 5 s.
     pub worker_poll_interval: Duration,
@@ -52,6 +55,7 @@ impl Default for CoordinatorSettings {
             session_deadline: Duration::from_secs(120),
             aux_info_deadline: Duration::from_secs(15 * 60),
             expiry_sweep_interval: Duration::from_secs(30),
+            rotation_check_interval: Duration::from_secs(60),
             worker_poll_interval: Duration::from_secs(5),
             stale_signing_after: Duration::from_secs(60),
             presignature_pool_target: 0,
@@ -80,6 +84,7 @@ impl CoordinatorSettings {
             ("aux_info_deadline", self.aux_info_deadline),
             ("expiry_sweep_interval", self.expiry_sweep_interval),
             ("worker_poll_interval", self.worker_poll_interval),
+            ("rotation_check_interval", self.rotation_check_interval),
             (
                 "presignature_refill_interval",
                 self.presignature_refill_interval,

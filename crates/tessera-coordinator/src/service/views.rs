@@ -4,11 +4,12 @@
 use std::fmt::Display;
 
 use serde::{Serialize, Serializer};
-use tessera_policy::{PolicyChange, SignRequest};
+use tessera_policy::{KeyChange, PolicyChange, SignRequest};
 use tessera_wire::{KeyId, PartyId, RequestId};
 
 use crate::store::{
-    CommitteeStatus, Decision, KeyStatus, ProposalId, ProposalState, RequestKind, RequestState,
+    CommitteeStatus, Decision, KeyChangeState, KeyStatus, ProposalId, ProposalState, RequestKind,
+    RequestState,
 };
 
 /// Serializes a value by its `Display` text (ids, states).
@@ -126,6 +127,15 @@ pub struct KeyView {
     pub created_at: i64,
     /// When the record last changed (Unix seconds).
     pub updated_at: i64,
+    /// The automatic refresh interval (seconds), if scheduled.
+    pub refresh_every_secs: Option<i64>,
+    /// When the next scheduled refresh is due (Unix seconds), if scheduled.
+    pub next_refresh_at: Option<i64>,
+    /// When the shares last changed by a refresh or reshare (Unix seconds), if ever.
+    pub rotated_at: Option<i64>,
+    /// The reshare session whose activation has not reached every participant yet (resent
+    /// automatically, or with `tessera key activate`).
+    pub activation_due: Option<String>,
 }
 
 /// A key's (child) public key and address at a derivation path.
@@ -179,6 +189,41 @@ pub struct ProposalView {
     pub expires_at: i64,
     /// The change itself, as admins sign it.
     pub change: PolicyChange,
+}
+
+/// A key change (refresh, reshare, refresh schedule) as the service shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyChangeView {
+    /// Its id.
+    #[serde(serialize_with = "display")]
+    pub id: ProposalId,
+    /// The key's id.
+    #[serde(serialize_with = "display")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// What it does, in words.
+    pub operation: String,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub state: KeyChangeState,
+    /// Why carrying it out failed.
+    pub error: Option<String>,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// The digest admins sign to approve (hex): see [`KeyChange::change_digest`]; recompute
+    /// it from `change` before signing.
+    pub change_digest: String,
+    /// Approvals, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+    /// The change itself, as admins sign it and nodes re-check it.
+    pub change: KeyChange,
 }
 
 /// What the coordinator knows of a party's recent sessions (kept in memory).

@@ -1,7 +1,7 @@
 //! The `keys` table: threshold keys and their generation status.
 
 use sqlx::any::AnyRow;
-use tessera_wire::{KeyId, PartyId};
+use tessera_wire::{KeyId, PartyId, SessionId};
 
 use super::row::Cols;
 use super::types::{parties_from_text, parties_to_text};
@@ -45,10 +45,54 @@ pub struct KeyRow {
     pub created_at: i64,
     /// When the row last changed (Unix seconds).
     pub updated_at: i64,
+    /// Refresh the key automatically this often (seconds), if set.
+    pub refresh_every_secs: Option<i64>,
+    /// When the next scheduled refresh is due (Unix seconds), if scheduled.
+    pub next_refresh_at: Option<i64>,
+    /// When its shares last changed by a refresh or reshare (Unix seconds), if ever.
+    pub rotated_at: Option<i64>,
+    /// A recorded rotation whose activation has not reached every participant yet.
+    pub pending_activation: Option<PendingActivation>,
+}
+
+/// A rotation recorded as the key's committee whose activation is still to be delivered to
+/// some participants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingActivation {
+    /// The reshare session.
+    pub session: SessionId,
+    /// The confirmation every participant reported.
+    pub confirmation: [u8; 32],
+    /// The session's participants.
+    pub parties: Vec<PartyId>,
 }
 
 const COLUMNS: &str = "id, name, threshold, committee, public_key, chain_code, status, error, \
-                       created_at, updated_at";
+                       created_at, updated_at, refresh_every_secs, next_refresh_at, rotated_at, activation_session, \
+                       activation_confirmation, activation_parties";
+
+fn pending_activation(c: &Cols<'_>) -> Result<Option<PendingActivation>, StoreError> {
+    let Some(session) = c.opt_text("activation_session")? else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| StoreError::Invalid {
+        what: "pending activation",
+        reason,
+    };
+    let session = session
+        .parse()
+        .map_err(|_| invalid(format!("{session:?} is not a session id")))?;
+    let confirmation = c
+        .opt_hex("activation_confirmation")?
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| invalid("the confirmation is not 32 bytes".into()))?;
+    let parties = c.with("activation_parties", parties_from_text)?;
+    Ok(Some(PendingActivation {
+        session,
+        confirmation,
+        parties,
+    }))
+}
 
 fn key_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
     let c = Cols::new(row, "keys");
@@ -63,6 +107,10 @@ fn key_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
         error: c.opt_text("error")?,
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
+        refresh_every_secs: c.opt_int("refresh_every_secs")?,
+        next_refresh_at: c.opt_int("next_refresh_at")?,
+        rotated_at: c.opt_int("rotated_at")?,
+        pending_activation: pending_activation(&c)?,
     })
 }
 
@@ -195,23 +243,32 @@ impl Store {
     }
 
     /// Records a ready key's new committee and threshold after a reshare (or the same ones
-    /// after a refresh). Returns false if the key is not ready; [`StoreError::NotFound`] if
-    /// unknown.
+    /// after a refresh), its rotation time and next scheduled refresh, and `activation` as
+    /// still to be delivered (one statement: the commit point of a rotation). Returns false if the key is not ready;
+    /// [`StoreError::NotFound`] if unknown.
     pub async fn set_key_committee(
         &self,
         id: KeyId,
         committee: &[PartyId],
         threshold: u16,
+        activation: &PendingActivation,
     ) -> Result<bool, StoreError> {
+        let now = self.now();
         let changed = sqlx::query(
-            "UPDATE keys SET committee = $1, threshold = $2, updated_at = $3 \
+            "UPDATE keys SET committee = $1, threshold = $2, updated_at = $3, rotated_at = $3, \
+             next_refresh_at = CASE WHEN refresh_every_secs IS NULL THEN NULL \
+                                    ELSE $3 + refresh_every_secs END, \
+             activation_session = $6, activation_confirmation = $7, activation_parties = $8 \
              WHERE id = $4 AND status = $5",
         )
         .bind(parties_to_text(committee))
         .bind(i64::from(threshold))
-        .bind(self.now())
+        .bind(now)
         .bind(id.to_string())
         .bind(KeyStatus::Ready.as_str())
+        .bind(activation.session.to_string())
+        .bind(hex::encode(activation.confirmation))
+        .bind(parties_to_text(&activation.parties))
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::db(format_args!("recording key {id}'s new committee"), e))?
@@ -224,6 +281,99 @@ impl Store {
             Some(_) => Ok(false),
             None => Err(StoreError::NotFound(format!("key {id}"))),
         }
+    }
+
+    /// Records that every participant of reshare `session` activated: the key has no
+    /// activation due any more. Returns false if another (or no) activation is due.
+    pub async fn clear_pending_activation(
+        &self,
+        id: KeyId,
+        session: SessionId,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE keys SET activation_session = NULL, activation_confirmation = NULL, \
+             activation_parties = NULL, updated_at = $1 WHERE id = $2 AND activation_session = $3",
+        )
+        .bind(self.now())
+        .bind(id.to_string())
+        .bind(session.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("clearing key {id}'s pending activation"), e))?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Sets (or with `None` clears) how often a ready key is refreshed automatically; the
+    /// first scheduled refresh is one interval from now. Returns false if the key is not
+    /// ready; [`StoreError::NotFound`] if unknown.
+    pub async fn set_refresh_schedule(
+        &self,
+        id: KeyId,
+        every_secs: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let now = self.now();
+        let changed = sqlx::query(
+            "UPDATE keys SET refresh_every_secs = $1, next_refresh_at = $5, updated_at = $2 \
+             WHERE id = $3 AND status = $4",
+        )
+        .bind(every_secs)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(KeyStatus::Ready.as_str())
+        .bind(every_secs.map(|every| now.saturating_add(every)))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("setting key {id}'s refresh schedule"), e))?
+        .rows_affected();
+        if changed == 1 {
+            return Ok(true);
+        }
+        match self.get_key(id).await? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound(format!("key {id}"))),
+        }
+    }
+
+    /// Claims a ready key's scheduled refresh if it is due at `now`: moves its next refresh
+    /// to `retry_at` (where it stays if this attempt fails; a successful rotation sets it one
+    /// interval on). Only one caller (of any replica) wins a due refresh.
+    pub async fn claim_scheduled_refresh(
+        &self,
+        id: KeyId,
+        now: i64,
+        retry_at: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE keys SET next_refresh_at = $1 WHERE id = $2 AND status = $3 \
+             AND next_refresh_at IS NOT NULL AND next_refresh_at <= $4",
+        )
+        .bind(retry_at)
+        .bind(id.to_string())
+        .bind(KeyStatus::Ready.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("claiming key {id}'s scheduled refresh"), e))?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Ready keys whose scheduled refresh is due at `now`, and keys with an activation still
+    /// to deliver; by name.
+    pub async fn keys_due_for_rotation_work(&self, now: i64) -> Result<Vec<KeyRow>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM keys WHERE status = $1 AND (activation_session IS NOT NULL \
+             OR next_refresh_at <= $2) ORDER BY name"
+        ))
+        .bind(KeyStatus::Ready.as_str())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::db("listing keys due for rotation work", e))?
+        .iter()
+        .map(key_row)
+        .collect()
     }
 
     /// Marks a key being created as failed with the reason. Returns false if the key is no

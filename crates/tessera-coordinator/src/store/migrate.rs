@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "service",
         include_str!("../../migrations/0002_service.sql"),
     ),
+    (
+        3,
+        "key changes",
+        include_str!("../../migrations/0003_key_changes.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.

@@ -16,6 +16,7 @@
 mod approvals;
 mod committees;
 mod error;
+mod key_changes;
 mod keys;
 mod migrate;
 mod nonces;
@@ -36,15 +37,16 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 pub use approvals::{AddApproval, Approval};
 pub use committees::CommitteeRow;
 pub use error::StoreError;
-pub use keys::{KeyRow, NewKey};
+pub use key_changes::{KeyChangeRow, NewKeyChange};
+pub use keys::{KeyRow, NewKey, PendingActivation};
 pub use migrate::SCHEMA_VERSION;
 pub use policies::{NewProposal, PolicyRow, ProposalRow};
 pub use requests::{NewRequest, RequestFilter, RequestRow};
 pub use sessions::{NewSession, SessionOutcome, SessionRow};
 pub use spend::Spend;
 pub use types::{
-    ApprovalSubject, CommitteeStatus, Decision, InsertOutcome, KeyStatus, ProposalId,
-    ProposalState, RequestKind, RequestState, SessionSubject,
+    ApprovalSubject, CommitteeStatus, Decision, InsertOutcome, KeyChangeState, KeyStatus,
+    ProposalId, ProposalState, RequestKind, RequestState, SessionSubject,
 };
 
 pub(crate) use error::redact_url;

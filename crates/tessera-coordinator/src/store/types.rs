@@ -136,6 +136,22 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a key change (refresh, reshare, refresh schedule) is in its life.
+    KeyChangeState, "key change state" {
+        /// Waiting for approvals.
+        Pending = "pending",
+        /// Approved; being carried out.
+        Running = "running",
+        /// Carried out.
+        Applied = "applied",
+        /// Approved, but carrying it out failed; the key is unchanged.
+        Failed = "failed",
+        /// Not approved before its expiry.
+        Expired = "expired",
+    }
+);
+
 /// A policy change proposal's id: 16 random bytes, shown as 32 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProposalId(pub [u8; 16]);
@@ -178,6 +194,8 @@ pub enum ApprovalSubject {
     Request(RequestId),
     /// A policy change proposal.
     Policy(ProposalId),
+    /// A key change.
+    KeyChange(ProposalId),
 }
 
 impl fmt::Display for ApprovalSubject {
@@ -185,6 +203,7 @@ impl fmt::Display for ApprovalSubject {
         match self {
             ApprovalSubject::Request(id) => write!(f, "request:{id}"),
             ApprovalSubject::Policy(id) => write!(f, "policy:{id}"),
+            ApprovalSubject::KeyChange(id) => write!(f, "key-change:{id}"),
         }
     }
 }
@@ -194,12 +213,18 @@ impl FromStr for ApprovalSubject {
     fn from_str(s: &str) -> Result<Self, StoreError> {
         let invalid = || StoreError::Invalid {
             what: "approval subject",
-            reason: format!("{s:?} is not request:<32 hex digits> or policy:<32 hex digits>"),
+            reason: format!(
+                "{s:?} is not request:, policy: or key-change: followed by 32 hex digits"
+            ),
         };
         if let Some(id) = s.strip_prefix("request:") {
             Ok(ApprovalSubject::Request(id.parse().map_err(|_| invalid())?))
         } else if let Some(id) = s.strip_prefix("policy:") {
             Ok(ApprovalSubject::Policy(id.parse().map_err(|_| invalid())?))
+        } else if let Some(id) = s.strip_prefix("key-change:") {
+            Ok(ApprovalSubject::KeyChange(
+                id.parse().map_err(|_| invalid())?,
+            ))
         } else {
             Err(invalid())
         }
@@ -295,6 +320,8 @@ mod tests {
         assert_eq!(r.to_string().parse::<ApprovalSubject>().unwrap(), r);
         let p = ApprovalSubject::Policy(ProposalId([1; 16]));
         assert_eq!(p.to_string().parse::<ApprovalSubject>().unwrap(), p);
+        let k = ApprovalSubject::KeyChange(ProposalId([2; 16]));
+        assert_eq!(k.to_string().parse::<ApprovalSubject>().unwrap(), k);
         assert!("request:xyz".parse::<ApprovalSubject>().is_err());
         assert!("key:00".parse::<ApprovalSubject>().is_err());
         let k = SessionSubject::Key(KeyId([2; 16]));

@@ -205,6 +205,7 @@ pub fn settings() -> CoordinatorSettings {
     CoordinatorSettings {
         worker_poll_interval: Duration::from_millis(200),
         expiry_sweep_interval: Duration::from_millis(200),
+        rotation_check_interval: Duration::from_millis(300),
         shutdown_grace: Duration::from_secs(1),
         ..CoordinatorSettings::default()
     }
@@ -336,4 +337,44 @@ pub fn dev_variant(dev: &DevPolicy, revision: u64, approvals: &str) -> PolicyDoc
             &format!("approvals = {approvals}"),
         );
     PolicyDocument::from_toml(text.as_bytes()).unwrap()
+}
+
+/// A control channel that loses every activation's message to p3 while `lose` is set (p3
+/// stays reachable for everything else), as when a node restarts at the wrong moment.
+pub struct LosesActivationToP3 {
+    all: Arc<dyn ControlChannel>,
+    without_p3: Arc<dyn ControlChannel>,
+    /// Whether activations currently miss p3.
+    pub lose: std::sync::atomic::AtomicBool,
+}
+
+impl LosesActivationToP3 {
+    /// Over `cluster`'s nodes, losing activations from the start.
+    pub fn new(cluster: &Cluster) -> Arc<Self> {
+        Arc::new(LosesActivationToP3 {
+            all: cluster.control(),
+            without_p3: cluster.control_without(P3),
+            lose: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+}
+
+#[async_trait]
+impl ControlChannel for LosesActivationToP3 {
+    async fn run(
+        &self,
+        start: &SessionStart,
+        signed: &SignedStart,
+        deadline: Duration,
+    ) -> Result<Vec<SignedOutcome>, StarterError> {
+        let activation = matches!(
+            start.operation,
+            tessera_node::Operation::FinishReshare { activate: true, .. }
+        );
+        if activation && self.lose.load(Ordering::Relaxed) {
+            self.without_p3.run(start, signed, deadline).await
+        } else {
+            self.all.run(start, signed, deadline).await
+        }
+    }
 }

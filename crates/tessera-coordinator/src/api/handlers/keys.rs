@@ -8,9 +8,12 @@ use tessera_wire::PartyId;
 use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
 use super::super::guard::Authenticated;
 use super::super::model::{
-    CreateKeyBody, DerivationPath, KeyAddress, KeyList, KeyView, ReshareKeyBody,
+    CreateKeyBody, DerivationPath, KeyAddress, KeyChangeView, KeyList, KeyView, RefreshKeyBody,
+    RefreshScheduleBody, ReshareKeyBody,
 };
 use super::super::{ApiError, ApiState};
+use crate::service::ProposeKeyChange;
+use tessera_policy::KeyOperation;
 
 /// `GET /v1/keys`.
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<KeyList>, ApiError> {
@@ -36,32 +39,89 @@ pub(super) async fn create(
     Ok(Json(key.into()))
 }
 
-/// `POST /v1/keys/{key}/refresh`: new shares of the same key on its committee; answers with
-/// the key once every holder activated them.
+/// Proposes a key change as the caller (an admin).
+async fn propose(
+    state: &ApiState,
+    auth: &Authenticated,
+    proposal: ProposeKeyChange,
+) -> Result<Json<KeyChangeView>, ApiError> {
+    tracing::info!(key = %proposal.key, operation = %proposal.operation, by = %auth.caller.name, "key change proposed");
+    let view = state
+        .coordinator()
+        .propose_key_change(&auth.caller.name, proposal)
+        .await?;
+    Ok(Json(view.into()))
+}
+
+/// `POST /v1/keys/{key}/refresh`: proposes new shares of the same key on its committee,
+/// carried out once the admins approved.
 pub(super) async fn refresh(
     State(state): State<ApiState>,
     Extension(auth): Extension<Authenticated>,
     ApiPath(key): ApiPath<String>,
-) -> Result<Json<KeyView>, ApiError> {
-    tracing::info!(%key, by = %auth.caller.name, "key refresh requested");
-    Ok(Json(state.coordinator().refresh_key(&key).await?.into()))
+) -> Result<Json<KeyChangeView>, ApiError> {
+    let body: RefreshKeyBody = auth.json()?;
+    let proposal = ProposeKeyChange {
+        id: body.id,
+        key,
+        operation: KeyOperation::Refresh,
+        lifetime_secs: body.lifetime_secs,
+    };
+    propose(&state, &auth, proposal).await
 }
 
-/// `POST /v1/keys/{key}/reshare`: the key handed to a ready committee with a threshold;
-/// answers with the key once every participant activated the new shares.
+/// `POST /v1/keys/{key}/reshare`: proposes to hand the key to a ready committee with a
+/// threshold, carried out once the admins approved.
 pub(super) async fn reshare(
     State(state): State<ApiState>,
     Extension(auth): Extension<Authenticated>,
     ApiPath(key): ApiPath<String>,
-) -> Result<Json<KeyView>, ApiError> {
+) -> Result<Json<KeyChangeView>, ApiError> {
     let body: ReshareKeyBody = auth.json()?;
-    let committee: Vec<PartyId> = body.committee.iter().map(|p| p.0).collect();
-    tracing::info!(%key, by = %auth.caller.name, committee = %PartyId::list(&committee), threshold = body.threshold, "key reshare requested");
-    let view = state
-        .coordinator()
-        .reshare_key(&key, committee, body.threshold)
-        .await?;
-    Ok(Json(view.into()))
+    let mut committee: Vec<PartyId> = body.committee.iter().map(|p| p.0).collect();
+    committee.sort();
+    let proposal = ProposeKeyChange {
+        id: body.id,
+        key,
+        operation: KeyOperation::Reshare {
+            committee,
+            threshold: body.threshold,
+        },
+        lifetime_secs: body.lifetime_secs,
+    };
+    propose(&state, &auth, proposal).await
+}
+
+/// `POST /v1/keys/{key}/refresh-schedule`: proposes how often the key is refreshed
+/// automatically (or to stop), applied once the admins approved.
+pub(super) async fn schedule_refresh(
+    State(state): State<ApiState>,
+    Extension(auth): Extension<Authenticated>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<KeyChangeView>, ApiError> {
+    let body: RefreshScheduleBody = auth.json()?;
+    let proposal = ProposeKeyChange {
+        id: body.id,
+        key,
+        operation: KeyOperation::RefreshSchedule {
+            every_secs: body.every_secs,
+        },
+        lifetime_secs: body.lifetime_secs,
+    };
+    propose(&state, &auth, proposal).await
+}
+
+/// `POST /v1/keys/{key}/activate`: resends the activation of the key's last rotation to the
+/// participants it has not reached; answers with the key.
+pub(super) async fn activate(
+    State(state): State<ApiState>,
+    Extension(auth): Extension<Authenticated>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    tracing::info!(%key, by = %auth.caller.name, "activation resend requested");
+    Ok(Json(
+        state.coordinator().complete_activation(&key).await?.into(),
+    ))
 }
 
 /// `GET /v1/keys/{key}` (name or id).

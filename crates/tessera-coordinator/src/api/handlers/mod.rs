@@ -2,6 +2,7 @@
 
 mod audit;
 mod committees;
+mod key_changes;
 mod keys;
 mod policy;
 mod requests;
@@ -27,6 +28,11 @@ pub(crate) fn method_router(route: &Route) -> MethodRouter<ApiState> {
         Endpoint::CreateKey => on(method, keys::create),
         Endpoint::RefreshKey => on(method, keys::refresh),
         Endpoint::ReshareKey => on(method, keys::reshare),
+        Endpoint::ScheduleRefresh => on(method, keys::schedule_refresh),
+        Endpoint::ActivateKey => on(method, keys::activate),
+        Endpoint::ListKeyChanges => on(method, key_changes::list),
+        Endpoint::GetKeyChange => on(method, key_changes::get),
+        Endpoint::ApproveKeyChange => on(method, key_changes::approve),
         Endpoint::GetKey => on(method, keys::get),
         Endpoint::KeyAddress => on(method, keys::address),
         Endpoint::SubmitRequest => on(method, requests::submit),
