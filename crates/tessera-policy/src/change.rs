@@ -52,11 +52,16 @@ impl PolicyChange {
 
     /// What admins sign: SHA-256(`"tessera/policy-change/v1"` || canonical bytes).
     pub fn change_digest(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(CHANGE_DIGEST_LABEL);
-        hasher.update(self.canonical_bytes());
-        hasher.finalize().into()
+        labelled_digest(CHANGE_DIGEST_LABEL, &self.canonical_bytes())
     }
+}
+
+/// SHA-256(`label` || `bytes`): the digest admins sign for a change.
+pub(crate) fn labelled_digest(label: &[u8], bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(label);
+    hasher.update(bytes);
+    hasher.finalize().into()
 }
 
 /// Where a valid policy change stands.

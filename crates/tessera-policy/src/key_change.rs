@@ -7,12 +7,11 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tessera_wire::{KeyId, PartyId, RequestId};
 
 use crate::approval::Approval;
-use crate::change::{check_proposer, check_times, count_admin_approvals};
+use crate::change::{check_proposer, check_times, count_admin_approvals, labelled_digest};
 use crate::document::PolicyDocument;
 use crate::request::PolicyHash;
 use crate::PolicyError;
@@ -160,10 +159,7 @@ impl KeyChange {
 
     /// What admins sign: SHA-256(`"tessera/key-change/v1"` || canonical bytes).
     pub fn change_digest(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(KEY_CHANGE_DIGEST_LABEL);
-        hasher.update(self.canonical_bytes());
-        hasher.finalize().into()
+        labelled_digest(KEY_CHANGE_DIGEST_LABEL, &self.canonical_bytes())
     }
 }
 

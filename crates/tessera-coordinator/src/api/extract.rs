@@ -47,6 +47,20 @@ pub(crate) fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
+/// A list's `limit` query value: `default` when absent, otherwise 1 to `max`.
+pub(crate) fn limit_param(value: Option<String>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = match non_empty(value) {
+        Some(text) => parse_param::<u32>("limit", &text)?,
+        None => return Ok(default),
+    };
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(format!(
+            "limit: {limit} is not between 1 and {max}"
+        )));
+    }
+    Ok(limit)
+}
+
 /// Parses a text parameter, naming it in the error.
 pub(crate) fn parse_param<T>(name: &str, value: &str) -> Result<T, ApiError>
 where

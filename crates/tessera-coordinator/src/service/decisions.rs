@@ -7,6 +7,7 @@ use tessera_policy::{
 };
 use tessera_wire::RequestId;
 
+use super::approvals::verified_approval;
 use super::requests::decode;
 use super::{
     hash_hex, history, now_unix, to_db, ActivePolicy, Coordinator, RequestView, ServiceError,
@@ -111,17 +112,7 @@ impl Coordinator {
         let policy = &active.document;
         check_approver(policy, &request, approver)?;
         let digest = request.request_digest();
-        let approval = Approval {
-            approver: approver.to_owned(),
-            signature,
-        };
-        approval.verify(&digest, policy).map_err(|e| {
-            ServiceError::Invalid(format!(
-                "the approval does not verify ({e}); sign the request digest {} (recompute it \
-                 from the request) with the key the policy names for '{approver}'",
-                hex::encode(digest)
-            ))
-        })?;
+        let approval = verified_approval(policy, &digest, "request digest", approver, signature)?;
         self.decide(row.id, approver, Decision::Approve, approval.signature)
             .await?;
         tracing::info!(request = %id, %approver, "request approved by a principal");
@@ -299,17 +290,7 @@ impl Coordinator {
 
     /// The approvals stored for a request, as the policy and the nodes take them.
     pub(crate) async fn approvals(&self, id: RequestId) -> Result<Vec<Approval>, ServiceError> {
-        Ok(self
-            .store
-            .approvals_for(ApprovalSubject::Request(id))
-            .await?
-            .into_iter()
-            .filter(|a| a.decision == Decision::Approve)
-            .map(|a| Approval {
-                approver: a.approver,
-                signature: PrincipalSignature(a.signature),
-            })
-            .collect())
+        self.approvals_of(ApprovalSubject::Request(id)).await
     }
 
     /// Evaluates a pending request with its approvals and moves it on.

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use tessera_audit::NewEvent;
 use tessera_policy::{
-    evaluate_key_change, Approval, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyOperation,
-    PrincipalSignature, Role,
+    evaluate_key_change, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyOperation,
+    PrincipalSignature,
 };
 use tessera_wire::RequestId;
 
-use super::{expires_at, now_unix, to_db, Coordinator, DecisionView, KeyChangeView, ServiceError};
+use super::approvals::{require_admin, AdminApproval};
+use super::{expires_at, now_unix, to_db, Coordinator, KeyChangeView, ServiceError};
 use crate::store::{
-    AddApproval, ApprovalSubject, Decision, InsertOutcome, KeyChangeRow, KeyChangeState,
-    NewKeyChange, ProposalId,
+    ApprovalSubject, InsertOutcome, KeyChangeRow, KeyChangeState, NewKeyChange, ProposalId,
 };
 
 /// A key change as an admin proposes it.
@@ -51,12 +51,7 @@ impl Coordinator {
     ) -> Result<KeyChangeView, ServiceError> {
         let active = self.active().await?;
         let current = &active.document;
-        if !current
-            .principal(principal)
-            .is_some_and(|p| p.has_role(Role::Admin))
-        {
-            return Err(ServiceError::forbidden(principal, "the admin role"));
-        }
+        require_admin(current, principal)?;
         let row = self.ready_key(&proposal.key).await?;
         if let Some(existing) = self.store.get_key_change(proposal.id).await? {
             let change = decode_change(&existing)?;
@@ -159,49 +154,20 @@ impl Coordinator {
         }
         let active = self.active().await?;
         let current = &active.document;
-        if !current
-            .principal(principal)
-            .is_some_and(|p| p.has_role(Role::Admin))
-        {
-            return Err(ServiceError::forbidden(principal, "the admin role"));
-        }
-        if principal == change.proposed_by {
-            return Err(ServiceError::forbidden(
-                principal,
-                format!(
-                    "to be an admin other than the proposer ('{}' proposed it)",
-                    change.proposed_by
-                ),
-            ));
-        }
-        let digest = change.change_digest();
-        let approval = Approval {
-            approver: principal.to_owned(),
-            signature,
-        };
-        approval.verify(&digest, current).map_err(|e| {
-            ServiceError::Invalid(format!(
-                "the approval does not verify ({e}); sign the change digest {} (recompute it \
-                 from the change) with the key the policy names for '{principal}'",
-                hex::encode(digest)
-            ))
-        })?;
-        let added = self
-            .store
-            .add_approval(&crate::store::Approval {
+        self.record_admin_approval(
+            current,
+            AdminApproval {
                 subject: ApprovalSubject::KeyChange(id),
-                approver: principal.to_owned(),
-                decision: Decision::Approve,
-                signature: approval.signature.0,
-                created_at: to_db(now),
-            })
-            .await?;
-        if let AddApproval::Duplicate(_) = added {
-            return Err(ServiceError::Conflict(format!(
-                "'{principal}' already approved key change {id}; an admin approves once"
-            )));
-        }
-        let approvals = self.key_change_approvals(id).await?;
+                what: format!("key change {id}"),
+                proposed_by: &change.proposed_by,
+                digest: change.change_digest(),
+                principal,
+                signature,
+                now,
+            },
+        )
+        .await?;
+        let approvals = self.approvals_of(ApprovalSubject::KeyChange(id)).await?;
         let decision = evaluate_key_change(current, &change, &approvals, now);
         let approved_by = match decision {
             Ok(KeyChangeDecision::Pending { needed, .. }) => {
@@ -323,34 +289,12 @@ impl Coordinator {
         })
     }
 
-    async fn key_change_approvals(&self, id: ProposalId) -> Result<Vec<Approval>, ServiceError> {
-        Ok(self
-            .store
-            .approvals_for(ApprovalSubject::KeyChange(id))
-            .await?
-            .into_iter()
-            .filter(|a| a.decision == Decision::Approve)
-            .map(|a| Approval {
-                approver: a.approver,
-                signature: PrincipalSignature(a.signature),
-            })
-            .collect())
-    }
-
     async fn key_change_view(&self, row: KeyChangeRow) -> Result<KeyChangeView, ServiceError> {
         let change = decode_change(&row)?;
         let key_name = self.key_row(row.key).await?.name;
         let decisions = self
-            .store
-            .approvals_for(ApprovalSubject::KeyChange(row.id))
-            .await?
-            .into_iter()
-            .map(|a| DecisionView {
-                principal: a.approver,
-                decision: a.decision,
-                at: a.created_at,
-            })
-            .collect();
+            .decision_views(ApprovalSubject::KeyChange(row.id))
+            .await?;
         Ok(KeyChangeView {
             id: row.id,
             key_id: row.key,

@@ -25,6 +25,7 @@
 //! restarted with the new document), requests made under the new policy are refused by the
 //! nodes, and requests made under the old one are denied by the coordinator.
 
+mod approvals;
 mod audit;
 mod committees;
 mod counters;

@@ -9,17 +9,16 @@
 
 use tessera_audit::NewEvent;
 use tessera_policy::{
-    evaluate_change, Approval, ChangeDecision, PolicyChange, PolicyHash, PrincipalSignature, Role,
+    evaluate_change, ChangeDecision, PolicyChange, PolicyHash, PrincipalSignature,
 };
 use tessera_wire::RequestId;
 
+use super::approvals::{require_admin, AdminApproval};
 use super::{
-    expires_at, now_unix, to_db, Coordinator, DecisionView, PolicyView, ProposalView, ServiceError,
-    SYSTEM,
+    expires_at, now_unix, to_db, Coordinator, PolicyView, ProposalView, ServiceError, SYSTEM,
 };
 use crate::store::{
-    self, AddApproval, ApprovalSubject, Decision, InsertOutcome, NewProposal, PolicyRow,
-    ProposalId, ProposalRow, ProposalState,
+    ApprovalSubject, InsertOutcome, NewProposal, PolicyRow, ProposalId, ProposalRow, ProposalState,
 };
 
 /// A policy change as an admin proposes it.
@@ -68,12 +67,7 @@ impl Coordinator {
     ) -> Result<ProposalView, ServiceError> {
         let active = self.active().await?;
         let current = &active.document;
-        if !current
-            .principal(principal)
-            .is_some_and(|p| p.has_role(Role::Admin))
-        {
-            return Err(ServiceError::forbidden(principal, "the admin role"));
-        }
+        require_admin(current, principal)?;
         if let Some(existing) = self.store.get_proposal(proposal.id).await? {
             let change = decode_change(&existing)?;
             return if change.document == proposal.document && change.proposed_by == principal {
@@ -179,49 +173,20 @@ impl Coordinator {
                 current.hash()
             )));
         }
-        if !current
-            .principal(principal)
-            .is_some_and(|p| p.has_role(Role::Admin))
-        {
-            return Err(ServiceError::forbidden(principal, "the admin role"));
-        }
-        if principal == change.proposed_by {
-            return Err(ServiceError::forbidden(
-                principal,
-                format!(
-                    "to be an admin other than the proposer ('{}' proposed it)",
-                    change.proposed_by
-                ),
-            ));
-        }
-        let digest = change.change_digest();
-        let approval = Approval {
-            approver: principal.to_owned(),
-            signature,
-        };
-        approval.verify(&digest, current).map_err(|e| {
-            ServiceError::Invalid(format!(
-                "the approval does not verify ({e}); sign the change digest {} (recompute it \
-                 from the change) with the key the policy names for '{principal}'",
-                hex::encode(digest)
-            ))
-        })?;
-        let added = self
-            .store
-            .add_approval(&store::Approval {
+        self.record_admin_approval(
+            current,
+            AdminApproval {
                 subject: ApprovalSubject::Policy(id),
-                approver: principal.to_owned(),
-                decision: Decision::Approve,
-                signature: approval.signature.0,
-                created_at: to_db(now),
-            })
-            .await?;
-        if let AddApproval::Duplicate(_) = added {
-            return Err(ServiceError::Conflict(format!(
-                "'{principal}' already approved policy proposal {id}; an admin approves once"
-            )));
-        }
-        let approvals = self.policy_approvals(id).await?;
+                what: format!("policy proposal {id}"),
+                proposed_by: &change.proposed_by,
+                digest: change.change_digest(),
+                principal,
+                signature,
+                now,
+            },
+        )
+        .await?;
+        let approvals = self.approvals_of(ApprovalSubject::Policy(id)).await?;
         match evaluate_change(current, &change, &approvals, now)
             .map_err(|e| ServiceError::Conflict(format!("the policy change is refused: {e}")))?
         {
@@ -306,33 +271,9 @@ impl Coordinator {
         })
     }
 
-    async fn policy_approvals(&self, id: ProposalId) -> Result<Vec<Approval>, ServiceError> {
-        Ok(self
-            .store
-            .approvals_for(ApprovalSubject::Policy(id))
-            .await?
-            .into_iter()
-            .filter(|a| a.decision == Decision::Approve)
-            .map(|a| Approval {
-                approver: a.approver,
-                signature: PrincipalSignature(a.signature),
-            })
-            .collect())
-    }
-
     async fn proposal_view(&self, row: ProposalRow) -> Result<ProposalView, ServiceError> {
         let change = decode_change(&row)?;
-        let decisions = self
-            .store
-            .approvals_for(ApprovalSubject::Policy(row.id))
-            .await?
-            .into_iter()
-            .map(|a| DecisionView {
-                principal: a.approver,
-                decision: a.decision,
-                at: a.created_at,
-            })
-            .collect();
+        let decisions = self.decision_views(ApprovalSubject::Policy(row.id)).await?;
         Ok(ProposalView {
             id: row.id,
             state: row.state,

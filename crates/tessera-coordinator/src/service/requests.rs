@@ -7,8 +7,7 @@ use tessera_wire::RequestId;
 use super::decisions::principal;
 use super::keys::{eth_address, public_key_at};
 use super::{
-    expires_at, hash_hex, history, now_unix, to_db, Coordinator, DecisionView, RequestView,
-    ServiceError,
+    expires_at, hash_hex, history, now_unix, to_db, Coordinator, RequestView, ServiceError,
 };
 use crate::store::{
     ApprovalSubject, InsertOutcome, KeyRow, KeyStatus, NewRequest, RequestFilter, RequestKind,
@@ -239,16 +238,8 @@ impl Coordinator {
             None
         };
         let decisions = self
-            .store
-            .approvals_for(ApprovalSubject::Request(row.id))
-            .await?
-            .into_iter()
-            .map(|a| DecisionView {
-                principal: a.approver,
-                decision: a.decision,
-                at: a.created_at,
-            })
-            .collect();
+            .decision_views(ApprovalSubject::Request(row.id))
+            .await?;
         Ok(RequestView {
             id: row.id,
             key_id: row.key_id,

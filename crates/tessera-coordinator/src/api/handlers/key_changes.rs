@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
+use super::super::extract::{limit_param, non_empty, parse_param, ApiPath, ApiQuery};
 use super::super::guard::Authenticated;
 use super::super::model::{DecisionBody, KeyChangeList, KeyChangeView};
 use super::super::{ApiError, ApiState};
@@ -33,15 +33,7 @@ pub(super) async fn list(
         Some(text) => Some(parse_param::<KeyChangeState>("state", &text)?),
         None => None,
     };
-    let limit = match non_empty(query.limit) {
-        Some(text) => parse_param::<u32>("limit", &text)?,
-        None => DEFAULT_CHANGES,
-    };
-    if limit == 0 || limit > MAX_CHANGES {
-        return Err(ApiError::bad_request(format!(
-            "limit: {limit} is not between 1 and {MAX_CHANGES}"
-        )));
-    }
+    let limit = limit_param(query.limit, DEFAULT_CHANGES, MAX_CHANGES)?;
     let changes = state.coordinator().list_key_changes(filter, limit).await?;
     Ok(Json(KeyChangeList {
         changes: changes.into_iter().map(Into::into).collect(),

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
+use super::super::extract::{limit_param, non_empty, parse_param, ApiPath, ApiQuery};
 use super::super::guard::Authenticated;
 use super::super::model::{DecisionBody, PolicyView, ProposalList, ProposalView, ProposeBody};
 use super::super::{ApiError, ApiState};
@@ -60,15 +60,7 @@ pub(super) async fn list(
         Some(text) => Some(parse_param::<ProposalState>("state", &text)?),
         None => None,
     };
-    let limit = match non_empty(query.limit) {
-        Some(text) => parse_param::<u32>("limit", &text)?,
-        None => DEFAULT_PROPOSALS,
-    };
-    if limit == 0 || limit > MAX_PROPOSALS {
-        return Err(ApiError::bad_request(format!(
-            "limit: {limit} is not between 1 and {MAX_PROPOSALS}"
-        )));
-    }
+    let limit = limit_param(query.limit, DEFAULT_PROPOSALS, MAX_PROPOSALS)?;
     let proposals = state.coordinator().list_proposals(filter, limit).await?;
     Ok(Json(ProposalList {
         proposals: proposals.into_iter().map(Into::into).collect(),
