@@ -96,15 +96,13 @@ pub fn evaluate_change(
     approvals: &[Approval],
     now: u64,
 ) -> Result<ChangeDecision, PolicyError> {
-    let current_hash = current.hash();
-    if !bool::from(change.previous.ct_eq(&current_hash)) {
-        return Err(PolicyError::StalePolicy {
-            current: current_hash,
-            proposed_against: change.previous,
-        });
-    }
-    check_times(current, change.created_at, change.expires_at, now)?;
-    check_proposer(current, &change.proposed_by)?;
+    check_proposal(
+        current,
+        &change.previous,
+        &change.proposed_by,
+        (change.created_at, change.expires_at),
+        now,
+    )?;
     let document = PolicyDocument::from_toml(&change.document)?;
     if document.revision() <= current.revision() {
         return Err(PolicyError::RevisionNotIncreased {
@@ -132,11 +130,29 @@ pub fn evaluate_change(
     })
 }
 
-/// Refuses a proposer who is not an admin of `current`.
-pub(crate) fn check_proposer(
+/// What every change proposed to the admins (policy or key change) must be: made against
+/// `current` (hash `against`), within its lifetime `(created_at, expires_at)` at `now`, and
+/// proposed by an admin of `current`.
+pub(crate) fn check_proposal(
     current: &PolicyDocument,
+    against: &PolicyHash,
     proposed_by: &str,
+    (created_at, expires_at): (u64, u64),
+    now: u64,
 ) -> Result<(), PolicyError> {
+    let current_hash = current.hash();
+    if !bool::from(against.ct_eq(&current_hash)) {
+        return Err(PolicyError::StalePolicy {
+            current: current_hash,
+            proposed_against: *against,
+        });
+    }
+    check_times(current, created_at, expires_at, now)?;
+    check_proposer(current, proposed_by)
+}
+
+/// Refuses a proposer who is not an admin of `current`.
+fn check_proposer(current: &PolicyDocument, proposed_by: &str) -> Result<(), PolicyError> {
     match current.principal(proposed_by) {
         Some(p) if p.has_role(Role::Admin) => Ok(()),
         _ => Err(PolicyError::ProposerNotAdmin(bounded(proposed_by))),
@@ -168,7 +184,7 @@ pub(crate) fn count_admin_approvals(
 }
 
 /// Refuses a lifetime that is empty, over, from the future or longer than the policy allows.
-pub(crate) fn check_times(
+fn check_times(
     current: &PolicyDocument,
     created_at: u64,
     expires_at: u64,

@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tessera_wire::{KeyId, PartyId, RequestId};
 
 use crate::approval::Approval;
-use crate::change::{check_proposer, check_times, count_admin_approvals, labelled_digest};
+use crate::change::{check_proposal, count_admin_approvals, labelled_digest};
 use crate::document::PolicyDocument;
 use crate::request::PolicyHash;
 use crate::PolicyError;
@@ -204,15 +203,13 @@ pub fn evaluate_key_change(
     approvals: &[Approval],
     now: u64,
 ) -> Result<KeyChangeDecision, PolicyError> {
-    let current_hash = current.hash();
-    if !bool::from(change.policy.ct_eq(&current_hash)) {
-        return Err(PolicyError::StalePolicy {
-            current: current_hash,
-            proposed_against: change.policy,
-        });
-    }
-    check_times(current, change.created_at, change.expires_at, now)?;
-    check_proposer(current, &change.proposed_by)?;
+    check_proposal(
+        current,
+        &change.policy,
+        &change.proposed_by,
+        (change.created_at, change.expires_at),
+        now,
+    )?;
     change.operation.validate()?;
     let (needed, approved_by) = count_admin_approvals(
         current,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tessera_audit::NewEvent;
 use tessera_chain::{address, checksummed};
-use tessera_node::{Operation, Output};
-use tessera_wire::{KeyId, PartyId};
+use tessera_node::{Operation, Output, StarterError};
+use tessera_wire::{KeyId, PartyId, SessionId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError, SYSTEM};
 use crate::store::{
@@ -142,22 +142,23 @@ impl Coordinator {
         }
     }
 
-    /// Runs key generation for a key recorded `creating`, and records the outcome.
-    async fn generate(
+    /// Starts a session about `key` recorded in the sessions table, runs it and counts it
+    /// under `name`. The caller records how it ended ([`SessionOutcome`]): key generation
+    /// also fails a session whose output does not validate.
+    pub(super) async fn start_key_session(
         &self,
-        id: KeyId,
-        committee: &[PartyId],
-        threshold: u16,
-    ) -> Result<(), ServiceError> {
-        let (start, signed) = self
-            .starter
-            .start(committee, Operation::Keygen { key: id, threshold });
+        key: KeyId,
+        name: &str,
+        parties: &[PartyId],
+        operation: Operation,
+    ) -> Result<(SessionId, Result<Output, StarterError>), ServiceError> {
+        let (start, signed) = self.starter.start(parties, operation);
         self.store
             .insert_session(&NewSession {
                 session_id: start.session,
-                subject: SessionSubject::Key(id),
-                operation: "keygen".into(),
-                parties: committee.to_vec(),
+                subject: SessionSubject::Key(key),
+                operation: name.into(),
+                parties: parties.to_vec(),
                 started_at: to_db(now_unix()),
             })
             .await?;
@@ -171,7 +172,25 @@ impl Coordinator {
             Err(e) => Err(e),
         };
         self.counters
-            .session("keygen", outcome.is_ok(), began.elapsed());
+            .session(name, outcome.is_ok(), began.elapsed());
+        Ok((start.session, outcome))
+    }
+
+    /// Runs key generation for a key recorded `creating`, and records the outcome.
+    async fn generate(
+        &self,
+        id: KeyId,
+        committee: &[PartyId],
+        threshold: u16,
+    ) -> Result<(), ServiceError> {
+        let (session, outcome) = self
+            .start_key_session(
+                id,
+                "keygen",
+                committee,
+                Operation::Keygen { key: id, threshold },
+            )
+            .await?;
         let result = match outcome {
             Ok(Output::Keygen {
                 public_key,
@@ -197,7 +216,7 @@ impl Coordinator {
         match result {
             Ok((public_key, chain_code)) => {
                 self.store
-                    .finish_session(start.session, &SessionOutcome::Ok, &[])
+                    .finish_session(session, &SessionOutcome::Ok, &[])
                     .await?;
                 let chain_code = (!chain_code.is_empty()).then_some(chain_code.as_slice());
                 self.store
@@ -209,24 +228,20 @@ impl Coordinator {
                 tracing::info!(key = %id, "key generated");
                 self.audit_note(
                     NewEvent::new(SYSTEM, "key.created", format!("key:{id}"))
-                        .detail("session", start.session)
+                        .detail("session", session)
                         .detail("public_key", hex::encode(&public_key)),
                 );
             }
             Err((error, blamed)) => {
                 self.store
-                    .finish_session(
-                        start.session,
-                        &SessionOutcome::Failed(error.clone()),
-                        &blamed,
-                    )
+                    .finish_session(session, &SessionOutcome::Failed(error.clone()), &blamed)
                     .await?;
                 self.health.failed(&blamed);
                 self.store.set_key_failed(id, &error).await?;
                 tracing::warn!(key = %id, %error, "key generation failed");
                 self.audit_note(
                     NewEvent::new(SYSTEM, "key.generation_failed", format!("key:{id}"))
-                        .detail("session", start.session)
+                        .detail("session", session)
                         .detail("error", &error)
                         .detail("blamed", PartyId::list(&blamed)),
                 );

@@ -21,10 +21,7 @@ use tessera_policy::ApprovedKeyChange;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyView, ServiceError, SYSTEM};
-use crate::store::{
-    CommitteeStatus, KeyRow, KeyStatus, NewSession, PendingActivation, SessionOutcome,
-    SessionSubject,
-};
+use crate::store::{CommitteeStatus, KeyRow, KeyStatus, PendingActivation, SessionOutcome};
 
 /// How often activation is sent before the coordinator reports it incomplete.
 const ACTIVATION_ATTEMPTS: usize = 3;
@@ -485,7 +482,8 @@ impl Coordinator {
             .map(|_| ())
     }
 
-    /// Runs a session about `key`, recorded in the sessions table and the counters.
+    /// Runs a session about `key` ([`start_key_session`](Self::start_key_session)) and records
+    /// its outcome as the session's and in the parties' health.
     async fn run_key_session(
         &self,
         key: KeyId,
@@ -493,46 +491,24 @@ impl Coordinator {
         parties: &[PartyId],
         operation: Operation,
     ) -> Result<(SessionId, Result<Output, StarterError>), ServiceError> {
-        let (start, signed) = self.starter.start(parties, operation);
-        self.store
-            .insert_session(&NewSession {
-                session_id: start.session,
-                subject: SessionSubject::Key(key),
-                operation: name.into(),
-                parties: parties.to_vec(),
-                started_at: to_db(now_unix()),
-            })
+        let (session, outcome) = self
+            .start_key_session(key, name, parties, operation)
             .await?;
-        let began = std::time::Instant::now();
-        let outcome = match self
-            .control
-            .run(&start, &signed, self.settings.session_deadline)
-            .await
-        {
-            Ok(outcomes) => self.starter.check(&start, &outcomes),
-            Err(e) => Err(e),
-        };
-        self.counters
-            .session(name, outcome.is_ok(), began.elapsed());
         match &outcome {
             Ok(_) => {
                 self.store
-                    .finish_session(start.session, &SessionOutcome::Ok, &[])
+                    .finish_session(session, &SessionOutcome::Ok, &[])
                     .await?;
                 self.health.succeeded(parties);
             }
             Err(e) => {
                 let blamed = e.blamed();
                 self.store
-                    .finish_session(
-                        start.session,
-                        &SessionOutcome::Failed(e.to_string()),
-                        &blamed,
-                    )
+                    .finish_session(session, &SessionOutcome::Failed(e.to_string()), &blamed)
                     .await?;
                 self.health.failed(&blamed);
             }
         }
-        Ok((start.session, outcome))
+        Ok((session, outcome))
     }
 }
