@@ -15,12 +15,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tessera_audit::AuditLog;
+use tessera_control::nats::NatsControl;
+use tessera_control::Starter;
 use tessera_coordinator::api::{self, ApiState};
 use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::service::Coordinator;
 use tessera_coordinator::Store;
-use tessera_node::channels::NatsControl;
-use tessera_node::Starter;
 use tessera_transport::nats::{connect_coordinator, NatsMetrics};
 
 /// Shown after `--help`.

@@ -22,6 +22,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use service_support::*;
 use tessera_chain::{checksummed, recover_sender, Eip1559Request, U256};
+use tessera_control::ControlChannel;
 use tessera_coordinator::api::model::{
     CommitteeView, KeyChangeView, KeyView, PayloadBody, PolicyView, RequestPage, RequestView,
     SubmitBody,
@@ -32,7 +33,6 @@ use tessera_coordinator::client::{ClientError, CoordinatorClient, RequestQuery};
 use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::service::{rejection_digest, Coordinator, CoordinatorSettings};
 use tessera_coordinator::store::{KeyChangeState, ProposalId, ProposalState, RequestState};
-use tessera_node::ControlChannel;
 use tessera_policy::dev::{DEV_CHAIN_ID, DEV_DENIED};
 use tessera_policy::{parse_address, OperatorKey, Role};
 use tessera_wire::{PartyId, RequestId};

@@ -23,11 +23,12 @@ use tessera_wire::{subject, ClusterId, PartyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::channels::{InProcessControl, NatsControl};
-use crate::control::{Operation, Output};
+use tessera_control::nats::NatsControl;
+use tessera_control::pool::PresignaturePool;
+use tessera_control::{ControlChannel, Operation, Output, Starter, StarterError};
+
+use crate::channels::InProcessControl;
 use crate::metrics::NodeCollector;
-use crate::pool::PresignaturePool;
-use crate::starter::{ControlChannel, Starter, StarterError};
 use crate::{Node, NodeSettings};
 
 /// The name of the local cluster's coordinator key.

@@ -57,10 +57,10 @@ use tessera_telemetry::prometheus_client::registry::Registry;
 use tessera_telemetry::{Readiness, Telemetry, TelemetryError};
 use tessera_transport::nats::NatsMetrics;
 
-use crate::control::{ControlError, Operation, Output};
 use crate::node::{Node, NodeError};
 use crate::requests::LedgerStatus;
 use crate::state::StateError;
+use tessera_control::{ControlError, Operation, Output};
 
 /// Values of the `kind` label: one per [`Operation`].
 pub const SESSION_KINDS: [&str; 5] = ["aux_info", "keygen", "presign", "sign", "online_sign"];

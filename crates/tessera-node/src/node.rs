@@ -22,14 +22,14 @@ use tessera_policy::{
     PolicyDocument, SignRequest,
 };
 
-use crate::control::{
-    now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
-    SignedOutcome, SignedStart,
-};
 use crate::metrics::NodeMetrics;
 use crate::requests::RequestLedger;
 use crate::state::{
     committee_name, Activation, KeyRecord, NodeState, ReshareStateError, StateError,
+};
+use tessera_control::{
+    now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
+    SignedOutcome, SignedStart,
 };
 
 /// How a node runs sessions.

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tessera_channel::identity::CoordinatorKey;
-use tessera_node::control::{SessionStart, SignedStart};
+use tessera_control::{Operation, Output, StarterError};
+use tessera_control::{SessionStart, SignedStart};
 use tessera_node::local::{LocalCluster, LocalOptions};
-use tessera_node::{NodeSettings, Operation, Output, StarterError};
+use tessera_node::NodeSettings;
 use tessera_store::KdfParams;
 use tessera_wire::{KeyId, SessionId};
 
@@ -235,7 +236,7 @@ async fn existing_keys_and_aux_info_are_never_overwritten() {
 async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use tessera_node::pool::SignPath;
+    use tessera_control::pool::SignPath;
 
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(dir.path(), options()).await.unwrap();

@@ -7,8 +7,8 @@ use crate::common;
 
 use common::*;
 use tessera_chain::{Eip1559Request, U256};
+use tessera_control::{Operation, Output, StarterError};
 use tessera_node::local::{LocalCluster, LocalOptions};
-use tessera_node::{Operation, Output, StarterError};
 use tessera_policy::dev::{DevPolicy, DEV_CHAIN_ID, DEV_DENIED, DEV_PER_REQUEST_WEI};
 use tessera_policy::{Approval, OperatorKey, Payload, PolicyHash, SignRequest};
 use tessera_store::KdfParams;

@@ -8,11 +8,12 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
+use tessera_control::{Operation, Output, StarterError};
 use tessera_mpc::fixtures::{insecure_committee_2of3, insecure_committee_3of5};
 use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_node::local::{LocalCluster, LocalOptions};
 use tessera_node::state::ReshareRecord;
-use tessera_node::{NodeSettings, Operation, Output, StarterError};
+use tessera_node::NodeSettings;
 use tessera_policy::{ApprovedKeyChange, KeyOperation};
 use tessera_store::KdfParams;
 use tessera_wire::{KeyId, PartyId, SessionId};

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tessera_audit::NewEvent;
-use tessera_node::{Operation, Output};
+use tessera_control::{Operation, Output};
 use tessera_wire::PartyId;
 
 use super::{now_unix, to_db, CommitteeView, Coordinator, ServiceError, SYSTEM};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tessera_audit::NewEvent;
 use tessera_chain::{address, checksummed};
-use tessera_node::{Operation, Output, StarterError};
+use tessera_control::{Operation, Output, StarterError};
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError, SYSTEM};

@@ -46,8 +46,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tessera_audit::{AuditLog, NewEvent};
-use tessera_node::pool::PresignaturePool;
-use tessera_node::{ControlChannel, Starter};
+use tessera_control::pool::PresignaturePool;
+use tessera_control::{ControlChannel, Starter};
 use tessera_policy::{PolicyDocument, PolicyHash};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;

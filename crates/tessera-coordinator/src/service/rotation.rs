@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_audit::NewEvent;
+use tessera_control::{Operation, Output, StarterError};
 use tessera_mpc::reshare::{Kind, ReshareSetup};
-use tessera_node::{Operation, Output, StarterError};
 use tessera_policy::ApprovedKeyChange;
 use tessera_wire::{KeyId, PartyId, SessionId};
 

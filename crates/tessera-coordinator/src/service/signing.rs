@@ -13,7 +13,7 @@ use std::time::Duration;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use tessera_chain::{address, recover_sender, UnsignedTx};
-use tessera_node::{Operation, Output, StarterError};
+use tessera_control::{Operation, Output, StarterError};
 use tessera_policy::{evaluate, Approval, Derived, Payload, SignRequest};
 use tessera_wire::{PartyId, RequestId};
 use tokio::sync::{watch, Notify};

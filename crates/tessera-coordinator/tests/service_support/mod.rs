@@ -11,14 +11,15 @@ use async_trait::async_trait;
 use tempfile::TempDir;
 use tessera_audit::{AuditLog, LogOptions};
 use tessera_channel::Roster;
+use tessera_control::{ControlChannel, Starter, StarterError};
+use tessera_control::{SessionStart, SignedOutcome, SignedStart};
 use tessera_coordinator::service::{Coordinator, CoordinatorSettings, RequestView, ServiceError};
 use tessera_coordinator::store::RequestState;
 use tessera_coordinator::testing::PostgresServer;
 use tessera_coordinator::Store;
 use tessera_node::channels::InProcessControl;
-use tessera_node::control::{SessionStart, SignedOutcome, SignedStart};
 use tessera_node::local::{LocalCluster, LocalOptions};
-use tessera_node::{ControlChannel, Node, NodeSettings, Starter, StarterError};
+use tessera_node::{Node, NodeSettings};
 use tessera_policy::dev::DevPolicy;
 use tessera_policy::{Approval, OperatorKey, PolicyDocument, PrincipalSignature};
 use tessera_store::{FileStore, KdfParams};
@@ -369,7 +370,7 @@ impl ControlChannel for LosesActivationToP3 {
     ) -> Result<Vec<SignedOutcome>, StarterError> {
         let activation = matches!(
             start.operation,
-            tessera_node::Operation::FinishReshare { activate: true, .. }
+            tessera_control::Operation::FinishReshare { activate: true, .. }
         );
         if activation && self.lose.load(Ordering::Relaxed) {
             self.without_p3.run(start, signed, deadline).await

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use tessera_control::{Operation, Output};
 use tessera_mpc::fixtures::{insecure_committee_2of3, CommitteeFixture};
 use tessera_mpc::{AuxInfo, IncompleteKeyShare};
 use tessera_node::local::LocalCluster;
 use tessera_node::state::KeyRecord;
-use tessera_node::{Operation, Output};
 use tessera_policy::{Approval, Payload, SignRequest};
 use tessera_wire::{KeyId, PartyId};
 

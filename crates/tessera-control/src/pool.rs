@@ -1,4 +1,4 @@
-//! The presignature pool, kept by the starter (later: the coordinator).
+//! The presignature pool, kept by the starter (the coordinator, or a local cluster).
 //!
 //! Presignatures live on the nodes, each in its own encrypted record, used at most once
 //! ([`tessera_mpc::PresignatureStore`]). Nodes start nothing by themselves, so the party that
@@ -18,7 +18,7 @@ use std::time::Duration;
 use tessera_policy::{Approval, SignRequest};
 use tessera_wire::{KeyId, PartyId, SessionId};
 
-use crate::control::{Operation, Output};
+use crate::messages::{Operation, Output};
 use crate::starter::{ControlChannel, Starter, StarterError};
 
 /// Pools per (key, ordered signer set).

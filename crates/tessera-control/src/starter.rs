@@ -12,7 +12,7 @@ use tessera_channel::identity::CoordinatorKey;
 use tessera_channel::Roster;
 use tessera_wire::{PartyId, SessionId};
 
-use crate::control::{
+use crate::messages::{
     now_unix, ControlError, Failure, Operation, Output, SessionStart, SignedOutcome, SignedStart,
 };
 

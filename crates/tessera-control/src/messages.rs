@@ -1,4 +1,4 @@
-//! Control messages: a coordinator's signed session start, and a node's signed outcome.
+//! The messages: a coordinator's signed session start, and a node's signed outcome.
 //!
 //! Both travel in the clear over the broker (they hold nothing secret) and are authenticated by
 //! Ed25519 signatures over a domain label and the canonical encoding of their body:
@@ -169,7 +169,7 @@ pub struct SignedStart {
 }
 
 /// Seconds since the Unix epoch: the clock starts are issued and checked by.
-pub(crate) fn now_unix() -> u64 {
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

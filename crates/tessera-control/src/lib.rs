@@ -1,0 +1,22 @@
+//! The control protocol between Tessera's coordinators and its party nodes.
+//!
+//! Node and coordinator both speak it and neither depends on the other (`../shared/DESIGN.md`,
+//! Layers):
+//! - [`messages`]: a coordinator's [`SignedStart`] (signed with its roster coordinator key)
+//!   and a node's [`SignedOutcome`] (signed with its party identity), with the [`Operation`]s
+//!   a session runs and the [`Output`]s it reports;
+//! - [`starter`]: the coordinator's side of a session: sign a start, hand it to the nodes over
+//!   a [`ControlChannel`], check what comes back;
+//! - [`nats`]: the [`ControlChannel`] over a NATS broker;
+//! - [`pool`]: presignature pools kept full by the starter, and signing online or in full.
+
+pub mod messages;
+pub mod nats;
+pub mod pool;
+pub mod starter;
+
+pub use messages::{
+    now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
+    SignedOutcome, SignedStart, MAX_CONTROL_MESSAGE,
+};
+pub use starter::{ControlChannel, Starter, StarterError};
