@@ -20,6 +20,9 @@ use crate::{NOISE_PARAMS, PROLOGUE_LABEL};
 
 /// Responder-side handshakes kept while waiting for the initiator's first record.
 const MAX_PENDING: usize = 4;
+/// Epochs remembered per peer (started, answered or used): an initiation for one of them is a
+/// replay. A restarted party starts from a random epoch, so it does not collide with these.
+const SEEN_EPOCHS: usize = 4096;
 
 struct Initiating {
     epoch: u32,
@@ -54,6 +57,8 @@ pub(crate) struct PeerChannel {
     pending: VecDeque<PendingResponse>,
     initiating: Option<Initiating>,
     next_epoch: u32,
+    /// Every epoch this channel started, answered or used lately (at most [`SEEN_EPOCHS`]).
+    seen_epochs: VecDeque<u32>,
     queue: VecDeque<QueuedRecord>,
     /// Set when the peer used an epoch we do not have (we restarted, or it did): the next tick
     /// starts a fresh handshake.
@@ -71,10 +76,22 @@ impl PeerChannel {
             pending: VecDeque::new(),
             initiating: None,
             next_epoch: first_epoch,
+            seen_epochs: VecDeque::new(),
             queue: VecDeque::new(),
             resync: false,
             handshake_timeouts: 0,
         }
+    }
+
+    /// Remembers `epoch` as started, answered or used here.
+    fn saw(&mut self, epoch: u32) {
+        if self.seen_epochs.contains(&epoch) {
+            return;
+        }
+        if self.seen_epochs.len() >= SEEN_EPOCHS {
+            self.seen_epochs.pop_front();
+        }
+        self.seen_epochs.push_back(epoch);
     }
 
     /// The epoch currently used for sending, if established.
@@ -124,6 +141,7 @@ impl PeerChannel {
         let me = local.identity.party();
         let epoch = self.next_epoch;
         self.next_epoch = epoch.wrapping_add(1);
+        self.saw(epoch);
         let mut state = self.noise(local, me, self.peer, epoch, true)?;
         let mut buf = [0u8; 256];
         let n = state
@@ -285,6 +303,12 @@ impl PeerChannel {
             }
             return Err(stale);
         }
+        if self.seen_epochs.contains(&msg.epoch) {
+            // An epoch this channel already went through (retired, or evicted while pending):
+            // a replayed initiation, which must not cancel our own handshake or take a pending
+            // slot.
+            return Err(stale);
+        }
         let mut state = self.noise(local, self.peer, me, msg.epoch, false)?;
         let fail = |e: snow::Error| ChannelError::HandshakeFailed {
             peer: self.peer,
@@ -305,6 +329,7 @@ impl PeerChannel {
             keys,
         });
         self.initiating = None;
+        self.saw(msg.epoch);
         self.next_epoch = self.next_epoch.max(msg.epoch.wrapping_add(1));
         Ok(vec![self.response(me, msg.epoch, buf[..n].to_vec())])
     }
@@ -335,15 +360,20 @@ impl PeerChannel {
                 epoch: msg.epoch,
             });
         }
-        let mut init = self.initiating.take().expect("checked above");
         let mut scratch = [0u8; 256];
-        // A failed read leaves no usable state; the next tick starts a fresh handshake.
-        init.state
+        // A forged or damaged answer changes nothing: the handshake stays in flight (snow keeps
+        // its state when a read fails), so the genuine answer still completes it, and if none
+        // comes the next tick retries after the deadline.
+        self.initiating
+            .as_mut()
+            .expect("checked above")
+            .state
             .read_message(&msg.noise, &mut scratch)
             .map_err(|e| ChannelError::HandshakeFailed {
                 peer: self.peer,
                 reason: e.to_string(),
             })?;
+        let mut init = self.initiating.take().expect("checked above");
         let keys = EpochKeys::from_split(
             init.epoch,
             true,
