@@ -7,8 +7,8 @@ use zeroize::Zeroizing;
 
 use crate::BackupError;
 
-/// The format tag of this version.
-pub const FORMAT: &str = "tessera-backup/v1";
+/// The format tag of this version (v2: bound to a key epoch and signed by the party).
+pub const FORMAT: &str = "tessera-backup/v2";
 
 /// What the backup holds, in the clear (no secret).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +23,9 @@ pub struct Metadata {
     pub committee: String,
     /// Signers needed.
     pub threshold: u16,
+    /// The key's epoch the share belongs to (0 after key generation, one more after each
+    /// refresh or reshare): a backup of an epoch that was replaced is stale.
+    pub epoch: u64,
     /// Unix seconds when the backup was made.
     pub created_at: u64,
 }
@@ -76,7 +79,22 @@ pub struct Backup {
     pub nonce: String,
     /// The encrypted secret (base64).
     pub ciphertext: String,
+    /// The party's signature (hex) over [`Backup::signed_digest`]: who made the backup
+    /// vouches for everything in it.
+    pub signature: String,
 }
+
+/// The parts of a backup its party signs (everything but the signature), in file order.
+#[derive(Serialize)]
+struct Signed<'a> {
+    header: &'a Header,
+    pieces: &'a [Piece],
+    nonce: &'a str,
+    ciphertext: &'a str,
+}
+
+/// Domain separation of [`Backup::signed_digest`].
+pub const SIGNATURE_LABEL: &[u8] = b"tessera/backup/v2/signature";
 
 impl Header {
     /// The cipher's associated data: the header's JSON form.
@@ -103,6 +121,23 @@ impl Header {
 }
 
 impl Backup {
+    /// What the party signs: SHA-256 of [`SIGNATURE_LABEL`] and the JSON of the header, the
+    /// pieces, the nonce and the ciphertext.
+    pub fn signed_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let body = serde_json::to_vec(&Signed {
+            header: &self.header,
+            pieces: &self.pieces,
+            nonce: &self.nonce,
+            ciphertext: &self.ciphertext,
+        })
+        .expect("a backup serializes");
+        let mut h = Sha256::new();
+        h.update(SIGNATURE_LABEL);
+        h.update(body);
+        h.finalize().into()
+    }
+
     /// Parses a backup file.
     pub fn from_json(text: &str) -> Result<Self, BackupError> {
         serde_json::from_str(text).map_err(|e| BackupError::Format(e.to_string()))

@@ -7,6 +7,10 @@
 //! cipher's associated data, and it carries a SHA-256 commitment to the key, so that a wrong
 //! combination of pieces is reported as such instead of producing a wrong key.
 //!
+//! The party that makes a backup signs it ([`Backup::signed_digest`], with a signer the caller
+//! gives: the party's roster identity key), and [`restore`] checks that signature before it
+//! opens anything, with a verifier the caller gives (the roster).
+//!
 //! [`restore`] needs `k` officers' identities: fewer fail with [`BackupError::NotEnoughOfficers`]
 //! naming who could open a piece; a changed byte anywhere fails authentication. Nothing here
 //! writes anything to disk or logs: callers get bytes in [`Zeroizing`] buffers.
@@ -14,7 +18,7 @@
 mod format;
 mod officers;
 
-pub use format::{Backup, Header, Metadata, Piece, FORMAT};
+pub use format::{Backup, Header, Metadata, Piece, FORMAT, SIGNATURE_LABEL};
 pub use officers::{parse_identities, Officer};
 
 use base64::Engine;
@@ -50,6 +54,9 @@ pub enum BackupError {
     /// The encrypted secret or the header was changed.
     #[error("the backup does not decrypt: the file was changed or damaged")]
     Tampered,
+    /// The party's signature does not verify.
+    #[error("the backup's signature is not {0}'s: it was not made by that party's node, or was changed since")]
+    BadSignature(String),
     /// age failed.
     #[error("age: {0}")]
     Age(String),
@@ -77,12 +84,14 @@ fn commitment(key: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Encrypts `secret` for `officers`, any `threshold` of whom can restore it.
+/// Encrypts `secret` for `officers`, any `threshold` of whom can restore it, and has the
+/// party sign the result with `sign` (its signature over [`Backup::signed_digest`]).
 pub fn create(
     secret: &[u8],
     metadata: Metadata,
     officers: &[Officer],
     threshold: u8,
+    sign: impl FnOnce(&[u8; 32]) -> [u8; 64],
 ) -> Result<Backup, BackupError> {
     officers::check(officers, threshold)?;
     let mut key = Zeroizing::new([0u8; 32]);
@@ -131,12 +140,15 @@ pub fn create(
             },
         )
         .map_err(|_| BackupError::Format("encryption failed".into()))?;
-    Ok(Backup {
+    let mut backup = Backup {
         header,
         pieces,
         nonce: hex::encode(nonce),
         ciphertext: base64::engine::general_purpose::STANDARD.encode(ciphertext),
-    })
+        signature: String::new(),
+    };
+    backup.signature = hex::encode(sign(&backup.signed_digest()));
+    Ok(backup)
 }
 
 /// What [`restore`] recovered.
@@ -148,13 +160,21 @@ pub struct Restored {
 }
 
 /// Restores the secret with officers' age identities (any number; each opens the pieces
-/// encrypted to it). Needs the backup's threshold of distinct officers.
+/// encrypted to it). Needs the backup's threshold of distinct officers, and first a signature
+/// that `verify` (given the party named in the backup, the digest and the signature) accepts.
 pub fn restore(
     backup: &Backup,
     identities: &[age::x25519::Identity],
+    verify: impl FnOnce(&str, &[u8; 32], &[u8]) -> bool,
 ) -> Result<Restored, BackupError> {
     let header = &backup.header;
     header.check()?;
+    let party = &header.metadata.party;
+    let signature =
+        hex::decode(&backup.signature).map_err(|_| BackupError::BadSignature(party.clone()))?;
+    if !verify(party, &backup.signed_digest(), &signature) {
+        return Err(BackupError::BadSignature(party.clone()));
+    }
     let mut opened = Vec::new();
     let mut shares: Vec<Zeroizing<Vec<u8>>> = Vec::new();
     for piece in &backup.pieces {

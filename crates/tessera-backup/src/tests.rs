@@ -1,8 +1,53 @@
-//! Round trips with k and more officers, k-1 officers, strangers, and every kind of tampering.
+//! Round trips with k and more officers, k-1 officers, strangers, every kind of tampering, and
+//! signatures that are not the party's.
 
 use age::secrecy::ExposeSecret;
+use ed25519_dalek::{Signer, SigningKey, Verifier};
 
 use super::*;
+
+/// The party's signing key in these tests (its roster identity in real use).
+fn party_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn sign(digest: &[u8; 32]) -> [u8; 64] {
+    party_key().sign(digest).to_bytes()
+}
+
+/// Accepts p2's signature by [`party_key`], as a roster would.
+fn verify(party: &str, digest: &[u8; 32], signature: &[u8]) -> bool {
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    party == "p2"
+        && party_key()
+            .verifying_key()
+            .verify(digest, &signature)
+            .is_ok()
+}
+
+/// [`super::restore`] with the test party's verifier.
+fn restore(backup: &Backup, ids: &[age::x25519::Identity]) -> Result<Restored, BackupError> {
+    super::restore(backup, ids, verify)
+}
+
+/// `backup` signed again by the party after a change, so that only the check the change
+/// targets can refuse it.
+fn resigned(mut backup: Backup) -> Backup {
+    backup.signature = hex::encode(sign(&backup.signed_digest()));
+    backup
+}
+
+/// [`super::create`] signed by the test party.
+fn create(
+    secret: &[u8],
+    metadata: Metadata,
+    officers: &[Officer],
+    threshold: u8,
+) -> Result<Backup, BackupError> {
+    super::create(secret, metadata, officers, threshold, sign)
+}
 
 const SECRET: &[u8] = b"a key share and its auxiliary info";
 
@@ -31,6 +76,7 @@ fn metadata() -> Metadata {
         public_key: "02".repeat(33),
         committee: "p1-p2-p3".into(),
         threshold: 2,
+        epoch: 3,
         created_at: 1_800_000_000,
     }
 }
@@ -102,7 +148,7 @@ fn a_changed_ciphertext_or_header_is_refused() {
     bytes[3] ^= 1;
     changed.ciphertext = base64::engine::general_purpose::STANDARD.encode(bytes);
     assert!(matches!(
-        restore(&changed, &ids),
+        restore(&resigned(changed.clone()), &ids),
         Err(BackupError::Tampered)
     ));
 
@@ -110,20 +156,21 @@ fn a_changed_ciphertext_or_header_is_refused() {
     let mut changed = backup.clone();
     changed.header.metadata.public_key = "03".repeat(33);
     assert!(matches!(
-        restore(&changed, &ids),
+        restore(&resigned(changed.clone()), &ids),
         Err(BackupError::Tampered)
     ));
+    // Claiming another party: its signature is checked against that party, and fails.
     let mut changed = backup.clone();
     changed.header.metadata.party = "p3".into();
     assert!(matches!(
-        restore(&changed, &ids),
-        Err(BackupError::Tampered)
+        restore(&resigned(changed.clone()), &ids),
+        Err(BackupError::BadSignature(_))
     ));
 
     let mut changed = backup.clone();
     changed.nonce = "00".repeat(24);
     assert!(matches!(
-        restore(&changed, &ids),
+        restore(&resigned(changed.clone()), &ids),
         Err(BackupError::Tampered)
     ));
 
@@ -138,7 +185,7 @@ fn a_changed_ciphertext_or_header_is_refused() {
     };
     armored.replace_range(mid..mid + 1, flipped);
     assert!(matches!(
-        restore(&changed, &ids),
+        restore(&resigned(changed.clone()), &ids),
         Err(BackupError::NotEnoughOfficers { .. })
     ));
 }
@@ -151,7 +198,7 @@ fn a_lowered_threshold_or_pieces_of_another_backup_do_not_give_a_key() {
     let mut lowered = backup.clone();
     lowered.header.threshold = 2;
     assert!(matches!(
-        restore(&lowered, &pick(&o, &[0, 1])),
+        restore(&resigned(lowered.clone()), &pick(&o, &[0, 1])),
         Err(BackupError::WrongPieces)
     ));
     // A piece moved in from another backup of the same officers is refused.
@@ -159,7 +206,7 @@ fn a_lowered_threshold_or_pieces_of_another_backup_do_not_give_a_key() {
     let mut mixed = backup.clone();
     mixed.pieces[0] = other.pieces[0].clone();
     assert!(matches!(
-        restore(&mixed, &pick(&o, &[0, 1, 2])),
+        restore(&resigned(mixed.clone()), &pick(&o, &[0, 1, 2])),
         Err(BackupError::WrongPieces)
     ));
 }
@@ -218,4 +265,33 @@ fn identity_files_and_backup_files_are_parsed_strictly() {
         Err(BackupError::Format(_))
     ));
     assert!(Backup::from_json("{not json").is_err());
+}
+
+#[test]
+fn a_backup_not_signed_by_its_party_or_changed_after_signing_is_refused() {
+    let o = officers(3);
+    let backup = create(SECRET, metadata(), &o.officers, 2).unwrap();
+    let ids = pick(&o, &[0, 1]);
+    assert_eq!(&restore(&backup, &ids).unwrap().secret[..], SECRET);
+    // Signed by someone else's key.
+    let forged = super::create(SECRET, metadata(), &o.officers, 2, |d| {
+        SigningKey::from_bytes(&[8; 32]).sign(d).to_bytes()
+    })
+    .unwrap();
+    // The epoch changed after signing (the cipher's associated data catches it too, but the
+    // signature is checked first), the signature cut, or missing.
+    let mut relabelled = backup.clone();
+    relabelled.header.metadata.epoch = 4;
+    let mut cut = backup.clone();
+    cut.signature.truncate(10);
+    let mut unsigned = backup.clone();
+    unsigned.signature.clear();
+    for bad in [forged, relabelled, cut, unsigned] {
+        let err = restore(&bad, &ids).err().unwrap();
+        assert!(
+            matches!(err, BackupError::BadSignature(ref p) if p == "p2"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not p2's"), "{err}");
+    }
 }

@@ -7,16 +7,20 @@
 //!   a session runs and the [`Output`]s it reports;
 //! - [`starter`]: the coordinator's side of a session: sign a start, hand it to the nodes over
 //!   a [`ControlChannel`], check what comes back;
+//! - [`certificate`]: the signed outcomes a node checks before it activates, closes or
+//!   abandons an epoch of a key;
 //! - [`nats`]: the [`ControlChannel`] over a NATS broker;
 //! - [`pool`]: presignature pools kept full by the starter, and signing online or in full.
 
+pub mod certificate;
 pub mod messages;
 pub mod nats;
 pub mod pool;
 pub mod starter;
 
+pub use certificate::CertificateError;
 pub use messages::{
-    now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
+    now_unix, ControlError, EpochReport, Failure, Operation, Output, SessionOutcome, SessionStart,
     SignedOutcome, SignedStart, MAX_CONTROL_MESSAGE,
 };
-pub use starter::{ControlChannel, Starter, StarterError};
+pub use starter::{agreed, all_succeeded, ControlChannel, Report, Reports, Starter, StarterError};

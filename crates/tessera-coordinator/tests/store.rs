@@ -9,9 +9,9 @@ use sqlx::any::AnyPoolOptions;
 use tempfile::TempDir;
 use tessera_coordinator::store::{
     AddApproval, Approval, ApprovalSubject, Backend, CommitteeStatus, Decision, InsertOutcome,
-    KeyStatus, NewKey, NewProposal, NewRequest, NewSession, PolicyRow, ProposalId, ProposalState,
-    RequestFilter, RequestKind, RequestState, SessionOutcome, SessionSubject, Spend, Store,
-    StoreError, SCHEMA_VERSION,
+    KeyStatus, Lifecycle, LifecyclePhase, NewKey, NewProposal, NewRequest, NewSession, PolicyRow,
+    ProposalId, ProposalState, RequestFilter, RequestKind, RequestState, SessionOutcome,
+    SessionSubject, Spend, Store, StoreError, SCHEMA_VERSION,
 };
 use tessera_coordinator::testing::PostgresServer;
 use tessera_wire::{KeyId, PartyId, RequestId, SessionId};
@@ -115,6 +115,7 @@ on_both_backends!(
     committees_lifecycle,
     request_reasons_queue_and_liveness,
     stale_key_generations_fail,
+    key_epochs_and_their_lifecycle,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -319,6 +320,94 @@ async fn keys_lifecycle(db: &Db) {
         store.set_key_ready(kid(9), &public_key, None).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn key_epochs_and_their_lifecycle(db: &Db) {
+    let store = db.store().await;
+    db.set_time(500);
+    store.insert_key(&new_key(1, "alpha")).await.unwrap();
+    // Not ready yet: no rotation can be recorded.
+    let lifecycle = Lifecycle {
+        session: SessionId([5; 16]),
+        phase: LifecyclePhase::Activate,
+        certificate: Vec::new(),
+        activated: Vec::new(),
+        approved: None,
+        due: vec![PartyId(1), PartyId(2)],
+        holders: vec![PartyId(1), PartyId(2), PartyId(3)],
+    };
+    let four = [PartyId(1), PartyId(2), PartyId(3), PartyId(4)];
+    assert!(!store
+        .set_key_rotated(kid(1), 0, &four, 3, &lifecycle)
+        .await
+        .unwrap());
+    store.set_key_ready(kid(1), &[2; 33], None).await.unwrap();
+    let fresh = store.get_key(kid(1)).await.unwrap().unwrap();
+    assert_eq!((fresh.epoch, fresh.lifecycle.as_ref()), (0, None));
+    // From epoch 0 only, and only once (the compare-and-set of concurrent replicas).
+    assert!(!store
+        .set_key_rotated(kid(1), 1, &four, 3, &lifecycle)
+        .await
+        .unwrap());
+    db.set_time(700);
+    assert!(store
+        .set_key_rotated(kid(1), 0, &four, 3, &lifecycle)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_key_rotated(kid(1), 0, &four, 3, &lifecycle)
+        .await
+        .unwrap());
+    let rotated = store.get_key(kid(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (rotated.epoch, &rotated.committee[..], rotated.threshold),
+        (1, &four[..], 3)
+    );
+    assert_eq!(rotated.rotated_at, Some(700));
+    assert_eq!(rotated.lifecycle.as_ref(), Some(&lifecycle));
+    let due = store.keys_due_for_rotation_work(0).await.unwrap();
+    assert_eq!(due.iter().map(|k| k.id).collect::<Vec<_>>(), [kid(1)]);
+    // While a step is due, no other rotation is recorded on top of it.
+    assert!(!store
+        .set_key_rotated(kid(1), 1, &four, 3, &lifecycle)
+        .await
+        .unwrap());
+    // The next step replaces it, only for its own session; then nothing is due.
+    let closing = Lifecycle {
+        phase: LifecyclePhase::Close,
+        due: vec![PartyId(3)],
+        ..lifecycle.clone()
+    };
+    assert!(!store
+        .update_lifecycle(kid(1), SessionId([6; 16]), Some(&closing))
+        .await
+        .unwrap());
+    assert!(store
+        .update_lifecycle(kid(1), lifecycle.session, Some(&closing))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_key(kid(1)).await.unwrap().unwrap().lifecycle,
+        Some(closing)
+    );
+    assert!(store
+        .update_lifecycle(kid(1), lifecycle.session, None)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_key(kid(1)).await.unwrap().unwrap().lifecycle,
+        None
+    );
+    assert!(store
+        .keys_due_for_rotation_work(0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .set_key_rotated(kid(1), 1, &four[..3], 2, &lifecycle)
+        .await
+        .unwrap());
+    assert_eq!(store.get_key(kid(1)).await.unwrap().unwrap().epoch, 2);
 }
 
 async fn insert_request_is_idempotent_and_detects_conflicts(db: &Db) {

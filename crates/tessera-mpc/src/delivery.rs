@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::{Sink, Stream};
 use round_based::{Incoming, MessageDestination, MessageType, Outgoing, ProtocolMessage};
 use serde::{de::DeserializeOwned, Serialize};
-use tessera_channel::FrameContext;
+use tessera_channel::{BroadcastEvidence, FrameContext};
 use tessera_transport::{SecureTransport, SessionInbox};
 use tessera_wire::{PartyId, Protocol, SessionId, DEFAULT_MAX_PAYLOAD};
 
@@ -118,6 +118,39 @@ impl FailureSlot {
     }
 }
 
+/// Signed messages (broadcasts and signed point-to-point ones) as received, by (round,
+/// sender): the sender's signed statement and the exact payload, to show others later (see
+/// [`connect_signed`]).
+#[derive(Clone, Default)]
+pub(crate) struct EvidenceLog(Arc<Mutex<BTreeMap<(u16, PartyId), SignedMessage>>>);
+
+/// One signed message as received.
+#[derive(Clone)]
+pub(crate) struct SignedMessage {
+    /// The sender's signed statement (covers the payload's hash).
+    pub evidence: BroadcastEvidence,
+    /// The payload, as it was sealed. It may hold a secret (a sub-share): zeroized on drop.
+    pub payload: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl EvidenceLog {
+    fn keep(&self, round: u16, from: PartyId, message: SignedMessage) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((round, from), message);
+    }
+
+    /// The signed message `from` sent in `round`, if one arrived.
+    pub(crate) fn get(&self, round: u16, from: PartyId) -> Option<SignedMessage> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(round, from))
+            .cloned()
+    }
+}
+
 /// The incoming half handed to `MpcParty::connected`.
 pub(crate) type IncomingStream<M> =
     Pin<Box<dyn Stream<Item = Result<Incoming<M>, ReceiveError>> + Send>>;
@@ -133,6 +166,8 @@ struct Receiver {
     timeout: Duration,
     failure: FailureSlot,
     finished: bool,
+    signed_rounds: Vec<u16>,
+    evidence: Option<EvidenceLog>,
 }
 
 impl Receiver {
@@ -214,6 +249,21 @@ impl Receiver {
                 );
                 return Some(Err(self.fail(invalid(reason))));
             }
+            if self.signed_rounds.contains(&msg.round()) && delivery.broadcast.is_none() {
+                let reason = format!("round {} needs a signed message", msg.round());
+                return Some(Err(self.fail(invalid(reason))));
+            }
+            if let (Some(log), Some(evidence)) = (&self.evidence, &delivery.broadcast) {
+                // The channel verified the signature; keep it to show.
+                log.keep(
+                    msg.round(),
+                    delivery.from,
+                    SignedMessage {
+                        evidence: evidence.clone(),
+                        payload: zeroize::Zeroizing::new(delivery.payload.clone()),
+                    },
+                );
+            }
             self.delivered
                 .entry(msg.round())
                 .or_default()
@@ -246,7 +296,43 @@ pub(crate) fn connect<M>(
 where
     M: Serialize + DeserializeOwned + ProtocolMessage + Send + 'static,
 {
+    open(net, spec, me, config, &[], None)
+}
+
+/// [`connect`], where the point-to-point messages of `signed_rounds` are sent signed by this
+/// party (as broadcasts to one party) and must arrive signed. The library sees them as
+/// broadcast messages (declare those rounds with `RoundInput::broadcast`). The returned
+/// [`EvidenceLog`] keeps every signed message received (broadcasts included) with its signed
+/// statement.
+pub(crate) fn connect_signed<M>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    me: PartyId,
+    config: &MpcConfig,
+    signed_rounds: &[u16],
+) -> (IncomingStream<M>, OutgoingSink<M>, FailureSlot, EvidenceLog)
+where
+    M: Serialize + DeserializeOwned + ProtocolMessage + Send + 'static,
+{
+    let evidence = EvidenceLog::default();
+    let (incoming, outgoing, failure) =
+        open(net, spec, me, config, signed_rounds, Some(evidence.clone()));
+    (incoming, outgoing, failure, evidence)
+}
+
+fn open<M>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    me: PartyId,
+    config: &MpcConfig,
+    signed_rounds: &[u16],
+    evidence: Option<EvidenceLog>,
+) -> (IncomingStream<M>, OutgoingSink<M>, FailureSlot)
+where
+    M: Serialize + DeserializeOwned + ProtocolMessage + Send + 'static,
+{
     let spec = Arc::new(spec.clone());
+    let signed: Arc<[u16]> = signed_rounds.into();
     let failure = FailureSlot::default();
     let receiver = Receiver {
         inbox: net.open_session(spec.session),
@@ -257,14 +343,16 @@ where
         timeout: config.round_timeout,
         failure: failure.clone(),
         finished: false,
+        signed_rounds: signed_rounds.to_vec(),
+        evidence,
     };
     let incoming = futures::stream::unfold(receiver, |mut r| async move {
         let item = r.next::<M>().await?;
         Some((item, r))
     });
     let outgoing = futures::sink::unfold(
-        (net, spec, me),
-        |(net, spec, me), out: Outgoing<M>| async move {
+        (net, spec, me, signed),
+        |(net, spec, me, signed), out: Outgoing<M>| async move {
             let payload = tessera_wire::encode(&out.msg);
             let context = FrameContext {
                 session: spec.session,
@@ -281,11 +369,15 @@ where
                     let to = *spec.parties.get(usize::from(i)).ok_or_else(|| {
                         SendError(format!("party index {i} is not in the session"))
                     })?;
-                    net.send(to, context, &payload).await
+                    if signed.contains(&context.round) {
+                        net.send_signed(to, context, &payload).await
+                    } else {
+                        net.send(to, context, &payload).await
+                    }
                 }
             };
             sent.map_err(|e| SendError(e.to_string()))?;
-            Ok::<_, SendError>((net, spec, me))
+            Ok::<_, SendError>((net, spec, me, signed))
         },
     );
     (Box::pin(incoming), Box::pin(outgoing), failure)

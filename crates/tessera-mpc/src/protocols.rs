@@ -116,12 +116,24 @@ pub async fn aux_info(
     primes: PrimeSet,
     config: &MpcConfig,
 ) -> Result<AuxInfo, MpcError> {
+    aux_info_bound(net, spec, &spec.execution_id(), primes, config).await
+}
+
+/// [`aux_info`] with the library's execution id given: a protocol that runs auxiliary info as
+/// one of its steps binds its own session hash into it.
+pub(crate) async fn aux_info_bound(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    eid: &[u8],
+    primes: PrimeSet,
+    config: &MpcConfig,
+) -> Result<AuxInfo, MpcError> {
     expect_protocol(spec, Protocol::AUX_INFO)?;
     let me = net.party();
     let i = spec.my_index(me)?;
     let n = spec.parties.len() as u16;
     let (incoming, outgoing, failure) = connect::<AuxMsg>(net, spec, me, config);
-    let eid = spec.execution_id();
+    let eid = eid.to_vec();
     let result = run_blocking(async move {
         let party = MpcParty::connected((incoming, outgoing));
         cggmp24::aux_info_gen(ExecutionId::new(&eid), i, n, primes)

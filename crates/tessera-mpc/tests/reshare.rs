@@ -1,8 +1,9 @@
 //! Resharing and refresh over secure sessions in memory (`docs/protocols/reshare.md`): the
-//! public key and chain code survive, new quorums sign (verified with k256), any `t'` new
-//! shares reconstruct the same secret while old and new shares do not combine, cheating
-//! dealers are named and nobody gets a share, and a party that drops out leaves the old shares
-//! signing.
+//! public key and chain code survive, the auxiliary info is renewed, new quorums sign (verified
+//! with k256), any `t'` new shares reconstruct the same secret while old and new shares do not
+//! combine, cheating dealers are named with evidence and nobody gets a share, a lying receiver
+//! gets itself blamed and not an honest dealer, and a party that drops out leaves the old
+//! shares signing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,17 +13,22 @@ use cggmp24::generic_ec::{NonZero, Point, Scalar, SecretScalar};
 use cggmp24::key_share::{reconstruct_secret_key, Validate};
 use generic_ec_zkp::polynomial::lagrange_coefficient_at_zero;
 use rand_core::OsRng;
-use tessera_mpc::fixtures::{insecure_committee_2of3, insecure_committee_3of5, CommitteeFixture};
+use tessera_channel::{BroadcastEvidence, FrameContext};
+use tessera_mpc::fixtures::{insecure_committee_2of3, insecure_test_primes, CommitteeFixture};
 use tessera_mpc::reshare::core as reshare_core;
+use tessera_mpc::reshare::run::{
+    CommitMsg, EchoMsg, ReshareMsg, RevealMsg, SeenBroadcasts, SubShareMsg,
+};
 use tessera_mpc::reshare::{
-    reshare, reshare_with, Contribution, Fault, Kind, ReshareOutput, ReshareSetup,
+    reshare, reshare_with, AuxInput, Complaint, Contribution, Fault, Kind, NewShare, ReshareOutput,
+    ReshareSetup, SubShareEvidence, SUB_SHARE_ROUND,
 };
 use tessera_mpc::{
-    sign, verify_signature, Blame, Curve, IncompleteKeyShare, KeyShare, MpcConfig, MpcError,
-    SessionSpec, SigningInput,
+    sign, verify_signature, AuxInfo, Blame, Curve, IncompleteKeyShare, KeyShare, MpcConfig,
+    MpcError, SessionSpec, SigningInput,
 };
 use tessera_transport::SecureTransport;
-use tessera_wire::{PartyId, Protocol};
+use tessera_wire::{KeyId, PartyId, Protocol};
 
 use crate::common::{keys, memory_nodes, spec};
 
@@ -53,33 +59,56 @@ fn setup(
 ) -> ReshareSetup {
     ReshareSetup {
         kind,
+        key_id: KeyId([7; 16]),
+        epoch: 0,
         key: fixture.shares[0].core.key_info.clone(),
         old_committee: fixture.committee.clone(),
         dealers: parties(dealers),
         new_committee: parties(new_committee),
         new_threshold,
+        authorisation: [0; 32],
     }
 }
 
 type Outcomes = BTreeMap<PartyId, Result<ReshareOutput, MpcError>>;
+
+/// Which INSECURE fixture prime set each receiver uses for its new auxiliary info: a map from
+/// party to set number (0 to 5). The fixture committees were made with sets 0 to 4 in party
+/// order.
+type Primes = BTreeMap<PartyId, usize>;
+
+fn primes(assignments: &[(u16, usize)]) -> Primes {
+    assignments.iter().map(|(p, s)| (PartyId(*p), *s)).collect()
+}
+
+fn aux_input(primes: &Primes, p: PartyId) -> Option<AuxInput> {
+    let set = *primes.get(&p)?;
+    Some(AuxInput {
+        primes: insecure_test_primes().swap_remove(set),
+        config: MpcConfig::default(),
+    })
+}
 
 /// Runs one session of `setup`, every participant but `absent` its own side.
 async fn run(
     nodes: &[Arc<SecureTransport>],
     setup: &ReshareSetup,
     shares: &BTreeMap<PartyId, IncompleteKeyShare>,
+    primes: &Primes,
     config: &MpcConfig,
     absent: &[PartyId],
 ) -> Outcomes {
     let s = spec(Protocol::RESHARE, &setup.participants());
-    run_in(nodes, setup, shares, s, None, config, absent).await
+    run_in(nodes, setup, shares, primes, s, None, config, absent).await
 }
 
 /// Runs session `s` of `setup`; `cheat` replaces one dealer's contribution.
+#[allow(clippy::too_many_arguments)]
 async fn run_in(
     nodes: &[Arc<SecureTransport>],
     setup: &ReshareSetup,
     shares: &BTreeMap<PartyId, IncompleteKeyShare>,
+    primes: &Primes,
     s: SessionSpec,
     cheat: Option<(PartyId, Contribution)>,
     config: &MpcConfig,
@@ -97,6 +126,7 @@ async fn run_in(
             let (net, s, setup) = (node_of(nodes, *p), s.clone(), setup.clone());
             let share = shares.get(p).cloned();
             let config = config.clone();
+            let aux = aux_input(primes, *p);
             let contribution = if cheater == Some(*p) {
                 contribution.take()
             } else {
@@ -106,9 +136,9 @@ async fn run_in(
             async move {
                 let result = match contribution {
                     Some(c) => {
-                        reshare_with(net, &s, &setup, share.as_ref(), Some(c), &config).await
+                        reshare_with(net, &s, &setup, share.as_ref(), Some(c), aux, &config).await
                     }
-                    None => reshare(net, &s, &setup, share.as_ref(), &config).await,
+                    None => reshare(net, &s, &setup, share.as_ref(), aux, &config).await,
                 };
                 (p, result)
             }
@@ -117,8 +147,9 @@ async fn run_in(
     futures::future::join_all(runs).await.into_iter().collect()
 }
 
-/// The new shares by party, after checking every participant succeeded and agrees.
-fn new_shares(outcomes: Outcomes, setup: &ReshareSetup) -> Vec<IncompleteKeyShare> {
+/// The new epochs by party, after checking every participant succeeded and agrees: the same
+/// confirmation everywhere, the same auxiliary digest at every receiver.
+fn new_shares(outcomes: Outcomes, setup: &ReshareSetup) -> Vec<NewShare> {
     let mut confirmations = Vec::new();
     let mut shares = BTreeMap::new();
     for (p, outcome) in outcomes {
@@ -133,48 +164,69 @@ fn new_shares(outcomes: Outcomes, setup: &ReshareSetup) -> Vec<IncompleteKeyShar
         confirmations.windows(2).all(|w| w[0] == w[1]),
         "every participant confirms the same new key"
     );
-    setup
+    let new: Vec<NewShare> = setup
         .new_committee
         .iter()
-        .map(|p| shares[p].clone())
-        .collect()
+        .map(|p| shares.remove(p).unwrap())
+        .collect();
+    assert!(
+        new.windows(2).all(|w| w[0].aux_digest == w[1].aux_digest),
+        "every receiver reports the same auxiliary info"
+    );
+    new
 }
 
-/// Signs with `signers` (positions in `committee`), whose key shares are `shares` combined
-/// with the auxiliary info of the fixture committee of the same size; returns whether k256
-/// verifies the signature.
+fn cores(new: &[NewShare]) -> Vec<IncompleteKeyShare> {
+    new.iter().map(|s| s.core.clone()).collect()
+}
+
+/// Signs with `signers`, whose key shares are the parts at their position in `committee`;
+/// returns whether k256 verifies the signature.
 async fn signs(
     nodes: &[Arc<SecureTransport>],
     committee: &[PartyId],
-    shares: &[IncompleteKeyShare],
-    aux_from: &CommitteeFixture,
+    shares: &[(IncompleteKeyShare, AuxInfo)],
     signers: &[PartyId],
 ) -> bool {
     let s = spec(Protocol::SIGN, signers);
     let input = SigningInput::Sha256(b"reshared key signs".to_vec());
     let runs = signers.iter().map(|p| {
         let k = committee.iter().position(|c| c == p).unwrap();
-        let aux = aux_from.shares[k].aux.clone().validate().unwrap();
-        let share = KeyShare::from_parts((shares[k].clone(), aux)).unwrap();
+        let share = KeyShare::from_parts(shares[k].clone()).unwrap();
         let (net, s, input) = (node_of(nodes, *p), s.clone(), input.clone());
         let committee = committee.to_vec();
-        async move {
-            sign(
-                net,
-                &s,
-                &committee,
-                &share,
-                &[],
-                &input,
-                &MpcConfig::default(),
-            )
-            .await
-        }
+        let config = MpcConfig {
+            round_timeout: Duration::from_secs(20),
+        };
+        async move { sign(net, &s, &committee, &share, &[], &input, &config).await }
     });
-    let sigs = futures::future::try_join_all(runs).await.unwrap();
-    let pk = shares[0].shared_public_key;
+    let Ok(sigs) = futures::future::try_join_all(runs).await else {
+        return false;
+    };
+    let pk = shares[0].0.shared_public_key;
     sigs.iter()
         .all(|sig| verify_signature(&pk.into_inner(), &input, sig))
+}
+
+/// The parts of a new epoch.
+fn epoch(new: &[NewShare]) -> Vec<(IncompleteKeyShare, AuxInfo)> {
+    new.iter()
+        .map(|s| (s.core.clone(), s.aux.clone()))
+        .collect()
+}
+
+/// The parts of a fixture committee's key shares.
+fn fixture_epoch(fixture: &CommitteeFixture) -> Vec<(IncompleteKeyShare, AuxInfo)> {
+    fixture
+        .shares
+        .iter()
+        .map(|s| {
+            (
+                s.core.clone().validate().unwrap(),
+                s.aux.clone().validate().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// The secret behind `shares` by the library's own reconstruction (tests only).
@@ -222,20 +274,48 @@ fn assert_same_key(old: &CommitteeFixture, new: &[IncompleteKeyShare]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_renews_every_share_of_the_same_key() {
+async fn refresh_renews_every_share_and_the_auxiliary_info_of_the_same_key() {
     let keys = keys(3);
     let nodes = memory_nodes(&keys, 3).await;
     let old = insecure_committee_2of3();
     let old_shares = incomplete_shares(&old);
     let setup = setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 2);
-    let outcomes = run(&nodes, &setup, &old_shares, &MpcConfig::default(), &[]).await;
-    let new = new_shares(outcomes, &setup);
+    let fresh_primes = primes(&[(1, 3), (2, 4), (3, 5)]);
+    let outcomes = run(
+        &nodes,
+        &setup,
+        &old_shares,
+        &fresh_primes,
+        &MpcConfig::default(),
+        &[],
+    )
+    .await;
+    let renewed = new_shares(outcomes, &setup);
+    let new = cores(&renewed);
     assert_same_key(&old, &new);
-    for (k, share) in new.iter().enumerate() {
-        let before = &old.shares[k].core;
-        assert_eq!(share.i, before.i);
-        assert_ne!(value(&share.x), value(&before.x), "share {k} renewed");
-        assert_ne!(share.public_shares, before.public_shares);
+    for (k, share) in renewed.iter().enumerate() {
+        let before = &old.shares[k];
+        assert_eq!(share.core.i, before.core.i);
+        assert_ne!(
+            value(&share.core.x),
+            value(&before.core.x),
+            "share {k} renewed"
+        );
+        assert_ne!(share.core.public_shares, before.core.public_shares);
+        // New Paillier keys and ring-Pedersen parameters, for every party.
+        assert_ne!(
+            share.aux.p, before.aux.p,
+            "party {k}'s Paillier key renewed"
+        );
+        for j in 0..3 {
+            assert_ne!(share.aux.N[j], before.aux.N[j]);
+            let (new_rp, old_rp) = (
+                &share.aux.pedersen_params[j],
+                &before.aux.pedersen_params[j],
+            );
+            assert_ne!(new_rp.hat_N, old_rp.hat_N);
+            assert_ne!((&new_rp.s, &new_rp.t), (&old_rp.s, &old_rp.t));
+        }
     }
     let old_list: Vec<_> = old_shares.values().cloned().collect();
     assert_eq!(secret(&new[..2]), secret(&old_list[..2]));
@@ -246,31 +326,45 @@ async fn refresh_renews_every_share_of_the_same_key() {
     assert_ne!(Point::generator() * mixed, y);
     let fresh = combine(&[(&new[0].x, point(1)), (&new[1].x, point(2))]);
     assert_eq!(Point::generator() * fresh, y);
-    // The committee's auxiliary info still fits: the refreshed shares sign.
+    // The new epoch signs; an old-epoch share with a new-epoch one does not.
     let committee = parties(&[1, 2, 3]);
-    assert!(signs(&nodes, &committee, &new, &old, &parties(&[1, 3])).await);
+    let new_epoch = epoch(&renewed);
+    assert!(signs(&nodes, &committee, &new_epoch, &parties(&[1, 3])).await);
+    let mut mixed_epochs = new_epoch.clone();
+    mixed_epochs[0] = fixture_epoch(&old)[0].clone();
+    assert!(!signs(&nodes, &committee, &mixed_epochs, &parties(&[1, 3])).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_of_three_reshares_to_three_of_five_and_back() {
-    let keys = keys(5);
-    let nodes = memory_nodes(&keys, 5).await;
+async fn two_of_three_reshares_to_three_of_four_and_back() {
+    let keys = keys(4);
+    let nodes = memory_nodes(&keys, 4).await;
     let old = insecure_committee_2of3();
     let old_shares = incomplete_shares(&old);
-    let five = insecure_committee_3of5();
 
-    // 2-of-3 (p1 p2 p3) -> 3-of-5 (p1..p5); p1 and p3 deal, p2 only receives.
-    let up = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
-    let outcomes = run(&nodes, &up, &old_shares, &MpcConfig::default(), &[]).await;
-    let new = new_shares(outcomes, &up);
+    // 2-of-3 (p1 p2 p3) -> 3-of-4 (p1..p4); p1 and p3 deal, p2 only receives, p4 joins.
+    let up = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4], 3);
+    let to_four = primes(&[(1, 3), (2, 4), (3, 5), (4, 0)]);
+    let outcomes = run(
+        &nodes,
+        &up,
+        &old_shares,
+        &to_four,
+        &MpcConfig::default(),
+        &[],
+    )
+    .await;
+    let renewed = new_shares(outcomes, &up);
+    let new = cores(&renewed);
     assert_same_key(&old, &new);
-    for share in &new {
-        assert_eq!(share.min_signers(), 3);
-        assert_eq!(share.public_shares.len(), 5);
+    for share in &renewed {
+        assert_eq!(share.core.min_signers(), 3);
+        assert_eq!(share.core.public_shares.len(), 4);
+        assert_eq!(share.aux.N.len(), 4, "auxiliary info for the new committee");
     }
     let old_list: Vec<_> = old_shares.values().cloned().collect();
     let x = secret(&old_list[..2]);
-    for quorum in [[0, 1, 2], [2, 3, 4], [0, 2, 4], [1, 3, 4]] {
+    for quorum in [[0, 1, 2], [1, 2, 3], [0, 2, 3], [0, 1, 3]] {
         let q: Vec<_> = quorum.iter().map(|k| new[*k].clone()).collect();
         assert_eq!(
             secret(&q),
@@ -288,31 +382,46 @@ async fn two_of_three_reshares_to_three_of_five_and_back() {
         (&old_list[2].x, point(3)),
     ]);
     assert_ne!(Point::generator() * mixed, y);
-    let committee5 = parties(&[1, 2, 3, 4, 5]);
-    assert!(signs(&nodes, &committee5, &new, &five, &parties(&[2, 4, 5])).await);
+    let committee4 = parties(&[1, 2, 3, 4]);
+    assert!(signs(&nodes, &committee4, &epoch(&renewed), &parties(&[2, 3, 4])).await);
+    // The new epoch's auxiliary info is not the old committee's.
+    assert_ne!(renewed[0].aux.N[0], old.shares[0].aux.N[0]);
 
-    // 3-of-5 -> 2-of-3 (p2 p4 p5 -> p5 p1 p3): overlapping committees, a new order, p2 and
-    // p4 leave, p1 and p3 only receive.
-    let by_party: BTreeMap<PartyId, IncompleteKeyShare> = committee5
+    // 3-of-4 -> 2-of-3 (p2 p3 p4 -> p4 p1 p3): overlapping committees, a new order, p2
+    // leaves, p1 only receives, p3 and p4 deal and stay.
+    let by_party: BTreeMap<PartyId, IncompleteKeyShare> = committee4
         .iter()
         .copied()
         .zip(new.iter().cloned())
         .collect();
     let mut down = ReshareSetup {
         kind: Kind::Reshare,
+        key_id: up.key_id,
+        epoch: 1,
         key: new[0].key_info.clone(),
-        old_committee: committee5.clone(),
-        dealers: parties(&[2, 4, 5]),
-        new_committee: parties(&[5, 1, 3]),
+        old_committee: committee4.clone(),
+        dealers: parties(&[2, 3, 4]),
+        new_committee: parties(&[4, 1, 3]),
         new_threshold: 2,
+        authorisation: [9; 32],
     };
-    let outcomes = run(&nodes, &down, &by_party, &MpcConfig::default(), &[]).await;
+    let to_three = primes(&[(4, 1), (1, 2), (3, 0)]);
+    let outcomes = run(
+        &nodes,
+        &down,
+        &by_party,
+        &to_three,
+        &MpcConfig::default(),
+        &[],
+    )
+    .await;
     let back = new_shares(outcomes, &down);
-    assert_same_key(&old, &back);
-    assert_eq!(secret(&back[..2]), x);
-    assert_eq!(secret(&back[1..]), x);
-    let committee3 = parties(&[5, 1, 3]);
-    assert!(signs(&nodes, &committee3, &back, &old, &parties(&[3, 5])).await);
+    let back_cores = cores(&back);
+    assert_same_key(&old, &back_cores);
+    assert_eq!(secret(&back_cores[..2]), x);
+    assert_eq!(secret(&back_cores[1..]), x);
+    let committee3 = parties(&[4, 1, 3]);
+    assert!(signs(&nodes, &committee3, &epoch(&back), &parties(&[3, 4])).await);
 
     // A dealer set that is not exactly t holders is refused before anything is sent.
     down.dealers = parties(&[2, 4]);
@@ -322,45 +431,111 @@ async fn two_of_three_reshares_to_three_of_five_and_back() {
         &s,
         &down,
         by_party.get(&PartyId(2)),
+        None,
         &MpcConfig::default(),
     )
     .await
     .err()
-    .expect("two dealers for a 3-of-5 key refused");
+    .expect("two dealers for a 3-of-4 key refused");
     assert!(matches!(err, MpcError::InvalidSession(_)), "{err}");
+}
+
+#[test]
+fn a_refresh_must_be_dealt_by_and_to_the_whole_committee_in_key_order() {
+    let old = insecure_committee_2of3();
+    let honest = setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 2);
+    honest.plan().unwrap();
+    for (dealers, receivers, threshold) in [
+        (&[1, 2][..], &[1, 2, 3][..], 2),
+        (&[1, 2, 3], &[1, 2], 2),
+        (&[3, 2, 1], &[3, 2, 1], 2),
+        (&[1, 2, 3], &[1, 2, 3, 4], 2),
+        (&[1, 2, 3], &[1, 2, 3], 3),
+    ] {
+        let bad = setup(Kind::Refresh, &old, dealers, receivers, threshold);
+        let err = bad.plan().unwrap_err();
+        assert!(
+            matches!(err, MpcError::InvalidSession(_)),
+            "{dealers:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_session_hash_binds_every_input_of_the_setup() {
+    let old = insecure_committee_2of3();
+    let base = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
+    let s = spec(Protocol::RESHARE, &base.participants());
+    let sid = |setup: &ReshareSetup, s: &SessionSpec| setup.session_hash(s, &setup.plan().unwrap());
+    let reference = sid(&base, &s);
+    let mut variants: Vec<ReshareSetup> = Vec::new();
+    let mut v = base.clone();
+    v.key_id = KeyId([8; 16]);
+    variants.push(v);
+    let mut v = base.clone();
+    v.epoch = 1;
+    variants.push(v);
+    let mut v = base.clone();
+    v.authorisation = [1; 32];
+    variants.push(v);
+    let mut v = base.clone();
+    v.new_threshold = 4;
+    variants.push(v);
+    let mut v = base.clone();
+    v.new_committee = parties(&[1, 2, 3, 5, 4]);
+    variants.push(v);
+    for v in &variants {
+        let s = SessionSpec {
+            parties: v.participants(),
+            ..s.clone()
+        };
+        assert_ne!(sid(v, &s), reference, "{v:?}");
+    }
+    let other_session = spec(Protocol::RESHARE, &base.participants());
+    assert_ne!(sid(&base, &other_session), reference);
+    assert_eq!(sid(&base, &s), reference, "deterministic");
+}
+
+/// Each participant's blame list: who it names, by whom (the accuser, or the judge where a
+/// complainer lied), and why.
+fn blames(outcomes: &Outcomes) -> BTreeMap<PartyId, Vec<Blame>> {
+    outcomes
+        .iter()
+        .map(|(p, outcome)| match outcome {
+            Err(MpcError::Blamed { blamed, .. }) => (*p, blamed.clone()),
+            Err(other) => panic!("{p}: expected blame, got {other}"),
+            Ok(_) => panic!("{p} finished despite a cheating party"),
+        })
+        .collect()
 }
 
 /// A dealer that cheats is named by the parties that caught it, and nobody gets a share.
 fn assert_blamed(outcomes: &Outcomes, cheater: PartyId, fault: &Fault, by: &[PartyId]) {
-    for (p, outcome) in outcomes {
-        match outcome {
-            Err(MpcError::Blamed { blamed, .. }) => {
-                assert_eq!(Blame::parties(blamed), vec![cheater], "{p}: {blamed:?}");
-                let accusers: Vec<PartyId> = blamed.iter().map(|b| b.by).collect();
-                assert_eq!(accusers, by, "{p}");
-                assert!(blamed.iter().all(|b| b.reason == fault.to_string()));
-            }
-            Err(other) => panic!("{p}: expected blame, got {other}"),
-            Ok(_) => panic!("{p} finished despite a cheating dealer"),
-        }
+    for (p, blamed) in blames(outcomes) {
+        assert_eq!(Blame::parties(&blamed), vec![cheater], "{p}: {blamed:?}");
+        let accusers: Vec<PartyId> = blamed.iter().map(|b| b.by).collect();
+        assert_eq!(accusers, by, "{p}");
+        assert!(blamed.iter().all(|b| b.reason == fault.to_string()));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dealer_whose_sub_share_does_not_match_its_commitments_is_named() {
+async fn a_dealer_whose_sub_share_does_not_match_its_commitments_is_named_on_its_signature() {
     let keys = keys(5);
     let nodes = memory_nodes(&keys, 5).await;
     let old = insecure_committee_2of3();
     let old_shares = incomplete_shares(&old);
     let up = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
     let s = spec(Protocol::RESHARE, &up.participants());
-    // p3 deals honestly except for p4's sub-share.
+    // p3 deals honestly except for p4's sub-share, and sends p5 none at all.
     let mut bad = Contribution::deal(&s, &up, &old_shares[&PartyId(3)], PartyId(3)).unwrap();
-    bad.sub_shares[3] = SecretScalar::random(&mut OsRng);
+    bad.sub_shares[3] = Some(SecretScalar::random(&mut OsRng));
+    bad.sub_shares[4] = None;
     let outcomes = run_in(
         &nodes,
         &up,
         &old_shares,
+        &primes(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
         s,
         Some((PartyId(3), bad)),
         &MpcConfig::default(),
@@ -368,7 +543,21 @@ async fn a_dealer_whose_sub_share_does_not_match_its_commitments_is_named() {
     )
     .await;
     assert_eq!(outcomes.len(), 5);
-    assert_blamed(&outcomes, PartyId(3), &Fault::BadSubShare, &[PartyId(4)]);
+    // Every participant, not only the two that received the bad messages, checked the
+    // evidence and names p3.
+    for (p, blamed) in blames(&outcomes) {
+        assert_eq!(Blame::parties(&blamed), vec![PartyId(3)], "{p}: {blamed:?}");
+        let found: Vec<(PartyId, String)> =
+            blamed.iter().map(|b| (b.by, b.reason.clone())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (PartyId(4), Fault::BadSubShare.to_string()),
+                (PartyId(5), Fault::MissingSubShare.to_string())
+            ],
+            "{p}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,8 +568,8 @@ async fn a_dealer_whose_constant_term_is_wrong_is_named_by_everyone() {
     let old_shares = incomplete_shares(&old);
     let up = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
     let s = spec(Protocol::RESHARE, &up.participants());
-    let sid = s.execution_id();
     let plan = up.plan().unwrap();
+    let sid = up.session_hash(&s, &plan);
     // p1 deals a consistent polynomial around a share it does not hold (x1 + 1): every
     // sub-share matches the commitments, but the constant term is not its weighted share.
     let mut fake = (*old_shares[&PartyId(1)]).clone();
@@ -390,7 +579,7 @@ async fn a_dealer_whose_constant_term_is_wrong_is_named_by_everyone() {
     let bad = Contribution {
         commitment: reshare_core::commitment(&sid, 0, &dealing),
         sub_shares: (0..5)
-            .map(|j| secret.sub_share(&plan, j).unwrap())
+            .map(|j| Some(secret.sub_share(&plan, j).unwrap()))
             .collect(),
         dealing,
     };
@@ -398,6 +587,7 @@ async fn a_dealer_whose_constant_term_is_wrong_is_named_by_everyone() {
         &nodes,
         &up,
         &old_shares,
+        &primes(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
         s,
         Some((PartyId(1), bad)),
         &MpcConfig::default(),
@@ -423,7 +613,15 @@ async fn a_party_that_drops_out_leaves_the_old_shares_signing() {
     let config = MpcConfig {
         round_timeout: Duration::from_secs(2),
     };
-    let outcomes = run(&nodes, &up, &old_shares, &config, &[PartyId(5)]).await;
+    let outcomes = run(
+        &nodes,
+        &up,
+        &old_shares,
+        &primes(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
+        &config,
+        &[PartyId(5)],
+    )
+    .await;
     assert_eq!(outcomes.len(), 4);
     for (p, outcome) in &outcomes {
         match outcome {
@@ -434,6 +632,393 @@ async fn a_party_that_drops_out_leaves_the_old_shares_signing() {
     }
     // Nothing was installed anywhere; the old committee signs as before.
     let committee = parties(&[1, 2, 3]);
-    let shares: Vec<_> = old_shares.values().cloned().collect();
-    assert!(signs(&nodes, &committee, &shares, &old, &parties(&[1, 2])).await);
+    assert!(signs(&nodes, &committee, &fixture_epoch(&old), &parties(&[1, 2])).await);
+}
+
+/// A participant played by hand over its own secure transport: it sends exactly the messages
+/// a test gives it, to whom it chooses, and reads what the others send it.
+struct Scripted {
+    net: Arc<SecureTransport>,
+    spec: SessionSpec,
+    inbox: tessera_transport::SessionInbox,
+    /// Messages of later rounds that arrived before they were asked for.
+    early: Vec<Received>,
+}
+
+/// A message as the scripted party received it.
+struct Received {
+    from: PartyId,
+    round: u16,
+    payload: Vec<u8>,
+    signed: Option<BroadcastEvidence>,
+}
+
+impl Scripted {
+    fn new(net: Arc<SecureTransport>, spec: &SessionSpec) -> Self {
+        let inbox = net.open_session(spec.session);
+        Scripted {
+            net,
+            spec: spec.clone(),
+            inbox,
+            early: Vec::new(),
+        }
+    }
+
+    fn context(&self, round: u16) -> FrameContext {
+        FrameContext {
+            session: self.spec.session,
+            round,
+            protocol: Protocol::RESHARE,
+        }
+    }
+
+    fn others(&self) -> Vec<PartyId> {
+        let me = self.net.party();
+        self.spec
+            .parties
+            .iter()
+            .copied()
+            .filter(|p| *p != me)
+            .collect()
+    }
+
+    /// Broadcasts (signed) `msg` of `round` to `to`.
+    async fn broadcast(&self, round: u16, msg: &ReshareMsg, to: &[PartyId]) {
+        let payload = tessera_wire::encode(msg);
+        self.net
+            .broadcast(to, self.context(round), &payload)
+            .await
+            .unwrap();
+    }
+
+    /// Sends `msg` of `round` signed to one party.
+    async fn send_signed(&self, round: u16, msg: &ReshareMsg, to: PartyId) {
+        let payload = tessera_wire::encode(msg);
+        self.net
+            .send_signed(to, self.context(round), &payload)
+            .await
+            .unwrap();
+    }
+
+    /// Rounds 1 and 2 of a party that deals nothing: empty commit and reveal to everyone, an
+    /// empty signed message to each other party (naming its receiver position, if any).
+    /// Returns the others' commits and reveals.
+    async fn deal_nothing(&mut self, setup: &ReshareSetup) -> (Vec<Received>, Vec<Received>) {
+        let others = self.others();
+        self.broadcast(0, &ReshareMsg::Commit(CommitMsg(None)), &others)
+            .await;
+        let commits = self.receive(0).await;
+        self.broadcast(1, &ReshareMsg::Reveal(RevealMsg(None)), &others)
+            .await;
+        for p in &others {
+            let msg = ReshareMsg::SubShare(SubShareMsg {
+                receiver: setup
+                    .new_committee
+                    .iter()
+                    .position(|c| c == p)
+                    .map(|j| j as u16),
+                value: None,
+            });
+            self.send_signed(SUB_SHARE_ROUND, &msg, *p).await;
+        }
+        (commits, self.receive(1).await)
+    }
+
+    /// Every other participant's message of `round`.
+    async fn receive(&mut self, round: u16) -> Vec<Received> {
+        let (mut got, early): (Vec<_>, Vec<_>) =
+            self.early.drain(..).partition(|r| r.round == round);
+        self.early = early;
+        while got.len() < self.others().len() {
+            let d = tokio::time::timeout(Duration::from_secs(20), self.inbox.recv())
+                .await
+                .expect("the others send")
+                .expect("the session is open");
+            let received = Received {
+                from: d.from,
+                round: d.context.round,
+                payload: d.payload,
+                signed: d.broadcast,
+            };
+            if received.round == round {
+                got.push(received);
+            } else {
+                self.early.push(received);
+            }
+        }
+        got
+    }
+}
+
+/// What an honest participant shows in its echo: each dealer's signed broadcasts as received
+/// (none for its own dealing).
+fn seen(
+    setup: &ReshareSetup,
+    me: PartyId,
+    commits: &[Received],
+    reveals: &[Received],
+) -> Vec<Option<SeenBroadcasts>> {
+    setup
+        .dealers
+        .iter()
+        .map(|dealer| {
+            let of = |list: &[Received]| {
+                list.iter()
+                    .find(|r| r.from == *dealer)
+                    .and_then(|r| r.signed.clone())
+            };
+            (*dealer != me).then(|| SeenBroadcasts {
+                commit: of(commits).expect("a signed commit"),
+                reveal: of(reveals).expect("a signed reveal"),
+            })
+        })
+        .collect()
+}
+
+/// A 2-of-3 -> 3-of-5 reshare in which `scripted` plays its own side by hand (`script`) and
+/// every other participant runs the protocol honestly; returns the honest outcomes.
+async fn with_scripted<F, Fut>(scripted: PartyId, script: F) -> (Outcomes, ReshareSetup)
+where
+    F: FnOnce(Scripted, ReshareSetup, BTreeMap<PartyId, IncompleteKeyShare>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let keys = keys(5);
+    let nodes = memory_nodes(&keys, 5).await;
+    let old = insecure_committee_2of3();
+    let old_shares = incomplete_shares(&old);
+    let up = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
+    let s = spec(Protocol::RESHARE, &up.participants());
+    let script = tokio::spawn(script(
+        Scripted::new(node_of(&nodes, scripted), &s),
+        up.clone(),
+        old_shares.clone(),
+    ));
+    let outcomes = run_in(
+        &nodes,
+        &up,
+        &old_shares,
+        &primes(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
+        s,
+        None,
+        &MpcConfig::default(),
+        &[scripted],
+    )
+    .await;
+    script.await.unwrap();
+    (outcomes, up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dealer_that_shows_different_dealings_to_different_parties_is_named_by_the_echo() {
+    // p3 makes two valid dealings and shows p2 and p4 one, p1 and p5 the other: each passes
+    // every check on its own; only the echo shows they differ.
+    let (outcomes, _) = with_scripted(PartyId(3), |me, setup, shares| async move {
+        let plan = setup.plan().unwrap();
+        let sid = setup.session_hash(&me.spec, &plan);
+        let share = &shares[&PartyId(3)];
+        let deal = || reshare_core::deal(&mut OsRng, &sid, &plan, 1, share).unwrap();
+        let (secret_a, a) = deal();
+        let (secret_b, b) = deal();
+        let group_a = parties(&[2, 4]);
+        let group_b = parties(&[1, 5]);
+        let commit = |d: &reshare_core::Dealing<Curve>| {
+            ReshareMsg::Commit(CommitMsg(Some(reshare_core::commitment(&sid, 2, d))))
+        };
+        me.broadcast(0, &commit(&a), &group_a).await;
+        me.broadcast(0, &commit(&b), &group_b).await;
+        let mut me = me;
+        let commits = me.receive(0).await;
+        me.broadcast(1, &ReshareMsg::Reveal(RevealMsg(Some(a.clone()))), &group_a)
+            .await;
+        me.broadcast(1, &ReshareMsg::Reveal(RevealMsg(Some(b.clone()))), &group_b)
+            .await;
+        for (group, secret) in [(&group_a, &secret_a), (&group_b, &secret_b)] {
+            for p in group {
+                let j = setup.new_committee.iter().position(|c| c == p).unwrap() as u16;
+                let msg = ReshareMsg::SubShare(SubShareMsg {
+                    receiver: Some(j),
+                    value: Some(secret.sub_share(&plan, j).unwrap()),
+                });
+                me.send_signed(SUB_SHARE_ROUND, &msg, *p).await;
+            }
+        }
+        let reveals = me.receive(1).await;
+        me.receive(2).await;
+        let echo = ReshareMsg::Echo(EchoMsg {
+            seen: seen(&setup, PartyId(3), &commits, &reveals),
+            complaints: Vec::new(),
+        });
+        me.broadcast(3, &echo, &me.others()).await;
+    })
+    .await;
+    for (p, blamed) in blames(&outcomes) {
+        assert_eq!(Blame::parties(&blamed), vec![PartyId(3)], "{p}: {blamed:?}");
+        assert!(
+            blamed[0].reason.contains("different broadcasts"),
+            "{p}: {}",
+            blamed[0].reason
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dealer_that_deals_nothing_is_named_for_the_missing_broadcasts() {
+    let (outcomes, _) = with_scripted(PartyId(1), |mut me, setup, _| async move {
+        let others = me.others();
+        let (commits, reveals) = me.deal_nothing(&setup).await;
+        me.receive(2).await;
+        let echo = ReshareMsg::Echo(EchoMsg {
+            seen: seen(&setup, PartyId(1), &commits, &reveals),
+            complaints: Vec::new(),
+        });
+        me.broadcast(3, &echo, &others).await;
+    })
+    .await;
+    for (p, blamed) in blames(&outcomes) {
+        assert_eq!(Blame::parties(&blamed), vec![PartyId(1)], "{p}: {blamed:?}");
+        assert!(blamed
+            .iter()
+            .all(|b| b.reason == Fault::Missing.to_string()));
+    }
+}
+
+/// Each honest dealer's signed sub-share message to the scripted receiver: payload and
+/// statement.
+type SubShares = BTreeMap<PartyId, (Vec<u8>, BroadcastEvidence)>;
+
+/// p5 plays a receiver that takes part honestly except for its verdict, which `verdict`
+/// writes from what it received (each honest dealer's signed sub-share message to it, and the
+/// honest echo).
+async fn lying_receiver(
+    verdict: impl FnOnce(&SubShares, Vec<Option<SeenBroadcasts>>) -> EchoMsg + Send + 'static,
+) -> Outcomes {
+    let (outcomes, _) = with_scripted(PartyId(5), |mut me, setup, _| async move {
+        let others = me.others();
+        let (commits, reveals) = me.deal_nothing(&setup).await;
+        let subs = me.receive(2).await;
+        let honest = seen(&setup, PartyId(5), &commits, &reveals);
+        let received = subs
+            .into_iter()
+            .map(|r| {
+                (
+                    r.from,
+                    (r.payload, r.signed.expect("sub-shares are signed")),
+                )
+            })
+            .collect();
+        let echo = ReshareMsg::Echo(verdict(&received, honest));
+        me.broadcast(3, &echo, &others).await;
+    })
+    .await;
+    outcomes
+}
+
+fn assert_only_the_liar_is_blamed(outcomes: &Outcomes, expected: &str) {
+    for (p, blamed) in blames(outcomes) {
+        assert_eq!(Blame::parties(&blamed), vec![PartyId(5)], "{p}: {blamed:?}");
+        assert_eq!(blamed[0].by, p, "{p} judged it itself");
+        assert!(
+            blamed[0].reason.contains(expected),
+            "{p}: {}",
+            blamed[0].reason
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_shows_an_honest_dealers_correct_sub_share_as_bad_is_blamed_itself() {
+    let outcomes = lying_receiver(|received, seen| {
+        let (payload, signed) = received[&PartyId(1)].clone();
+        EchoMsg {
+            seen,
+            complaints: vec![Complaint {
+                accused: PartyId(1),
+                fault: Fault::BadSubShare,
+                evidence: Some(SubShareEvidence { signed, payload }),
+            }],
+        }
+    })
+    .await;
+    assert_only_the_liar_is_blamed(&outcomes, "the signed sub-share it shows is correct");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_alters_or_withholds_the_evidence_is_blamed_itself() {
+    for case in ["altered", "withheld", "another dealer's"] {
+        let outcomes = lying_receiver(move |received, seen| {
+            let (mut payload, signed) = received[&PartyId(1)].clone();
+            let evidence = match case {
+                "altered" => {
+                    let last = payload.len() - 1;
+                    payload[last] ^= 1;
+                    Some(SubShareEvidence { signed, payload })
+                }
+                "withheld" => None,
+                _ => {
+                    let (payload, signed) = received[&PartyId(3)].clone();
+                    Some(SubShareEvidence { signed, payload })
+                }
+            };
+            EchoMsg {
+                seen,
+                complaints: vec![Complaint {
+                    accused: PartyId(1),
+                    fault: Fault::MissingSubShare,
+                    evidence,
+                }],
+            }
+        })
+        .await;
+        let expected = match case {
+            "withheld" => "it shows no signed message",
+            _ => "not the dealer's signed message",
+        };
+        assert_only_the_liar_is_blamed(&outcomes, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_accuses_an_honest_dealers_broadcasts_is_blamed_itself() {
+    let outcomes = lying_receiver(|_, seen| EchoMsg {
+        seen,
+        complaints: vec![Complaint {
+            accused: PartyId(3),
+            fault: Fault::BadProof(1),
+            evidence: None,
+        }],
+    })
+    .await;
+    assert_only_the_liar_is_blamed(&outcomes, "its broadcasts pass every check");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_echo_misreports_a_dealers_broadcasts_is_blamed_itself() {
+    // Shows p3's statements under another session id, a statement over another payload
+    // (re-hashed, so its signature no longer verifies), another round's statement, or none.
+    for case in [
+        "another session",
+        "another payload",
+        "another round",
+        "none",
+    ] {
+        let outcomes = lying_receiver(move |_, mut seen| {
+            let shown = seen[1].as_mut().expect("p3 deals");
+            match case {
+                "another session" => shown.commit.session = tessera_wire::SessionId::random(),
+                "another payload" => shown.reveal.payload_hash[0] ^= 1,
+                "another round" => shown.commit = shown.reveal.clone(),
+                _ => seen[1] = None,
+            }
+            EchoMsg {
+                seen,
+                complaints: Vec::new(),
+            }
+        })
+        .await;
+        let expected = match case {
+            "none" => "shows no broadcasts of p3",
+            _ => "not p3's signed messages of this session",
+        };
+        assert_only_the_liar_is_blamed(&outcomes, expected);
+    }
 }

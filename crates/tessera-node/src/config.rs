@@ -23,6 +23,8 @@
 //! aux_info_round_timeout_secs = 180    # default 180: auxiliary info rounds carry long proofs
 //! max_start_lifetime_secs = 600        # default 600
 //! shutdown_grace_secs = 30             # default 30: running sessions get this long to finish
+//! pending_reshare_lifetime_secs = 86400 # default one day: a rotation's result waits this long
+//!                                      # for its activation certificate, then is abandoned
 //!
 //! [primes]
 //! pool_target = 2                      # default 2: prime sets kept ready; 0 disables refill
@@ -122,6 +124,10 @@ pub struct SessionsSection {
     /// On shutdown, how long running sessions may take to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// How long a refresh's or reshare's result waits here for its activation certificate
+    /// before it is abandoned (its new share erased).
+    #[serde(default = "default_pending_reshare_lifetime")]
+    pub pending_reshare_lifetime_secs: u64,
 }
 
 impl Default for SessionsSection {
@@ -131,6 +137,7 @@ impl Default for SessionsSection {
             aux_info_round_timeout_secs: default_aux_round_timeout(),
             max_start_lifetime_secs: default_lifetime(),
             shutdown_grace_secs: default_grace(),
+            pending_reshare_lifetime_secs: default_pending_reshare_lifetime(),
         }
     }
 }
@@ -192,6 +199,9 @@ fn default_lifetime() -> u64 {
 }
 fn default_grace() -> u64 {
     30
+}
+fn default_pending_reshare_lifetime() -> u64 {
+    24 * 3600
 }
 fn default_primes_target() -> usize {
     2
@@ -350,6 +360,9 @@ impl NodeConfig {
             round_timeout: Duration::from_secs(self.sessions.round_timeout_secs),
             aux_info_round_timeout: Duration::from_secs(self.sessions.aux_info_round_timeout_secs),
             max_start_lifetime: Duration::from_secs(self.sessions.max_start_lifetime_secs),
+            pending_reshare_lifetime: Duration::from_secs(
+                self.sessions.pending_reshare_lifetime_secs,
+            ),
             ..crate::NodeSettings::default()
         }
     }

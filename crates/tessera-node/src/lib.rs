@@ -9,7 +9,8 @@
 //! signed with its party identity. It signs only approved requests that its own copy of the
 //! policy (pinned by hash) allows, over a digest it derived itself from the transaction.
 //!
-//! - [`node`]: the session runner ([`Node`]).
+//! - [`node`]: the session runner ([`Node`]); a key's epochs (reshare, activation, closure,
+//!   abandonment on certificates it checks itself) are in its `lifecycle` module.
 //! - [`metrics`]: the node's Prometheus metrics and readiness check.
 //! - [`requests`]: the re-checks before any signing (digest, policy, approvals) and the durable
 //!   ledger of requests signed.
@@ -24,6 +25,7 @@
 
 pub mod channels;
 pub mod config;
+mod lifecycle;
 pub mod local;
 pub mod metrics;
 pub mod node;

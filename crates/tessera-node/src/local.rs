@@ -19,13 +19,19 @@ use tessera_transport::nats::{
     connect_client, connect_coordinator, connect_unauthenticated, NatsMetrics, NatsTransport,
 };
 use tessera_transport::{SecureTransport, Transport};
-use tessera_wire::{subject, ClusterId, PartyId};
+use tessera_wire::{subject, ClusterId, KeyId, PartyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tessera_control::certificate::verify_activation;
 use tessera_control::nats::NatsControl;
 use tessera_control::pool::PresignaturePool;
-use tessera_control::{ControlChannel, Operation, Output, Starter, StarterError};
+use tessera_control::{
+    all_succeeded, ControlChannel, EpochReport, Operation, Output, SignedOutcome, Starter,
+    StarterError,
+};
+use tessera_mpc::reshare::ReshareSetup;
+use tessera_policy::ApprovedKeyChange;
 
 use crate::channels::InProcessControl;
 use crate::metrics::NodeCollector;
@@ -436,6 +442,72 @@ impl LocalCluster {
         self.starter
             .run(self.control.as_ref(), parties, operation, deadline)
             .await
+    }
+
+    /// Runs a reshare or refresh of `key` through its whole life, as a coordinator does (without
+    /// its database): the session, then its activation certificate (every participant's
+    /// signed report) to the participants, then the closure certificate (every new holder's
+    /// signed activation) to every holder of the old epoch and every participant. Returns the
+    /// session's report.
+    pub async fn rotate(
+        &self,
+        key: KeyId,
+        setup: ReshareSetup,
+        approved: Option<ApprovedKeyChange>,
+        deadline: Duration,
+    ) -> Result<EpochReport, StarterError> {
+        let participants = setup.participants();
+        let holders: Vec<PartyId> = {
+            let mut all: Vec<PartyId> = setup
+                .old_committee
+                .iter()
+                .chain(&participants)
+                .copied()
+                .collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        let operation = Operation::Reshare {
+            key,
+            setup,
+            approved: approved.clone().map(Box::new),
+        };
+        let (start, reports) = self
+            .starter
+            .run_collect(self.control.as_ref(), &participants, operation, deadline)
+            .await?;
+        all_succeeded(&start, &reports)?;
+        let certificate: Vec<SignedOutcome> = reports.values().map(|r| r.signed.clone()).collect();
+        let report = verify_activation(&self.roster, key, start.session, &certificate)
+            .map_err(|e| StarterError::Channel(e.to_string()))?;
+        let activate = Operation::ActivateEpoch {
+            key,
+            reshare: start.session,
+            certificate: certificate.clone(),
+        };
+        let (start_activate, activated) = self
+            .starter
+            .run_collect(self.control.as_ref(), &participants, activate, deadline)
+            .await?;
+        all_succeeded(&start_activate, &activated)?;
+        let close = Operation::CloseEpoch {
+            key,
+            reshare: start.session,
+            certificate,
+            activated: activated
+                .iter()
+                .filter(|(p, _)| report.new_committee.contains(p))
+                .map(|(_, r)| r.signed.clone())
+                .collect(),
+            approved: approved.map(Box::new),
+        };
+        let (start_close, closed) = self
+            .starter
+            .run_collect(self.control.as_ref(), &holders, close, deadline)
+            .await?;
+        all_succeeded(&start_close, &closed)?;
+        Ok(report)
     }
 
     /// Stops serving and waits for the nodes' control loops to end.

@@ -146,8 +146,32 @@ fn status(config: &NodeConfig) -> Result<()> {
     );
     println!("primes:  {} set(s) ready", state.primes().len()?);
     for key in state.keys()? {
+        let record = state.key_record(key)?;
         let fresh = state.presignatures(key).available()?.len();
-        println!("key {key}: {fresh} fresh presignature(s)");
+        let rotations: Vec<String> = state
+            .reshares(key)?
+            .into_iter()
+            .filter(|(_, r)| {
+                matches!(
+                    r,
+                    tessera_node::state::ReshareRecord::Pending { .. }
+                        | tessera_node::state::ReshareRecord::Activated { .. }
+                )
+            })
+            .map(|(session, r)| format!("{session} {}", r.state()))
+            .collect();
+        println!(
+            "key {key}: epoch {}, {}-of-{} on {}, {fresh} fresh presignature(s){}",
+            record.epoch,
+            record.threshold,
+            record.committee.len(),
+            tessera_wire::PartyId::list(&record.committee),
+            if rotations.is_empty() {
+                String::new()
+            } else {
+                format!("; rotation not finished here: {}", rotations.join(", "))
+            }
+        );
     }
     Ok(())
 }

@@ -110,8 +110,11 @@ pub fn session_kind(operation: &Operation) -> &'static str {
             tessera_mpc::reshare::Kind::Reshare => "reshare",
             tessera_mpc::reshare::Kind::Refresh => "refresh",
         },
-        Operation::FinishReshare { .. } => "finish_reshare",
         Operation::DescribeKey { .. } => "describe_key",
+        Operation::Primes => "primes",
+        Operation::ActivateEpoch { .. } => "activate_epoch",
+        Operation::CloseEpoch { .. } => "close_epoch",
+        Operation::AbandonReshare { .. } => "abandon_reshare",
     }
 }
 
@@ -125,10 +128,15 @@ pub fn session_outcome(result: &Result<Output, NodeError>) -> &'static str {
             | NodeError::Replayed(_)
             | NodeError::Refused(_)
             | NodeError::State(
-                StateError::Exists(_) | StateError::UnknownKey(_) | StateError::NoAuxInfo(_),
+                StateError::Exists(_)
+                | StateError::UnknownKey(_)
+                | StateError::NoAuxInfo(_)
+                | StateError::ChangeUsed { .. },
             )
             | NodeError::Presignature(tessera_mpc::PresignatureError::NotAvailable { .. })
-            | NodeError::Mpc(MpcError::InvalidSession(_)),
+            | NodeError::Mpc(MpcError::InvalidSession(_))
+            | NodeError::Certificate(_)
+            | NodeError::Reshare(_),
         ) => "refused",
         Err(NodeError::Mpc(MpcError::Timeout { .. })) => "timeout",
         Err(_) => "failed",

@@ -8,7 +8,6 @@ use cggmp24::key_share::AnyKeyShare;
 use tessera_audit::{AuditLog, NewEvent};
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
-use tessera_mpc::reshare::{Kind as ReshareKind, ReshareSetup};
 use tessera_mpc::{
     KeyShare, MpcConfig, MpcError, PresignatureError, PrimeError, PrimePool, SessionSpec,
     StoredPresignature,
@@ -17,16 +16,11 @@ use tessera_store::SecretStore;
 use tessera_transport::SecureTransport;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
-use tessera_policy::{
-    evaluate_key_change, Approval, ApprovedKeyChange, KeyChangeDecision, KeyOperation,
-    PolicyDocument, SignRequest,
-};
+use tessera_policy::{Approval, PolicyDocument, SignRequest};
 
 use crate::metrics::NodeMetrics;
 use crate::requests::RequestLedger;
-use crate::state::{
-    committee_name, Activation, KeyRecord, NodeState, ReshareStateError, StateError,
-};
+use crate::state::{committee_name, KeyRecord, NodeState, ReshareStateError, StateError};
 use tessera_control::{
     now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
     SignedOutcome, SignedStart,
@@ -43,6 +37,9 @@ pub struct NodeSettings {
     pub max_start_lifetime: Duration,
     /// How far in the future a start's `issued_at` may be (clock skew).
     pub clock_skew: Duration,
+    /// How long a reshare's result stays pending, waiting for its activation certificate,
+    /// before it is abandoned here.
+    pub pending_reshare_lifetime: Duration,
 }
 
 impl Default for NodeSettings {
@@ -52,6 +49,7 @@ impl Default for NodeSettings {
             aux_info_round_timeout: Duration::from_secs(180),
             max_start_lifetime: Duration::from_secs(600),
             clock_skew: Duration::from_secs(60),
+            pending_reshare_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -83,9 +81,12 @@ pub enum NodeError {
     /// The prime pool.
     #[error(transparent)]
     Primes(#[from] PrimeError),
-    /// A reshare could not be activated or discarded here.
+    /// A reshare's result could not be activated, closed or abandoned here.
     #[error(transparent)]
     Reshare(#[from] ReshareStateError),
+    /// A certificate or proof did not check out.
+    #[error("refused: {0}")]
+    Certificate(#[from] tessera_control::CertificateError),
     /// The audit log cannot be written: the node takes part in no session it cannot account
     /// for.
     #[error("this node's audit log cannot be written ({0}); it joins no session until it can")]
@@ -105,25 +106,25 @@ impl NodeError {
 }
 
 /// A loaded key: its record and complete share.
-struct LoadedKey {
+pub(crate) struct LoadedKey {
     committee: Vec<PartyId>,
     share: KeyShare,
 }
 
 /// One party node.
 pub struct Node<S: SecretStore> {
-    net: Arc<SecureTransport>,
+    pub(crate) net: Arc<SecureTransport>,
     identity: PartyIdentity,
-    roster: Roster,
-    state: NodeState<S>,
-    primes: PrimePool<S>,
-    policy: PolicyDocument,
+    pub(crate) roster: Roster,
+    pub(crate) state: NodeState<S>,
+    pub(crate) primes: PrimePool<S>,
+    pub(crate) policy: PolicyDocument,
     ledger: RequestLedger<S>,
-    settings: NodeSettings,
+    pub(crate) settings: NodeSettings,
     keys: Mutex<HashMap<KeyId, Arc<LoadedKey>>>,
     seen: Mutex<HashMap<SessionId, u64>>,
     metrics: NodeMetrics,
-    audit: Arc<AuditLog>,
+    pub(crate) audit: Arc<AuditLog>,
 }
 
 /// An audit event about `start`: its kind and parties, the coordinator that started it, and
@@ -137,12 +138,16 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
     .detail("kind", crate::metrics::session_kind(&start.operation))
     .detail("parties", PartyId::list(&start.parties));
     match &start.operation {
-        Operation::AuxInfo => event,
+        Operation::AuxInfo | Operation::Primes => event,
         Operation::Keygen { key, .. }
         | Operation::Presign { key }
-        | Operation::Reshare { key, .. }
-        | Operation::FinishReshare { key, .. }
         | Operation::DescribeKey { key } => event.detail("key", key),
+        Operation::Reshare { key, .. } => event.detail("key", key),
+        Operation::ActivateEpoch { key, reshare, .. }
+        | Operation::CloseEpoch { key, reshare, .. }
+        | Operation::AbandonReshare { key, reshare, .. } => {
+            event.detail("key", key).detail("reshare", reshare)
+        }
         Operation::Sign { request, .. } | Operation::OnlineSign { request, .. } => event
             .detail("request", request.id)
             .detail("key", request.key)
@@ -200,7 +205,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             .map_err(|e| NodeError::Audit(e.to_string()))?;
         let state = NodeState::new(store.clone());
         let metrics = NodeMetrics::default();
-        Ok(Node {
+        let node = Node {
             audit,
             primes: state.primes(),
             ledger: RequestLedger::with_metrics(store, metrics.clone()),
@@ -213,7 +218,10 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             settings,
             keys: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
-        })
+        };
+        // Sessions a stop interrupted never finish; expired results are erased.
+        node.sweep_reshares(true)?;
+        Ok(node)
     }
 
     /// This party.
@@ -372,6 +380,14 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         Ok(())
     }
 
+    /// Forgets the cached share of `key` (after its epoch changed).
+    pub(crate) fn forget_key(&self, key: KeyId) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
     fn load_key(&self, key: KeyId) -> Result<Arc<LoadedKey>, NodeError> {
         if let Some(k) = self
             .keys
@@ -400,7 +416,10 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             protocol: start.operation.protocol(),
             parties: start.parties.clone(),
         };
-        spec.my_index(self.party())?;
+        if spec.protocol != tessera_wire::Protocol::CONTROL {
+            // A protocol needs two or more distinct parties; a control message may go to one.
+            spec.my_index(self.party())?;
+        }
         let net = self.net.clone();
         let config = &MpcConfig {
             round_timeout: self.settings.round_timeout,
@@ -441,13 +460,21 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 if self.state.has_key(*key)? {
                     return Err(StateError::Exists(format!("key {key}")).into());
                 }
+                // The key's epoch 0 gets a copy of the committee's auxiliary info (or, if the
+                // committee has none yet, uses the committee's once it has).
+                let aux = match self.state.has_aux(&spec.parties)? {
+                    true => Some(self.state.aux(&spec.parties)?),
+                    false => None,
+                };
                 let share = tessera_mpc::keygen(net, &spec, *threshold, config).await?;
                 let public_key = share.shared_public_key().to_bytes(true).to_vec();
                 let chain_code = share.chain_code.map(|c| c.to_vec()).unwrap_or_default();
                 let record = KeyRecord {
                     committee: spec.parties.clone(),
                     threshold: *threshold,
+                    epoch: 0,
                     share,
+                    aux,
                 };
                 self.state.put_key(*key, &record)?;
                 self.audit.note(
@@ -516,15 +543,31 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 Ok(Output::KeyInfo {
                     committee: record.committee,
                     threshold: record.threshold,
+                    epoch: record.epoch,
                     key_info,
                 })
             }
-            Operation::FinishReshare {
+            Operation::Primes => Ok(Output::Primes {
+                ready: u32::try_from(self.primes.len()?).unwrap_or(u32::MAX),
+                generating: self.primes.generating(),
+            }),
+            Operation::ActivateEpoch {
                 key,
                 reshare,
-                confirmation,
-                activate,
-            } => self.finish_reshare(*key, *reshare, confirmation, *activate),
+                certificate,
+            } => self.activate_epoch(*key, *reshare, certificate),
+            Operation::CloseEpoch {
+                key,
+                reshare,
+                certificate,
+                activated,
+                approved,
+            } => self.close_epoch(*key, *reshare, certificate, activated, approved.as_deref()),
+            Operation::AbandonReshare {
+                key,
+                reshare,
+                proof,
+            } => self.abandon_reshare(*key, *reshare, proof.as_deref()),
             Operation::OnlineSign {
                 presignature,
                 request,
@@ -568,167 +611,6 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 .await
             }
         }
-    }
-
-    /// This party's side of a reshare or refresh: deals from its share if it is a dealer,
-    /// and keeps its new share pending if it receives one.
-    async fn reshare(
-        &self,
-        spec: &SessionSpec,
-        key: KeyId,
-        setup: &ReshareSetup,
-        approved: Option<&ApprovedKeyChange>,
-        config: &MpcConfig,
-    ) -> Result<Output, NodeError> {
-        let approved_by = self.check_key_change(key, setup, approved)?;
-        let me = self.party();
-        let share = if setup.old_committee.contains(&me) {
-            let record = self.state.key_record(key)?;
-            if record.committee != setup.old_committee {
-                return Err(NodeError::Refused(format!(
-                    "key {key} is held by committee {} here, not {}",
-                    PartyId::list(&record.committee),
-                    PartyId::list(&setup.old_committee)
-                )));
-            }
-            Some(record.share)
-        } else {
-            if self.state.has_key(key)? {
-                return Err(NodeError::Refused(format!(
-                    "this node holds key {key} but the reshare's old committee {} does not include it",
-                    PartyId::list(&setup.old_committee)
-                )));
-            }
-            None
-        };
-        if setup.new_committee.contains(&me) && !self.state.has_aux(&setup.new_committee)? {
-            return Err(StateError::NoAuxInfo(committee_name(&setup.new_committee)).into());
-        }
-        let output =
-            tessera_mpc::reshare::reshare(self.net.clone(), spec, setup, share.as_ref(), config)
-                .await?;
-        let receives = output.share.is_some();
-        let record = output.share.map(|share| KeyRecord {
-            committee: setup.new_committee.clone(),
-            threshold: setup.new_threshold,
-            share,
-        });
-        self.state
-            .put_pending_reshare(key, spec.session, output.confirmation, record)?;
-        self.audit.note(
-            NewEvent::new("system", "reshare.pending", format!("key:{key}"))
-                .detail("key", key)
-                .detail("reshare", spec.session)
-                .detail("receives", receives)
-                .detail("new_committee", PartyId::list(&setup.new_committee))
-                .detail("new_threshold", setup.new_threshold)
-                .detail(
-                    "change",
-                    approved.map_or_else(|| "none".to_owned(), |a| a.change.id.to_string()),
-                )
-                .detail("approved_by", approved_by.join(", "))
-                .detail("confirmation", hex::encode(output.confirmation)),
-        );
-        Ok(Output::Reshare {
-            confirmation: output.confirmation,
-        })
-    }
-
-    /// Re-checks the admins' approval of a reshare or refresh against the pinned policy and
-    /// that it names this key, committee and threshold; returns who approved. A reshare needs
-    /// one; a refresh (same committee and threshold, enforced by the protocol's plan) may come
-    /// without.
-    fn check_key_change(
-        &self,
-        key: KeyId,
-        setup: &ReshareSetup,
-        approved: Option<&ApprovedKeyChange>,
-    ) -> Result<Vec<String>, NodeError> {
-        let Some(approved) = approved else {
-            return match setup.kind {
-                ReshareKind::Refresh => Ok(Vec::new()),
-                ReshareKind::Reshare => Err(NodeError::Refused(format!(
-                    "resharing key {key} needs a key change approved by the policy's admins;                      none was given"
-                ))),
-            };
-        };
-        let change = &approved.change;
-        if change.key != key {
-            return Err(NodeError::Refused(format!(
-                "the approved key change {} is for key {}, not {key}",
-                change.id, change.key
-            )));
-        }
-        let matches = match (&change.operation, setup.kind) {
-            (KeyOperation::Refresh, ReshareKind::Refresh) => true,
-            (
-                KeyOperation::Reshare {
-                    committee,
-                    threshold,
-                },
-                ReshareKind::Reshare,
-            ) => *committee == setup.new_committee && *threshold == setup.new_threshold,
-            _ => false,
-        };
-        if !matches {
-            return Err(NodeError::Refused(format!(
-                "the approved key change {} is '{}', but the session asks for a {} to {}-of-{} \
-                 on {}",
-                change.id,
-                change.operation,
-                match setup.kind {
-                    ReshareKind::Refresh => "refresh",
-                    ReshareKind::Reshare => "reshare",
-                },
-                setup.new_threshold,
-                setup.new_committee.len(),
-                PartyId::list(&setup.new_committee)
-            )));
-        }
-        match evaluate_key_change(&self.policy, change, &approved.approvals, now_unix()) {
-            Ok(KeyChangeDecision::Allow { approved_by }) => Ok(approved_by),
-            Ok(KeyChangeDecision::Pending { needed, .. }) => Err(NodeError::Refused(format!(
-                "key change {} needs {needed} more admin approvals under the policy this node \
-                 pins",
-                change.id
-            ))),
-            Err(e) => Err(NodeError::Refused(format!(
-                "key change {} is refused under the policy this node pins: {e}",
-                change.id
-            ))),
-        }
-    }
-
-    /// Activates or discards a reshare's result here.
-    fn finish_reshare(
-        &self,
-        key: KeyId,
-        reshare: SessionId,
-        confirmation: &[u8; 32],
-        activate: bool,
-    ) -> Result<Output, NodeError> {
-        let event = |action: &str| {
-            NewEvent::new("system", action, format!("key:{key}"))
-                .detail("key", key)
-                .detail("reshare", reshare)
-        };
-        if !activate {
-            self.state.discard_reshare(key, reshare)?;
-            self.audit.note(event("reshare.discarded"));
-            return Ok(Output::ReshareFinished);
-        }
-        let activation = self.state.activate_reshare(key, reshare, confirmation)?;
-        // The cached share is the old one.
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        match activation {
-            Activation::Replaced => self.audit.note(event("share.replaced")),
-            Activation::Erased => self.audit.note(event("share.erased")),
-            Activation::AlreadyDone => {}
-        }
-        Ok(Output::ReshareFinished)
     }
 
     /// Re-checks `request` (digest, policy, approvals, ledger), records it as started, runs

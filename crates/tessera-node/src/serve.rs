@@ -1,5 +1,6 @@
 //! The control loop over NATS: session starts arrive on `tessera.<c>.ctrl`, each runs in its
-//! own task, and each outcome is published, signed, on `tessera.<c>.result.<session>`.
+//! own task, and each outcome is published, signed, on `tessera.<c>.result.<session>`. Every
+//! [`SWEEP_INTERVAL`] the node abandons reshare results that expired while pending.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use tessera_wire::subject;
 use tokio::task::JoinSet;
 
 use crate::Node;
+
+/// How often expired pending reshare results are looked for.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Why the control loop stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +53,18 @@ where
     let _ = client.flush().await;
     tracing::info!(party = %node.party(), subject = %ctrl, "serving session starts");
     let mut running = JoinSet::new();
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.tick().await;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = sweep.tick() => {
+                // Expired reshare results are abandoned; each is audited.
+                if let Err(e) = node.sweep_reshares(false) {
+                    tracing::warn!(error = %e, "cannot sweep expired reshare results; trying again later");
+                }
+            }
             message = starts.next() => {
                 let Some(message) = message else {
                     tracing::warn!("control subscription ended");

@@ -1,141 +1,186 @@
-//! Resharing through the nodes, started by signed control messages: the new shares stay
-//! pending (the old committee keeps signing) until the coordinator activates them; activation
-//! replaces or erases each node's share and its presignatures; a failed or unconfirmed reshare
-//! changes nothing.
+//! Key epochs through the nodes (`docs/protocols/reshare.md`), started by signed control
+//! messages: a reshare's result stays pending (the old epoch keeps signing) until its
+//! activation certificate (every participant's signed report) arrives; activation retires the
+//! old epoch and erases its presignatures; the closure certificate (every new holder's signed
+//! activation) makes every holder of the old epoch erase it, including holders that took no
+//! part. A coordinator that lies (forged, partial or stale certificates, discards without
+//! proof, withheld certificates) cannot leave the key without a usable epoch.
 
 use crate::common;
 
 use std::time::Duration;
 
 use common::*;
-use tessera_control::{Operation, Output, StarterError};
-use tessera_mpc::fixtures::{insecure_committee_2of3, insecure_committee_3of5};
+use tessera_control::{EpochReport, Operation, Output, Reports, SignedOutcome};
+use tessera_mpc::fixtures::insecure_committee_2of3;
 use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_node::local::{LocalCluster, LocalOptions};
 use tessera_node::state::ReshareRecord;
 use tessera_node::NodeSettings;
-use tessera_policy::{ApprovedKeyChange, KeyOperation};
-use tessera_store::KdfParams;
+use tessera_policy::{ApprovedKeyChange, KeyEpoch, KeyOperation};
+use tessera_store::{KdfParams, SecretStore};
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 const P4: PartyId = PartyId(4);
 const P5: PartyId = PartyId(5);
 
-async fn five_nodes(dir: &std::path::Path) -> LocalCluster {
+async fn five_nodes(dir: &std::path::Path, settings: NodeSettings) -> LocalCluster {
     let options = LocalOptions {
         parties: 5,
         kdf: KdfParams::MINIMUM,
-        settings: NodeSettings {
-            round_timeout: Duration::from_secs(3),
-            ..NodeSettings::default()
-        },
+        settings,
         ..LocalOptions::default()
     };
     LocalCluster::start(dir, options).await.unwrap()
 }
 
-/// The fixture 2-of-3 key on p1-p3, and auxiliary info for the committee p1-p5.
-fn install_key_and_aux(cluster: &LocalCluster) -> (KeyId, Vec<u8>) {
-    let five = insecure_committee_3of5();
-    for (p, share) in five.committee.iter().zip(&five.shares) {
-        let (_, aux) = parts(share);
-        cluster
-            .node(*p)
-            .state()
-            .put_aux(&five.committee, &aux)
-            .unwrap();
-    }
-    install_fixture_committee(cluster)
-}
-
-/// 2-of-3 (p1-p3) to 3-of-5 (p1-p5), dealt by p1 and p3.
-fn up_to_five() -> ReshareSetup {
-    let fixture = insecure_committee_2of3();
-    ReshareSetup {
-        kind: Kind::Reshare,
-        key: fixture.shares[0].core.key_info.clone(),
-        old_committee: vec![P1, P2, P3],
-        dealers: vec![P1, P3],
-        new_committee: vec![P1, P2, P3, P4, P5],
-        new_threshold: 3,
+fn quick() -> NodeSettings {
+    NodeSettings {
+        round_timeout: Duration::from_secs(3),
+        ..NodeSettings::default()
     }
 }
 
-/// The development admins' approval of what `setup` does (none for a refresh: a scheduled
-/// refresh runs without one).
-fn approval_of(
+/// The fixture 2-of-3 key on p1-p3 at epoch 0 as `from`.
+fn epoch0() -> KeyEpoch {
+    KeyEpoch {
+        epoch: 0,
+        committee: vec![P1, P2, P3],
+        threshold: 2,
+    }
+}
+
+/// A reshare (or refresh) of the fixture key (its public info as at epoch 0) from `from`'s epoch, dealt by `dealers`, with the
+/// development admins' approval of it (none for a refresh).
+fn setup_of(
     cluster: &LocalCluster,
     key: KeyId,
-    setup: &ReshareSetup,
-) -> Option<ApprovedKeyChange> {
+    kind: Kind,
+    from: KeyEpoch,
+    dealers: &[PartyId],
+    new_committee: &[PartyId],
+    new_threshold: u16,
+) -> (ReshareSetup, Option<ApprovedKeyChange>) {
     let dev = cluster.dev.as_ref().expect("a development policy");
-    match setup.kind {
+    let approved = match kind {
         Kind::Refresh => None,
         Kind::Reshare => Some(dev.key_change(
             key,
+            from.clone(),
             KeyOperation::Reshare {
-                committee: setup.new_committee.clone(),
-                threshold: setup.new_threshold,
+                committee: new_committee.to_vec(),
+                threshold: new_threshold,
             },
             now(),
         )),
+    };
+    let setup = ReshareSetup {
+        kind,
+        key_id: key,
+        epoch: from.epoch,
+        key: fixture_key_info(),
+        old_committee: from.committee.clone(),
+        dealers: dealers.to_vec(),
+        new_committee: new_committee.to_vec(),
+        new_threshold,
+        authorisation: approved
+            .as_ref()
+            .map_or([0; 32], |a| a.change.change_digest()),
+    };
+    (setup, approved)
+}
+
+fn fixture_key_info() -> tessera_mpc::reshare::KeyInfo {
+    insecure_committee_2of3().shares[0].core.key_info.clone()
+}
+
+/// A reshare session that ran: its id, every participant's report, and the activation
+/// certificate if all succeeded.
+struct Ran {
+    session: SessionId,
+    reports: Reports,
+    certificate: Vec<SignedOutcome>,
+}
+
+impl Ran {
+    fn report(&self) -> EpochReport {
+        match &self.reports.values().next().unwrap().result {
+            Ok(Output::Reshare { report }) => report.clone(),
+            other => panic!("a successful report, not {other:?}"),
+        }
+    }
+
+    fn succeeded(&self) -> bool {
+        self.reports
+            .values()
+            .all(|r| matches!(r.result, Ok(Output::Reshare { .. })))
     }
 }
 
-/// Runs the reshare, approved by the admins; returns its session and the confirmation all
-/// participants reported.
-async fn reshare(
-    cluster: &LocalCluster,
-    key: KeyId,
-    setup: &ReshareSetup,
-) -> (SessionId, Result<[u8; 32], StarterError>) {
-    let approved = approval_of(cluster, key, setup);
-    reshare_approved(cluster, key, setup, approved).await
-}
-
-/// Runs the reshare with `approved` as its authorisation.
-async fn reshare_approved(
+async fn run_reshare(
     cluster: &LocalCluster,
     key: KeyId,
     setup: &ReshareSetup,
     approved: Option<ApprovedKeyChange>,
-) -> (SessionId, Result<[u8; 32], StarterError>) {
-    let (start, signed) = cluster.starter().start(
-        &setup.participants(),
-        Operation::Reshare {
-            key,
-            setup: setup.clone(),
-            approved: approved.map(Box::new),
-        },
-    );
-    let checked = match cluster.control().run(&start, &signed, DEADLINE).await {
-        Ok(outcomes) => cluster.starter().check(&start, &outcomes),
-        Err(e) => Err(e),
+) -> Ran {
+    let operation = Operation::Reshare {
+        key,
+        setup: setup.clone(),
+        approved: approved.map(Box::new),
     };
-    let confirmation = checked.map(|output| match output {
-        Output::Reshare { confirmation } => confirmation,
-        other => panic!("a reshare reports its confirmation, not {other:?}"),
-    });
-    (start.session, confirmation)
+    let (start, reports) = cluster
+        .starter()
+        .run_collect(
+            cluster.control(),
+            &setup.participants(),
+            operation,
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    let certificate = reports.values().map(|r| r.signed.clone()).collect();
+    Ran {
+        session: start.session,
+        reports,
+        certificate,
+    }
 }
 
-async fn finish(
-    cluster: &LocalCluster,
-    key: KeyId,
-    setup: &ReshareSetup,
-    reshare: SessionId,
-    confirmation: [u8; 32],
-    activate: bool,
-) -> Result<Output, StarterError> {
-    let operation = Operation::FinishReshare {
-        key,
-        reshare,
-        confirmation,
-        activate,
-    };
+/// Sends `operation` to `parties`; every party's verified report.
+async fn send(cluster: &LocalCluster, parties: &[PartyId], operation: Operation) -> Reports {
     cluster
-        .run(&setup.participants(), operation, DEADLINE)
+        .starter()
+        .run_collect(cluster.control(), parties, operation, DEADLINE)
         .await
+        .unwrap()
+        .1
+}
+
+fn activate_op(key: KeyId, ran: &Ran, certificate: Vec<SignedOutcome>) -> Operation {
+    Operation::ActivateEpoch {
+        key,
+        reshare: ran.session,
+        certificate,
+    }
+}
+
+/// The error each party answered, or panics where one succeeded.
+fn refusals(reports: &Reports) -> Vec<String> {
+    reports
+        .iter()
+        .map(|(p, r)| match &r.result {
+            Err(f) => f.message.clone(),
+            Ok(o) => panic!("{p} accepted: {o:?}"),
+        })
+        .collect()
+}
+
+fn all_ok(reports: &Reports, parties: &[PartyId]) -> Vec<SignedOutcome> {
+    for p in parties {
+        let r = reports.get(p).unwrap_or_else(|| panic!("{p} answered"));
+        assert!(r.result.is_ok(), "{p}: {:?}", r.result);
+    }
+    reports.values().map(|r| r.signed.clone()).collect()
 }
 
 async fn signs(cluster: &LocalCluster, key: KeyId, public: &[u8], signers: &[PartyId]) -> bool {
@@ -146,11 +191,20 @@ async fn signs(cluster: &LocalCluster, key: KeyId, public: &[u8], signers: &[Par
     }
 }
 
+fn record_state(cluster: &LocalCluster, p: PartyId, key: KeyId, session: SessionId) -> String {
+    cluster
+        .node(p)
+        .state()
+        .reshare(key, session)
+        .unwrap()
+        .map_or_else(|| "none".into(), |r| r.state().to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reshare_is_pending_until_activated_then_the_new_committee_signs() {
+async fn a_new_epoch_activates_only_on_its_certificate_and_every_old_holder_erases_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = five_nodes(dir.path()).await;
-    let (key, public) = install_key_and_aux(&cluster);
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, public) = install_fixture_committee(&cluster);
     let Output::Presign { presignature } = cluster
         .run(&[P1, P2], Operation::Presign { key }, DEADLINE)
         .await
@@ -158,39 +212,98 @@ async fn a_reshare_is_pending_until_activated_then_the_new_committee_signs() {
     else {
         panic!("presign names its presignature");
     };
-
-    let setup = up_to_five();
-    let (session, confirmation) = reshare(&cluster, key, &setup).await;
-    let confirmation = confirmation.unwrap();
-    // Pending: nothing changed for the old committee.
+    // 2-of-3 on p1-p3 -> 2-of-3 on p2, p4, p5: p1 deals and leaves, p2 deals and stays, p4
+    // and p5 join, p3 neither deals nor receives.
+    let new_committee = [P2, P4, P5];
+    let (setup, approved) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P2],
+        &new_committee,
+        2,
+    );
+    give_primes(&cluster, &[(P2, 3), (P4, 4), (P5, 5)]);
+    let ran = run_reshare(&cluster, key, &setup, approved.clone()).await;
+    assert!(ran.succeeded(), "{:?}", ran.reports);
+    let participants = setup.participants();
+    // Pending: nothing changed for the old epoch, which still signs.
     for p in [P1, P2, P3] {
-        let record = cluster.node(p).state().key_record(key).unwrap();
-        assert_eq!(record.committee, vec![P1, P2, P3]);
+        assert_eq!(cluster.node(p).state().key_record(key).unwrap().epoch, 0);
     }
     assert!(!cluster.node(P4).state().has_key(key).unwrap());
-    assert!(signs(&cluster, key, &public, &[P2, P3]).await);
-
-    // Activation with another confirmation is refused everywhere and changes nothing.
-    let err = finish(&cluster, key, &setup, session, [7; 32], true)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("does not match"), "{err}");
     assert!(signs(&cluster, key, &public, &[P1, P3]).await);
 
-    // Activated: every party of p1-p5 holds a 3-of-5 share of the same key.
-    finish(&cluster, key, &setup, session, confirmation, true)
-        .await
-        .unwrap();
-    for p in [P1, P2, P3, P4, P5] {
-        let record = cluster.node(p).state().key_record(key).unwrap();
-        assert_eq!(record.committee, setup.new_committee);
-        assert_eq!(record.threshold, 3);
+    // Certificates the coordinator cannot make valid: one participant's report missing, one
+    // from another session, one report altered (its signature no longer verifies), and the
+    // outcomes of an unrelated session (a presignature's).
+    let mut missing = ran.certificate.clone();
+    missing.pop();
+    let mut altered = ran.certificate.clone();
+    altered[0].body[10] ^= 1;
+    let (other, _) = (
+        run_reshare(&cluster, key, &setup, None).await,
+        "a reshare without approval: every node refuses it",
+    );
+    let presign_outcomes: Vec<SignedOutcome> =
+        send(&cluster, &[P1, P2], Operation::Presign { key })
+            .await
+            .values()
+            .map(|r| r.signed.clone())
+            .collect();
+    for (bad, expected) in [
+        (missing, "holds no successful report"),
+        (altered, "does not verify"),
+        (other.certificate, "is not a successful report"),
+        (presign_outcomes, "is not a successful report"),
+    ] {
+        let answers = send(&cluster, &participants, activate_op(key, &ran, bad)).await;
+        for message in refusals(&answers) {
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+    }
+    for p in &participants {
         assert_eq!(
-            record.share.shared_public_key().to_bytes(true).to_vec(),
-            public
+            record_state(&cluster, *p, key, ran.session),
+            "pending",
+            "{p}"
         );
     }
-    // The presignature made from the old shares is gone.
+    assert!(signs(&cluster, key, &public, &[P2, P3]).await);
+
+    // The real certificate: every participant activates; the old epoch is retired, not yet
+    // erased; presignatures of the old epoch are gone.
+    let activated = all_ok(
+        &send(
+            &cluster,
+            &participants,
+            activate_op(key, &ran, ran.certificate.clone()),
+        )
+        .await,
+        &participants,
+    );
+    for p in new_committee {
+        let record = cluster.node(p).state().key_record(key).unwrap();
+        assert_eq!(
+            (record.epoch, &record.committee[..]),
+            (1, &new_committee[..])
+        );
+        assert!(
+            record.aux.is_some(),
+            "{p} holds the new epoch's own auxiliary info"
+        );
+    }
+    assert!(
+        !cluster.node(P1).state().has_key(key).unwrap(),
+        "p1 left: it holds no active share"
+    );
+    match cluster.node(P1).state().reshare(key, ran.session).unwrap() {
+        Some(ReshareRecord::Activated { retired, .. }) => {
+            assert_eq!(retired.expect("the old epoch kept retired").epoch, 0)
+        }
+        other => panic!("activated, not {:?}", other.map(|r| r.state())),
+    }
     assert!(cluster
         .node(P1)
         .state()
@@ -199,159 +312,538 @@ async fn a_reshare_is_pending_until_activated_then_the_new_committee_signs() {
         .unwrap()
         .iter()
         .all(|p| *p != presignature));
-    assert!(signs(&cluster, key, &public, &[P3, P4, P5]).await);
-    assert!(
-        !signs(&cluster, key, &public, &[P1, P2]).await,
-        "two signers are no longer a quorum"
+    // p3 took no part and still holds epoch 0.
+    assert_eq!(cluster.node(P3).state().key_record(key).unwrap().epoch, 0);
+    assert!(signs(&cluster, key, &public, &[P4, P5]).await);
+    assert!(signs(&cluster, key, &public, &[P2, P5]).await);
+
+    // Closing needs every new holder's activation, and, at p3 (which took no part), the
+    // admins' approval of this very change.
+    let close = |activated: Vec<SignedOutcome>, approved: Option<ApprovedKeyChange>| {
+        Operation::CloseEpoch {
+            key,
+            reshare: ran.session,
+            certificate: ran.certificate.clone(),
+            activated,
+            approved: approved.map(Box::new),
+        }
+    };
+    let new_holders: Vec<SignedOutcome> = activated
+        .iter()
+        .filter(|o| new_committee.contains(&o.party))
+        .cloned()
+        .collect();
+    let answers = send(
+        &cluster,
+        &[P3],
+        close(new_holders[..2].to_vec(), approved.clone()),
+    )
+    .await;
+    let message = &refusals(&answers)[0];
+    assert!(message.contains("holds no activation from p5"), "{message}");
+    let answers = send(&cluster, &[P3], close(new_holders.clone(), None)).await;
+    assert!(refusals(&answers)[0].contains("needs the admins' approved change"));
+    let elsewhere = cluster.dev.as_ref().unwrap().key_change(
+        key,
+        epoch0(),
+        KeyOperation::Reshare {
+            committee: vec![P2, P4, P5],
+            threshold: 3,
+        },
+        now(),
     );
-    // Activating again changes nothing; discarding now is refused.
-    finish(&cluster, key, &setup, session, confirmation, true)
-        .await
-        .unwrap();
-    let err = finish(&cluster, key, &setup, session, confirmation, false)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("was activated"), "{err}");
+    let answers = send(&cluster, &[P3], close(new_holders.clone(), Some(elsewhere))).await;
+    assert!(refusals(&answers)[0].contains("is not the one reshare session"));
+    assert_eq!(cluster.node(P3).state().key_record(key).unwrap().epoch, 0);
+
+    let holders = [P1, P2, P3, P4, P5];
+    let closed = send(
+        &cluster,
+        &holders,
+        close(new_holders.clone(), approved.clone()),
+    )
+    .await;
+    all_ok(&closed, &holders);
+    for (p, erased) in [(P1, true), (P2, true), (P3, true), (P4, false), (P5, false)] {
+        match &closed[&p].result {
+            Ok(Output::EpochClosed {
+                epoch, erased: e, ..
+            }) => {
+                assert_eq!((*epoch, *e), (0, erased), "{p}")
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+        assert_eq!(record_state(&cluster, p, key, ran.session), "closed", "{p}");
+    }
+    assert!(
+        !cluster.node(P3).state().has_key(key).unwrap(),
+        "p3 erased its share"
+    );
+    assert!(!cluster.node(P1).state().has_key(key).unwrap());
+    // Repeats change nothing; a closed epoch cannot be taken back.
+    all_ok(
+        &send(
+            &cluster,
+            &participants,
+            activate_op(key, &ran, ran.certificate.clone()),
+        )
+        .await,
+        &participants,
+    );
+    let abandon = Operation::AbandonReshare {
+        key,
+        reshare: ran.session,
+        proof: None,
+    };
+    for message in refusals(&send(&cluster, &new_committee, abandon).await) {
+        assert!(message.contains("is closed here"), "{message}");
+    }
+    assert!(signs(&cluster, key, &public, &[P4, P2]).await);
+    assert!(!signs(&cluster, key, &public, &[P1, P3]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_party_that_drops_out_mid_reshare_leaves_the_old_shares_intact() {
+async fn a_party_that_drops_out_mid_reshare_leaves_the_old_epoch_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = five_nodes(dir.path()).await;
-    let (key, public) = install_key_and_aux(&cluster);
-    let setup = up_to_five();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, public) = install_fixture_committee(&cluster);
+    let (setup, approved) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P3],
+        &[P1, P2, P3, P4, P5],
+        3,
+    );
+    give_primes(&cluster, &[(P1, 1), (P2, 2), (P3, 3), (P4, 4), (P5, 5)]);
     // p5 drops off the protocol network (its control messages still arrive).
     cluster.memory().unwrap().disconnect(P5);
-    let (session, result) = reshare(&cluster, key, &setup).await;
-    let err = result.unwrap_err();
-    assert!(matches!(err, StarterError::Failed { .. }), "{err}");
-    assert!(err.to_string().contains("p5"), "{err}");
-    // The coordinator discards; nothing is pending anywhere.
-    finish(&cluster, key, &setup, session, [0; 32], false)
-        .await
-        .unwrap();
-    for p in [P1, P2, P3, P4, P5] {
-        let left = cluster.node(p).state().reshare(key, session).unwrap();
-        assert!(matches!(left, Some(ReshareRecord::Discarded)), "{p}");
+    let ran = run_reshare(&cluster, key, &setup, approved.clone()).await;
+    for (p, r) in &ran.reports {
+        let failure = r.result.as_ref().expect_err("nobody finishes without p5");
+        if *p != P5 {
+            assert!(failure.message.contains("p5"), "{p}: {failure:?}");
+        }
+        assert_eq!(
+            record_state(&cluster, *p, key, ran.session),
+            "abandoned",
+            "{p}"
+        );
     }
-    // Activating a failed session is refused: no node has a result to activate.
-    let err = finish(&cluster, key, &setup, session, [0; 32], true)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("discarded"), "{err}");
+    // Each signs its abandonment; that is no activation certificate.
+    let participants = setup.participants();
+    let abandoned = send(
+        &cluster,
+        &participants,
+        Operation::AbandonReshare {
+            key,
+            reshare: ran.session,
+            proof: None,
+        },
+    )
+    .await;
+    let proofs = all_ok(&abandoned, &participants);
+    let answers = send(&cluster, &participants, activate_op(key, &ran, proofs)).await;
+    for message in refusals(&answers) {
+        assert!(message.contains("is not a successful report"), "{message}");
+    }
+    // The same approved change cannot start another session: each node used it.
+    let again = run_reshare(&cluster, key, &setup, approved).await;
+    for (p, r) in &again.reports {
+        let failure = r.result.as_ref().expect_err("the change was used");
+        assert!(
+            failure.message.contains("was already used"),
+            "{p}: {failure:?}"
+        );
+    }
     for p in [P1, P2, P3] {
         let record = cluster.node(p).state().key_record(key).unwrap();
-        assert_eq!(record.committee, vec![P1, P2, P3]);
-        assert_eq!(record.threshold, 2);
+        assert_eq!((record.epoch, record.threshold), (0, 2));
     }
     assert!(!cluster.node(P4).state().has_key(key).unwrap());
     assert!(signs(&cluster, key, &public, &[P1, P3]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refresh_replaces_every_share_and_the_key_still_signs() {
+async fn a_refresh_renews_share_and_auxiliary_info_and_retires_the_old_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = five_nodes(dir.path()).await;
-    let (key, public) = install_key_and_aux(&cluster);
-    let fixture = insecure_committee_2of3();
-    let setup = ReshareSetup {
-        kind: Kind::Refresh,
-        key: fixture.shares[0].core.key_info.clone(),
-        old_committee: vec![P1, P2, P3],
-        dealers: vec![P1, P2, P3],
-        new_committee: vec![P1, P2, P3],
-        new_threshold: 2,
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, public) = install_fixture_committee(&cluster);
+    let committee = [P1, P2, P3];
+    let Output::Presign { presignature } = cluster
+        .run(&[P1, P2], Operation::Presign { key }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("presign names its presignature");
     };
-    let before: Vec<_> = [P1, P2, P3]
+    let before: Vec<_> = committee
         .iter()
-        .map(|p| cluster.node(*p).state().key_record(key).unwrap().share)
+        .map(|p| cluster.node(*p).state().key_record(key).unwrap())
         .collect();
-    let (session, confirmation) = reshare(&cluster, key, &setup).await;
-    finish(&cluster, key, &setup, session, confirmation.unwrap(), true)
+    let (setup, _) = setup_of(
+        &cluster,
+        key,
+        Kind::Refresh,
+        epoch0(),
+        &committee,
+        &committee,
+        2,
+    );
+    // Two sets each, none the party's own in the fixture (sets 0, 1, 2 for p1, p2, p3), and
+    // distinct within either refresh whichever each node takes first.
+    give_primes(
+        &cluster,
+        &[(P1, 1), (P1, 3), (P2, 2), (P2, 4), (P3, 0), (P3, 5)],
+    );
+    // Two refreshes from epoch 0 run; both stay pending.
+    let first = run_reshare(&cluster, key, &setup, None).await;
+    let second = run_reshare(&cluster, key, &setup, None).await;
+    assert!(first.succeeded() && second.succeeded());
+
+    // The second's certificate reaches p1 only: p1's new epoch and p3's old one do not
+    // sign together, the old epoch (p2, p3) still does.
+    all_ok(
+        &send(
+            &cluster,
+            &[P1],
+            activate_op(key, &second, second.certificate.clone()),
+        )
+        .await,
+        &[P1],
+    );
+    assert!(!signs(&cluster, key, &public, &[P1, P3]).await);
+    assert!(signs(&cluster, key, &public, &[P2, P3]).await);
+    // Once the certificate reaches every node, the refresh is active everywhere.
+    all_ok(
+        &send(
+            &cluster,
+            &committee,
+            activate_op(key, &second, second.certificate.clone()),
+        )
+        .await,
+        &committee,
+    );
+    for (p, old) in committee.iter().zip(&before) {
+        let now = cluster.node(*p).state().key_record(key).unwrap();
+        assert_eq!(now.epoch, 1);
+        assert_eq!(now.share.shared_public_key, old.share.shared_public_key);
+        assert_ne!(
+            now.share.public_shares, old.share.public_shares,
+            "{p}'s share renewed"
+        );
+        let (new_aux, old_aux) = (now.aux.as_ref().unwrap(), old.aux.as_ref().unwrap());
+        assert_ne!(new_aux.p, old_aux.p, "{p}'s Paillier key renewed");
+        assert_ne!(new_aux.N, old_aux.N);
+        for (a, b) in new_aux.pedersen_params.iter().zip(&old_aux.pedersen_params) {
+            assert_ne!(
+                (&a.hat_N, &a.s, &a.t),
+                (&b.hat_N, &b.s, &b.t),
+                "ring-Pedersen renewed"
+            );
+        }
+    }
+    // The presignature made before the refresh is gone; new ones work.
+    let (request, approvals) = approved(&cluster, key, b"online after the refresh");
+    let stale = Operation::OnlineSign {
+        presignature,
+        request,
+        approvals,
+    };
+    let err = cluster.run(&[P1, P2], stale, DEADLINE).await.unwrap_err();
+    assert!(err.to_string().contains(&presignature.to_string()), "{err}");
+    let Output::Presign { presignature } = cluster
+        .run(&[P1, P3], Operation::Presign { key }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("presign names its presignature");
+    };
+    let (request, approvals) = approved(&cluster, key, b"online after the refresh");
+    let digest = request.digest;
+    let output = cluster
+        .run(
+            &[P1, P3],
+            Operation::OnlineSign {
+                presignature,
+                request,
+                approvals,
+            },
+            DEADLINE,
+        )
         .await
         .unwrap();
-    for (p, old) in [P1, P2, P3].iter().zip(&before) {
-        let now = cluster.node(*p).state().key_record(key).unwrap().share;
-        assert_eq!(now.shared_public_key(), old.shared_public_key());
-        assert_ne!(now.public_shares, old.public_shares, "{p}'s share renewed");
+    assert!(k256_verifies(&public, &digest, &output));
+
+    // The first refresh was abandoned when the second activated: its certificate is refused.
+    for p in committee {
+        assert_eq!(record_state(&cluster, p, key, first.session), "abandoned");
     }
+    let answers = send(
+        &cluster,
+        &committee,
+        activate_op(key, &first, first.certificate.clone()),
+    )
+    .await;
+    for message in refusals(&answers) {
+        assert!(message.contains("was abandoned here"), "{message}");
+    }
+    // A disk restored with the first refresh's pending record: its certificate is stale now.
+    let stale_record = ReshareRecord::Pending {
+        report: first.report(),
+        record: None,
+        expires_at: now() + 3600,
+    };
+    let name = tessera_store::RecordName::new(format!("reshare.{key}.{}", first.session)).unwrap();
+    cluster
+        .node(P2)
+        .state()
+        .store()
+        .put(&name, &serde_json::to_vec(&stale_record).unwrap())
+        .unwrap();
+    let answers = send(
+        &cluster,
+        &[P2],
+        activate_op(key, &first, first.certificate.clone()),
+    )
+    .await;
+    assert!(
+        refusals(&answers)[0].contains("a stale certificate"),
+        "{answers:?}"
+    );
+    assert_eq!(cluster.node(P2).state().key_record(key).unwrap().epoch, 1);
     assert!(signs(&cluster, key, &public, &[P2, P3]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_party_is_replaced_by_resharing_from_the_remaining_holders() {
+async fn a_coordinator_that_activates_some_and_discards_others_cannot_lose_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = five_nodes(dir.path()).await;
-    let (key, public) = install_key_and_aux(&cluster);
-    // The committee p1, p2, p4 has auxiliary info (the fixture's, as if set up).
-    let fixture = insecure_committee_2of3();
-    let replacement = vec![P1, P2, P4];
-    for (p, share) in replacement.iter().zip(&fixture.shares) {
-        let (_, aux) = parts(share);
-        cluster
-            .node(*p)
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, public) = install_fixture_committee(&cluster);
+    // 2-of-3 on p1-p3 -> 2-of-3 on p1, p2, p4, dealt by p1 and p3 (p3 leaves).
+    let new_committee = [P1, P2, P4];
+    let (setup, approved) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P3],
+        &new_committee,
+        2,
+    );
+    give_primes(&cluster, &[(P1, 3), (P2, 4), (P4, 5)]);
+    let ran = run_reshare(&cluster, key, &setup, approved).await;
+    assert!(ran.succeeded(), "{:?}", ran.reports);
+    // The coordinator activates p1 and tells p2, p3 and p4 to discard, without proof or
+    // with a proof from another session: refused, nothing changes there.
+    all_ok(
+        &send(
+            &cluster,
+            &[P1],
+            activate_op(key, &ran, ran.certificate.clone()),
+        )
+        .await,
+        &[P1],
+    );
+    let other_session = SessionId::random();
+    let foreign = send(
+        &cluster,
+        &[P4],
+        Operation::AbandonReshare {
+            key,
+            reshare: other_session,
+            proof: None,
+        },
+    )
+    .await[&P4]
+        .signed
+        .clone();
+    for proof in [None, Some(Box::new(foreign))] {
+        let discard = Operation::AbandonReshare {
+            key,
+            reshare: ran.session,
+            proof,
+        };
+        for message in refusals(&send(&cluster, &[P2, P3, P4], discard).await) {
+            assert!(
+                message.contains("is pending here") || message.contains("not the abandonment"),
+                "{message}"
+            );
+        }
+    }
+    for p in [P2, P3, P4] {
+        assert_eq!(
+            record_state(&cluster, p, key, ran.session),
+            "pending",
+            "{p}"
+        );
+    }
+    // It withholds the certificate until their results expire (a day on; the nodes' clocks
+    // are stood in for here): they abandon them by themselves, and the activation arrives too
+    // late.
+    let later = now() + NodeSettings::default().pending_reshare_lifetime.as_secs() + 60;
+    let state = cluster.node(P4).state();
+    let report = ran.report();
+    let err = state
+        .activate_epoch(key, ran.session, P4, &report, &ran.certificate, later)
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    for p in [P2, P3] {
+        let swept = cluster
+            .node(p)
             .state()
-            .put_aux(&replacement, &aux)
+            .sweep_reshares(later, false)
             .unwrap();
+        assert_eq!(swept.len(), 1, "{p}");
+        assert!(swept[0].2.is_ok(), "{p}");
     }
-    // p3 is lost: off the network for good.
-    cluster.memory().unwrap().disconnect(P3);
-    let setup = ReshareSetup {
-        kind: Kind::Reshare,
-        key: fixture.shares[0].core.key_info.clone(),
-        old_committee: vec![P1, P2, P3],
-        dealers: vec![P1, P2],
-        new_committee: replacement.clone(),
-        new_threshold: 2,
+    let late = send(
+        &cluster,
+        &[P4],
+        activate_op(key, &ran, ran.certificate.clone()),
+    )
+    .await;
+    assert!(
+        refusals(&late)[0].contains("was abandoned here"),
+        "{late:?}"
+    );
+    // Nothing was erased: p1 holds the old epoch retired, p2 and p3 active. A new holder's
+    // signed abandonment (p4's) takes p1 back; the old committee signs again, all of it.
+    assert!(!signs(&cluster, key, &public, &[P1, P2]).await);
+    assert!(signs(&cluster, key, &public, &[P2, P3]).await);
+    let proof = send(
+        &cluster,
+        &[P4],
+        Operation::AbandonReshare {
+            key,
+            reshare: ran.session,
+            proof: None,
+        },
+    )
+    .await[&P4]
+        .signed
+        .clone();
+    // A leaving dealer's abandonment does not take back an activated epoch.
+    let dealer_proof = send(
+        &cluster,
+        &[P3],
+        Operation::AbandonReshare {
+            key,
+            reshare: ran.session,
+            proof: None,
+        },
+    )
+    .await[&P3]
+        .signed
+        .clone();
+    let revert = |proof: SignedOutcome| Operation::AbandonReshare {
+        key,
+        reshare: ran.session,
+        proof: Some(Box::new(proof)),
     };
-    assert!(!setup.participants().contains(&P3));
-    let (session, confirmation) = reshare(&cluster, key, &setup).await;
-    finish(&cluster, key, &setup, session, confirmation.unwrap(), true)
-        .await
-        .unwrap();
-    for p in &replacement {
-        let record = cluster.node(*p).state().key_record(key).unwrap();
-        assert_eq!(record.committee, replacement);
-    }
-    // The new committee signs with the same key, p4 included.
-    assert!(signs(&cluster, key, &public, &[P2, P4]).await);
-    assert!(signs(&cluster, key, &public, &[P1, P4]).await);
+    let answers = send(&cluster, &[P1], revert(dealer_proof)).await;
+    assert!(refusals(&answers)[0].contains("only a new holder's signed abandonment"));
+    all_ok(&send(&cluster, &[P1], revert(proof)).await, &[P1]);
+    assert_eq!(cluster.node(P1).state().key_record(key).unwrap().epoch, 0);
+    assert!(signs(&cluster, key, &public, &[P1, P2]).await);
+    assert!(signs(&cluster, key, &public, &[P1, P3]).await);
+    assert!(!cluster.node(P4).state().has_key(key).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reshare_without_the_admins_approval_is_refused_by_every_node() {
+async fn a_reshare_without_the_admins_approval_for_this_epoch_is_refused_by_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = five_nodes(dir.path()).await;
-    let (key, public) = install_key_and_aux(&cluster);
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, public) = install_fixture_committee(&cluster);
     let dev = cluster.dev.as_ref().unwrap();
-    let setup = up_to_five();
+    let new_committee = [P1, P2, P3, P4, P5];
+    let (setup, _) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P3],
+        &new_committee,
+        3,
+    );
     let reshare_to = |committee: &[PartyId], threshold| KeyOperation::Reshare {
         committee: committee.to_vec(),
         threshold,
     };
-    // Approved, but for a 2-of-5 (a coordinator lowering the threshold on its own).
-    let other = dev.key_change(key, reshare_to(&setup.new_committee, 2), now());
-    // For this reshare, but only the proposer signed it.
-    let mut unapproved = dev.key_change(key, reshare_to(&setup.new_committee, 3), now());
+    let bound = |approved: ApprovedKeyChange| {
+        let mut setup = setup.clone();
+        setup.authorisation = approved.change.change_digest();
+        (setup, Some(approved))
+    };
+    let as_is = |approved: Option<ApprovedKeyChange>| (setup.clone(), approved);
+    let later = KeyEpoch {
+        epoch: 1,
+        ..epoch0()
+    };
+    let mut unapproved = dev.key_change(key, epoch0(), reshare_to(&new_committee, 3), now());
     unapproved.approvals.clear();
-    // For this reshare but another key.
-    let elsewhere = dev.key_change(KeyId::random(), reshare_to(&setup.new_committee, 3), now());
-    // A refresh's approval offered for a reshare.
-    let refresh = dev.key_change(key, KeyOperation::Refresh, now());
+    let right = dev.key_change(key, epoch0(), reshare_to(&new_committee, 3), now());
+    let unbound = {
+        let mut setup = setup.clone();
+        setup.authorisation = [0; 32];
+        (setup, None)
+    };
     let cases = [
-        (None, "needs a key change approved"),
-        (Some(other), "asks for a reshare to 3-of-5"),
-        (Some(unapproved), "needs 1 more admin approvals"),
-        (Some(elsewhere), "is for key"),
-        (Some(refresh), "is 'refresh'"),
+        (unbound, "needs a key change approved"),
+        (
+            as_is(None),
+            "the setup names an approval the session start does not carry",
+        ),
+        // Approved, but for a 2-of-5 (a coordinator lowering the threshold on its own).
+        (
+            bound(dev.key_change(key, epoch0(), reshare_to(&new_committee, 2), now())),
+            "asks for a reshare to 3-of-5",
+        ),
+        (bound(unapproved), "needs 1 more admin approvals"),
+        (
+            bound(dev.key_change(
+                KeyId::random(),
+                epoch0(),
+                reshare_to(&new_committee, 3),
+                now(),
+            )),
+            "is for key",
+        ),
+        (
+            bound(dev.key_change(key, epoch0(), KeyOperation::Refresh, now())),
+            "is 'refresh'",
+        ),
+        // Approved for the key's next epoch, or with another source committee.
+        (
+            bound(dev.key_change(key, later, reshare_to(&new_committee, 3), now())),
+            "applies to epoch 1",
+        ),
+        (
+            bound(dev.key_change(
+                key,
+                KeyEpoch {
+                    committee: vec![P1, P2, P4],
+                    ..epoch0()
+                },
+                reshare_to(&new_committee, 3),
+                now(),
+            )),
+            "applies to epoch 0 (2-of-3 on p1, p2, p4)",
+        ),
+        // The right approval, but the setup names another authorisation.
+        (as_is(Some(right)), "is not the digest of key change"),
     ];
-    for (approved, expected) in cases {
-        let (session, result) = reshare_approved(&cluster, key, &setup, approved).await;
-        let err = result.unwrap_err();
-        assert!(err.to_string().contains(expected), "{expected}: {err}");
-        for p in setup.participants() {
-            let state = cluster.node(p).state();
-            assert!(state.reshare(key, session).unwrap().is_none(), "{p}");
+    for ((setup, approved), expected) in cases {
+        let ran = run_reshare(&cluster, key, &setup, approved).await;
+        assert_eq!(ran.reports.len(), setup.participants().len());
+        for (p, r) in &ran.reports {
+            let failure = r.result.as_ref().expect_err("refused");
+            assert!(
+                failure.message.contains(expected),
+                "{p}, {expected}: {failure:?}"
+            );
+            assert_eq!(record_state(&cluster, *p, key, ran.session), "none", "{p}");
         }
     }
     for p in [P1, P2, P3] {
@@ -362,4 +854,37 @@ async fn a_reshare_without_the_admins_approval_is_refused_by_every_node() {
     }
     assert!(!cluster.node(P4).state().has_key(key).unwrap());
     assert!(signs(&cluster, key, &public, &[P1, P2]).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_rotation_through_the_local_cluster_moves_the_key_and_erases_the_old_epoch() {
+    // The lost-party case: p3 is gone; p1 and p2 reshare to p1, p2, p4 (no backup needed).
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, public) = install_fixture_committee(&cluster);
+    let replacement = [P1, P2, P4];
+    let (setup, approved) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P2],
+        &replacement,
+        2,
+    );
+    give_primes(&cluster, &[(P1, 3), (P2, 4), (P4, 5)]);
+    cluster.memory().unwrap().disconnect(P3);
+    let report = cluster
+        .rotate(key, setup, approved, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(report.to_epoch(), 1);
+    for p in replacement {
+        let record = cluster.node(p).state().key_record(key).unwrap();
+        assert_eq!((record.epoch, &record.committee[..]), (1, &replacement[..]));
+    }
+    // p3 took no part, but its control messages still arrive: it erased its epoch too.
+    assert!(!cluster.node(P3).state().has_key(key).unwrap());
+    assert!(signs(&cluster, key, &public, &[P2, P4]).await);
+    assert!(signs(&cluster, key, &public, &[P1, P4]).await);
 }

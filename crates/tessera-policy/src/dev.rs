@@ -9,8 +9,8 @@
 use tessera_wire::{KeyId, RequestId};
 
 use crate::{
-    Approval, ApprovedKeyChange, KeyChange, KeyOperation, OperatorKey, Payload, PolicyDocument,
-    PolicyError, SignRequest,
+    Approval, ApprovedKeyChange, KeyChange, KeyEpoch, KeyOperation, OperatorKey, Payload,
+    PolicyDocument, PolicyError, SignRequest,
 };
 
 /// The chain the development policy allows transfers on (Sepolia).
@@ -130,11 +130,18 @@ impl DevPolicy {
 
     /// A key change proposed by the first admin, created `now` and living an hour, with the
     /// other admin's approval (enough under this policy).
-    pub fn key_change(&self, key: KeyId, operation: KeyOperation, now: u64) -> ApprovedKeyChange {
+    pub fn key_change(
+        &self,
+        key: KeyId,
+        from: KeyEpoch,
+        operation: KeyOperation,
+        now: u64,
+    ) -> ApprovedKeyChange {
         let change = KeyChange {
             id: RequestId::random(),
             policy: self.document.hash(),
             key,
+            from,
             operation,
             proposed_by: self.admins[0].name.clone(),
             created_at: now,

@@ -15,8 +15,8 @@ use crate::document::PolicyDocument;
 use crate::request::PolicyHash;
 use crate::PolicyError;
 
-/// Domain separation for [`KeyChange::change_digest`].
-pub const KEY_CHANGE_DIGEST_LABEL: &[u8] = b"tessera/key-change/v1";
+/// Domain separation for [`KeyChange::change_digest`] (v2 binds the source epoch).
+pub const KEY_CHANGE_DIGEST_LABEL: &[u8] = b"tessera/key-change/v2";
 /// Largest canonical encoding of a [`KeyChange`] that [`KeyChange::decode`] reads.
 pub const MAX_ENCODED_KEY_CHANGE: usize = 4096;
 /// The largest committee a reshare may name.
@@ -123,6 +123,32 @@ impl fmt::Display for KeyOperation {
     }
 }
 
+/// How a key is held when a change is proposed: the change applies to this epoch only, so an
+/// approval cannot be replayed after the key was rotated, nor against another committee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEpoch {
+    /// The key's epoch (0 after key generation, one more after each refresh or reshare).
+    pub epoch: u64,
+    /// Its committee, in key order.
+    pub committee: Vec<PartyId>,
+    /// Its threshold.
+    pub threshold: u16,
+}
+
+impl fmt::Display for KeyEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "epoch {} ({}-of-{} on {})",
+            self.epoch,
+            self.threshold,
+            self.committee.len(),
+            PartyId::list(&self.committee)
+        )
+    }
+}
+
 /// A proposal to change how a key is held.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +161,8 @@ pub struct KeyChange {
     /// The key it changes.
     #[serde(with = "crate::encoding::text")]
     pub key: KeyId,
+    /// How the key is held now: the change applies to this epoch, committee and threshold.
+    pub from: KeyEpoch,
     /// What it does.
     pub operation: KeyOperation,
     /// The admin who proposes it.
@@ -156,7 +184,7 @@ impl KeyChange {
         Ok(tessera_wire::decode(bytes, MAX_ENCODED_KEY_CHANGE)?)
     }
 
-    /// What admins sign: SHA-256(`"tessera/key-change/v1"` || canonical bytes).
+    /// What admins sign: SHA-256(`"tessera/key-change/v2"` || canonical bytes).
     pub fn change_digest(&self) -> [u8; 32] {
         labelled_digest(KEY_CHANGE_DIGEST_LABEL, &self.canonical_bytes())
     }

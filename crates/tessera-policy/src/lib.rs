@@ -35,7 +35,7 @@ pub use encoding::parse_address;
 pub use error::PolicyError;
 pub use evaluate::{evaluate, Decision, Reason, SpendHistory, Verdict, MAX_CLOCK_SKEW_SECS};
 pub use key_change::{
-    evaluate_key_change, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyOperation,
+    evaluate_key_change, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyEpoch, KeyOperation,
     KEY_CHANGE_DIGEST_LABEL,
 };
 pub use principal::{OperatorKey, Principal, PrincipalKey, PrincipalSignature, Role};

@@ -4,8 +4,8 @@ use crate::common;
 
 use common::*;
 use tessera_policy::{
-    evaluate_key_change, Approval, KeyChange, KeyChangeDecision, KeyOperation, PolicyError,
-    PolicyHash,
+    evaluate_key_change, Approval, KeyChange, KeyChangeDecision, KeyEpoch, KeyOperation,
+    PolicyError, PolicyHash,
 };
 use tessera_wire::{PartyId, RequestId};
 
@@ -21,6 +21,11 @@ fn change(operation: KeyOperation, by: &str) -> KeyChange {
         id: RequestId::random(),
         policy: example().hash(),
         key: key_id(TREASURY_KEY),
+        from: KeyEpoch {
+            epoch: 0,
+            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+            threshold: 2,
+        },
         operation,
         proposed_by: by.into(),
         created_at: MONDAY_10AM,
@@ -79,6 +84,20 @@ fn approvals_of_another_change_or_a_tampered_one_are_refused() {
         evaluate_key_change(&current, &tampered, &signed, NOW),
         Err(PolicyError::BadApproval { .. })
     ));
+    // Approved for epoch 0: the same change against epoch 1, or a different source
+    // committee or threshold, carries no approval.
+    for edit in [
+        |c: &mut KeyChange| c.from.epoch = 1,
+        |c: &mut KeyChange| c.from.committee = vec![PartyId(1), PartyId(2), PartyId(4)],
+        |c: &mut KeyChange| c.from.threshold = 3,
+    ] {
+        let mut moved = proposal.clone();
+        edit(&mut moved);
+        assert!(matches!(
+            evaluate_key_change(&current, &moved, &signed, NOW),
+            Err(PolicyError::BadApproval { .. })
+        ));
+    }
     // Approvals of a refresh of the same key do not authorise a reshare.
     let refresh = change(KeyOperation::Refresh, "dave");
     let for_refresh = approvals(&refresh, &["erin", "frank"]);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use tessera_channel::{
-    ChannelError, ChannelManager, Delivery, FrameContext, Outbound, RefusalCounters,
+    BroadcastEvidence, ChannelError, ChannelManager, Delivery, FrameContext, Outbound,
+    RefusalCounters,
 };
 use tessera_wire::PartyId;
 use tokio::task::JoinHandle;
@@ -199,6 +200,25 @@ impl SecureTransport {
                 .manager()
                 .broadcast(recipients, context, payload, Instant::now())?;
         Ok(self.shared.transmit(outbound).await?)
+    }
+
+    /// Seals `payload` for `to` with this party's signature, as a broadcast to one party:
+    /// the recipient can show the signed statement to others later (a resharing dealer's
+    /// sub-share, shown as evidence in a complaint). Frames whose signature does not verify
+    /// are refused before delivery.
+    pub async fn send_signed(
+        &self,
+        to: PartyId,
+        context: FrameContext,
+        payload: &[u8],
+    ) -> Result<(), SecureError> {
+        self.broadcast(&[to], context, payload).await
+    }
+
+    /// Whether `evidence` (a signed broadcast statement, shown by some party) verifies against
+    /// the pinned roster.
+    pub fn verify_evidence(&self, evidence: &BroadcastEvidence) -> bool {
+        evidence.verify(self.shared.manager().roster()).is_ok()
     }
 
     /// Starts a re-handshake with `peer` now.

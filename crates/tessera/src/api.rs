@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tessera_chain::{Eip1559Request, U256};
-use tessera_coordinator::api::model::KeyChangeView;
 use tessera_coordinator::api::model::{DerivationPath, MessageBody, PayloadBody, SubmitBody};
+use tessera_coordinator::api::model::{KeyChangeView, KeyView};
 use tessera_coordinator::client::{CoordinatorClient, RequestQuery};
 use tessera_coordinator::store::{KeyChangeState, ProposalId};
 use tessera_wire::{PartyId, RequestId};
@@ -84,17 +84,20 @@ pub enum KeyCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Show a key (name or id).
+    /// Show a key (name or id): who holds it, its epoch, and any rotation step still due
+    /// (an activation, or holders of the previous epoch not confirmed erased).
     Show {
         #[command(flatten)]
         api: ApiArgs,
         /// The key's name or id.
         key: String,
     },
-    /// Propose to refresh a key: every holder gets a new share of the same key (the public
-    /// key, address and chain code stay); shares taken before no longer combine with shares
-    /// after. Admins propose; other admins approve with `tessera key approve-change`, and the
-    /// last approval runs it (every holder must be reachable).
+    /// Propose to refresh a key: every holder gets a new share of the same key and new
+    /// auxiliary info (fresh Paillier keys; the public key, address and chain code stay);
+    /// shares and Paillier keys taken before no longer work with those after. Each holder uses
+    /// one prime set from its pool; the answer says if one has none ready (the refresh then
+    /// waits for it). Admins propose; other admins approve with `tessera key approve-change`,
+    /// and the last approval runs it (every holder must be reachable).
     Refresh {
         #[command(flatten)]
         api: ApiArgs,
@@ -103,11 +106,12 @@ pub enum KeyCommand {
         /// The key's name or id.
         key: String,
     },
-    /// Propose to reshare a key to a ready committee and threshold: parties join or leave,
-    /// the threshold changes, or a lost party is replaced from the remaining holders. Admins
-    /// propose; other admins approve with `tessera key approve-change`; every node re-checks
-    /// their approvals before it takes part (the key's threshold of holders must be
-    /// reachable).
+    /// Propose to reshare a key to a committee and threshold: parties join or leave, the
+    /// threshold changes, or a lost party is replaced from the remaining holders. The new
+    /// committee makes the new epoch's auxiliary info (one prime set each). Admins propose;
+    /// other admins approve with `tessera key approve-change`; every node re-checks their
+    /// approvals before it takes part (the key's threshold of holders must be reachable), and
+    /// every holder of the old epoch, dealer or not, erases it once the new one is active.
     Reshare {
         #[command(flatten)]
         api: ApiArgs,
@@ -115,8 +119,7 @@ pub enum KeyCommand {
         change: ChangeArgs,
         /// The key's name or id.
         key: String,
-        /// The new committee, e.g. p1,p2,p3,p4,p5 (set it up first with `tessera committee
-        /// setup`).
+        /// The new committee, e.g. p1,p2,p3,p4,p5, in ascending order.
         #[arg(long, value_delimiter = ',', required = true)]
         to: Vec<PartyId>,
         /// Signers needed in the new committee.
@@ -156,8 +159,10 @@ pub enum KeyCommand {
         /// The key change's id.
         id: ProposalId,
     },
-    /// Resend the activation of a key's last refresh or reshare to the parties it has not
-    /// reached (the coordinator also does this by itself every rotation check).
+    /// Resend the due step of a key's last refresh or reshare: its activation to the
+    /// participants it has not reached, or the closure of the previous epoch to holders that
+    /// have not confirmed erasing it (the coordinator also does this by itself every rotation
+    /// check).
     Activate {
         #[command(flatten)]
         api: ApiArgs,
@@ -218,6 +223,53 @@ fn parse_interval(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?}: use a number with s, m, h or d, e.g. 30d"))
 }
 
+/// Prints a key for people: what holds it, its epoch, and any rotation step still due.
+fn print_key(key: &KeyView) {
+    println!("key        {} ({})", key.name, key.id);
+    println!("status     {}, epoch {}", key.status, key.epoch);
+    println!(
+        "held by    {}-of-{} on {}",
+        key.threshold,
+        key.committee.len(),
+        PartyId::list(&key.committee)
+    );
+    if let Some(public_key) = &key.public_key {
+        println!("public key {public_key}");
+    }
+    if let Some(address) = &key.address {
+        println!("address    {address}");
+    }
+    if let Some(error) = &key.error {
+        println!("error      {error}");
+    }
+    if let Some(every) = key.refresh_every_secs {
+        println!(
+            "refresh    every {every} s, next at {}",
+            key.next_refresh_at
+                .map_or_else(|| "-".to_owned(), |t| t.to_string())
+        );
+    }
+    if let Some(at) = key.rotated_at {
+        println!("rotated at {at}");
+    }
+    if let Some(session) = &key.activation_due {
+        println!(
+            "due        the activation of epoch {} (session {session}) has not reached every \
+             participant; it is resent every rotation check, or now with `tessera key activate {}`",
+            key.epoch, key.name
+        );
+    }
+    if !key.erasure_unconfirmed.is_empty() {
+        println!(
+            "not confirmed erased: {} still may hold epoch {} or older; they are asked again \
+             every rotation check (or with `tessera key activate {}`)",
+            PartyId::list(&key.erasure_unconfirmed),
+            key.epoch.saturating_sub(1),
+            key.name
+        );
+    }
+}
+
 /// Prints a key change for people.
 fn print_key_change(change: &KeyChangeView) {
     println!("change   {}", change.id);
@@ -235,6 +287,9 @@ fn print_key_change(change: &KeyChangeView) {
     }
     if let Some(error) = &change.error {
         println!("error    {error}");
+    }
+    for note in &change.notes {
+        println!("note     {note}");
     }
     if change.state == KeyChangeState::Pending {
         println!(
@@ -490,7 +545,7 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 print_change_or_json(&api, &view)?;
                 if view.state == KeyChangeState::Failed {
                     bail!(
-                        "key change {id} was approved but failed; the key is unchanged: {}",
+                        "key change {id} was approved but failed: {}",
                         view.error.as_deref().unwrap_or("no error recorded")
                     );
                 }
@@ -500,13 +555,18 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 if api.json {
                     return print_json(&key);
                 }
-                println!(
-                    "key {}: activation delivered; {}-of-{} on {}",
-                    key.name,
-                    key.threshold,
-                    key.committee.len(),
-                    PartyId::list(&key.committee)
-                );
+                match (&key.activation_due, key.erasure_unconfirmed.is_empty()) {
+                    (None, true) => println!(
+                        "key {}: epoch {} active and the previous one erased everywhere; \
+                         {}-of-{} on {}",
+                        key.name,
+                        key.epoch,
+                        key.threshold,
+                        key.committee.len(),
+                        PartyId::list(&key.committee)
+                    ),
+                    _ => print_key(&key),
+                }
             }
             KeyCommand::List { api } => {
                 let keys = api.client()?.list_keys().await?;
@@ -527,7 +587,10 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
             }
             KeyCommand::Show { api, key } => {
                 let key = api.client()?.get_key(&key).await?;
-                print_json(&key)?;
+                if api.json {
+                    return print_json(&key);
+                }
+                print_key(&key);
             }
             KeyCommand::Address { api, key, path } => {
                 let path = parse_path(&path)?;

@@ -20,6 +20,9 @@ use tessera_wire::PartyId;
 
 use crate::files::write_file;
 
+/// Prime sets each dev node gets for key rotations (each refresh or reshare takes one).
+const DEV_ROTATION_PRIMES: usize = 4;
+
 /// Options of `tessera dev`.
 #[derive(Args)]
 pub struct DevArgs {
@@ -129,7 +132,8 @@ async fn dev(args: DevArgs) -> Result<()> {
 
     println!(
         "[3/4] committee p1,p2,p3: auxiliary info (about half a minute)\n      INSECURE DEV \
-         SHORTCUT: the nodes' prime pools hold PUBLIC test primes; never use these keys for value."
+         SHORTCUT: the nodes' prime pools hold PUBLIC test primes (also {DEV_ROTATION_PRIMES} sets \
+         each for key refreshes); never use these keys for value."
     );
     for (node, primes) in cluster.nodes.iter().zip(insecure_test_primes()) {
         node.primes().put(&primes)?;
@@ -149,6 +153,16 @@ async fn dev(args: DevArgs) -> Result<()> {
                 anyhow::bail!("committee set-up did not finish in 15 minutes")
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    // Every refresh or reshare renews the auxiliary info and takes one prime set from each
+    // receiver: a few more public test sets, none a node's own of the committee, so the
+    // first rotations need not wait minutes for real primes.
+    let all = insecure_test_primes();
+    for (k, node) in cluster.nodes.iter().enumerate() {
+        for round in 0..DEV_ROTATION_PRIMES {
+            node.primes()
+                .put(&all[(k + 3 * ((round + 1) % 2)) % all.len()])?;
         }
     }
     let key = coordinator

@@ -740,6 +740,62 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
     );
     let keys = run("aude", &["key", "list"], &[]);
     assert!(stdout(&keys).contains(&address), "{}", stdout(&keys));
+    // The refresh made epoch 1, active everywhere, and every holder erased epoch 0.
+    let shown = run("aude", &["key", "show", "treasury"], &[]);
+    let text = stdout(&shown);
+    assert!(
+        text.contains("ready, epoch 1") && !text.contains("not confirmed erased"),
+        "{text}"
+    );
+    // A backup of epoch 0 is stale now, as the coordinator tells `tessera backup list`.
+    let key_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key        treasury ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .expect("the key id")
+        .to_owned();
+    // (Listing reads only the header: the signature and the secret do not matter here.)
+    let unsigned = |_: &[u8; 32]| [0u8; 64];
+    let officers = ["ana", "bo"].map(|n| {
+        let recipient = age::x25519::Identity::generate().to_public();
+        tessera_backup::Officer::parse(&format!("{n}={recipient}")).unwrap()
+    });
+    let old = tessera_backup::create(
+        b"an old share",
+        tessera_backup::Metadata {
+            party: "p1".into(),
+            key: key_id,
+            public_key: "02".repeat(33),
+            committee: "p1-p2-p3".into(),
+            threshold: 2,
+            epoch: 0,
+            created_at: 1,
+        },
+        &officers,
+        2,
+        unsigned,
+    )
+    .unwrap();
+    let file = d.join("old.backup.json");
+    std::fs::write(&file, old.to_json()).unwrap();
+    let aude_key = d.join("aude.key.json");
+    let listed = tessera(&[
+        "backup",
+        "list",
+        s(&file),
+        "--check-coordinator",
+        &url,
+        "--principal",
+        "aude",
+        "--key-file",
+        s(&aude_key),
+    ]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        stdout(&listed).contains("STALE: the key is at epoch 1"),
+        "{}",
+        stdout(&listed)
+    );
 
     let submit = |to: &str, wei: &str, nonce: &str| {
         run(

@@ -638,8 +638,12 @@ pub struct KeyView {
     pub next_refresh_at: Option<i64>,
     /// When the shares last changed by a refresh or reshare (Unix seconds).
     pub rotated_at: Option<i64>,
+    /// The key's epoch: 0 after key generation, one more after each refresh or reshare.
+    pub epoch: u64,
     /// The reshare session whose activation has not reached every participant yet.
     pub activation_due: Option<String>,
+    /// Holders of the previous epoch that have not confirmed erasing it yet.
+    pub erasure_unconfirmed: Vec<PartyId>,
 }
 
 impl From<service::KeyView> for KeyView {
@@ -659,7 +663,9 @@ impl From<service::KeyView> for KeyView {
             refresh_every_secs,
             next_refresh_at,
             rotated_at,
+            epoch,
             activation_due,
+            erasure_unconfirmed,
         } = view;
         KeyView {
             id,
@@ -676,7 +682,9 @@ impl From<service::KeyView> for KeyView {
             refresh_every_secs,
             next_refresh_at,
             rotated_at,
+            epoch,
             activation_due,
+            erasure_unconfirmed,
         }
     }
 }
@@ -840,6 +848,9 @@ pub struct KeyChangeView {
     pub updated_at: i64,
     /// The change itself, as admins sign it and nodes re-check it.
     pub change: KeyChange,
+    /// What the proposer should know now (only in the answer to a proposal).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl From<service::KeyChangeView> for KeyChangeView {
@@ -858,6 +869,7 @@ impl From<service::KeyChangeView> for KeyChangeView {
             expires_at,
             updated_at,
             change,
+            notes,
         } = view;
         KeyChangeView {
             id,
@@ -873,6 +885,7 @@ impl From<service::KeyChangeView> for KeyChangeView {
             expires_at,
             updated_at,
             change,
+            notes,
         }
     }
 }

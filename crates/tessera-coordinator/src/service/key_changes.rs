@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use tessera_audit::NewEvent;
 use tessera_policy::{
-    evaluate_key_change, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyOperation,
+    evaluate_key_change, ApprovedKeyChange, KeyChange, KeyChangeDecision, KeyEpoch, KeyOperation,
     PrincipalSignature,
 };
-use tessera_wire::RequestId;
+use tessera_wire::{PartyId, RequestId};
 
 use super::approvals::{require_admin, AdminApproval};
 use super::{expires_at, now_unix, to_db, Coordinator, KeyChangeView, ServiceError};
 use crate::store::{
-    ApprovalSubject, InsertOutcome, KeyChangeRow, KeyChangeState, NewKeyChange, ProposalId,
+    ApprovalSubject, InsertOutcome, KeyChangeRow, KeyChangeState, KeyRow, NewKeyChange, ProposalId,
 };
 
 /// A key change as an admin proposes it.
@@ -72,7 +72,7 @@ impl Coordinator {
             threshold,
         } = &proposal.operation
         {
-            self.check_reshare_target(committee, *threshold).await?;
+            self.check_reshare_target(committee, *threshold)?;
         }
         let now = now_unix();
         let expires_at = expires_at(
@@ -85,6 +85,11 @@ impl Coordinator {
             id: RequestId(proposal.id.0),
             policy: current.hash(),
             key: row.id,
+            from: KeyEpoch {
+                epoch: row.epoch,
+                committee: row.committee.clone(),
+                threshold: row.threshold,
+            },
             operation: proposal.operation,
             proposed_by: principal.to_owned(),
             created_at: now,
@@ -106,6 +111,7 @@ impl Coordinator {
             InsertOutcome::Existing(row) => row,
         };
         tracing::info!(change = %proposal.id, key = %row.id, operation = %change.operation, by = %principal, "key change proposed");
+        let notes = self.proposal_notes(&row, &change.operation).await;
         self.audit_note(
             NewEvent::new(
                 principal,
@@ -115,7 +121,29 @@ impl Coordinator {
             .detail("key", row.id)
             .detail("operation", &new.operation),
         );
-        self.key_change_view(stored).await
+        let mut view = self.key_change_view(stored).await?;
+        view.notes = notes;
+        Ok(view)
+    }
+
+    /// What a proposer should know before the change runs: receivers whose prime pool is empty
+    /// now (a refresh or reshare renews the auxiliary info and waits for their primes).
+    async fn proposal_notes(&self, row: &KeyRow, operation: &KeyOperation) -> Vec<String> {
+        let (receivers, what) = match operation {
+            KeyOperation::Refresh => (row.committee.clone(), "refresh"),
+            KeyOperation::Reshare { committee, .. } => (committee.clone(), "reshare"),
+            KeyOperation::RefreshSchedule { .. } => return Vec::new(),
+        };
+        let lacking = self.lacking_primes(&receivers).await;
+        if lacking.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} {} no prime set ready now: the {what} renews the auxiliary info and will wait \
+             for their nodes to generate one (1 to 6 minutes each) when it runs",
+            PartyId::list(&lacking),
+            if lacking.len() == 1 { "has" } else { "have" }
+        )]
     }
 
     /// Records `principal`'s approval of key change `id`: `signature` is their
@@ -309,6 +337,7 @@ impl Coordinator {
             expires_at: row.expires_at,
             updated_at: row.updated_at,
             change,
+            notes: Vec::new(),
         })
     }
 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use tessera_audit::NewEvent;
 use tessera_chain::{address, checksummed};
-use tessera_control::{Operation, Output, StarterError};
-use tessera_wire::{KeyId, PartyId, SessionId};
+use tessera_control::{agreed, Operation, Output, StarterError};
+use tessera_wire::{KeyId, PartyId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError, SYSTEM};
 use crate::store::{
-    CommitteeStatus, InsertOutcome, KeyRow, KeyStatus, NewKey, NewSession, SessionOutcome,
-    SessionSubject,
+    CommitteeStatus, InsertOutcome, KeyRow, KeyStatus, LifecyclePhase, NewKey, NewSession,
+    SessionOutcome, SessionSubject,
 };
 
 /// The Ethereum address of a compressed public key, EIP-55.
@@ -36,9 +36,30 @@ impl From<KeyRow> for KeyView {
             refresh_every_secs: row.refresh_every_secs,
             next_refresh_at: row.next_refresh_at,
             rotated_at: row.rotated_at,
-            activation_due: row.pending_activation.map(|a| a.session.to_string()),
+            epoch: row.epoch,
+            activation_due: row
+                .lifecycle
+                .as_ref()
+                .filter(|l| l.phase == LifecyclePhase::Activate)
+                .map(|l| l.session.to_string()),
+            erasure_unconfirmed: row
+                .lifecycle
+                .filter(|l| l.phase == LifecyclePhase::Close)
+                .map(|l| l.due)
+                .unwrap_or_default(),
         }
     }
+}
+
+/// A session about a key, as it ran: its start, every party's verified report, and how long
+/// it took.
+pub(super) struct KeySession {
+    /// The signed start's content.
+    pub start: tessera_control::SessionStart,
+    /// The parties' reports (or why none could be collected).
+    pub reports: Result<tessera_control::Reports, StarterError>,
+    /// From start to the last report.
+    pub elapsed: std::time::Duration,
 }
 
 /// The compressed public key of `key` at `path` (the master key for an empty path).
@@ -142,16 +163,16 @@ impl Coordinator {
         }
     }
 
-    /// Starts a session about `key` recorded in the sessions table, runs it and counts it
-    /// under `name`. The caller records how it ended ([`SessionOutcome`]): key generation
-    /// also fails a session whose output does not validate.
+    /// Starts a session about `key` (recorded as the key's, for `name`), runs it within
+    /// `deadline` and returns every party's verified report (none of which need agree).
     pub(super) async fn start_key_session(
         &self,
         key: KeyId,
         name: &str,
         parties: &[PartyId],
         operation: Operation,
-    ) -> Result<(SessionId, Result<Output, StarterError>), ServiceError> {
+        deadline: std::time::Duration,
+    ) -> Result<KeySession, ServiceError> {
         let (start, signed) = self.starter.start(parties, operation);
         self.store
             .insert_session(&NewSession {
@@ -163,17 +184,15 @@ impl Coordinator {
             })
             .await?;
         let began = std::time::Instant::now();
-        let outcome = match self
-            .control
-            .run(&start, &signed, self.settings.session_deadline)
-            .await
-        {
-            Ok(outcomes) => self.starter.check(&start, &outcomes),
+        let reports = match self.control.run(&start, &signed, deadline).await {
+            Ok(outcomes) => self.starter.collect(&start, &outcomes),
             Err(e) => Err(e),
         };
-        self.counters
-            .session(name, outcome.is_ok(), began.elapsed());
-        Ok((start.session, outcome))
+        Ok(KeySession {
+            start,
+            reports,
+            elapsed: began.elapsed(),
+        })
     }
 
     /// Runs key generation for a key recorded `creating`, and records the outcome.
@@ -183,14 +202,19 @@ impl Coordinator {
         committee: &[PartyId],
         threshold: u16,
     ) -> Result<(), ServiceError> {
-        let (session, outcome) = self
+        let run = self
             .start_key_session(
                 id,
                 "keygen",
                 committee,
                 Operation::Keygen { key: id, threshold },
+                self.settings.session_deadline,
             )
             .await?;
+        let session = run.start.session;
+        let outcome = run.reports.and_then(|r| agreed(&run.start, r));
+        self.counters
+            .session("keygen", outcome.is_ok(), run.elapsed);
         let result = match outcome {
             Ok(Output::Keygen {
                 public_key,

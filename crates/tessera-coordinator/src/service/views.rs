@@ -133,9 +133,14 @@ pub struct KeyView {
     pub next_refresh_at: Option<i64>,
     /// When the shares last changed by a refresh or reshare (Unix seconds), if ever.
     pub rotated_at: Option<i64>,
+    /// The key's epoch: 0 after key generation, one more after each refresh or reshare.
+    pub epoch: u64,
     /// The reshare session whose activation has not reached every participant yet (resent
     /// automatically, or with `tessera key activate`).
     pub activation_due: Option<String>,
+    /// Holders of the key's previous epoch that have not confirmed erasing it yet (asked again
+    /// every rotation check, or with `tessera key activate`).
+    pub erasure_unconfirmed: Vec<PartyId>,
 }
 
 /// A key's (child) public key and address at a derivation path.
@@ -224,6 +229,9 @@ pub struct KeyChangeView {
     pub updated_at: i64,
     /// The change itself, as admins sign it and nodes re-check it.
     pub change: KeyChange,
+    /// What the proposer should know now, e.g. that a receiver has no prime set ready, so the
+    /// change will wait for one when it runs (only in the answer to the proposal).
+    pub notes: Vec<String>,
 }
 
 /// What the coordinator knows of a party's recent sessions (kept in memory).

@@ -1,6 +1,9 @@
 //! The `keys` table: threshold keys and their generation status.
 
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
+use tessera_control::SignedOutcome;
+use tessera_policy::ApprovedKeyChange;
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use super::row::Cols;
@@ -51,47 +54,68 @@ pub struct KeyRow {
     pub next_refresh_at: Option<i64>,
     /// When its shares last changed by a refresh or reshare (Unix seconds), if ever.
     pub rotated_at: Option<i64>,
-    /// A recorded rotation whose activation has not reached every participant yet.
-    pub pending_activation: Option<PendingActivation>,
+    /// The key's epoch: 0 after key generation, one more after each refresh or reshare.
+    pub epoch: u64,
+    /// The step of the last rotation that has not reached every party yet.
+    pub lifecycle: Option<Lifecycle>,
 }
 
-/// A rotation recorded as the key's committee whose activation is still to be delivered to
-/// some participants.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingActivation {
+/// Where a rotation recorded as the key's new epoch still has to reach parties
+/// (`docs/protocols/reshare.md`, Activation and erasure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecyclePhase {
+    /// The participants activate the new epoch on the activation certificate.
+    Activate,
+    /// Every holder of the old epoch closes (erases) it on the closure certificate.
+    Close,
+}
+
+/// A rotation's remaining work: the certificates the nodes need and who has yet to answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
     /// The reshare session.
     pub session: SessionId,
-    /// The confirmation every participant reported.
-    pub confirmation: [u8; 32],
-    /// The session's participants.
-    pub parties: Vec<PartyId>,
+    /// What is due.
+    pub phase: LifecyclePhase,
+    /// The activation certificate: every participant's signed reshare outcome.
+    pub certificate: Vec<SignedOutcome>,
+    /// The new holders' signed activations received so far (all of them: the closure
+    /// certificate).
+    pub activated: Vec<SignedOutcome>,
+    /// The admins' approved change, which holders that took no part check before they close.
+    pub approved: Option<ApprovedKeyChange>,
+    /// Who must answer in the phase and has not yet: the participants (activate), every
+    /// holder of the old epoch and every participant (close).
+    pub due: Vec<PartyId>,
+    /// Every holder of the old epoch and every participant: who closes it.
+    pub holders: Vec<PartyId>,
+}
+
+impl Lifecycle {
+    /// The canonical encoding, as stored.
+    fn to_text(&self) -> String {
+        hex::encode(tessera_wire::encode(self))
+    }
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        let bytes = hex::decode(text).map_err(|e| e.to_string())?;
+        tessera_wire::decode(&bytes, 4 * 1024 * 1024).map_err(|e| e.to_string())
+    }
 }
 
 const COLUMNS: &str = "id, name, threshold, committee, public_key, chain_code, status, error, \
-                       created_at, updated_at, refresh_every_secs, next_refresh_at, rotated_at, activation_session, \
-                       activation_confirmation, activation_parties";
+                       created_at, updated_at, refresh_every_secs, next_refresh_at, rotated_at, \
+                       epoch, lifecycle";
 
-fn pending_activation(c: &Cols<'_>) -> Result<Option<PendingActivation>, StoreError> {
-    let Some(session) = c.opt_text("activation_session")? else {
-        return Ok(None);
-    };
-    let invalid = |reason: String| StoreError::Invalid {
-        what: "pending activation",
-        reason,
-    };
-    let session = session
-        .parse()
-        .map_err(|_| invalid(format!("{session:?} is not a session id")))?;
-    let confirmation = c
-        .opt_hex("activation_confirmation")?
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| invalid("the confirmation is not 32 bytes".into()))?;
-    let parties = c.with("activation_parties", parties_from_text)?;
-    Ok(Some(PendingActivation {
-        session,
-        confirmation,
-        parties,
-    }))
+fn lifecycle(c: &Cols<'_>) -> Result<Option<Lifecycle>, StoreError> {
+    c.opt_text("lifecycle")?
+        .map(|text| {
+            Lifecycle::from_text(&text).map_err(|reason| StoreError::Invalid {
+                what: "key lifecycle",
+                reason,
+            })
+        })
+        .transpose()
 }
 
 fn key_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
@@ -110,7 +134,8 @@ fn key_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
         refresh_every_secs: c.opt_int("refresh_every_secs")?,
         next_refresh_at: c.opt_int("next_refresh_at")?,
         rotated_at: c.opt_int("rotated_at")?,
-        pending_activation: pending_activation(&c)?,
+        epoch: c.small("epoch")?,
+        lifecycle: lifecycle(&c)?,
     })
 }
 
@@ -242,39 +267,43 @@ impl Store {
         .await
     }
 
-    /// Records a ready key's new committee and threshold after a reshare (or the same ones
-    /// after a refresh), its rotation time and next scheduled refresh, and `activation` as
-    /// still to be delivered (one statement: the commit point of a rotation). Returns false if the key is not ready;
-    /// [`StoreError::NotFound`] if unknown.
-    pub async fn set_key_committee(
+    /// Records a ready key's new committee, threshold and epoch after a reshare (or the same
+    /// committee after a refresh), its rotation time and next scheduled refresh, and the
+    /// rotation's remaining `lifecycle` (one statement: the commit point of a rotation). Only
+    /// from epoch `from` with no lifecycle due: returns false if the key is not ready, moved
+    /// past that epoch, or has a rotation still due; [`StoreError::NotFound`] if unknown.
+    pub async fn set_key_rotated(
         &self,
         id: KeyId,
+        from: u64,
         committee: &[PartyId],
         threshold: u16,
-        activation: &PendingActivation,
+        lifecycle: &Lifecycle,
     ) -> Result<bool, StoreError> {
         let now = self.now();
+        let epoch = i64::try_from(from.saturating_add(1)).unwrap_or(i64::MAX);
         let changed = sqlx::query(
             "UPDATE keys SET committee = $1, threshold = $2, updated_at = $3, rotated_at = $3, \
              next_refresh_at = CASE WHEN refresh_every_secs IS NULL THEN NULL \
                                     ELSE $3 + refresh_every_secs END, \
-             activation_session = $6, activation_confirmation = $7, activation_parties = $8 \
-             WHERE id = $4 AND status = $5",
+             epoch = $6, lifecycle_session = $7, lifecycle = $8 \
+             WHERE id = $4 AND status = $5 AND epoch = $9 AND lifecycle IS NULL",
         )
         .bind(parties_to_text(committee))
         .bind(i64::from(threshold))
         .bind(now)
         .bind(id.to_string())
         .bind(KeyStatus::Ready.as_str())
-        .bind(activation.session.to_string())
-        .bind(hex::encode(activation.confirmation))
-        .bind(parties_to_text(&activation.parties))
+        .bind(epoch)
+        .bind(lifecycle.session.to_string())
+        .bind(lifecycle.to_text())
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await
-        .map_err(|e| StoreError::db(format_args!("recording key {id}'s new committee"), e))?
+        .map_err(|e| StoreError::db(format_args!("recording key {id}'s new epoch"), e))?
         .rows_affected();
         if changed == 1 {
-            tracing::info!(key = %id, committee = %PartyId::list(committee), threshold, "key committee changed");
+            tracing::info!(key = %id, committee = %PartyId::list(committee), threshold, epoch, "key epoch recorded");
             return Ok(true);
         }
         match self.get_key(id).await? {
@@ -283,23 +312,26 @@ impl Store {
         }
     }
 
-    /// Records that every participant of reshare `session` activated: the key has no
-    /// activation due any more. Returns false if another (or no) activation is due.
-    pub async fn clear_pending_activation(
+    /// Replaces the remaining lifecycle of reshare `session` on key `id` with `next` (`None`:
+    /// nothing is due any more). Returns false if another (or no) rotation is due.
+    pub async fn update_lifecycle(
         &self,
         id: KeyId,
         session: SessionId,
+        next: Option<&Lifecycle>,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
-            "UPDATE keys SET activation_session = NULL, activation_confirmation = NULL, \
-             activation_parties = NULL, updated_at = $1 WHERE id = $2 AND activation_session = $3",
+            "UPDATE keys SET lifecycle_session = $1, lifecycle = $2, updated_at = $3 \
+             WHERE id = $4 AND lifecycle_session = $5",
         )
+        .bind(next.map(|l| l.session.to_string()))
+        .bind(next.map(Lifecycle::to_text))
         .bind(self.now())
         .bind(id.to_string())
         .bind(session.to_string())
         .execute(&self.pool)
         .await
-        .map_err(|e| StoreError::db(format_args!("clearing key {id}'s pending activation"), e))?
+        .map_err(|e| StoreError::db(format_args!("updating key {id}'s lifecycle"), e))?
         .rows_affected();
         Ok(changed == 1)
     }
@@ -359,11 +391,11 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Ready keys whose scheduled refresh is due at `now`, and keys with an activation still
+    /// Ready keys whose scheduled refresh is due at `now`, and keys with a rotation step still
     /// to deliver; by name.
     pub async fn keys_due_for_rotation_work(&self, now: i64) -> Result<Vec<KeyRow>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM keys WHERE status = $1 AND (activation_session IS NOT NULL \
+            "SELECT {COLUMNS} FROM keys WHERE status = $1 AND (lifecycle IS NOT NULL \
              OR next_refresh_at <= $2) ORDER BY name"
         ))
         .bind(KeyStatus::Ready.as_str())

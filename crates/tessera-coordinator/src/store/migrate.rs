@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key changes",
         include_str!("../../migrations/0003_key_changes.sql"),
     ),
+    (
+        4,
+        "key epochs",
+        include_str!("../../migrations/0004_key_epochs.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.

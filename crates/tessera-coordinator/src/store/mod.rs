@@ -38,7 +38,7 @@ pub use approvals::{AddApproval, Approval};
 pub use committees::CommitteeRow;
 pub use error::StoreError;
 pub use key_changes::{KeyChangeRow, NewKeyChange};
-pub use keys::{KeyRow, NewKey, PendingActivation};
+pub use keys::{KeyRow, Lifecycle, LifecyclePhase, NewKey};
 pub use migrate::SCHEMA_VERSION;
 pub use policies::{NewProposal, PolicyRow, ProposalRow};
 pub use requests::{NewRequest, RequestFilter, RequestRow};

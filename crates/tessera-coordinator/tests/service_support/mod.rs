@@ -340,42 +340,74 @@ pub fn dev_variant(dev: &DevPolicy, revision: u64, approvals: &str) -> PolicyDoc
     PolicyDocument::from_toml(text.as_bytes()).unwrap()
 }
 
-/// A control channel that loses every activation's message to p3 while `lose` is set (p3
-/// stays reachable for everything else), as when a node restarts at the wrong moment.
-pub struct LosesActivationToP3 {
-    all: Arc<dyn ControlChannel>,
-    without_p3: Arc<dyn ControlChannel>,
-    /// Whether activations currently miss p3.
-    pub lose: std::sync::atomic::AtomicBool,
+/// What a [`LosesToP3`] control channel loses on its way to p3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Losing {
+    /// Nothing: every message arrives.
+    Nothing,
+    /// Activations of a rotation's new epoch.
+    Activations,
+    /// Closures of a rotation's old epoch.
+    Closures,
+    /// The rotation sessions themselves (p3 never hears of one).
+    Reshares,
 }
 
-impl LosesActivationToP3 {
-    /// Over `cluster`'s nodes, losing activations from the start.
-    pub fn new(cluster: &Cluster) -> Arc<Self> {
-        Arc::new(LosesActivationToP3 {
+/// A control channel that loses one kind of rotation message to p3 (p3 stays reachable for
+/// everything else), as when a node restarts at the wrong moment.
+pub struct LosesToP3 {
+    all: Arc<dyn ControlChannel>,
+    without_p3: Arc<dyn ControlChannel>,
+    losing: std::sync::Mutex<Losing>,
+}
+
+impl LosesToP3 {
+    /// Over `cluster`'s nodes, losing `losing` from the start.
+    pub fn new(cluster: &Cluster, losing: Losing) -> Arc<Self> {
+        Arc::new(LosesToP3 {
             all: cluster.control(),
             without_p3: cluster.control_without(P3),
-            lose: std::sync::atomic::AtomicBool::new(true),
+            losing: std::sync::Mutex::new(losing),
         })
+    }
+
+    /// From now on, loses `losing`.
+    pub fn lose(&self, losing: Losing) {
+        *self.losing.lock().unwrap() = losing;
     }
 }
 
 #[async_trait]
-impl ControlChannel for LosesActivationToP3 {
+impl ControlChannel for LosesToP3 {
     async fn run(
         &self,
         start: &SessionStart,
         signed: &SignedStart,
         deadline: Duration,
     ) -> Result<Vec<SignedOutcome>, StarterError> {
-        let activation = matches!(
-            start.operation,
-            tessera_control::Operation::FinishReshare { activate: true, .. }
-        );
-        if activation && self.lose.load(Ordering::Relaxed) {
+        let kind = match start.operation {
+            tessera_control::Operation::ActivateEpoch { .. } => Losing::Activations,
+            tessera_control::Operation::CloseEpoch { .. } => Losing::Closures,
+            tessera_control::Operation::Reshare { .. } => Losing::Reshares,
+            _ => Losing::Nothing,
+        };
+        let losing = *self.losing.lock().unwrap();
+        if kind != Losing::Nothing && kind == losing {
             self.without_p3.run(start, signed, deadline).await
         } else {
             self.all.run(start, signed, deadline).await
+        }
+    }
+}
+
+/// Puts INSECURE fixture prime sets into the pools of p1, p2 and p3 for `rotations` key
+/// rotations (each takes one set from every receiver). A party's sets are its own (p1: 0 and
+/// 3, p2: 1 and 4, p3: 2 and 5), so any rotation's receivers hold distinct ones.
+pub fn give_primes(cluster: &Cluster, rotations: usize) {
+    let primes = tessera_mpc::fixtures::insecure_test_primes();
+    for r in 0..rotations {
+        for (k, node) in cluster.nodes.iter().enumerate() {
+            node.primes().put(&primes[k + 3 * ((r + 1) % 2)]).unwrap();
         }
     }
 }

@@ -73,9 +73,12 @@ pub enum PlanError {
 /// What a participant found wrong with one dealer's messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Fault {
-    /// The dealer sent no commitment, reveal or sub-share where its role requires one.
-    #[error("a message it must send is missing")]
+    /// The dealer broadcast no commitment or no reveal.
+    #[error("a broadcast it must send is missing")]
     Missing,
+    /// The dealer sent this receiver no sub-share.
+    #[error("it sent no sub-share")]
+    MissingSubShare,
     /// The revealed dealing does not hash to the round-1 commitment.
     #[error("its reveal does not open its commitment")]
     BadOpening,
@@ -91,6 +94,15 @@ pub enum Fault {
     /// The sub-share does not match the dealer's commitments.
     #[error("the sub-share it sent does not match its commitments")]
     BadSubShare,
+}
+
+impl Fault {
+    /// Whether the fault is in the dealer's point-to-point sub-share (which only the
+    /// complainer received: judged on the evidence it shows), rather than in broadcast data
+    /// (which every participant checks itself).
+    pub fn in_sub_share(&self) -> bool {
+        matches!(self, Fault::MissingSubShare | Fault::BadSubShare)
+    }
 }
 
 /// Why a participant's output could not be built.
@@ -143,7 +155,31 @@ mod transcript {
     use super::*;
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v1/commit")]
+    #[udigest(tag = "tessera/reshare/v2/sid")]
+    #[udigest(bound = "")]
+    pub struct Sid<'a, E: Curve> {
+        #[udigest(as_bytes)]
+        pub execution: &'a [u8],
+        #[udigest(as_bytes)]
+        pub key: &'a [u8],
+        pub epoch: u64,
+        pub refresh: bool,
+        pub old_committee: &'a [u16],
+        pub dealers: &'a [u16],
+        pub new_committee: &'a [u16],
+        pub new_threshold: u16,
+        pub public_key: &'a Point<E>,
+        pub public_shares: Vec<Point<E>>,
+        pub threshold: u16,
+        pub points: Vec<Scalar<E>>,
+        #[udigest(as = Option<udigest::Bytes>)]
+        pub chain_code: Option<[u8; 32]>,
+        #[udigest(as_bytes)]
+        pub authorisation: &'a [u8],
+    }
+
+    #[derive(udigest::Digestable)]
+    #[udigest(tag = "tessera/reshare/v2/commit")]
     #[udigest(bound = "")]
     pub struct Commit<'a, E: Curve> {
         #[udigest(as_bytes)]
@@ -153,7 +189,7 @@ mod transcript {
     }
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v1/pok")]
+    #[udigest(tag = "tessera/reshare/v2/pok")]
     #[udigest(bound = "")]
     pub struct Pok<'a, E: Curve> {
         #[udigest(as_bytes)]
@@ -165,17 +201,7 @@ mod transcript {
     }
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v1/echo")]
-    #[udigest(bound = "")]
-    pub struct Echo<'a, E: Curve> {
-        #[udigest(as_bytes)]
-        pub sid: &'a [u8],
-        pub commitments: Vec<udigest::Bytes<&'a [u8]>>,
-        pub dealings: &'a [Dealing<E>],
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v1/confirm")]
+    #[udigest(tag = "tessera/reshare/v2/confirm")]
     #[udigest(bound = "")]
     pub struct Confirm<'a, E: Curve> {
         #[udigest(as_bytes)]
@@ -485,13 +511,38 @@ pub fn check_sub_share<E: Curve>(
     }
 }
 
-/// The round-3 echo: a hash of every commitment and dealing, in dealing order.
-pub fn echo<E: Curve>(sid: &[u8], commitments: &[Hash], dealings: &[Dealing<E>]) -> Hash {
-    hash(&transcript::Echo {
-        sid,
-        commitments: commitments.iter().map(|c| udigest::Bytes(&c[..])).collect(),
-        dealings,
+/// The session hash (`sid`): the session's execution id and every input of the plan, the key
+/// id and epoch, the committees as positions or party numbers, and the authorisation digest
+/// (32 zero bytes when there is none). Every other hash of the protocol includes it.
+#[allow(clippy::too_many_arguments)]
+pub fn session_hash<E: Curve>(
+    execution: &[u8],
+    key: &[u8],
+    epoch: u64,
+    plan: &Plan<E>,
+    old_committee: &[u16],
+    new_committee: &[u16],
+    authorisation: &[u8; 32],
+) -> Vec<u8> {
+    let old = &plan.old;
+    let vss = old.vss_setup.as_ref();
+    hash(&transcript::Sid {
+        execution,
+        key,
+        epoch,
+        refresh: plan.kind == Kind::Refresh,
+        old_committee,
+        dealers: &plan.dealers,
+        new_committee,
+        new_threshold: plan.new_threshold,
+        public_key: &old.shared_public_key,
+        public_shares: old.public_shares.iter().map(|p| p.into_inner()).collect(),
+        threshold: vss.map_or(0, |v| v.min_signers),
+        points: vss.map_or_else(Vec::new, |v| v.I.iter().map(|x| x.into_inner()).collect()),
+        chain_code: old.chain_code,
+        authorisation,
     })
+    .to_vec()
 }
 
 /// The new key's public info from the checked dealings (the same at every participant).
@@ -807,6 +858,75 @@ mod tests {
             check_sub_share(&plan, honest, 3, &other),
             Err(Fault::BadSubShare)
         );
+    }
+
+    #[test]
+    fn a_proof_made_for_another_context_does_not_verify() {
+        // A proof of knowledge is bound to the session, the dealer and the coefficient: one
+        // made with any of them changed in its challenge is refused, as is one whose commit
+        // was swapped for another proof's.
+        let f = insecure_committee_2of3();
+        let plan = plan(&f);
+        let dealt = dealings(&f, &plan);
+        let (secret, honest) = &dealt[1];
+        let position = plan.dealers()[1];
+        let reprove = |sid: &[u8], dealer: u16, coefficient: u16| {
+            let k = 1usize;
+            let (eph, commit) = schnorr_pok::prover_commits_ephemeral_secret(&mut OsRng);
+            let challenge =
+                pok_challenge(sid, dealer, coefficient, &honest.commitments[k], &commit);
+            let proof = schnorr_pok::prove(&eph, &challenge, &secret.coefficients[k]);
+            let mut d = honest.clone();
+            d.proofs[0] = CoefficientProof { commit, proof };
+            d
+        };
+        let check = |d: &Dealing<Curve>| check_dealing(SID, &plan, 1, &recommit(&plan, 1, d), d);
+        // The honest context passes (the re-made proof is as good as the original).
+        check(&reprove(SID, position, 1)).unwrap();
+        for (sid, dealer, coefficient) in [
+            (&b"another session"[..], position, 1),
+            (SID, plan.dealers()[0], 1),
+            (SID, position, 2),
+        ] {
+            assert_eq!(
+                check(&reprove(sid, dealer, coefficient)),
+                Err(Fault::BadProof(1)),
+                "{dealer} {coefficient}"
+            );
+        }
+        let mut swapped = honest.clone();
+        swapped.proofs[0].commit = honest.proofs[1].commit.clone();
+        assert_eq!(check(&swapped), Err(Fault::BadProof(1)));
+    }
+
+    #[test]
+    fn the_same_key_check_compares_every_part_of_the_key_info() {
+        let f = insecure_committee_2of3();
+        let k = key(&f);
+        assert!(same_key(&k, &k.clone()));
+        let other = crate::fixtures::insecure_committee_3of5();
+        let mut public_key = k.clone();
+        public_key.shared_public_key = other.shares[0].core.key_info.shared_public_key;
+        let mut shares = k.clone();
+        shares.public_shares.swap(0, 1);
+        let mut setup = k.clone();
+        if let Some(vss) = setup.vss_setup.as_mut() {
+            vss.min_signers = 3;
+        }
+        let mut points = k.clone();
+        if let Some(vss) = points.vss_setup.as_mut() {
+            vss.I.swap(0, 2);
+        }
+        let mut chain = k.clone();
+        chain.chain_code = Some([1; 32]);
+        let mut no_chain = k.clone();
+        no_chain.chain_code = None;
+        let mut additive = k.clone();
+        additive.vss_setup = None;
+        for changed in [public_key, shares, setup, points, chain, no_chain, additive] {
+            assert!(!same_key(&k, &changed));
+            assert!(!same_key(&changed, &k));
+        }
     }
 
     #[test]

@@ -13,4 +13,7 @@ pub use self::core::{Fault, Kind, Plan};
 /// A secp256k1 key's public info: public key, public shares, threshold and evaluation points,
 /// chain code.
 pub type KeyInfo = cggmp24::key_share::DirtyKeyInfo<crate::Curve>;
-pub use self::run::{reshare, reshare_with, Contribution, ReshareOutput, ReshareSetup};
+pub use self::run::{
+    aux_digest, reshare, reshare_with, AuxInput, Complaint, Contribution, NewShare, ReshareOutput,
+    ReshareSetup, SeenBroadcasts, SubShareEvidence, SUB_SHARE_ROUND,
+};

@@ -1,6 +1,6 @@
 //! Runs a resharing or refresh session over a secure session: the three rounds of
-//! `docs/protocols/reshare.md` (commit; reveal and sub-shares; echo and verdict) around the
-//! sans-IO [`core`](super::core).
+//! `docs/protocols/reshare.md` (commit; reveal and signed sub-shares; echo and verdict) around
+//! the sans-IO [`core`](super::core), then the receivers' new auxiliary info.
 
 use std::sync::Arc;
 
@@ -12,19 +12,26 @@ use round_based::rounds_router::simple_store::RoundInput;
 use round_based::rounds_router::RoundsRouter;
 use round_based::{Outgoing, ProtocolMessage};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tessera_channel::BroadcastEvidence;
 use tessera_transport::SecureTransport;
-use tessera_wire::{PartyId, Protocol};
+use tessera_wire::{KeyId, PartyId, Protocol, SessionId};
 
 use super::core::{self, Dealing, Fault, Hash, Kind, Plan};
-use crate::delivery::{connect, MpcConfig, SessionSpec};
-use crate::protocols::{expect_protocol, Curve, IncompleteKeyShare};
-use crate::MpcError;
+use crate::delivery::{connect_signed, MpcConfig, SessionSpec};
+use crate::protocols::{expect_protocol, AuxInfo, Curve, IncompleteKeyShare, KeyShare, PrimeSet};
+use crate::{Blame, MpcError};
 
 /// A reshare or refresh session as the coordinator's signed session start describes it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReshareSetup {
     /// Reshare or refresh.
     pub kind: Kind,
+    /// The key's id.
+    pub key_id: KeyId,
+    /// The key's epoch the session starts from (its dealers' shares are of this epoch); the
+    /// new shares are of the next one.
+    pub epoch: u64,
     /// The key's public info before the session (from the key share; a new party gets it from
     /// the session start). Carried as JSON text: the library's serde form omits absent fields,
     /// which a binary codec cannot decode.
@@ -39,16 +46,22 @@ pub struct ReshareSetup {
     pub new_committee: Vec<PartyId>,
     /// The new threshold; the old one for a refresh.
     pub new_threshold: u16,
+    /// The digest of the admins' approval of this change (`KeyChange::change_digest`), or 32
+    /// zero bytes for a refresh without one. Bound into every hash of the session.
+    pub authorisation: [u8; 32],
 }
 
 impl PartialEq for ReshareSetup {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind
+            && self.key_id == other.key_id
+            && self.epoch == other.epoch
             && core::same_key(&self.key, &other.key)
             && self.old_committee == other.old_committee
             && self.dealers == other.dealers
             && self.new_committee == other.new_committee
             && self.new_threshold == other.new_threshold
+            && self.authorisation == other.authorisation
     }
 }
 
@@ -72,17 +85,22 @@ mod key_info_text {
     }
 }
 
+/// A reshare's participants, in protocol order: the `dealers`, then the parties of the
+/// `new_committee` that do not deal.
+pub fn participants(dealers: &[PartyId], new_committee: &[PartyId]) -> Vec<PartyId> {
+    let mut parties = dealers.to_vec();
+    parties.extend(new_committee.iter().filter(|p| !dealers.contains(p)));
+    parties
+}
+
+fn party_numbers(parties: &[PartyId]) -> Vec<u16> {
+    parties.iter().map(|p| p.0).collect()
+}
+
 impl ReshareSetup {
-    /// The session's participants, in protocol order: the dealers, then the receivers that do
-    /// not deal.
+    /// The session's participants, in protocol order (see [`participants`]).
     pub fn participants(&self) -> Vec<PartyId> {
-        let mut parties = self.dealers.clone();
-        parties.extend(
-            self.new_committee
-                .iter()
-                .filter(|p| !self.dealers.contains(p)),
-        );
-        parties
+        participants(&self.dealers, &self.new_committee)
     }
 
     /// Checks the setup and turns it into the core's plan.
@@ -133,17 +151,72 @@ impl ReshareSetup {
         }
         Ok(plan)
     }
+
+    /// The session hash (`sid` of the spec): `spec`'s execution id bound to every input of
+    /// this setup and its authorisation.
+    pub fn session_hash(&self, spec: &SessionSpec, plan: &Plan<Curve>) -> Vec<u8> {
+        core::session_hash(
+            &spec.execution_id(),
+            self.key_id.as_bytes(),
+            self.epoch,
+            plan,
+            &party_numbers(&self.old_committee),
+            &party_numbers(&self.new_committee),
+            &self.authorisation,
+        )
+    }
+
+    /// The auxiliary-info session of the receivers of reshare session `session`.
+    pub fn aux_session(&self, session: SessionId) -> SessionSpec {
+        let digest = udigest::hash::<Sha256>(&AuxSession {
+            session: session.as_bytes(),
+        });
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        SessionSpec {
+            session: SessionId(id),
+            protocol: Protocol::AUX_INFO,
+            parties: self.new_committee.clone(),
+        }
+    }
+}
+
+#[derive(udigest::Digestable)]
+#[udigest(tag = "tessera/reshare/v2/aux-session")]
+struct AuxSession<'a> {
+    #[udigest(as_bytes)]
+    session: &'a [u8],
+}
+
+/// What a receiver needs for the new auxiliary info: one fresh prime set (consumed) and the
+/// round deadline of the auxiliary-info protocol, whose rounds include long proofs.
+pub struct AuxInput {
+    /// This receiver's primes, from its pool.
+    pub primes: PrimeSet,
+    /// Settings of the auxiliary-info protocol.
+    pub config: MpcConfig,
+}
+
+/// A receiver's new epoch: its share and the new auxiliary info, which form a valid key share.
+pub struct NewShare {
+    /// The share, without auxiliary info.
+    pub core: IncompleteKeyShare,
+    /// The receivers' new auxiliary info (fresh Paillier keys and ring-Pedersen parameters).
+    pub aux: AuxInfo,
+    /// A hash of the public part of the new auxiliary info (every receiver's Paillier modulus
+    /// and ring-Pedersen parameters); every receiver computes the same one.
+    pub aux_digest: Hash,
 }
 
 /// What a party gets out of a successful session.
 pub struct ReshareOutput {
-    /// The new key share, for a party of the new committee. It must stay pending until the
-    /// coordinator activates it (every receiver confirmed the same `confirmation`).
-    pub share: Option<IncompleteKeyShare>,
+    /// The new epoch, for a party of the new committee. It must stay pending until the
+    /// session's activation certificate arrives (`docs/protocols/reshare.md`).
+    pub share: Option<NewShare>,
     /// The new public key info (same public key and chain code, new public shares).
     pub key: DirtyKeyInfo<Curve>,
-    /// What this party reports to the coordinator: a hash of the session and the new public
-    /// key info. Every participant computes the same one.
+    /// A hash of the session and the new public key info. Every participant computes the
+    /// same one.
     pub confirmation: Hash,
 }
 
@@ -154,8 +227,9 @@ pub struct Contribution {
     pub commitment: Hash,
     /// Round 2, broadcast.
     pub dealing: Dealing<Curve>,
-    /// Round 2, point to point, indexed by position in the new committee.
-    pub sub_shares: Vec<SecretScalar<Curve>>,
+    /// Round 2, point to point, indexed by position in the new committee (`None`: send that
+    /// receiver no value).
+    pub sub_shares: Vec<Option<SecretScalar<Curve>>>,
 }
 
 impl Contribution {
@@ -172,11 +246,11 @@ impl Contribution {
             .iter()
             .position(|p| *p == me)
             .ok_or_else(|| MpcError::InvalidSession(format!("{me} is not a dealer")))?;
-        let sid = spec.execution_id();
+        let sid = setup.session_hash(spec, &plan);
         let (secret, dealing) = core::deal(&mut OsRng, &sid, &plan, d, share)
             .map_err(|e| MpcError::InvalidSession(e.to_string()))?;
         let sub_shares = (0..plan.new_parties())
-            .map(|j| secret.sub_share(&plan, j))
+            .map(|j| secret.sub_share(&plan, j).map(Some))
             .collect::<Result<_, _>>()
             .map_err(|e| MpcError::InvalidSession(e.to_string()))?;
         Ok(Contribution {
@@ -187,13 +261,26 @@ impl Contribution {
     }
 }
 
-/// One accusation: `accused`'s messages failed `fault` at `by`.
+/// A dealer's signed round-2 message to the complainer, as the complainer received it: what
+/// makes a sub-share complaint provable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubShareEvidence {
+    /// The dealer's signed statement over the message.
+    pub signed: BroadcastEvidence,
+    /// The encoded message (`ReshareMsg::SubShare`). It reveals the sub-share of a session
+    /// that is aborted.
+    pub payload: Vec<u8>,
+}
+
+/// One accusation: `accused`'s messages failed `fault` at the sender of the verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Complaint {
     /// The dealer accused.
     pub accused: PartyId,
     /// What was wrong.
     pub fault: Fault,
+    /// For a sub-share fault, the dealer's signed message.
+    pub evidence: Option<SubShareEvidence>,
 }
 
 /// The protocol's messages, one variant per round.
@@ -204,11 +291,14 @@ pub enum ReshareMsg {
     Commit(CommitMsg),
     /// Round 2, broadcast.
     Reveal(RevealMsg),
-    /// Round 2, point to point.
+    /// Round 2, point to point, signed.
     SubShare(SubShareMsg),
     /// Round 3.
     Echo(EchoMsg),
 }
+
+/// The round of [`ReshareMsg::SubShare`]: its point-to-point messages travel signed.
+pub const SUB_SHARE_ROUND: u16 = 2;
 
 /// Round 1: a dealer's commitment (`None` from a party that does not deal).
 #[derive(Clone, Serialize, Deserialize)]
@@ -219,27 +309,45 @@ pub struct CommitMsg(pub Option<Hash>);
 #[serde(bound = "")]
 pub struct RevealMsg(pub Option<Dealing<Curve>>);
 
-/// Round 2, point to point: the recipient's sub-share, if it is a dealer's message to a
-/// receiver.
+/// Round 2, point to point: from a dealer to a receiver, the receiver's position in the new
+/// committee and its sub-share; empty otherwise. Signed by the sender.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct SubShareMsg(pub Option<SecretScalar<Curve>>);
+pub struct SubShareMsg {
+    /// The recipient's position in the new committee, if it receives.
+    pub receiver: Option<u16>,
+    /// The sub-share, if the sender deals to this receiver.
+    pub value: Option<SecretScalar<Curve>>,
+}
 
-/// Round 3: the echo hash (`None` from a party that complains) and the complaints.
+/// A dealer's signed round-1 and round-2 broadcast statements as one participant received
+/// them: what the echo compares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenBroadcasts {
+    /// The dealer's signed statement over its commit message.
+    pub commit: BroadcastEvidence,
+    /// The dealer's signed statement over its reveal message.
+    pub reveal: BroadcastEvidence,
+}
+
+/// Round 3: for every dealer (in dealing order) its broadcasts as the sender received them
+/// (`None` for the sender's own dealing), and the complaints.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct EchoMsg {
-    /// Hash of every commitment and dealing as the sender saw them.
-    pub echo: Option<Hash>,
+    /// Each dealer's signed broadcasts as the sender received them.
+    pub seen: Vec<Option<SeenBroadcasts>>,
     /// Dealers whose messages failed the sender's checks.
     pub complaints: Vec<Complaint>,
 }
 
 /// Runs the session as `net`'s party: deals if it is a dealer (from `share`), receives if it is
-/// in the new committee (a refresh also needs its current `share`).
+/// in the new committee (a refresh also needs its current `share`, and every receiver a prime
+/// set for the new auxiliary info).
 pub async fn reshare(
     net: Arc<SecureTransport>,
     spec: &SessionSpec,
     setup: &ReshareSetup,
     share: Option<&IncompleteKeyShare>,
+    aux: Option<AuxInput>,
     config: &MpcConfig,
 ) -> Result<ReshareOutput, MpcError> {
     let me = net.party();
@@ -249,7 +357,7 @@ pub async fn reshare(
         }
         _ => None,
     };
-    reshare_with(net, spec, setup, share, contribution, config).await
+    reshare_with(net, spec, setup, share, contribution, aux, config).await
 }
 
 /// [`reshare`] with the dealer's contribution given: tests use it to play a dealer that
@@ -260,6 +368,7 @@ pub async fn reshare_with(
     setup: &ReshareSetup,
     share: Option<&IncompleteKeyShare>,
     contribution: Option<Contribution>,
+    aux: Option<AuxInput>,
     config: &MpcConfig,
 ) -> Result<ReshareOutput, MpcError> {
     expect_protocol(spec, Protocol::RESHARE)?;
@@ -288,6 +397,17 @@ pub async fn reshare_with(
             }
         )));
     }
+    if receiver.is_some() != aux.is_some() {
+        return Err(MpcError::InvalidSession(format!(
+            "{me} {} the new committee but {} a prime set for its auxiliary info",
+            if receiver.is_some() {
+                "is in"
+            } else {
+                "is not in"
+            },
+            if aux.is_some() { "has" } else { "has no" }
+        )));
+    }
     if let Some(share) = share {
         if !core::same_key(&share.key_info, &setup.key) {
             return Err(MpcError::InvalidSession(
@@ -301,13 +421,16 @@ pub async fn reshare_with(
         })?),
         _ => None,
     };
+    let sid = setup.session_hash(spec, &plan);
 
-    let (incoming, mut outgoing, failure) = connect::<ReshareMsg>(net, spec, me, config);
+    let (incoming, mut outgoing, failure, evidence) =
+        connect_signed::<ReshareMsg>(net.clone(), spec, me, config, &[SUB_SHARE_ROUND]);
     let n = spec.parties.len() as u16;
     let mut rounds = RoundsRouter::<ReshareMsg>::builder();
     let round1 = rounds.add_round(RoundInput::<CommitMsg>::broadcast(i, n));
     let round2 = rounds.add_round(RoundInput::<RevealMsg>::broadcast(i, n));
-    let round2_p2p = rounds.add_round(RoundInput::<SubShareMsg>::p2p(i, n));
+    // Point to point, but signed: the library sees signed messages as broadcasts.
+    let round2_p2p = rounds.add_round(RoundInput::<SubShareMsg>::broadcast(i, n));
     let round3 = rounds.add_round(RoundInput::<EchoMsg>::broadcast(i, n));
     let mut rounds = rounds.listen(incoming);
     let io = |e: &dyn std::fmt::Display| {
@@ -332,7 +455,8 @@ pub async fn reshare_with(
         .map(|m| m.0)
         .collect();
 
-    // Round 2: reveal, and a sub-share to every receiver.
+    // Round 2: reveal, and a signed message to every other participant (its sub-share for a
+    // receiver).
     let my_dealing = contribution.as_ref().map(|c| c.dealing.clone());
     outgoing
         .send(Outgoing::broadcast(ReshareMsg::Reveal(RevealMsg(
@@ -342,18 +466,23 @@ pub async fn reshare_with(
         .map_err(|e| io(&e))?;
     let mut my_sub_share = None;
     for (k, party) in spec.parties.iter().enumerate() {
-        let sub_share = contribution.as_ref().and_then(|c| {
-            let j = setup.new_committee.iter().position(|p| p == party)?;
-            c.sub_shares.get(j).cloned()
-        });
+        let position = setup
+            .new_committee
+            .iter()
+            .position(|p| p == party)
+            .map(|j| j as u16);
+        let value = contribution
+            .as_ref()
+            .and_then(|c| c.sub_shares.get(usize::from(position?)).cloned().flatten());
         if *party == me {
-            my_sub_share = sub_share;
+            my_sub_share = value;
         } else {
+            let message = SubShareMsg {
+                receiver: position,
+                value,
+            };
             outgoing
-                .send(Outgoing::p2p(
-                    k as u16,
-                    ReshareMsg::SubShare(SubShareMsg(sub_share)),
-                ))
+                .send(Outgoing::p2p(k as u16, ReshareMsg::SubShare(message)))
                 .await
                 .map_err(|e| io(&e))?;
         }
@@ -364,48 +493,76 @@ pub async fn reshare_with(
         .map(|m| m.0)
         .collect();
     let sub_shares = rounds.complete(round2_p2p).await.map_err(|e| io(&e))?;
-    let sub_shares: Vec<Option<SecretScalar<Curve>>> = sub_shares
-        .into_iter_including_me(SubShareMsg(my_sub_share))
-        .map(|m| m.0)
+    let sub_shares: Vec<SubShareMsg> = sub_shares
+        .into_iter_including_me(SubShareMsg {
+            receiver,
+            value: my_sub_share.clone(),
+        })
         .collect();
 
     // Checks 1-5, for every dealer in dealing order.
-    let sid = spec.execution_id();
     let mut complaints = Vec::new();
     let mut checked = Vec::new();
+    let mut seen = Vec::new();
+    let mut broadcast_ok = Vec::new();
     for (d, dealer_party) in setup.dealers.iter().enumerate() {
         let k = usize::from(spec.index_of(*dealer_party).expect("dealers take part"));
-        let sub_share = receiver.map(|j| (j, sub_shares[k].as_ref()));
-        let result = if *dealer_party == me {
-            // Our own dealing: computed here, not checked against ourselves.
-            own(commitments[k].as_ref(), dealings[k].as_ref(), sub_share)
+        let (commitment, dealing) = (commitments[k].as_ref(), dealings[k].as_ref());
+        let mine = *dealer_party == me;
+        seen.push(if mine {
+            None
         } else {
-            check_dealer(
-                &sid,
-                &plan,
-                d,
-                commitments[k].as_ref(),
-                dealings[k].as_ref(),
+            evidence
+                .get(0, *dealer_party)
+                .zip(evidence.get(1, *dealer_party))
+                .map(|(c, r)| SeenBroadcasts {
+                    commit: c.evidence,
+                    reveal: r.evidence,
+                })
+        });
+        // Our own dealing too: every participant judges every dealing the same way.
+        let broadcast = commitment
+            .zip(dealing)
+            .ok_or(Fault::Missing)
+            .and_then(|(c, dealing)| {
+                core::check_dealing(&sid, &plan, d, c, dealing)?;
+                Ok(dealing)
+            });
+        broadcast_ok.push(broadcast.is_ok());
+        let result = broadcast.and_then(|dealing| {
+            let sub_share = match receiver {
+                Some(j) => Some(check_sub_share(&plan, dealing, j, &sub_shares[k])?),
+                None => None,
+            };
+            Ok(Checked {
+                dealing: dealing.clone(),
                 sub_share,
-            )
-        };
+            })
+        });
         match result {
             Ok(parts) => checked.push(parts),
+            // A party does not accuse itself; the others name it.
+            Err(_) if mine => {}
             Err(fault) => complaints.push(Complaint {
                 accused: *dealer_party,
+                evidence: if fault.in_sub_share() {
+                    evidence
+                        .get(SUB_SHARE_ROUND, *dealer_party)
+                        .map(|m| SubShareEvidence {
+                            signed: m.evidence,
+                            payload: m.payload.to_vec(),
+                        })
+                } else {
+                    None
+                },
                 fault,
             }),
         }
     }
 
     // Round 3: echo and verdict.
-    let my_echo = complaints.is_empty().then(|| {
-        let hashes: Vec<Hash> = checked.iter().map(|c| c.0).collect();
-        let all: Vec<Dealing<Curve>> = checked.iter().map(|c| c.1.clone()).collect();
-        core::echo(&sid, &hashes, &all)
-    });
     let my_verdict = EchoMsg {
-        echo: my_echo,
+        seen: seen.clone(),
         complaints: complaints.clone(),
     };
     outgoing
@@ -414,24 +571,42 @@ pub async fn reshare_with(
         .map_err(|e| io(&e))?;
     let verdicts = rounds.complete(round3).await.map_err(|e| io(&e))?;
     let verdicts: Vec<EchoMsg> = verdicts.into_iter_including_me(my_verdict).collect();
-    judge(spec, &verdicts, my_echo)?;
+    let sent = |msg: ReshareMsg| payload_hash(&tessera_wire::encode(&msg));
+    let mine = SentBroadcasts {
+        commit: sent(ReshareMsg::Commit(CommitMsg(my_commitment))),
+        reveal: sent(ReshareMsg::Reveal(RevealMsg(
+            contribution.as_ref().map(|c| c.dealing.clone()),
+        ))),
+    };
+    let judge = Judge {
+        net: &net,
+        spec,
+        setup,
+        plan: &plan,
+        me,
+        broadcast_ok: &broadcast_ok,
+        dealings: &dealings,
+        seen: &seen,
+        sent: &mine,
+    };
+    judge.verdicts(&verdicts)?;
 
     // Output.
-    let dealings: Vec<Dealing<Curve>> = checked.iter().map(|c| c.1.clone()).collect();
+    let dealings: Vec<Dealing<Curve>> = checked.iter().map(|c| c.dealing.clone()).collect();
     let key = core::new_key_info(&plan, &dealings)
         .map_err(|e| aborted(spec, format!("cannot build the new key: {e}")))?;
-    let share = match receiver {
-        Some(j) => {
-            let subs: Vec<SecretScalar<Curve>> = checked.into_iter().filter_map(|c| c.2).collect();
-            let old = old_share.map(|s| &**s);
-            Some(
-                core::new_share(&plan, j, &dealings, &subs, old)
-                    .map_err(|e| aborted(spec, format!("cannot build the new share: {e}")))?,
-            )
-        }
-        None => None,
-    };
     let confirmation = core::confirmation(&sid, &key);
+    let share = match (receiver, aux) {
+        (Some(j), Some(aux)) => {
+            let subs: Vec<SecretScalar<Curve>> =
+                checked.into_iter().filter_map(|c| c.sub_share).collect();
+            let old = old_share.map(|s| &**s);
+            let core = core::new_share(&plan, j, &dealings, &subs, old)
+                .map_err(|e| aborted(spec, format!("cannot build the new share: {e}")))?;
+            Some(renew_aux(net, spec, setup, &sid, core, aux).await?)
+        }
+        _ => None,
+    };
     Ok(ReshareOutput {
         share,
         key,
@@ -439,42 +614,76 @@ pub async fn reshare_with(
     })
 }
 
-/// A dealer's messages after they passed every check: commitment, dealing, and this party's
-/// sub-share if it receives one.
-type Checked = (Hash, Dealing<Curve>, Option<SecretScalar<Curve>>);
-
-fn check_dealer(
+/// Runs the receivers' auxiliary-info protocol for the new epoch and checks that it fits the
+/// new share.
+async fn renew_aux(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    setup: &ReshareSetup,
     sid: &[u8],
-    plan: &Plan<Curve>,
-    d: usize,
-    commitment: Option<&Hash>,
-    dealing: Option<&Dealing<Curve>>,
-    receiving: Option<(u16, Option<&SecretScalar<Curve>>)>,
-) -> Result<Checked, Fault> {
-    let (commitment, dealing) = commitment.zip(dealing).ok_or(Fault::Missing)?;
-    core::check_dealing(sid, plan, d, commitment, dealing)?;
-    let sub_share = match receiving {
-        Some((j, sub_share)) => {
-            let sub_share = sub_share.ok_or(Fault::Missing)?;
-            core::check_sub_share(plan, dealing, j, sub_share)?;
-            Some(sub_share.clone())
-        }
-        None => None,
-    };
-    Ok((*commitment, dealing.clone(), sub_share))
+    core: IncompleteKeyShare,
+    aux: AuxInput,
+) -> Result<NewShare, MpcError> {
+    let aux_spec = setup.aux_session(spec.session);
+    let mut binding = aux_spec.execution_id();
+    binding.extend_from_slice(sid);
+    let info =
+        crate::protocols::aux_info_bound(net, &aux_spec, &binding, aux.primes, &aux.config).await?;
+    let aux_digest = aux_digest(sid, &info);
+    KeyShare::from_parts((core.clone(), info.clone())).map_err(|e| {
+        aborted(
+            spec,
+            format!("the new share and auxiliary info do not form a key share: {e}"),
+        )
+    })?;
+    Ok(NewShare {
+        core,
+        aux: info,
+        aux_digest,
+    })
 }
 
-fn own(
-    commitment: Option<&Hash>,
-    dealing: Option<&Dealing<Curve>>,
-    receiving: Option<(u16, Option<&SecretScalar<Curve>>)>,
-) -> Result<Checked, Fault> {
-    let (commitment, dealing) = commitment.zip(dealing).ok_or(Fault::Missing)?;
-    let sub_share = match receiving {
-        Some((_, sub_share)) => Some(sub_share.ok_or(Fault::Missing)?.clone()),
-        None => None,
-    };
-    Ok((*commitment, dealing.clone(), sub_share))
+/// The auxiliary digest: a hash of the public part of the auxiliary info (every party's
+/// Paillier modulus and ring-Pedersen parameters), bound to the session.
+pub fn aux_digest(sid: &[u8], aux: &AuxInfo) -> Hash {
+    let public: Vec<[udigest::Bytes<Vec<u8>>; 4]> = aux
+        .N
+        .iter()
+        .zip(&aux.pedersen_params)
+        .map(|(n, p)| [n, &p.hat_N, &p.s, &p.t].map(|x| udigest::Bytes(x.to_bytes_msf())))
+        .collect();
+    udigest::hash::<Sha256>(&AuxDigest { sid, public }).into()
+}
+
+#[derive(udigest::Digestable)]
+#[udigest(tag = "tessera/reshare/v2/aux")]
+struct AuxDigest<'a> {
+    #[udigest(as_bytes)]
+    sid: &'a [u8],
+    public: Vec<[udigest::Bytes<Vec<u8>>; 4]>,
+}
+
+/// A dealer's messages after they passed every check: its dealing, and this party's
+/// sub-share if it receives one.
+struct Checked {
+    dealing: Dealing<Curve>,
+    sub_share: Option<SecretScalar<Curve>>,
+}
+
+/// Check 5 on a dealer's signed message to receiver `j`: it names `j` and carries a sub-share
+/// that matches the dealer's commitments.
+fn check_sub_share(
+    plan: &Plan<Curve>,
+    dealing: &Dealing<Curve>,
+    j: u16,
+    message: &SubShareMsg,
+) -> Result<SecretScalar<Curve>, Fault> {
+    if message.receiver != Some(j) {
+        return Err(Fault::BadSubShare);
+    }
+    let value = message.value.as_ref().ok_or(Fault::MissingSubShare)?;
+    core::check_sub_share(plan, dealing, j, value)?;
+    Ok(value.clone())
 }
 
 fn aborted(spec: &SessionSpec, detail: String) -> MpcError {
@@ -485,40 +694,203 @@ fn aborted(spec: &SessionSpec, detail: String) -> MpcError {
     }
 }
 
-/// Checks 6 and 7: nobody complained, and everybody saw the same broadcasts.
-fn judge(spec: &SessionSpec, verdicts: &[EchoMsg], mine: Option<Hash>) -> Result<(), MpcError> {
-    let blamed: Vec<crate::Blame> = verdicts
-        .iter()
-        .zip(&spec.parties)
-        .flat_map(|(v, by)| {
-            v.complaints.iter().map(|c| crate::Blame {
-                party: c.accused,
-                by: *by,
-                reason: c.fault.to_string(),
-            })
-        })
-        .collect();
-    if !blamed.is_empty() {
-        return Err(MpcError::Blamed {
-            protocol: spec.protocol,
-            session: spec.session,
+/// Checks 6 and 7, as every participant makes them on the same broadcast verdicts.
+struct Judge<'a> {
+    net: &'a SecureTransport,
+    spec: &'a SessionSpec,
+    setup: &'a ReshareSetup,
+    plan: &'a Plan<Curve>,
+    me: PartyId,
+    /// Whether each dealer's broadcasts passed this party's checks 1-4, in dealing order.
+    broadcast_ok: &'a [bool],
+    /// Every participant's reveal as received here, in session order.
+    dealings: &'a [Option<Dealing<Curve>>],
+    /// Each dealer's broadcasts as received here (`None` for our own).
+    seen: &'a [Option<SeenBroadcasts>],
+    /// What we broadcast ourselves.
+    sent: &'a SentBroadcasts,
+}
+
+/// The payload hashes of this party's own commit and reveal messages.
+struct SentBroadcasts {
+    commit: [u8; 32],
+    reveal: [u8; 32],
+}
+
+fn payload_hash(payload: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    Sha256::digest(payload).into()
+}
+
+impl Judge<'_> {
+    /// Aborts naming the responsible parties if a dealer's broadcasts differ between
+    /// participants, a verdict misreports them, or anybody complained.
+    fn verdicts(&self, verdicts: &[EchoMsg]) -> Result<(), MpcError> {
+        let blamed = self.echo_blame(verdicts);
+        if !blamed.is_empty() {
+            return Err(self.blame(blamed));
+        }
+        let blamed: Vec<Blame> = verdicts
+            .iter()
+            .zip(&self.spec.parties)
+            .flat_map(|(v, by)| v.complaints.iter().map(move |c| self.judge(*by, c)))
+            .collect();
+        if !blamed.is_empty() {
+            return Err(self.blame(blamed));
+        }
+        Ok(())
+    }
+
+    fn blame(&self, blamed: Vec<Blame>) -> MpcError {
+        MpcError::Blamed {
+            protocol: self.spec.protocol,
+            session: self.spec.session,
             blamed,
-        });
+        }
     }
-    let differing: Vec<PartyId> = verdicts
-        .iter()
-        .zip(&spec.parties)
-        .filter(|(v, _)| v.echo.is_none() || v.echo != mine)
-        .map(|(_, p)| *p)
-        .collect();
-    if !differing.is_empty() {
-        return Err(aborted(
-            spec,
-            format!(
-                "broadcasts were not consistent: {} saw different commitments",
-                PartyId::list(&differing)
-            ),
-        ));
+
+    /// Check 6: every participant shows each dealer's signed commit and reveal as it received
+    /// them. A statement that is not that dealer's, for this session and round, names the
+    /// participant that shows it; two valid statements of one dealer over different messages
+    /// prove that the dealer showed different broadcasts to different parties, and name it.
+    fn echo_blame(&self, verdicts: &[EchoMsg]) -> Vec<Blame> {
+        let mut blamed = Vec::new();
+        for (d, dealer) in self.setup.dealers.iter().enumerate() {
+            let here = match &self.seen[d] {
+                Some(seen) => (seen.commit.payload_hash, seen.reveal.payload_hash),
+                None if *dealer == self.me => (self.sent.commit, self.sent.reveal),
+                None => continue,
+            };
+            let mut differing = Vec::new();
+            for (v, by) in verdicts.iter().zip(&self.spec.parties) {
+                if *by == self.me || by == dealer {
+                    continue;
+                }
+                let misreport = |what: String| Blame {
+                    party: *by,
+                    by: self.me,
+                    reason: format!("its echo {what}"),
+                };
+                let Some(shown) = v.seen.get(d) else {
+                    blamed.push(misreport(format!(
+                        "has {} entries for {} dealers",
+                        v.seen.len(),
+                        self.setup.dealers.len()
+                    )));
+                    continue;
+                };
+                let Some(shown) = shown else {
+                    blamed.push(misreport(format!("shows no broadcasts of {dealer}")));
+                    continue;
+                };
+                let genuine = |e: &BroadcastEvidence, round: u16| {
+                    e.session == self.spec.session
+                        && e.protocol == self.spec.protocol
+                        && e.round == round
+                        && e.sender == *dealer
+                        && self.net.verify_evidence(e)
+                };
+                if !genuine(&shown.commit, 0) || !genuine(&shown.reveal, 1) {
+                    blamed.push(misreport(format!(
+                        "shows broadcasts that are not {dealer}'s signed messages of this session"
+                    )));
+                    continue;
+                }
+                if (shown.commit.payload_hash, shown.reveal.payload_hash) != here {
+                    differing.push(*by);
+                }
+            }
+            if !differing.is_empty() {
+                blamed.push(Blame {
+                    party: *dealer,
+                    by: self.me,
+                    reason: format!(
+                        "it showed different broadcasts to different parties: its signed \
+                         messages to {} differ from those to {}",
+                        PartyId::list(&differing),
+                        self.me
+                    ),
+                });
+            }
+        }
+        blamed
     }
-    Ok(())
+
+    /// Check 7 on one complaint by `by`: who is at fault, on evidence every participant
+    /// checks the same way.
+    fn judge(&self, by: PartyId, complaint: &Complaint) -> Blame {
+        let dealer = complaint.accused;
+        let guilty = |party: PartyId, reason: String| Blame { party, by, reason };
+        let Some(d) = self.setup.dealers.iter().position(|p| *p == dealer) else {
+            return guilty(by, format!("it accused {dealer}, who does not deal"));
+        };
+        let lied = |what: &str| Blame {
+            party: by,
+            by: self.me,
+            reason: format!("it accused {dealer} ({}) but {what}", complaint.fault),
+        };
+        if complaint.fault.in_sub_share() {
+            return match self.sub_share_fault(by, d, complaint) {
+                Ok(true) => guilty(dealer, complaint.fault.to_string()),
+                Ok(false) => lied("the signed sub-share it shows is correct"),
+                Err(problem) => lied(problem),
+            };
+        }
+        // Broadcast data: the same here (the echoes agree) and checked here too.
+        if self.broadcast_ok[d] {
+            lied("its broadcasts pass every check")
+        } else {
+            guilty(dealer, complaint.fault.to_string())
+        }
+    }
+
+    /// Whether the complainer's evidence proves dealer number `d` sent it a missing or wrong
+    /// sub-share (`Ok(false)`: it proves the sub-share right; `Err`: the evidence is not the
+    /// dealer's signed message to the complainer in this session).
+    fn sub_share_fault(
+        &self,
+        by: PartyId,
+        d: usize,
+        complaint: &Complaint,
+    ) -> Result<bool, &'static str> {
+        let dealer = self.setup.dealers[d];
+        let evidence = complaint
+            .evidence
+            .as_ref()
+            .ok_or("it shows no signed message")?;
+        let signed = &evidence.signed;
+        let ours = signed.session == self.spec.session
+            && signed.protocol == self.spec.protocol
+            && signed.round == SUB_SHARE_ROUND
+            && signed.sender == dealer
+            && signed.covers(&evidence.payload)
+            && self.net.verify_evidence(signed);
+        if !ours {
+            return Err("the message it shows is not the dealer's signed message");
+        }
+        let message = match tessera_wire::decode::<ReshareMsg>(
+            &evidence.payload,
+            tessera_wire::DEFAULT_MAX_PAYLOAD,
+        ) {
+            Ok(ReshareMsg::SubShare(m)) => m,
+            _ => return Err("the message it shows is not a sub-share"),
+        };
+        let position = self
+            .setup
+            .new_committee
+            .iter()
+            .position(|p| *p == by)
+            .ok_or("it receives nothing")? as u16;
+        let k = usize::from(self.spec.index_of(dealer).expect("dealers take part"));
+        let Some(dealing) = &self.dealings[k] else {
+            // A dealer without a reveal is caught on broadcast data already.
+            return Ok(true);
+        };
+        if message.receiver != Some(position) {
+            // Signed by the dealer for this session but naming another receiver: the dealer
+            // sent the complainer a message that is not its own.
+            return Ok(true);
+        }
+        Ok(check_sub_share(self.plan, dealing, position, &message).is_err())
+    }
 }

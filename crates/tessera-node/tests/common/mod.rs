@@ -41,7 +41,9 @@ pub fn install(cluster: &LocalCluster, fixture: CommitteeFixture) -> (KeyId, Vec
         let record = KeyRecord {
             committee: fixture.committee.clone(),
             threshold: fixture.threshold,
+            epoch: 0,
             share: core,
+            aux: Some(aux),
         };
         state.put_key(key, &record).unwrap();
     }
@@ -50,6 +52,15 @@ pub fn install(cluster: &LocalCluster, fixture: CommitteeFixture) -> (KeyId, Vec
         .to_bytes(true)
         .to_vec();
     (key, public)
+}
+
+/// Puts INSECURE fixture prime set `set` (0 to 5) into the pool of each `(party, set)`: a
+/// refresh or reshare takes one from every receiver.
+pub fn give_primes(cluster: &LocalCluster, sets: &[(PartyId, usize)]) {
+    let primes = tessera_mpc::fixtures::insecure_test_primes();
+    for (p, set) in sets {
+        cluster.node(*p).primes().put(&primes[*set]).unwrap();
+    }
 }
 
 /// A fresh request by the development operator to sign `text` as an EIP-191 message with
