@@ -997,7 +997,7 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         .unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
     let apply = |proposed: KeyChangeView| {
-        let abe = &abe;
+        let (ada, abe) = (&ada, &abe);
         async move {
             assert_eq!(proposed.state, KeyChangeState::Pending);
             // The same change when read back (notes come only with the proposal).
@@ -1009,6 +1009,11 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
                     ..proposed.clone()
                 }
             );
+            // Signed by its proposer (ada), approved by another admin (abe).
+            if !proposed.decisions.iter().any(|d| d.principal == "ada") {
+                let own = ada.key_change_approval_for(&proposed.change);
+                ada.approve_key_change(proposed.id, &own).await.unwrap();
+            }
             let signature = abe.key_change_approval_for(&proposed.change);
             abe.approve_key_change(proposed.id, &signature)
                 .await
@@ -1019,14 +1024,14 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         .refresh_key("hot wallet/1", ProposalId::random(), None)
         .await
         .unwrap();
+    // The proposer signs its own change (that is no approval by another admin: still
+    // pending), and only once.
     let own = ada.key_change_approval_for(&refresh.change);
+    let signed = ada.approve_key_change(refresh.id, &own).await.unwrap();
+    assert_eq!(signed.state, KeyChangeState::Pending);
     let err = ada.approve_key_change(refresh.id, &own).await.unwrap_err();
-    assert_eq!(
-        err.status(),
-        Some(403),
-        "the proposer cannot approve: {err}"
-    );
-    assert_eq!(apply(refresh).await.state, KeyChangeState::Applied);
+    assert_eq!(err.status(), Some(409), "a second signature: {err}");
+    assert_eq!(apply(signed).await.state, KeyChangeState::Applied);
     assert_eq!(
         ada.get_key("hot wallet/1").await.unwrap().public_key,
         key.public_key
@@ -1195,11 +1200,12 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
     let proposal = ada.propose_policy(id, &next, None).await.unwrap();
     assert_eq!(proposal.state, ProposalState::Pending);
     assert_eq!(ada.propose_policy(id, &next, None).await.unwrap().id, id);
-    let err = ada
+    // ada signs it as its proposer (not an approval: it stays pending).
+    let signed = ada
         .approve_proposal(id, &ada.policy_approval_for(&proposal.change))
         .await
-        .unwrap_err();
-    assert_eq!(err.status(), Some(403), "{err}");
+        .unwrap();
+    assert_eq!(signed.state, ProposalState::Pending);
     let listed = aude
         .list_proposals(Some(ProposalState::Pending), None)
         .await

@@ -108,6 +108,12 @@ async fn approved(
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pending.state, KeyChangeState::Pending);
+    let own = cluster.sign("ada", &pending.change.change_digest());
+    let signed = c
+        .approve_key_change("ada", pending.id, own)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(signed.state, KeyChangeState::Pending);
     let signature = cluster.sign("abe", &pending.change.change_digest());
     c.approve_key_change("abe", pending.id, signature)
         .await
@@ -156,15 +162,10 @@ async fn keys_are_refreshed_and_reshared_once_another_admin_approves(db: &Db) {
         .propose_key_change("ada", proposal(&key, KeyOperation::Refresh))
         .await
         .unwrap();
-    // Not by an operator, not by the proposer, not with a signature over something else.
+    // Not by an operator, not with a signature over something else.
     assert!(matches!(
         c.propose_key_change("olivia", proposal(&key, KeyOperation::Refresh))
             .await,
-        Err(ServiceError::Forbidden { .. })
-    ));
-    let own = cluster.sign("ada", &pending.change.change_digest());
-    assert!(matches!(
-        c.approve_key_change("ada", pending.id, own).await,
         Err(ServiceError::Forbidden { .. })
     ));
     let wrong = cluster.sign("abe", &[7; 32]);
@@ -176,14 +177,20 @@ async fn keys_are_refreshed_and_reshared_once_another_admin_approves(db: &Db) {
         c.get_key_change(pending.id).await.unwrap().state,
         KeyChangeState::Pending
     );
-    // abe approves: the refresh runs. New shares, same key, committee and threshold.
+    // abe approves, but ada (the proposer) has not signed it: a change nobody verifiably
+    // proposed waits. Once ada signs, the refresh runs. New shares, same key, committee and
+    // threshold.
     let signature = cluster.sign("abe", &pending.change.change_digest());
-    let done = c
+    let waiting = c
         .approve_key_change("abe", pending.id, signature)
         .await
         .unwrap();
+    assert_eq!(waiting.state, KeyChangeState::Pending);
+    assert_eq!(share_of(0), old_share);
+    let own = cluster.sign("ada", &pending.change.change_digest());
+    let done = c.approve_key_change("ada", pending.id, own).await.unwrap();
     assert_eq!(done.state, KeyChangeState::Applied, "{:?}", done.error);
-    assert_eq!(done.decisions.len(), 1);
+    assert_eq!(done.decisions.len(), 2);
     let refreshed = c.get_key(&key).await.unwrap();
     assert_eq!(refreshed.public_key, before.public_key);
     assert_eq!(
@@ -198,6 +205,13 @@ async fn keys_are_refreshed_and_reshared_once_another_admin_approves(db: &Db) {
     for node in &cluster.nodes {
         assert_eq!(node.state().key_record(before.id).unwrap().epoch, 1);
     }
+    c.approve_key_change(
+        "ada",
+        overtaken.id,
+        cluster.sign("ada", &overtaken.change.change_digest()),
+    )
+    .await
+    .unwrap();
     let stale = c
         .approve_key_change(
             "abe",

@@ -625,10 +625,17 @@ async fn policy_change_applies_and_unpinned_nodes_refuse_without_retry(db: &Db) 
         proposed
     );
     let digest = PolicyChange::change_digest(&proposed.change);
-    assert_forbidden(
+    // The proposer's signature is not an approval by another admin: still pending after it,
+    // and it signs once.
+    let signed = c
+        .approve_policy("ada", proposal.id, cluster.sign("ada", &digest))
+        .await
+        .unwrap();
+    assert_eq!(signed.state, ProposalState::Pending);
+    assert_conflict(
         c.approve_policy("ada", proposal.id, cluster.sign("ada", &digest))
             .await,
-        "other than the proposer",
+        "already signed",
     );
     assert_forbidden(
         c.approve_policy("ben", proposal.id, cluster.sign("ben", &digest))

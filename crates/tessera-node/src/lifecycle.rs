@@ -274,6 +274,14 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         let change = &approved.change;
         match evaluate_key_change(&self.policy, change, &approved.approvals, at) {
             Ok(KeyChangeDecision::Allow { approved_by }) => Ok(approved_by),
+            Ok(KeyChangeDecision::Pending {
+                proposer_signed: false,
+                ..
+            }) => Err(NodeError::Refused(format!(
+                "key change {} does not carry the signature of its proposer '{}'; a change \
+                 nobody verifiably proposed is refused",
+                change.id, change.proposed_by
+            ))),
             Ok(KeyChangeDecision::Pending { needed, .. }) => Err(NodeError::Refused(format!(
                 "key change {} needs {needed} more admin approvals under the policy this node \
                  pins",

@@ -783,6 +783,12 @@ async fn a_reshare_without_the_admins_approval_for_this_epoch_is_refused_by_ever
     };
     let mut unapproved = dev.key_change(key, epoch0(), reshare_to(&new_committee, 3), now());
     unapproved.approvals.clear();
+    // Approved by the other admin, but not signed by its proposer: made up in ada's name.
+    let mut unproposed = dev.key_change(key, epoch0(), reshare_to(&new_committee, 3), now());
+    unproposed.approvals.remove(0);
+    // Signed by its proposer only.
+    let mut proposed_only = dev.key_change(key, epoch0(), reshare_to(&new_committee, 3), now());
+    proposed_only.approvals.truncate(1);
     let right = dev.key_change(key, epoch0(), reshare_to(&new_committee, 3), now());
     let unbound = {
         let mut setup = setup.clone();
@@ -800,7 +806,15 @@ async fn a_reshare_without_the_admins_approval_for_this_epoch_is_refused_by_ever
             bound(dev.key_change(key, epoch0(), reshare_to(&new_committee, 2), now())),
             "asks for a reshare to 3-of-5",
         ),
-        (bound(unapproved), "needs 1 more admin approvals"),
+        (
+            bound(unapproved),
+            "does not carry the signature of its proposer",
+        ),
+        (
+            bound(unproposed),
+            "does not carry the signature of its proposer",
+        ),
+        (bound(proposed_only), "needs 1 more admin approvals"),
         (
             bound(dev.key_change(
                 KeyId::random(),

@@ -74,12 +74,14 @@ pub enum ChangeDecision {
         /// The admins whose approvals counted.
         approved_by: Vec<String>,
     },
-    /// Valid so far; more admin approvals are needed.
+    /// Valid so far; the proposer's signature or more admin approvals are needed.
     Pending {
-        /// How many more.
+        /// How many more approvals of admins other than the proposer.
         needed: usize,
         /// The admins whose approvals counted so far.
         approved_by: Vec<String>,
+        /// Whether the proposer signed the change.
+        proposer_signed: bool,
     },
 }
 
@@ -88,8 +90,9 @@ pub enum ChangeDecision {
 /// Errors (the change must be refused, with the reason): `previous` is not the current hash,
 /// the change is expired, from the future or lives too long, the proposer is not an admin of
 /// the current policy, the new document is invalid or its revision does not increase, or an
-/// approval is duplicated, by an unknown principal, or does not verify. Approvals by
-/// non-admins and by the proposer are valid but do not count.
+/// approval is duplicated, by an unknown principal, or does not verify. It is allowed once the
+/// proposer signed it (an approval by the proposer) and [`PolicyDocument::admin_approvals`]
+/// other admins approved; approvals by non-admins are valid but do not count.
 pub fn evaluate_change(
     current: &PolicyDocument,
     change: &PolicyChange,
@@ -111,21 +114,22 @@ pub fn evaluate_change(
         });
     }
 
-    let (needed, approved_by) = count_admin_approvals(
+    let count = count_admin_approvals(
         current,
         &change.proposed_by,
         &change.change_digest(),
         approvals,
     )?;
-    Ok(if needed == 0 {
+    Ok(if count.complete() {
         ChangeDecision::Allow {
             document,
-            approved_by,
+            approved_by: count.approved_by,
         }
     } else {
         ChangeDecision::Pending {
-            needed,
-            approved_by,
+            needed: count.needed,
+            approved_by: count.approved_by,
+            proposer_signed: count.proposer_signed,
         }
     })
 }
@@ -159,28 +163,51 @@ fn check_proposer(current: &PolicyDocument, proposed_by: &str) -> Result<(), Pol
     }
 }
 
-/// Verifies every approval of `digest` and counts those by admins other than the proposer:
-/// returns how many more are needed and who counted. Duplicated, unknown or bad approvals
-/// are refused.
+/// The signatures on a change, counted.
+pub(crate) struct AdminCount {
+    /// How many more approvals of admins other than the proposer are needed.
+    pub needed: usize,
+    /// The admins other than the proposer whose approvals counted.
+    pub approved_by: Vec<String>,
+    /// Whether the proposer's own signature is among them (it does not count as an approval,
+    /// but a change nobody verifiably proposed is never allowed).
+    pub proposer_signed: bool,
+}
+
+impl AdminCount {
+    /// Signed by its proposer and approved by enough other admins.
+    pub fn complete(&self) -> bool {
+        self.needed == 0 && self.proposer_signed
+    }
+}
+
+/// Verifies every approval of `digest`, notes the proposer's signature and counts the
+/// approvals by other admins. Duplicated, unknown or bad approvals are refused.
 pub(crate) fn count_admin_approvals(
     current: &PolicyDocument,
     proposed_by: &str,
     digest: &[u8; 32],
     approvals: &[Approval],
-) -> Result<(usize, Vec<String>), PolicyError> {
+) -> Result<AdminCount, PolicyError> {
     let mut seen = BTreeSet::new();
     let mut approved_by = Vec::new();
+    let mut proposer_signed = false;
     for approval in approvals {
         if !seen.insert(approval.approver.as_str()) {
             return Err(PolicyError::DuplicateApproval(bounded(&approval.approver)));
         }
         let principal = approval.verify(digest, current)?;
-        if principal.name != proposed_by && principal.has_role(Role::Admin) {
+        if principal.name == proposed_by {
+            proposer_signed = true;
+        } else if principal.has_role(Role::Admin) {
             approved_by.push(principal.name.clone());
         }
     }
-    let needed = current.admin_approvals().saturating_sub(approved_by.len());
-    Ok((needed, approved_by))
+    Ok(AdminCount {
+        needed: current.admin_approvals().saturating_sub(approved_by.len()),
+        approved_by,
+        proposer_signed,
+    })
 }
 
 /// Refuses a lifetime that is empty, over, from the future or longer than the policy allows.

@@ -128,8 +128,8 @@ impl DevPolicy {
             .collect()
     }
 
-    /// A key change proposed by the first admin, created `now` and living an hour, with the
-    /// other admin's approval (enough under this policy).
+    /// A key change proposed (and signed) by the first admin, created `now` and living an
+    /// hour, with the other admin's approval (enough under this policy).
     pub fn key_change(
         &self,
         key: KeyId,
@@ -148,7 +148,8 @@ impl DevPolicy {
             expires_at: now + DEV_REQUEST_LIFETIME_SECS,
         };
         let digest = change.change_digest();
-        let approvals = self.admins[1..]
+        let approvals = self
+            .admins
             .iter()
             .map(|a| Approval::sign(&digest, &a.name, &a.key))
             .collect();

@@ -209,12 +209,14 @@ pub enum KeyChangeDecision {
         /// The admins whose approvals counted.
         approved_by: Vec<String>,
     },
-    /// Valid so far; more admin approvals are needed.
+    /// Valid so far; the proposer's signature or more admin approvals are needed.
     Pending {
-        /// How many more.
+        /// How many more approvals of admins other than the proposer.
         needed: usize,
         /// The admins whose approvals counted so far.
         approved_by: Vec<String>,
+        /// Whether the proposer signed the change.
+        proposer_signed: bool,
     },
 }
 
@@ -223,8 +225,10 @@ pub enum KeyChangeDecision {
 /// Errors (the change must be refused, with the reason): it names another policy than
 /// `current`, it is expired, from the future or lives too long, the proposer is not an admin,
 /// the operation is invalid ([`KeyOperation::validate`]), or an approval is duplicated, by an
-/// unknown principal, or does not verify. Approvals by non-admins and by the proposer are
-/// valid but do not count: [`PolicyDocument::admin_approvals`] other admins must approve.
+/// unknown principal, or does not verify. It is allowed once the proposer signed it (an
+/// approval by the proposer: nobody can make a change up in an admin's name) and
+/// [`PolicyDocument::admin_approvals`] other admins approved; approvals by non-admins are valid
+/// but do not count.
 pub fn evaluate_key_change(
     current: &PolicyDocument,
     change: &KeyChange,
@@ -239,18 +243,21 @@ pub fn evaluate_key_change(
         now,
     )?;
     change.operation.validate()?;
-    let (needed, approved_by) = count_admin_approvals(
+    let count = count_admin_approvals(
         current,
         &change.proposed_by,
         &change.change_digest(),
         approvals,
     )?;
-    Ok(if needed == 0 {
-        KeyChangeDecision::Allow { approved_by }
+    Ok(if count.complete() {
+        KeyChangeDecision::Allow {
+            approved_by: count.approved_by,
+        }
     } else {
         KeyChangeDecision::Pending {
-            needed,
-            approved_by,
+            needed: count.needed,
+            approved_by: count.approved_by,
+            proposer_signed: count.proposer_signed,
         }
     })
 }

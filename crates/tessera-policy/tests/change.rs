@@ -37,12 +37,13 @@ fn approvals(change: &PolicyChange, names: &[&str]) -> Vec<Approval> {
         .collect()
 }
 
-fn pending(decision: ChangeDecision) -> (usize, Vec<String>) {
+fn pending(decision: ChangeDecision) -> (usize, Vec<String>, bool) {
     match decision {
         ChangeDecision::Pending {
             needed,
             approved_by,
-        } => (needed, approved_by),
+            proposer_signed,
+        } => (needed, approved_by, proposer_signed),
         ChangeDecision::Allow { .. } => panic!("allowed, expected pending"),
     }
 }
@@ -55,24 +56,44 @@ fn a_change_needs_two_other_admins() {
     let now = MONDAY_10AM + 10;
 
     let decision = evaluate_change(&current, &proposal, &[], now).unwrap();
-    assert_eq!(pending(decision), (2, vec![]));
+    assert_eq!(pending(decision), (2, vec![], false));
 
     let decision = evaluate_change(&current, &proposal, &approvals(&proposal, &["erin"]), now);
-    assert_eq!(pending(decision.unwrap()), (1, vec!["erin".to_owned()]));
+    assert_eq!(
+        pending(decision.unwrap()),
+        (1, vec!["erin".to_owned()], false)
+    );
 
-    // The proposer's own approval and a non-admin's approval are valid but do not count.
+    // The proposer's own signature and a non-admin's approval are valid but count as no
+    // approval.
     let decision = evaluate_change(
         &current,
         &proposal,
         &approvals(&proposal, &["dave", "erin", "bob"]),
         now,
     );
-    assert_eq!(pending(decision.unwrap()), (1, vec!["erin".to_owned()]));
+    assert_eq!(
+        pending(decision.unwrap()),
+        (1, vec!["erin".to_owned()], true)
+    );
 
+    // Two other admins, but the proposer never signed: a change made up in dave's name (by
+    // a coordinator, say) is not allowed.
     let decision = evaluate_change(
         &current,
         &proposal,
         &approvals(&proposal, &["erin", "frank"]),
+        now,
+    );
+    assert_eq!(
+        pending(decision.unwrap()),
+        (0, vec!["erin".to_owned(), "frank".to_owned()], false)
+    );
+
+    let decision = evaluate_change(
+        &current,
+        &proposal,
+        &approvals(&proposal, &["dave", "erin", "frank"]),
         now,
     )
     .unwrap();
@@ -87,9 +108,13 @@ fn a_change_needs_two_other_admins() {
             assert_eq!(approved_by, ["erin", "frank"]);
             // The next change builds on the new document.
             let next = change(&document, &revised(3), "erin");
-            let decision =
-                evaluate_change(&document, &next, &approvals(&next, &["dave", "frank"]), now)
-                    .unwrap();
+            let decision = evaluate_change(
+                &document,
+                &next,
+                &approvals(&next, &["erin", "dave", "frank"]),
+                now,
+            )
+            .unwrap();
             assert!(matches!(decision, ChangeDecision::Allow { .. }));
         }
         ChangeDecision::Pending { .. } => panic!("expected allow"),

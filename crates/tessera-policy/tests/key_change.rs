@@ -53,19 +53,31 @@ fn a_reshare_needs_two_admins_other_than_the_proposer() {
         decide(&[]),
         KeyChangeDecision::Pending {
             needed: 2,
-            approved_by: vec![]
+            approved_by: vec![],
+            proposer_signed: false,
         }
     );
-    // The proposer's own approval and an approver's (not an admin) do not count.
+    // The proposer's own signature and an approver's (not an admin) count as no approval.
     assert_eq!(
         decide(&["dave", "bob", "erin"]),
         KeyChangeDecision::Pending {
             needed: 1,
-            approved_by: vec!["erin".into()]
+            approved_by: vec!["erin".into()],
+            proposer_signed: true,
+        }
+    );
+    // Two other admins, but no signature of the proposer: a reshare made up "by dave" (as a
+    // compromised coordinator would) is not allowed.
+    assert_eq!(
+        decide(&["erin", "frank"]),
+        KeyChangeDecision::Pending {
+            needed: 0,
+            approved_by: vec!["erin".into(), "frank".into()],
+            proposer_signed: false,
         }
     );
     assert_eq!(
-        decide(&["erin", "frank"]),
+        decide(&["dave", "erin", "frank"]),
         KeyChangeDecision::Allow {
             approved_by: vec!["erin".into(), "frank".into()]
         }

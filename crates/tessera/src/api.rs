@@ -10,6 +10,7 @@ use tessera_coordinator::api::model::{DerivationPath, MessageBody, PayloadBody, 
 use tessera_coordinator::api::model::{KeyChangeView, KeyView};
 use tessera_coordinator::client::{CoordinatorClient, RequestQuery};
 use tessera_coordinator::store::{KeyChangeState, ProposalId};
+use tessera_policy::KeyOperation;
 use tessera_wire::{PartyId, RequestId};
 
 use crate::operator::load_key;
@@ -150,9 +151,10 @@ pub enum KeyCommand {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Approve a key change (admins other than its proposer). The digest is recomputed from
-    /// the change and signed with your key; the approval that completes the change carries
-    /// it out and waits for it.
+    /// Approve a key change, as an admin other than its proposer (the proposer's own
+    /// signature is made when it proposes). The digest is recomputed from the change and
+    /// signed with your key; the approval that completes the change carries it out and waits
+    /// for it.
     ApproveChange {
         #[command(flatten)]
         api: ApiArgs,
@@ -221,6 +223,43 @@ fn parse_interval(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(scale))
         .ok_or_else(|| format!("{text:?}: use a number with s, m, h or d, e.g. 30d"))
+}
+
+/// Signs the key change the coordinator answered a proposal with, as its proposer, after
+/// checking that it is the change asked for: this id, this key, this operation, proposed by
+/// this principal (a change is allowed only with its proposer's signature). A retry of a
+/// change already signed is left as it is.
+async fn sign_as_proposer(
+    client: &CoordinatorClient,
+    api: &ApiArgs,
+    id: ProposalId,
+    key: &str,
+    operation: &KeyOperation,
+    view: KeyChangeView,
+) -> Result<KeyChangeView> {
+    let change = &view.change;
+    let is_key = view.key_name == key || view.key_id.to_string() == key;
+    if view.id != id
+        || change.id.0 != id.0
+        || !is_key
+        || change.key != view.key_id
+        || &change.operation != operation
+        || change.proposed_by != api.principal
+    {
+        bail!(
+            "the coordinator answered with a change that is not the one proposed (change {}, \
+             key {}, '{}', by {}); nothing was signed",
+            view.id,
+            view.key_name,
+            change.operation,
+            change.proposed_by
+        );
+    }
+    if view.decisions.iter().any(|d| d.principal == api.principal) {
+        return Ok(view);
+    }
+    let signature = client.key_change_approval_for(change);
+    Ok(client.approve_key_change(id, &signature).await?)
 }
 
 /// Prints a key for people: what holds it, its epoch, and any rotation step still due.
@@ -489,10 +528,11 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 }
             }
             KeyCommand::Refresh { api, change, key } => {
-                let view = api
-                    .client()?
-                    .refresh_key(&key, change.id(), change.lifetime_secs)
-                    .await?;
+                let client = api.client()?;
+                let id = change.id();
+                let view = client.refresh_key(&key, id, change.lifetime_secs).await?;
+                let view =
+                    sign_as_proposer(&client, &api, id, &key, &KeyOperation::Refresh, view).await?;
                 print_change_or_json(&api, &view)?;
             }
             KeyCommand::Reshare {
@@ -502,10 +542,16 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 to,
                 threshold,
             } => {
-                let view = api
-                    .client()?
-                    .reshare_key(&key, change.id(), &to, threshold, change.lifetime_secs)
+                let client = api.client()?;
+                let id = change.id();
+                let view = client
+                    .reshare_key(&key, id, &to, threshold, change.lifetime_secs)
                     .await?;
+                let operation = KeyOperation::Reshare {
+                    committee: to.clone(),
+                    threshold,
+                };
+                let view = sign_as_proposer(&client, &api, id, &key, &operation, view).await?;
                 print_change_or_json(&api, &view)?;
             }
             KeyCommand::ScheduleRefresh {
@@ -515,10 +561,13 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 every,
                 off: _,
             } => {
-                let view = api
-                    .client()?
-                    .schedule_refresh(&key, change.id(), every, change.lifetime_secs)
+                let client = api.client()?;
+                let id = change.id();
+                let view = client
+                    .schedule_refresh(&key, id, every, change.lifetime_secs)
                     .await?;
+                let operation = KeyOperation::RefreshSchedule { every_secs: every };
+                let view = sign_as_proposer(&client, &api, id, &key, &operation, view).await?;
                 print_change_or_json(&api, &view)?;
             }
             KeyCommand::Changes { api, state } => {

@@ -48,8 +48,6 @@ pub(super) struct AdminApproval<'a> {
     pub subject: ApprovalSubject,
     /// It, for people (e.g. `policy proposal <id>`).
     pub what: String,
-    /// Who proposed it (they may not approve it).
-    pub proposed_by: &'a str,
     /// The change digest.
     pub digest: [u8; 32],
     /// The approving principal.
@@ -61,8 +59,9 @@ pub(super) struct AdminApproval<'a> {
 }
 
 impl Coordinator {
-    /// Checks and records an admin's approval of a change: the principal is an admin other
-    /// than the proposer, the signature verifies, and they did not approve it before.
+    /// Checks and records an admin's approval of a change (the proposer's own is its
+    /// signature as the proposer): the principal is an admin, the signature verifies, and they
+    /// did not sign it before.
     pub(super) async fn record_admin_approval(
         &self,
         policy: &PolicyDocument,
@@ -71,19 +70,12 @@ impl Coordinator {
         let AdminApproval {
             subject,
             what,
-            proposed_by,
             digest,
             principal,
             signature,
             now,
         } = approval;
         require_admin(policy, principal)?;
-        if principal == proposed_by {
-            return Err(ServiceError::forbidden(
-                principal,
-                format!("to be an admin other than the proposer ('{proposed_by}' proposed it)"),
-            ));
-        }
         let approval = verified_approval(policy, &digest, "change digest", principal, signature)?;
         let added = self
             .store
@@ -97,7 +89,7 @@ impl Coordinator {
             .await?;
         if let AddApproval::Duplicate(_) = added {
             return Err(ServiceError::Conflict(format!(
-                "'{principal}' already approved {what}; an admin approves once"
+                "'{principal}' already signed {what}; an admin signs once"
             )));
         }
         Ok(())

@@ -147,10 +147,10 @@ impl Coordinator {
     }
 
     /// Records `principal`'s approval of key change `id`: `signature` is their
-    /// [`Approval::sign`] over [`KeyChange::change_digest`] of [`KeyChangeView::change`]. Only
-    /// admins other than the proposer approve, once each. When enough admins approved, the
-    /// change is carried out before this returns; the view then shows it `applied`, or
-    /// `failed` with the error (the key is unchanged).
+    /// [`Approval::sign`] over [`KeyChange::change_digest`] of [`KeyChangeView::change`]. The
+    /// proposer signs its own change this way; admins other than the proposer approve it, once
+    /// each. When the proposer signed and enough other admins approved, the change is carried
+    /// out before this returns; the view then shows it `applied`, or `failed` with the error.
     pub async fn approve_key_change(
         self: &Arc<Self>,
         principal: &str,
@@ -187,7 +187,6 @@ impl Coordinator {
             AdminApproval {
                 subject: ApprovalSubject::KeyChange(id),
                 what: format!("key change {id}"),
-                proposed_by: &change.proposed_by,
                 digest: change.change_digest(),
                 principal,
                 signature,
@@ -198,11 +197,17 @@ impl Coordinator {
         let approvals = self.approvals_of(ApprovalSubject::KeyChange(id)).await?;
         let decision = evaluate_key_change(current, &change, &approvals, now);
         let approved_by = match decision {
-            Ok(KeyChangeDecision::Pending { needed, .. }) => {
-                tracing::info!(change = %id, %principal, needed, "key change approved by an admin");
+            Ok(KeyChangeDecision::Pending {
+                needed,
+                proposer_signed,
+                ..
+            }) => {
+                tracing::info!(change = %id, %principal, needed, proposer_signed, "key change signed by an admin");
                 self.audit_note(
                     NewEvent::new(principal, "key_change.approved", format!("key-change:{id}"))
-                        .detail("still_needed", needed),
+                        .detail("proposer", principal == change.proposed_by)
+                        .detail("still_needed", needed)
+                        .detail("proposer_signed", proposer_signed),
                 );
                 return self.key_change_view(self.key_change_row(id).await?).await;
             }

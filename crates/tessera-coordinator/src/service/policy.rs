@@ -126,8 +126,9 @@ impl Coordinator {
 
     /// Records `principal`'s approval of policy proposal `id`: `signature` is their
     /// [`Approval::sign`] over the change digest ([`PolicyChange::change_digest`] of
-    /// [`ProposalView::change`]). Only admins other than the proposer approve, once each. When
-    /// enough admins approved, the new document becomes the active policy (see the module
+    /// [`ProposalView::change`]). The proposer signs its own change this way, and admins other
+    /// than the proposer approve it, once each. When the proposer signed and enough other
+    /// admins approved, the new document becomes the active policy (see the module
     /// documentation: the nodes must then be re-pinned).
     pub async fn approve_policy(
         &self,
@@ -178,7 +179,6 @@ impl Coordinator {
             AdminApproval {
                 subject: ApprovalSubject::Policy(id),
                 what: format!("policy proposal {id}"),
-                proposed_by: &change.proposed_by,
                 digest: change.change_digest(),
                 principal,
                 signature,
@@ -190,11 +190,17 @@ impl Coordinator {
         match evaluate_change(current, &change, &approvals, now)
             .map_err(|e| ServiceError::Conflict(format!("the policy change is refused: {e}")))?
         {
-            ChangeDecision::Pending { needed, .. } => {
-                tracing::info!(proposal = %id, %principal, needed, "policy change approved by an admin");
+            ChangeDecision::Pending {
+                needed,
+                proposer_signed,
+                ..
+            } => {
+                tracing::info!(proposal = %id, %principal, needed, proposer_signed, "policy change signed by an admin");
                 self.audit_note(
                     NewEvent::new(principal, "policy.approved", format!("proposal:{id}"))
-                        .detail("still_needed", needed),
+                        .detail("proposer", principal == change.proposed_by)
+                        .detail("still_needed", needed)
+                        .detail("proposer_signed", proposer_signed),
                 );
             }
             ChangeDecision::Allow {
