@@ -303,7 +303,16 @@ impl PeerChannel {
             }
             return Err(stale);
         }
-        if self.seen_epochs.contains(&msg.epoch) {
+        // Both sides may pick the same epoch number at the same moment (each starts from the
+        // epoch after the last one it saw). Then the peer's initiation of the epoch we are
+        // initiating ourselves is the genuine collision, not a replay: as the higher party we
+        // answer it (a reflected copy of our own initiation fails the Noise read below, which
+        // leaves our handshake in flight).
+        let colliding = self
+            .initiating
+            .as_ref()
+            .is_some_and(|i| i.epoch == msg.epoch);
+        if self.seen_epochs.contains(&msg.epoch) && !colliding {
             // An epoch this channel already went through (retired, or evicted while pending):
             // a replayed initiation, which must not cancel our own handshake or take a pending
             // slot.

@@ -1019,17 +1019,19 @@ fn forged_initiations_do_not_cancel_the_higher_partys_own_handshake() {
         h.noise[5] ^= 0x10;
     });
     expect_refusal(&mut c, P1, P2, tampered, RefusalReason::HandshakeFailed);
-    // p2's own initiation reflected back to it as if p1 had sent it: an epoch p2 knows as its
-    // own, so a replay.
+    // p2's own initiation reflected back to it as if p1 had sent it: the epoch p2 is initiating
+    // itself, so it could be a genuine collision, but the Noise read fails (the prologue names
+    // p2 as the initiator) and p2's own handshake stays in flight.
     let reflected = reencode_handshake(&own, |h| {
         h.from = P1;
         h.to = P2;
     });
-    expect_refusal(&mut c, P1, P2, reflected, RefusalReason::StaleHandshake);
-    // p1's answer to p2 relabelled as an initiation (of p2's own epoch: stale too).
+    expect_refusal(&mut c, P1, P2, reflected, RefusalReason::HandshakeFailed);
+    // p1's answer to p2 relabelled as an initiation (of p2's own epoch): not an initiation
+    // either.
     let answer = c.answer(P2, own);
     let relabelled = reencode_handshake(&answer, |h| h.stage = 1);
-    expect_refusal(&mut c, P1, P2, relabelled, RefusalReason::StaleHandshake);
+    expect_refusal(&mut c, P1, P2, relabelled, RefusalReason::HandshakeFailed);
     c.assert_epoch(P1, P2, e1);
     // p2 is still waiting for its own handshake, which completes.
     c.deliver_one(P1, answer).unwrap();
@@ -1037,6 +1039,32 @@ fn forged_initiations_do_not_cancel_the_higher_partys_own_handshake() {
     c.assert_epoch(P1, P2, own_epoch);
     c.assert_still_works(P1, P2);
     c.assert_still_works(P2, P1);
+}
+
+#[test]
+fn simultaneous_rekeys_of_the_same_epoch_complete_without_a_timeout() {
+    let mut c = established();
+    let before = c.node(P1).epoch(P2).unwrap();
+    // Both ends start a rekey at once; each picks the epoch after the last one it saw, so both
+    // initiations carry the same epoch number.
+    let from_p1 = c.start_rekey(P1, P2);
+    let from_p2 = c.start_rekey(P2, P1);
+    let epoch = handshake_epoch(&from_p1);
+    assert_eq!(handshake_epoch(&from_p2), epoch, "the same epoch number");
+    // The lower party's initiation wins: p1 ignores p2's, p2 answers p1's.
+    c.wire.push_back((P2, from_p2));
+    c.wire.push_back((P1, from_p1.clone()));
+    c.run();
+    c.assert_epoch(P1, P2, epoch);
+    assert_ne!(epoch, before);
+    assert_eq!(c.node(P1).counters().total(), 0);
+    assert_eq!(c.node(P2).counters().total(), 0);
+    assert_eq!(c.node(P1).handshake_timeouts(), 0);
+    c.assert_still_works(P1, P2);
+    c.assert_still_works(P2, P1);
+    // Replaying p1's winning initiation now is stale: that epoch is in use.
+    c.refuse(P1, P2, from_p1.bytes, RefusalReason::StaleHandshake);
+    c.assert_still_works(P1, P2);
 }
 
 #[test]
