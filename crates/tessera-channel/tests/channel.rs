@@ -1044,9 +1044,11 @@ fn forged_initiations_do_not_cancel_the_higher_partys_own_handshake() {
 #[test]
 fn simultaneous_rekeys_of_the_same_epoch_complete_without_a_timeout() {
     let mut c = established();
+    // Once each end has answered a handshake of the other's, both pick the epoch after the
+    // last one seen: two rekeys started at once carry the same epoch number.
+    c.rekey_captured(P1, P2);
+    c.rekey_captured(P2, P1);
     let before = c.node(P1).epoch(P2).unwrap();
-    // Both ends start a rekey at once; each picks the epoch after the last one it saw, so both
-    // initiations carry the same epoch number.
     let from_p1 = c.start_rekey(P1, P2);
     let from_p2 = c.start_rekey(P2, P1);
     let epoch = handshake_epoch(&from_p1);

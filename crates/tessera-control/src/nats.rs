@@ -1,7 +1,12 @@
 //! The NATS [`ControlChannel`]: a roster coordinator's user publishes signed starts on
-//! `tessera.<c>.ctrl` and collects signed outcomes from `tessera.<c>.result.<session>`.
+//! `tessera.<c>.ctrl` and collects signed outcomes from `tessera.<c>.result.<session>.<party>`,
+//! each party's on its own subject (the broker lets a party publish only on its own). An
+//! outcome on another party's subject than its signer's, or from a non-participant, is ignored
+//! and counted ([`NatsControl::refused`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,12 +26,23 @@ pub const FAILURE_GRACE: Duration = Duration::from_secs(2);
 pub struct NatsControl {
     client: async_nats::Client,
     cluster: ClusterId,
+    refused: Arc<AtomicU64>,
 }
 
 impl NatsControl {
     /// Control over a connected coordinator client.
     pub fn new(client: async_nats::Client, cluster: ClusterId) -> Self {
-        NatsControl { client, cluster }
+        NatsControl {
+            client,
+            cluster,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Outcomes ignored so far: malformed, from a non-participant, or on another party's
+    /// result subject than their signer's.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -43,7 +59,7 @@ impl ControlChannel for NatsControl {
         // order, so no outcome can be published before the subscription exists.
         let mut results = self
             .client
-            .subscribe(subject::result(&self.cluster, start.session))
+            .subscribe(subject::session_results(&self.cluster, start.session))
             .await
             .map_err(|e| channel(e.to_string()))?;
         self.client
@@ -61,14 +77,21 @@ impl ControlChannel for NatsControl {
                 Ok(Some(message)) => message,
                 Ok(None) | Err(_) => break,
             };
+            let sender = subject::parse_result_sender(
+                &self.cluster,
+                start.session,
+                message.subject.as_str(),
+            );
             let outcome = match SignedOutcome::from_bytes(&message.payload) {
-                Ok(o) if start.parties.contains(&o.party) => o,
+                Ok(o) if start.parties.contains(&o.party) && sender == Some(o.party) => o,
                 Ok(o) => {
-                    tracing::warn!(party = %o.party, "outcome from a non-participant ignored");
+                    tracing::warn!(party = %o.party, subject = %message.subject, "outcome from a non-participant or on another party's subject ignored");
+                    self.refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed outcome ignored");
+                    self.refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
             };

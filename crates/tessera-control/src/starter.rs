@@ -148,21 +148,24 @@ impl Starter {
     ) -> Result<(SessionStart, Reports), StarterError> {
         let (start, signed) = self.start(parties, operation);
         let outcomes = channel.run(&start, &signed, deadline).await?;
-        let reports = self.collect(&start, &outcomes)?;
+        let reports = self.collect(&start, &outcomes);
         Ok((start, reports))
     }
 
-    /// The outcomes of `start` by party: each signed by its party (else refused), of this
-    /// session and from one of its parties (else ignored). Parties that did not report are
-    /// absent.
-    pub fn collect(
-        &self,
-        start: &SessionStart,
-        outcomes: &[SignedOutcome],
-    ) -> Result<Reports, StarterError> {
+    /// The outcomes of `start` by party: each signed by its party, of this session and from
+    /// one of its parties; anything else is ignored (logged), so one party's forged or damaged
+    /// outcome cannot spoil the others' reports. Parties without a valid report are absent
+    /// (and so count as missing).
+    pub fn collect(&self, start: &SessionStart, outcomes: &[SignedOutcome]) -> Reports {
         let mut reports = BTreeMap::new();
         for signed in outcomes {
-            let outcome = signed.verify(&self.roster)?;
+            let outcome = match signed.verify(&self.roster) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(session = %start.session, party = %signed.party, error = %e, "an outcome that does not verify was ignored");
+                    continue;
+                }
+            };
             if outcome.session != start.session || !start.parties.contains(&outcome.party) {
                 continue;
             }
@@ -174,7 +177,7 @@ impl Starter {
                 },
             );
         }
-        Ok(reports)
+        reports
     }
 
     /// Runs one session over `channel` and returns the result all parties agree on.
@@ -197,8 +200,7 @@ impl Starter {
         start: &SessionStart,
         outcomes: &[SignedOutcome],
     ) -> Result<Output, StarterError> {
-        let reports = self.collect(start, outcomes)?;
-        agreed(start, reports)
+        agreed(start, self.collect(start, outcomes))
     }
 }
 

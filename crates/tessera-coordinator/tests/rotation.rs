@@ -547,6 +547,8 @@ async fn a_rotation_waits_for_primes_and_says_so(db: &Db) {
         pending.notes[0]
     );
     // Approved, it waits (audited) and gives up after the deadline; nothing changed.
+    let own = cluster.sign("ada", &pending.change.change_digest());
+    c.approve_key_change("ada", pending.id, own).await.unwrap();
     let signature = cluster.sign("abe", &pending.change.change_digest());
     let done = c
         .approve_key_change("abe", pending.id, signature)

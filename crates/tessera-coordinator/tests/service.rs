@@ -29,6 +29,7 @@ on_both_backends!(
     rejection_and_cancellation,
     expired_requests_are_swept,
     a_silent_party_is_replaced_by_another_quorum,
+    a_party_reporting_a_forged_signature_is_blamed_and_cannot_block_signing,
     policy_change_applies_and_unpinned_nodes_refuse_without_retry,
     restarted_coordinator_finishes_a_request_left_signing,
     committees_keys_and_the_pinned_policy,
@@ -581,6 +582,75 @@ async fn a_silent_party_is_replaced_by_another_quorum(db: &Db) {
         c.get_key("nope").await.unwrap().status,
         tessera_coordinator::store::KeyStatus::Failed
     );
+    c.shutdown().await;
+}
+
+async fn a_party_reporting_a_forged_signature_is_blamed_and_cannot_block_signing(db: &Db) {
+    let cluster = Cluster::start().await;
+    let honest = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let key = fixture_key(&honest, "forged").await;
+    honest.shutdown().await;
+
+    // p1 reports an invalid signature (in an outcome it really signed); p2 reports the real
+    // one. The coordinator checks each against the key: p2's is the result, p1 is blamed.
+    let c = coordinator(db, &cluster, cluster.control_forging(&[P1]), settings()).await;
+    let view = c
+        .submit("olivia", submit(&key, vec![], message("one liar")))
+        .await
+        .unwrap();
+    for approver in ["ana", "ben"] {
+        c.approve(approver, view.id, cluster.approval(approver, &view))
+            .await
+            .unwrap();
+    }
+    let signed = wait_for(&c, view.id, RequestState::Signed).await;
+    assert_eq!(signed.attempts, 1);
+    let sessions = c
+        .store()
+        .sessions_for(SessionSubject::Request(view.id))
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].parties, [P1, P2]);
+    assert_eq!(sessions[0].outcome, Some(SessionOutcome::Ok));
+    assert_eq!(sessions[0].blamed, [P1]);
+    let health = c.party_health();
+    let p1 = health.iter().find(|h| h.party == P1).unwrap();
+    assert_eq!(p1.consecutive_failures, 1);
+    c.shutdown().await;
+
+    // Every party lies: no signature is accepted, each liar is excluded in turn, and the
+    // request fails saying who reported what, with no result stored.
+    let c = coordinator(
+        db,
+        &cluster,
+        cluster.control_forging(&[P1, P2, P3]),
+        settings(),
+    )
+    .await;
+    let view = c
+        .submit("olivia", submit(&key, vec![], message("all liars")))
+        .await
+        .unwrap();
+    for approver in ["ana", "ben"] {
+        c.approve(approver, view.id, cluster.approval(approver, &view))
+            .await
+            .unwrap();
+    }
+    let failed = wait_for(&c, view.id, RequestState::Failed).await;
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("reported a signature that does not verify against the key"),
+        "{error}"
+    );
+    assert!(failed.result.is_none());
+    let sessions = c
+        .store()
+        .sessions_for(SessionSubject::Request(view.id))
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].blamed, [P1, P2]);
     c.shutdown().await;
 }
 

@@ -22,6 +22,7 @@ use tessera_transport::{SecureTransport, Transport};
 use tessera_wire::{subject, ClusterId, KeyId, PartyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
 use tessera_control::certificate::verify_activation;
 use tessera_control::nats::NatsControl;
@@ -114,6 +115,7 @@ pub struct LocalCluster {
     memory: Option<MemoryNetwork>,
     audit_stream: Option<(async_nats::Client, String)>,
     forwarders: Vec<JoinHandle<()>>,
+    identities: Vec<Zeroizing<String>>,
 }
 
 /// The passphrase of the local cluster's throwaway stores (public: never use a local
@@ -183,6 +185,8 @@ impl LocalCluster {
         let mut serving = Vec::new();
         let mut telemetry = Vec::new();
         let mut audit_clients = Vec::new();
+        let identity_copies: Vec<Zeroizing<String>> =
+            identities.iter().map(PartyIdentity::to_json).collect();
         for (identity, seed) in identities.into_iter().zip(&seeds) {
             let mut nats_metrics = Vec::new();
             let p = identity.party();
@@ -350,6 +354,7 @@ impl LocalCluster {
         let starter = Arc::new(Starter::new(coordinator, roster.clone()).map_err(setup)?);
         let memory = (nats.is_none() && dev_url.is_none()).then_some(memory);
         Ok(LocalCluster {
+            identities: identity_copies,
             parties,
             nodes,
             roster,
@@ -385,6 +390,13 @@ impl LocalCluster {
     /// is `roster.json` in the cluster's directory.
     pub fn audit_dir(&self) -> &Path {
         &self.audit_dir
+    }
+
+    /// A copy of party `p`'s identity (its secret keys), for tests that play that party going
+    /// rogue: signing outcomes, broadcasts or frames in its name.
+    pub fn party_identity(&self, p: PartyId) -> PartyIdentity {
+        let json = &self.identities[usize::from(p.0 - 1)];
+        PartyIdentity::from_json(json).expect("an identity this cluster wrote")
     }
 
     /// The node of party `p`.

@@ -1,5 +1,6 @@
 //! The control loop over NATS: session starts arrive on `tessera.<c>.ctrl`, each runs in its
-//! own task, and each outcome is published, signed, on `tessera.<c>.result.<session>`. Every
+//! own task, and each outcome is published, signed, on the node's own result subject
+//! `tessera.<c>.result.<session>.<party>`. Every
 //! [`SWEEP_INTERVAL`] the node abandons reshare results that expired while pending.
 
 use std::future::Future;
@@ -75,7 +76,7 @@ where
                     let Some((session, outcome)) = node.handle(&message.payload).await else {
                         return;
                     };
-                    let subject = subject::result(&cluster, session);
+                    let subject = subject::result(&cluster, session, node.party());
                     if let Err(e) = client.publish(subject, outcome.to_bytes().into()).await {
                         tracing::warn!(%session, error = %e, "cannot publish the session outcome");
                         node.metrics().outcome_unpublished();

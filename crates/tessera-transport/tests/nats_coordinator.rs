@@ -188,8 +188,8 @@ async fn coordinator_publishes_control_messages_and_reads_results() {
         .await
         .unwrap();
     let session = SessionId::random();
-    let got = deliver(&n2, subject::result(&c, session), &mut results).await;
-    assert_eq!(got.subject.as_str(), subject::result(&c, session));
+    let got = deliver(&n2, subject::result(&c, session, p2), &mut results).await;
+    assert_eq!(got.subject.as_str(), subject::result(&c, session, p2));
 
     // A request on ctrl is answered through the coordinator's private reply inbox.
     let answer = tokio::spawn(async move {
@@ -292,13 +292,36 @@ async fn broker_confines_the_coordinator_and_keeps_parties_off_ctrl() {
     // Nor publish a result in a party's place.
     coordinator
         .publish(
-            subject::result(&c, SessionId::random()),
+            subject::result(&c, SessionId::random(), p1),
             Bytes::from_static(b"forged result"),
         )
         .await
         .unwrap();
     coordinator.flush().await.unwrap();
     expect_violations(&coordinator_metrics, 4).await;
+
+    // A party publishes results on its own subject only: p1 publishing one on p2's is refused
+    // by the broker and never reaches the coordinator.
+    let session = SessionId::random();
+    let mut results = coordinator
+        .subscribe(subject::session_results(&c, session))
+        .await
+        .unwrap();
+    coordinator.flush().await.unwrap();
+    let p1_metrics = Arc::new(NatsMetrics::default());
+    let rogue = cluster.party(&server, p1, p1_metrics.clone()).await;
+    rogue
+        .publish(
+            subject::result(&c, session, p2),
+            Bytes::from_static(b"p2's result, says p1"),
+        )
+        .await
+        .unwrap();
+    rogue.flush().await.unwrap();
+    expect_violations(&p1_metrics, 1).await;
+    nothing_arrives(&mut results).await;
+    let got = deliver(&rogue, subject::result(&c, session, p1), &mut results).await;
+    assert_eq!(got.subject.as_str(), subject::result(&c, session, p1));
 
     // A party may not publish control messages: refused by the broker, never delivered, and
     // surfaced as a typed error through the transport API.

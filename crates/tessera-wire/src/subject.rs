@@ -4,13 +4,13 @@
 //! |---|---|---|
 //! | `tessera.<c>.node.<to>.inbox.<from>` | party `<from>` only | party `<to>` only |
 //! | `tessera.<c>.ctrl` | the coordinator | every party |
-//! | `tessera.<c>.result.<session>` | parties | the coordinator |
+//! | `tessera.<c>.result.<session>.<party>` | party `<party>` only | the coordinator |
 //! | `tessera.<c>.audit.<emitter>` | the emitter only | auditors |
 //! | `_INBOX.tessera.<c>.<party>.<id>` | whoever answers that party's request | that party only |
 //! | `_INBOX.tessera.<c>.coord.<name>.<id>` | whoever answers that coordinator's request | that coordinator only |
 //!
-//! The sender is part of the inbox subject (not a header) so that the broker's per-user
-//! permissions stop one party from publishing in another party's name.
+//! The sender is part of the inbox and result subjects (not a header) so that the broker's
+//! per-user permissions stop one party from publishing in another party's name.
 
 use crate::ids::{ClusterId, PartyId, SessionId};
 
@@ -62,14 +62,36 @@ pub fn ctrl(cluster: &ClusterId) -> String {
     format!("tessera.{cluster}.ctrl")
 }
 
-/// Results of one session, from the nodes to the coordinator.
-pub fn result(cluster: &ClusterId, session: SessionId) -> String {
-    format!("tessera.{cluster}.result.{session}")
+/// `party`'s result of one session, from that node to the coordinator.
+pub fn result(cluster: &ClusterId, session: SessionId, party: PartyId) -> String {
+    format!("tessera.{cluster}.result.{session}.{}", party.0)
 }
 
-/// Results of every session.
+/// Every party's result of one session.
+pub fn session_results(cluster: &ClusterId, session: SessionId) -> String {
+    format!("tessera.{cluster}.result.{session}.*")
+}
+
+/// The subjects `party` may publish its results on: its own, of any session.
+pub fn result_publish_pattern(cluster: &ClusterId, party: PartyId) -> String {
+    format!("tessera.{cluster}.result.*.{}", party.0)
+}
+
+/// Results of every session, from every party.
 pub fn result_wildcard(cluster: &ClusterId) -> String {
-    format!("tessera.{cluster}.result.*")
+    format!("tessera.{cluster}.result.*.*")
+}
+
+/// The party a result subject of `session` names as its sender; `None` if the subject is not
+/// one.
+pub fn parse_result_sender(
+    cluster: &ClusterId,
+    session: SessionId,
+    subject: &str,
+) -> Option<PartyId> {
+    let prefix = format!("tessera.{cluster}.result.{session}.");
+    let sender: u16 = subject.strip_prefix(&prefix)?.parse().ok()?;
+    (sender != 0).then_some(PartyId(sender))
 }
 
 /// Audit events of one emitter.

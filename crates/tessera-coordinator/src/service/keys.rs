@@ -185,7 +185,7 @@ impl Coordinator {
             .await?;
         let began = std::time::Instant::now();
         let reports = match self.control.run(&start, &signed, deadline).await {
-            Ok(outcomes) => self.starter.collect(&start, &outcomes),
+            Ok(outcomes) => Ok(self.starter.collect(&start, &outcomes)),
             Err(e) => Err(e),
         };
         Ok(KeySession {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use tessera_chain::{address, recover_sender, UnsignedTx};
-use tessera_control::{Operation, Output, StarterError};
+use tessera_control::{agreed, Operation, Output, Reports, StarterError};
 use tessera_policy::{evaluate, Approval, Derived, Payload, SignRequest};
 use tessera_wire::{PartyId, RequestId};
 use tokio::sync::{watch, Notify};
@@ -248,7 +248,9 @@ impl Coordinator {
                     "sign",
                 ),
             };
-            match self.attempt(id, &quorum, operation, name).await {
+            let verifies =
+                |signature: &[u8]| verify_signature(&target, &derived, signature).is_ok();
+            match self.attempt(id, &quorum, operation, name, &verifies).await {
                 Attempt::Signed(signature) => {
                     let result = assemble(&request, &derived, &target, &signature)?;
                     self.record_spend(&request, &derived).await;
@@ -290,13 +292,18 @@ impl Coordinator {
         }
     }
 
-    /// One signing session with `quorum`, recorded in the sessions table.
+    /// One signing session with `quorum`, recorded in the sessions table. Each party's
+    /// reported signature is checked with `verifies` (against the key and the digest) before
+    /// it counts: a valid one is the result even if another party reported nonsense, and a
+    /// party that reported an invalid one is blamed, so one party can neither forge the result
+    /// nor hide the others'.
     async fn attempt(
         &self,
         id: RequestId,
         quorum: &[PartyId],
         operation: Operation,
         name: &str,
+        verifies: &(dyn Fn(&[u8]) -> bool + Sync),
     ) -> Attempt {
         let (start, signed) = self.starter.start(quorum, operation);
         if let Err(e) = self
@@ -335,32 +342,50 @@ impl Coordinator {
                 "the control channel did not answer in time".into(),
             ))
         });
-        let (result, missing) = match outcomes {
+        let (result, missing, checked) = match outcomes {
             Ok(outcomes) => {
-                let reported: BTreeSet<PartyId> = outcomes
-                    .iter()
-                    .filter_map(|o| o.verify(self.starter.roster()).ok())
-                    .filter(|o| o.session == start.session)
-                    .map(|o| o.party)
-                    .collect();
+                let reports = self.starter.collect(&start, &outcomes);
                 let missing: Vec<PartyId> = quorum
                     .iter()
                     .copied()
-                    .filter(|p| !reported.contains(p))
+                    .filter(|p| !reports.contains_key(p))
                     .collect();
-                (self.starter.check(&start, &outcomes), missing)
+                let checked = check_signatures(&reports, verifies);
+                (agreed(&start, reports), missing, checked)
             }
-            Err(e) => (Err(e), Vec::new()),
+            Err(e) => (Err(e), Vec::new(), Checked::default()),
         };
-        let attempt = match result {
-            Ok(Output::Signature { signature }) => {
-                self.health.succeeded(quorum);
+        let liars = checked.invalid;
+        let attempt = match (checked.valid, result) {
+            (Some(signature), _) => {
+                let honest: Vec<PartyId> = quorum
+                    .iter()
+                    .copied()
+                    .filter(|p| !liars.contains(p))
+                    .collect();
+                self.health.succeeded(&honest);
+                if !liars.is_empty() {
+                    tracing::warn!(request = %id, session = %start.session, parties = %PartyId::list(&liars), "parties reported a signature that does not verify against the key; the valid one was used");
+                    self.health.failed(&liars);
+                }
                 Attempt::Signed(signature)
             }
-            Ok(other) => Attempt::Fatal(format!(
+            (None, _) if !liars.is_empty() => {
+                self.health.failed(&liars);
+                let mut exclude: BTreeSet<PartyId> = liars.iter().copied().collect();
+                exclude.extend(missing);
+                Attempt::Failed {
+                    error: format!(
+                        "{} reported a signature that does not verify against the key",
+                        PartyId::list(&liars)
+                    ),
+                    exclude: exclude.into_iter().collect(),
+                }
+            }
+            (None, Ok(other)) => Attempt::Fatal(format!(
                 "the nodes returned {other:?} instead of a signature"
             )),
-            Err(e) => {
+            (None, Err(e)) => {
                 let mut blamed: BTreeSet<PartyId> = e.blamed().into_iter().collect();
                 blamed.extend(missing);
                 let refusing: Vec<PartyId> = match &e {
@@ -387,7 +412,7 @@ impl Coordinator {
             }
         };
         let (outcome, blamed) = match &attempt {
-            Attempt::Signed(_) => (SessionOutcome::Ok, Vec::new()),
+            Attempt::Signed(_) => (SessionOutcome::Ok, liars),
             Attempt::Failed { error, exclude } => {
                 (SessionOutcome::Failed(error.clone()), exclude.clone())
             }
@@ -439,6 +464,41 @@ impl Coordinator {
     }
 }
 
+/// What the parties of one signing session reported, checked against the key.
+#[derive(Default)]
+struct Checked {
+    /// A reported signature that verifies (all valid ones are equal but for ECDSA's `s`
+    /// malleability, and any of them will do).
+    valid: Option<Vec<u8>>,
+    /// Parties that reported success with something that is not a valid signature.
+    invalid: Vec<PartyId>,
+}
+
+/// Checks every successful report of a signing session with `verifies`.
+fn check_signatures(reports: &Reports, verifies: &(dyn Fn(&[u8]) -> bool + Sync)) -> Checked {
+    let mut checked = Checked::default();
+    for (party, report) in reports {
+        match &report.result {
+            Ok(Output::Signature { signature }) if verifies(signature) => {
+                checked.valid.get_or_insert_with(|| signature.clone());
+            }
+            Ok(_) => checked.invalid.push(*party),
+            Err(_) => {}
+        }
+    }
+    checked
+}
+
+/// Checks `signature` (`r || s`) against the (child) public key and the request's digest.
+fn verify_signature(public_key: &[u8], derived: &Derived, signature: &[u8]) -> Result<(), String> {
+    let key = VerifyingKey::from_sec1_bytes(public_key)
+        .map_err(|_| "the key's public key is not a secp256k1 point".to_owned())?;
+    let sig = Signature::from_slice(signature)
+        .map_err(|_| "the nodes returned a malformed signature".to_owned())?;
+    key.verify_prehash(&derived.digest, &sig)
+        .map_err(|_| "the nodes' signature does not verify against the key".to_owned())
+}
+
 /// Verifies the nodes' signature against the (child) public key and builds the result: the
 /// signed transaction (whose sender must recover to the key's address), or a 65-byte
 /// `r || s || v` message signature.
@@ -453,12 +513,11 @@ fn assemble(
             "{what}; the signing nodes misbehaved: the request id is spent, submit a new request"
         )
     };
+    verify_signature(public_key, derived, signature).map_err(refuse)?;
     let key = VerifyingKey::from_sec1_bytes(public_key)
         .map_err(|_| refuse("the key's public key is not a secp256k1 point".into()))?;
     let sig = Signature::from_slice(signature)
         .map_err(|_| refuse("the nodes returned a malformed signature".into()))?;
-    key.verify_prehash(&derived.digest, &sig)
-        .map_err(|_| refuse("the nodes' signature does not verify against the key".into()))?;
     match &request.payload {
         Payload::EthereumTx { raw } => {
             let tx = UnsignedTx::decode(raw)

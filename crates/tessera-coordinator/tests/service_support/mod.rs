@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tempfile::TempDir;
 use tessera_audit::{AuditLog, LogOptions};
+use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
 use tessera_control::{ControlChannel, Starter, StarterError};
-use tessera_control::{SessionStart, SignedOutcome, SignedStart};
+use tessera_control::{Output, SessionStart, SignedOutcome, SignedStart};
 use tessera_coordinator::service::{Coordinator, CoordinatorSettings, RequestView, ServiceError};
 use tessera_coordinator::store::RequestState;
 use tessera_coordinator::testing::PostgresServer;
@@ -164,6 +165,20 @@ impl Cluster {
             .cloned()
             .collect();
         Arc::new(InProcessControl::new(nodes))
+    }
+
+    /// Starts reaching every node, but the `rogues` lie about their results: each one's
+    /// reported signature is replaced by an invalid one, in an outcome signed with the rogue
+    /// party's own identity (a malicious node, not a forger on the wire).
+    pub fn control_forging(&self, rogues: &[PartyId]) -> Arc<dyn ControlChannel> {
+        Arc::new(ForgesSignatures {
+            all: self.control(),
+            roster: self.roster.clone(),
+            rogues: rogues
+                .iter()
+                .map(|p| (*p, self._local.party_identity(*p)))
+                .collect(),
+        })
     }
 
     /// The development principal named `name` and its key.
@@ -325,6 +340,37 @@ impl ControlChannel for Unreachable {
         _deadline: Duration,
     ) -> Result<Vec<SignedOutcome>, StarterError> {
         std::future::pending().await
+    }
+}
+
+/// See [`Cluster::control_forging`].
+struct ForgesSignatures {
+    all: Arc<dyn ControlChannel>,
+    roster: Roster,
+    rogues: Vec<(PartyId, PartyIdentity)>,
+}
+
+#[async_trait]
+impl ControlChannel for ForgesSignatures {
+    async fn run(
+        &self,
+        start: &SessionStart,
+        signed: &SignedStart,
+        deadline: Duration,
+    ) -> Result<Vec<SignedOutcome>, StarterError> {
+        let mut outcomes = self.all.run(start, signed, deadline).await?;
+        for signed in &mut outcomes {
+            let Some((_, identity)) = self.rogues.iter().find(|(p, _)| *p == signed.party) else {
+                continue;
+            };
+            let mut outcome = signed.verify(&self.roster).expect("a node's own outcome");
+            if let Ok(Output::Signature { signature }) = &mut outcome.result {
+                // Still a well-formed `r || s`, but not a signature of this digest.
+                signature[0] ^= 1;
+                *signed = SignedOutcome::sign(&outcome, identity);
+            }
+        }
+        Ok(outcomes)
     }
 }
 

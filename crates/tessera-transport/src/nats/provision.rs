@@ -4,14 +4,14 @@
 //!
 //! | party `pN` may | subjects |
 //! |---|---|
-//! | publish | `tessera.<c>.node.*.inbox.N` (frames with itself as sender), `tessera.<c>.result.*`, `tessera.<c>.audit.N` (its audit events), `$JS.API.STREAM.INFO` and `.MSG.GET` of the audit stream |
+//! | publish | `tessera.<c>.node.*.inbox.N` (frames with itself as sender), `tessera.<c>.result.*.N` (its own results), `tessera.<c>.audit.N` (its audit events), `$JS.API.STREAM.INFO` and `.MSG.GET` of the audit stream |
 //! | subscribe | `tessera.<c>.node.N.inbox.*` (its own inbox only), `tessera.<c>.ctrl`, `_INBOX.tessera.<c>.N.>` (its own reply inboxes) |
 //! | reply | to requests it received (`allow_responses`) |
 //!
 //! | coordinator `<name>` may | subjects |
 //! |---|---|
 //! | publish | `tessera.<c>.ctrl` (control messages), `tessera.<c>.audit.coord-<name>` (its audit events), `$JS.API.STREAM.CREATE`, `.INFO` and `.MSG.GET` of the audit stream `TESSERA_AUDIT_<C>` |
-//! | subscribe | `tessera.<c>.result.*`, `_INBOX.tessera.<c>.coord.<name>.>` (its own reply inboxes) |
+//! | subscribe | `tessera.<c>.result.*.*`, `_INBOX.tessera.<c>.coord.<name>.>` (its own reply inboxes) |
 //! | reply | never (no `allow_responses`) |
 //!
 //! A coordinator listed in the roster without a NATS user gets neither a broker user nor a
@@ -229,7 +229,7 @@ pub fn server_config(
         let [stream_info, stream_get] = subject::audit_stream_api(c);
         let publish = [
             subject::inbox_publish_pattern(c, party),
-            subject::result_wildcard(c),
+            subject::result_publish_pattern(c, party),
             subject::audit(c, party),
             stream_info,
             stream_get,

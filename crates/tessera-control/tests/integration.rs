@@ -1,0 +1,3 @@
+//! The control channel over a real, permissioned `nats-server`.
+
+mod nats;

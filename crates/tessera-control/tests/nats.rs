@@ -1,0 +1,161 @@
+//! Outcomes travel on each party's own result subject: a party that publishes another party's
+//! signed outcome (a replay, or one it relays) is refused by the broker on that party's subject
+//! and ignored (counted) by the coordinator on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
+use tessera_channel::Roster;
+use tessera_control::nats::NatsControl;
+use tessera_control::{
+    ControlChannel, Operation, Output, SessionOutcome, SignedOutcome, SignedStart, Starter,
+};
+use tessera_transport::nats::server::LocalNatsServer;
+use tessera_transport::nats::{connect_client, connect_coordinator, NatsMetrics};
+use tessera_wire::{subject, ClusterId, PartyId};
+
+struct Cluster {
+    ids: Vec<PartyIdentity>,
+    seeds: Vec<String>,
+    coordinator: CoordinatorKey,
+    coordinator_seed: String,
+    roster: Roster,
+}
+
+fn cluster() -> Cluster {
+    let cluster = ClusterId::new("control").unwrap();
+    let (mut ids, mut seeds, mut publics) = (Vec::new(), Vec::new(), Vec::new());
+    for p in 1..=2 {
+        let nkey = nkeys::KeyPair::new_user();
+        let seed = nkey.seed().unwrap();
+        let id = PartyIdentity::generate(PartyId(p), cluster.clone(), Some(seed.clone()));
+        publics.push(id.public(Some(nkey.public_key())));
+        ids.push(id);
+        seeds.push(seed);
+    }
+    let nkey = nkeys::KeyPair::new_user();
+    let coordinator_seed = nkey.seed().unwrap();
+    let coordinator =
+        CoordinatorKey::generate("main", cluster.clone(), Some(coordinator_seed.clone())).unwrap();
+    let roster = Roster::build(cluster, 1, &publics)
+        .unwrap()
+        .with_coordinators(vec![coordinator.public(Some(nkey.public_key()))])
+        .unwrap();
+    Cluster {
+        ids,
+        seeds,
+        coordinator,
+        coordinator_seed,
+        roster,
+    }
+}
+
+#[tokio::test]
+async fn a_party_cannot_report_for_another_party() {
+    let c = cluster();
+    let server = LocalNatsServer::start(&c.roster).unwrap();
+    let config = server
+        .coordinator_config(&c.roster, "main", &c.coordinator_seed)
+        .unwrap();
+    let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
+        .await
+        .unwrap();
+    let control = NatsControl::new(client, c.roster.cluster.clone());
+    let key = CoordinatorKey::from_json(&c.coordinator.to_json()).unwrap();
+    let starter = Starter::new(key, c.roster.clone()).unwrap();
+    let (p1, p2) = (PartyId(1), PartyId(2));
+    let party = |p: PartyId| {
+        let config = server
+            .client_config(&c.roster, p, &c.seeds[usize::from(p.0) - 1])
+            .unwrap();
+        async move {
+            let metrics = Arc::new(NatsMetrics::default());
+            (
+                connect_client(&config, metrics.clone()).await.unwrap(),
+                metrics,
+            )
+        }
+    };
+    let (n1, n1_metrics) = party(p1).await;
+    let (n2, _) = party(p2).await;
+    let cluster_id = c.roster.cluster.clone();
+    let mut starts = n1.subscribe(subject::ctrl(&cluster_id)).await.unwrap();
+    n1.flush().await.unwrap();
+
+    // Played by hand: when the start arrives, p2 reports on its own subject, and p1 (a rogue
+    // party with valid broker credentials) publishes a copy of p2's signed outcome on p2's
+    // subject (refused by the broker) and on its own (ignored by the coordinator), then its
+    // own outcome.
+    let ids: Vec<PartyIdentity> = c
+        .ids
+        .iter()
+        .map(|i| PartyIdentity::from_json(&i.to_json()).unwrap())
+        .collect();
+    let roster = c.roster.clone();
+    // Kept open: the broker reports the refusal to p1 asynchronously.
+    let n1_open = n1.clone();
+    let nodes = tokio::spawn(async move {
+        let message = starts.next().await.unwrap();
+        let start = SignedStart::from_bytes(&message.payload)
+            .unwrap()
+            .verify(&roster)
+            .unwrap();
+        let outcome = |p: PartyId| {
+            SignedOutcome::sign(
+                &SessionOutcome {
+                    session: start.session,
+                    party: p,
+                    result: Ok(Output::Primes {
+                        ready: 1,
+                        generating: false,
+                    }),
+                },
+                &ids[usize::from(p.0) - 1],
+            )
+            .to_bytes()
+        };
+        let publish = |client: &async_nats::Client, on: PartyId, body: Vec<u8>| {
+            let client = client.clone();
+            let subject = subject::result(&roster.cluster, start.session, on);
+            async move {
+                client.publish(subject, Bytes::from(body)).await.unwrap();
+                client.flush().await.unwrap();
+            }
+        };
+        publish(&n2, p2, outcome(p2)).await;
+        publish(&n1, p2, outcome(p2)).await;
+        publish(&n1, p1, outcome(p2)).await;
+        publish(&n1, p1, b"not an outcome".to_vec()).await;
+        publish(&n1, p1, outcome(p1)).await;
+    });
+    let (start, signed) = starter.start(&[p1, p2], Operation::Primes);
+    let outcomes = control
+        .run(&start, &signed, Duration::from_secs(10))
+        .await
+        .unwrap();
+    nodes.await.unwrap();
+    let mut parties: Vec<PartyId> = outcomes.iter().map(|o| o.party).collect();
+    parties.sort();
+    assert_eq!(parties, [p1, p2]);
+    assert_eq!(
+        starter.check(&start, &outcomes).unwrap(),
+        Output::Primes {
+            ready: 1,
+            generating: false
+        }
+    );
+    // p2's outcome relayed on p1's subject and the junk were ignored and counted; the copy on
+    // p2's subject never arrived (the broker refused p1's publication there).
+    assert_eq!(control.refused(), 2);
+    n1_open.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        n1_metrics
+            .permission_violations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
