@@ -61,6 +61,12 @@ impl Eip1559Request {
         }
     }
 
+    /// The most it can cost in fees, in wei: gas limit times maximum fee per gas (what
+    /// `UnsignedTx::max_fee` reads back, and what policy limits count besides the value).
+    pub fn max_fee(&self) -> U256 {
+        U256::from(self.gas_limit) * U256::from(self.max_fee_per_gas)
+    }
+
     /// The unsigned transaction's bytes: `0x02 || rlp([...])`, as `UnsignedTx::decode` reads.
     pub fn encode(&self) -> Vec<u8> {
         TxEip1559 {

@@ -117,6 +117,17 @@ impl UnsignedTx {
         }
     }
 
+    /// The most the transaction can cost in fees, in wei: its gas limit times its gas price
+    /// (legacy) or its maximum fee per gas (EIP-1559), whatever the network charges in the end.
+    pub fn max_fee(&self) -> U256 {
+        let (gas_limit, per_gas) = match self {
+            UnsignedTx::Legacy(tx) => (tx.gas_limit, tx.gas_price),
+            UnsignedTx::Eip1559(tx) => (tx.gas_limit, tx.max_fee_per_gas),
+        };
+        // u64 times u128 always fits in 256 bits.
+        U256::from(gas_limit) * U256::from(per_gas)
+    }
+
     /// The call data.
     pub fn input(&self) -> &[u8] {
         match self {

@@ -106,8 +106,20 @@ fn fields_are_read_from_the_transaction() {
         tessera_chain::TxKind::Call(hex!("000000000000000000000000000000000000dEaD"))
     );
     assert_eq!(tx.value(), U256::from(100_000_000_000_000_000u128));
+    // Gas limit times gas price.
+    assert_eq!(tx.max_fee(), U256::from(21_000u64 * 20_000_000_000));
     let tx = UnsignedTx::decode(&eip1559().encoded_for_signing()).unwrap();
     assert_eq!(tx.input(), hex!("a22cb465"));
+    // Gas limit times the maximum fee per gas (not the priority fee).
+    assert_eq!(tx.max_fee(), U256::from(44_386u64 * 0x4a817c800));
+    // The largest fields still fit.
+    let huge = TxEip1559 {
+        gas_limit: u64::MAX,
+        max_fee_per_gas: u128::MAX,
+        ..eip1559()
+    };
+    let tx = UnsignedTx::decode(&huge.encoded_for_signing()).unwrap();
+    assert_eq!(tx.max_fee(), U256::from(u64::MAX) * U256::from(u128::MAX));
 }
 
 #[test]

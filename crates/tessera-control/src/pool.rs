@@ -9,11 +9,14 @@
 //!
 //! Presignatures are made for the key's master public key; other derivation paths use full
 //! signing (the library binds the path before presigning).
+//!
+//! Nodes erase presignatures that waited longer than their lifetime, so the pool forgets its
+//! own after `max_age` (keep it below the nodes' `presignature_lifetime_secs`) and refills.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_policy::{Approval, SignRequest};
 use tessera_wire::{KeyId, PartyId, SessionId};
@@ -21,8 +24,13 @@ use tessera_wire::{KeyId, PartyId, SessionId};
 use crate::messages::{Operation, Output};
 use crate::starter::{ControlChannel, Starter, StarterError};
 
-/// Pools per (key, ordered signer set).
-type Pools = HashMap<(KeyId, Vec<PartyId>), VecDeque<SessionId>>;
+/// Pools per (key, ordered signer set): presigning sessions, oldest first, with when they were
+/// made.
+type Pools = HashMap<(KeyId, Vec<PartyId>), VecDeque<(SessionId, Instant)>>;
+
+/// How long a pooled presignature is offered, by default: five hours, below the nodes' default
+/// presignature lifetime of six.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 5 * 3600;
 
 /// How a signature was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,28 +47,38 @@ pub struct PresignaturePool {
     control: Arc<dyn ControlChannel>,
     target: usize,
     deadline: Duration,
+    max_age: Duration,
     pools: Mutex<Pools>,
 }
 
 impl PresignaturePool {
-    /// Pools of `target` presignatures each, made through `starter` over `control`.
+    /// Pools of `target` presignatures each, made through `starter` over `control`, each used
+    /// within `max_age` of its making or forgotten.
     pub fn new(
         starter: Arc<Starter>,
         control: Arc<dyn ControlChannel>,
         target: usize,
         deadline: Duration,
+        max_age: Duration,
     ) -> Self {
         PresignaturePool {
             starter,
             control,
             target,
             deadline,
+            max_age,
             pools: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The pools, without presignatures older than `max_age` (the nodes erase them).
     fn pools(&self) -> std::sync::MutexGuard<'_, Pools> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let max_age = self.max_age;
+        for fresh in pools.values_mut() {
+            fresh.retain(|(_, made)| made.elapsed() < max_age);
+        }
+        pools
     }
 
     /// Starts keeping a pool for `key` signed by `signers` (in this order).
@@ -110,7 +128,7 @@ impl PresignaturePool {
             self.pools()
                 .entry((key, signers))
                 .or_default()
-                .push_back(presignature);
+                .push_back((presignature, Instant::now()));
             made += 1;
         }
     }
@@ -140,7 +158,10 @@ impl PresignaturePool {
     /// Takes the oldest fresh presignature of (`key`, `signers`), if any. It is gone from the
     /// pool whether or not the signing that uses it succeeds.
     pub fn take(&self, key: KeyId, signers: &[PartyId]) -> Option<SessionId> {
-        self.pools().get_mut(&(key, signers.to_vec()))?.pop_front()
+        self.pools()
+            .get_mut(&(key, signers.to_vec()))?
+            .pop_front()
+            .map(|(session, _)| session)
     }
 
     /// Signs an approved `request` by `signers`: online from a pooled presignature when there

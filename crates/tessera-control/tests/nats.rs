@@ -63,7 +63,7 @@ async fn a_party_cannot_report_for_another_party() {
     let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
         .await
         .unwrap();
-    let control = NatsControl::new(client, c.roster.cluster.clone());
+    let control = NatsControl::new(client.clone(), c.roster.cluster.clone());
     let key = CoordinatorKey::from_json(&c.coordinator.to_json()).unwrap();
     let starter = Starter::new(key, c.roster.clone()).unwrap();
     let (p1, p2) = (PartyId(1), PartyId(2));
@@ -83,7 +83,22 @@ async fn a_party_cannot_report_for_another_party() {
     let (n2, _) = party(p2).await;
     let cluster_id = c.roster.cluster.clone();
     let mut starts = n1.subscribe(subject::ctrl(&cluster_id)).await.unwrap();
-    n1.flush().await.unwrap();
+    // async-nats's flush only writes the subscription out; it does not wait for the server to
+    // register it. Probe until p1 receives what the coordinator publishes on ctrl, so the
+    // start below cannot race the subscription.
+    let mut registered = false;
+    for _ in 0..100 {
+        client
+            .publish(subject::ctrl(&cluster_id), Bytes::from_static(b"probe"))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), starts.next()).await {
+            registered = true;
+            break;
+        }
+    }
+    assert!(registered, "p1's ctrl subscription never became active");
 
     // Played by hand: when the start arrives, p2 reports on its own subject, and p1 (a rogue
     // party with valid broker credentials) publishes a copy of p2's signed outcome on p2's
@@ -98,11 +113,13 @@ async fn a_party_cannot_report_for_another_party() {
     // Kept open: the broker reports the refusal to p1 asynchronously.
     let n1_open = n1.clone();
     let nodes = tokio::spawn(async move {
-        let message = starts.next().await.unwrap();
-        let start = SignedStart::from_bytes(&message.payload)
-            .unwrap()
-            .verify(&roster)
-            .unwrap();
+        // The first signed start (probes sent while waiting for the subscription are skipped).
+        let start = loop {
+            let message = starts.next().await.unwrap();
+            if let Ok(signed) = SignedStart::from_bytes(&message.payload) {
+                break signed.verify(&roster).unwrap();
+            }
+        };
         let outcome = |p: PartyId| {
             SignedOutcome::sign(
                 &SessionOutcome {

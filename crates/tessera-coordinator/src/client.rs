@@ -453,6 +453,24 @@ impl CoordinatorClient {
             .await
     }
 
+    /// `POST /v1/requests/{id}/sign`: the submitter's `signature` over the request digest (see
+    /// [`approval_for`](Self::approval_for)).
+    pub async fn sign(
+        &self,
+        id: RequestId,
+        signature: &PrincipalSignature,
+    ) -> Result<RequestView, ClientError> {
+        let body = DecisionBody::new(signature);
+        self.post(&["v1", "requests", &id.to_string(), "sign"], &body)
+            .await
+    }
+
+    /// Signs `request`, which this principal submitted, as its submitter (nodes sign nothing
+    /// its submitter did not sign). Check first that it is the request meant.
+    pub async fn sign_submitted(&self, request: &SignRequest) -> Result<RequestView, ClientError> {
+        self.sign(request.id, &self.approval_for(request)).await
+    }
+
     /// Approves `request` with this principal's own approval signature.
     pub async fn approve_request(&self, request: &SignRequest) -> Result<RequestView, ClientError> {
         self.approve(request.id, &self.approval_for(request)).await

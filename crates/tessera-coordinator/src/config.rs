@@ -46,6 +46,9 @@
 //! stale_signing_after_secs = 60             # take over requests a stopped replica left
 //! presignature_pool_target = 0              # presignatures kept per key (0: full signing)
 //! presignature_refill_interval_secs = 10
+//! presignature_max_age_secs = 18000         # pooled presignatures older than this are
+//!                                           # replaced; keep it below the nodes'
+//!                                           # presignature_lifetime_secs (default 21600)
 //! default_request_lifetime_secs = 3600
 //! proposal_lifetime_secs = 86400
 //! blame_cooldown_secs = 300
@@ -180,6 +183,7 @@ pub struct ServiceSection {
     pub stale_signing_after_secs: u64,
     pub presignature_pool_target: usize,
     pub presignature_refill_interval_secs: u64,
+    pub presignature_max_age_secs: u64,
     pub default_request_lifetime_secs: u64,
     pub proposal_lifetime_secs: u64,
     pub blame_cooldown_secs: u64,
@@ -199,6 +203,7 @@ impl Default for ServiceSection {
             stale_signing_after_secs: d.stale_signing_after.as_secs(),
             presignature_pool_target: d.presignature_pool_target,
             presignature_refill_interval_secs: d.presignature_refill_interval.as_secs(),
+            presignature_max_age_secs: d.presignature_max_age.as_secs(),
             default_request_lifetime_secs: d.default_request_lifetime.as_secs(),
             proposal_lifetime_secs: d.proposal_lifetime.as_secs(),
             blame_cooldown_secs: d.blame_cooldown.as_secs(),
@@ -221,6 +226,7 @@ impl ServiceSection {
             stale_signing_after: secs(self.stale_signing_after_secs),
             presignature_pool_target: self.presignature_pool_target,
             presignature_refill_interval: secs(self.presignature_refill_interval_secs),
+            presignature_max_age: secs(self.presignature_max_age_secs),
             default_request_lifetime: secs(self.default_request_lifetime_secs),
             proposal_lifetime: secs(self.proposal_lifetime_secs),
             blame_cooldown: secs(self.blame_cooldown_secs),

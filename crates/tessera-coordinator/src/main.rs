@@ -55,6 +55,7 @@ Example coordinator.toml (paths relative to the file):
   stale_signing_after_secs = 60
   presignature_pool_target = 0
   presignature_refill_interval_secs = 10
+  presignature_max_age_secs = 18000          # below the nodes' presignature_lifetime_secs
   default_request_lifetime_secs = 3600
   proposal_lifetime_secs = 86400
   blame_cooldown_secs = 300

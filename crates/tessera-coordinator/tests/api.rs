@@ -366,9 +366,10 @@ async fn every_role_is_refused_on_every_route_it_may_not_use(db: &Db) {
         }
     }
     // Counted by hand from the RBAC table over the routes: set up committees, create keys,
-    // refresh and reshare keys, submit, cancel, propose and approve policy 3 refusals each,
-    // approve and reject requests 3 each, metrics and audit 2 each (operator, approver).
-    assert_eq!(refused, 43);
+    // refresh and reshare keys, submit, sign as submitter, propose and approve policy 3
+    // refusals each, approve and reject requests 3 each, cancel, metrics and audit 2 each
+    // (cancel: approver, auditor; metrics and audit: operator, approver).
+    assert_eq!(refused, 45);
     api.coordinator.shutdown().await;
 }
 
@@ -407,8 +408,29 @@ async fn unauthenticated_forged_and_replayed_calls_are_refused(db: &Db) {
         "/v1/keys",
         b"",
     );
-    let (status, value) = api.send(stranger).await;
-    assert_error(status, &value, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let (status, stranger_value) = api.send(stranger).await;
+    assert_error(
+        status,
+        &stranger_value,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+    );
+    // The same answer as a known principal's bad signature: nobody learns who is a principal.
+    let aude_forged = signed_with(
+        &OperatorKey::generate_ed25519(),
+        "aude",
+        "GET",
+        "/v1/keys",
+        b"",
+    );
+    let (_, aude_value) = api.send(aude_forged).await;
+    assert_eq!(
+        stranger_value["message"]
+            .as_str()
+            .unwrap()
+            .replace("'zed'", "'aude'"),
+        aude_value["message"].as_str().unwrap()
+    );
 
     // The signature covers the raw query: changing it breaks the signature.
     let signed = api.signed("aude", "GET", "/v1/requests?limit=5", b"");
@@ -615,6 +637,11 @@ async fn bad_input_is_a_json_error_with_the_right_status(db: &Db) {
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
     );
+    // An unauthenticated caller learns what is wrong, not the database's error text.
+    assert_eq!(
+        value["message"], "the database does not answer; the coordinator's log says why",
+        "{value}"
+    );
     // Signed calls too: the active policy cannot be read.
     let (status, value) = api.call("aude", "GET", "/v1/keys", None).await;
     assert_error(
@@ -707,9 +734,26 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
             .contains("does not verify"),
         "{value}"
     );
+    // The submitter signs the request it was answered with (the nodes require it).
+    let by_olivia = json!({"signature": api.cluster.sign("olivia", &digest).to_string()});
+    // Not through approve (403), nor by anyone else (403): through sign, by the submitter.
+    let (status, value) = api
+        .call("olivia", "POST", &approve, Some(by_olivia.clone()))
+        .await;
+    assert_error(status, &value, StatusCode::FORBIDDEN, "forbidden");
+    let sign = format!("/v1/requests/{id}/sign");
+    let (status, value) = api.call("ana", "POST", &sign, Some(by_ana.clone())).await;
+    assert_error(status, &value, StatusCode::FORBIDDEN, "forbidden");
+    let own: RequestView = api.ok("olivia", "POST", &sign, Some(by_olivia)).await;
+    assert_eq!(own.state, RequestState::PendingApproval);
+    assert!(
+        !own.reasons.iter().any(|r| r.contains("has not signed")),
+        "{:?}",
+        own.reasons
+    );
     let one: RequestView = api.ok("ana", "POST", &approve, Some(by_ana.clone())).await;
     assert_eq!(one.state, RequestState::PendingApproval);
-    assert_eq!(one.decisions.len(), 1);
+    assert_eq!(one.decisions.len(), 2);
     let (status, value) = api.call("ana", "POST", &approve, Some(by_ana)).await;
     assert_error(status, &value, StatusCode::CONFLICT, "conflict");
     let by_ben = json!({"signature": format!("0x{}", api.cluster.sign("ben", &digest))});
@@ -728,12 +772,13 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
     let raw = hex::decode(signed.result.as_deref().unwrap()).unwrap();
     let sender = checksummed(&recover_sender(&raw).unwrap());
     assert_eq!(Some(sender), key.address, "signed by the key");
-    let names: Vec<&str> = signed
+    let mut names: Vec<&str> = signed
         .decisions
         .iter()
         .map(|d| d.principal.as_str())
         .collect();
-    assert_eq!(names, ["ana", "ben"]);
+    names.sort();
+    assert_eq!(names, ["ana", "ben", "olivia"]);
 
     // Listing and paging.
     let page: RequestPage = api
@@ -827,6 +872,39 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
         )
         .await;
     assert_error(status, &value, StatusCode::CONFLICT, "conflict");
+    // An admin may stop any request before it is signed; an approver may not cancel (403).
+    let halted = RequestId::random();
+    let _: RequestView = api
+        .ok(
+            "olivia",
+            "POST",
+            "/v1/requests",
+            Some(submit_body(
+                halted,
+                "treasury",
+                transfer_hex(4, RECIPIENT, 5),
+            )),
+        )
+        .await;
+    let (status, value) = api
+        .call(
+            "ana",
+            "POST",
+            &format!("/v1/requests/{halted}/cancel"),
+            None,
+        )
+        .await;
+    assert_error(status, &value, StatusCode::FORBIDDEN, "forbidden");
+    let by_admin: RequestView = api
+        .ok(
+            "ada",
+            "POST",
+            &format!("/v1/requests/{halted}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(by_admin.state, RequestState::Cancelled);
+    assert_eq!(by_admin.reasons, ["cancelled by 'ada'"]);
 
     // Keys, addresses and metrics.
     let by_id: KeyView = api
@@ -858,7 +936,7 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
     for line in [
         "tessera_coordinator_requests{state=\"signed\"} 1",
         "tessera_coordinator_requests{state=\"rejected\"} 2",
-        "tessera_coordinator_requests{state=\"cancelled\"} 1",
+        "tessera_coordinator_requests{state=\"cancelled\"} 2",
         "tessera_coordinator_requests{state=\"expired\"} 0",
         "tessera_coordinator_keys{status=\"ready\"} 1",
         "tessera_coordinator_committees{status=\"ready\"} 1",
@@ -1115,6 +1193,10 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         (Some(409), Some("conflict")),
         "{err}"
     );
+    // The submitter signs the request it was answered with, once.
+    olivia.sign_submitted(&pending.request).await.unwrap();
+    let err = olivia.sign_submitted(&pending.request).await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
     ana.approve_request(&pending.request).await.unwrap();
     let err = ana.approve_request(&pending.request).await.unwrap_err();
     assert_eq!(

@@ -162,7 +162,10 @@ async fn sign_approved(
         )
         .await
         .unwrap();
-    let mut view = pending.clone();
+    let mut view = c
+        .sign_as_submitter("olivia", pending.id, cluster.approval("olivia", &pending))
+        .await
+        .unwrap();
     for approver in ["ana", "ben"] {
         if view.state == RequestState::PendingApproval {
             view = c

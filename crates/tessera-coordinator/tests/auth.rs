@@ -471,12 +471,17 @@ async fn unknown_principals_are_refused_without_detail() {
         .run(&dev.document, &spy, NOW)
         .await
         .unwrap_err();
+    // The same answer as a bad signature by a principal.
     assert!(
-        matches!(&err, AuthError::UnknownPrincipal(n) if n == "mallory"),
+        matches!(&err, AuthError::BadSignature(n) if n == "mallory"),
         "{err:?}"
     );
     assert_eq!(err.status(), 401);
-    assert_eq!(err.to_string(), "unknown principal 'mallory'");
+    assert!(
+        err.to_string()
+            .starts_with("the request signature does not verify for principal 'mallory'"),
+        "{err}"
+    );
     assert!(spy.calls().is_empty());
 }
 
@@ -869,14 +874,12 @@ fn the_matrix_keeps_its_invariants() {
             assert!(permitted(&only(Role::Admin), permission), "{permission:?}");
         }
     }
-    // Separation of duties.
-    for p in [
-        Permission::SubmitRequests,
-        Permission::ApproveRequests,
-        Permission::CancelRequests,
-    ] {
+    // Separation of duties: admins neither submit nor approve requests. (They may cancel one:
+    // stopping a request before it is signed moves nothing.)
+    for p in [Permission::SubmitRequests, Permission::ApproveRequests] {
         assert!(!permitted(&only(Role::Admin), p), "{p:?}");
     }
+    assert!(permitted(&only(Role::Admin), Permission::CancelRequests));
     assert!(!permitted(
         &only(Role::Operator),
         Permission::ApproveRequests
@@ -947,4 +950,64 @@ async fn an_authenticated_caller_goes_through_require() {
             .status(),
         403
     );
+}
+
+/// A policy whose one rule asks for `approvals` approvals by `roles`, among an operator, two
+/// approvers, two admins and an auditor.
+fn policy_with_rule(approvals: &str) -> PolicyDocument {
+    let principal = |name: &str, role: &str| {
+        format!(
+            "[[principals]]\nname = \"{name}\"\nroles = [\"{role}\"]\nkey = \"{}\"\n\n",
+            OperatorKey::generate_ed25519().public()
+        )
+    };
+    let mut text = String::from(
+        "version = 1\nrevision = 1\nmax_request_lifetime_secs = 3600\n\n[admin]\napprovals = 1\n\n",
+    );
+    for (name, role) in [
+        ("olivia", "operator"),
+        ("ana", "approver"),
+        ("ben", "approver"),
+        ("ada", "admin"),
+        ("abe", "admin"),
+        ("aude", "auditor"),
+    ] {
+        text.push_str(&principal(name, role));
+    }
+    text.push_str(&format!(
+        "[[rules]]\nname = \"all\"\nkeys = [\"*\"]\nkinds = [\"message\"]\napprovals = {approvals}\n"
+    ));
+    PolicyDocument::from_toml(text.as_bytes()).unwrap()
+}
+
+#[test]
+fn rules_the_api_can_never_serve_are_named() {
+    use tessera_coordinator::auth::rbac::unservable_rules;
+    // Servable: approvers approve.
+    assert!(unservable_rules(&DevPolicy::generate().unwrap().document).is_empty());
+    assert!(
+        unservable_rules(&policy_with_rule("{ count = 2, roles = [\"approver\"] }")).is_empty()
+    );
+    assert!(unservable_rules(&policy_with_rule("{ count = 0 }")).is_empty());
+    // Valid for the nodes, but admins and auditors cannot approve requests through the API.
+    let gaps = unservable_rules(&policy_with_rule("{ count = 1, roles = [\"admin\"] }"));
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(
+        gaps[0].contains("rule 'all' needs 1 approval(s)"),
+        "{}",
+        gaps[0]
+    );
+    assert!(gaps[0].contains("(none)"), "{}", gaps[0]);
+    assert!(
+        gaps[0].contains("only the approver role may"),
+        "{}",
+        gaps[0]
+    );
+    // Enough approvers in the roles, but `from` names only one of them.
+    let gaps = unservable_rules(&policy_with_rule(
+        "{ count = 2, roles = [\"approver\", \"admin\"], from = [\"ana\", \"ada\"] }",
+    ));
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0].contains("only 1 principal(s)"), "{}", gaps[0]);
+    assert!(gaps[0].contains("(ana)"), "{}", gaps[0]);
 }

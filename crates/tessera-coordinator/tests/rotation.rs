@@ -123,6 +123,9 @@ async fn approved(
 /// Signs a message with `key` through approvals (waits until signed).
 async fn signs_message(c: &Arc<Coordinator>, cluster: &Cluster, key: &str, text: &str) {
     let pending = c.submit("olivia", submit(key, text)).await.unwrap();
+    c.sign_as_submitter("olivia", pending.id, cluster.approval("olivia", &pending))
+        .await
+        .unwrap();
     for approver in ["ana", "ben"] {
         c.approve(approver, pending.id, cluster.approval(approver, &pending))
             .await

@@ -37,6 +37,13 @@ on_both_backends!(
 
 const RECIPIENT: [u8; 20] = [0x42; 20];
 
+/// What [`transfer`] may cost in fees (limits count it besides the value).
+fn transfer_fee() -> u128 {
+    Eip1559Request::transfer(DEV_CHAIN_ID, 0, RECIPIENT, U256::ZERO)
+        .max_fee()
+        .to::<u128>()
+}
+
 fn transfer(nonce: u64, to: [u8; 20], wei: u128) -> Payload {
     Payload::EthereumTx {
         raw: Eip1559Request::transfer(DEV_CHAIN_ID, nonce, to, U256::from(wei)).encode(),
@@ -141,10 +148,60 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
             .await,
         "approver role",
     );
+    // Until the submitter signs the request it was answered with, nothing shows it asked for
+    // it: the nodes would refuse it, so it waits.
+    assert!(
+        pending
+            .reasons
+            .iter()
+            .any(|r| r.contains("'olivia' has not signed")),
+        "{:?}",
+        pending.reasons
+    );
+    // Only the submitter signs as the submitter; nobody signs in its name; and the submitter
+    // neither approves nor rejects.
+    assert_forbidden(
+        c.sign_as_submitter("ana", id, cluster.approval("ana", &pending))
+            .await,
+        "to be the submitter",
+    );
+    match c
+        .sign_as_submitter("olivia", id, cluster.approval("ana", &pending))
+        .await
+    {
+        Err(ServiceError::Invalid(m)) => assert!(m.contains("does not verify"), "{m}"),
+        other => panic!("a forged submitter signature was not refused: {other:?}"),
+    }
     assert_forbidden(
         c.approve("olivia", id, cluster.approval("olivia", &pending))
             .await,
         "submitter",
+    );
+    assert_forbidden(
+        c.reject("olivia", id, cluster.approval("olivia", &pending))
+            .await,
+        "submitter",
+    );
+    let own = c
+        .sign_as_submitter("olivia", id, cluster.approval("olivia", &pending))
+        .await
+        .unwrap();
+    assert_eq!(own.state, RequestState::PendingApproval);
+    assert!(
+        !own.reasons.iter().any(|r| r.contains("has not signed")),
+        "{:?}",
+        own.reasons
+    );
+    // The submitter's signature is no approval, and it is given once.
+    assert!(
+        own.reasons.iter().any(|r| r.contains("has 0")),
+        "{:?}",
+        own.reasons
+    );
+    assert_conflict(
+        c.sign_as_submitter("olivia", id, cluster.approval("olivia", &pending))
+            .await,
+        "already decided",
     );
     assert_forbidden(
         c.approve("zed", id, cluster.approval("ana", &pending))
@@ -203,12 +260,13 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
     assert_eq!(signed.address, key_view.address);
     assert_eq!(signed.attempts, 1);
     assert!(signed.reasons.is_empty());
-    let names: Vec<&str> = signed
+    let mut names: Vec<&str> = signed
         .decisions
         .iter()
         .map(|d| d.principal.as_str())
         .collect();
-    assert_eq!(names, ["ana", "ben"]);
+    names.sort();
+    assert_eq!(names, ["ana", "ben", "olivia"]);
     let sessions = c
         .store()
         .sessions_for(SessionSubject::Request(id))
@@ -222,7 +280,8 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
         .spends_since(signed.key_id, &format!("eth:{DEV_CHAIN_ID}"), 0)
         .await
         .unwrap();
-    assert_eq!(spent, ["1000"]);
+    // The value and the maximum fee, as the limits count them.
+    assert_eq!(spent, [(1_000 + transfer_fee()).to_string()]);
     // Signed is final.
     assert_conflict(
         c.approve("ben", id, cluster.approval("ben", &pending))
@@ -255,6 +314,9 @@ async fn message_on_a_child_key_signed_by_the_child_key(db: &Db) {
         .unwrap();
     assert_eq!(pending.kind, RequestKind::Message);
     assert_eq!(pending.address.as_deref(), Some(child.address.as_str()));
+    c.sign_as_submitter("olivia", pending.id, cluster.approval("olivia", &pending))
+        .await
+        .unwrap();
     for approver in ["ana", "ben"] {
         c.approve(approver, pending.id, cluster.approval(approver, &pending))
             .await
@@ -355,7 +417,19 @@ async fn submissions_are_idempotent_and_checked_at_once(db: &Db) {
         lifetime_secs: Some(86_401),
         ..submit(&key, vec![], transfer(1, RECIPIENT, 1))
     };
-    assert_denied(c.submit("olivia", long).await, "max_request_lifetime_secs");
+    // A lifetime above the policy's cap is a mistake in the call: refused with what to ask
+    // for, and nothing stored.
+    match c.submit("olivia", long.clone()).await {
+        Err(ServiceError::Invalid(m)) => {
+            assert!(m.contains("max_request_lifetime_secs (86400)"), "{m}");
+            assert!(m.contains("ask for at most 86400 s"), "{m}");
+        }
+        other => panic!("a lifetime over the cap was not refused: {other:?}"),
+    }
+    assert!(matches!(
+        c.get(long.id).await,
+        Err(ServiceError::NotFound(_))
+    ));
 
     // Rolling window (100 ETH per 24 h): spend recorded as by earlier signatures counts.
     c.store()
@@ -373,10 +447,11 @@ async fn submissions_are_idempotent_and_checked_at_once(db: &Db) {
         c.submit("olivia", beyond).await,
         "already spent in the last 86400 s",
     );
+    // (The value and the maximum fee together fill the window to one wei below its limit.)
     let within = submit(
         &key,
         vec![],
-        transfer(2, RECIPIENT, DEV_PER_REQUEST_WEI - 1),
+        transfer(2, RECIPIENT, DEV_PER_REQUEST_WEI - 1 - transfer_fee()),
     );
     assert_eq!(
         c.submit("olivia", within).await.unwrap().state,
@@ -420,8 +495,9 @@ async fn submissions_are_idempotent_and_checked_at_once(db: &Db) {
     ));
 
     // Listing: newest first, by state.
+    // (The request asking for too long a lifetime was never stored.)
     let all = c.list(&Default::default()).await.unwrap();
-    assert_eq!(all.len(), 6);
+    assert_eq!(all.len(), 5);
     assert_eq!(all.last().unwrap().id, first.id, "newest first");
     let rejected = c
         .list(&tessera_coordinator::store::RequestFilter {
@@ -430,7 +506,7 @@ async fn submissions_are_idempotent_and_checked_at_once(db: &Db) {
         })
         .await
         .unwrap();
-    assert_eq!(rejected.len(), 4);
+    assert_eq!(rejected.len(), 3);
     c.shutdown().await;
 }
 
@@ -543,6 +619,9 @@ async fn a_silent_party_is_replaced_by_another_quorum(db: &Db) {
         .submit("olivia", submit(&key, vec![], transfer(0, RECIPIENT, 3)))
         .await
         .unwrap();
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
+        .await
+        .unwrap();
     for approver in ["ana", "ben"] {
         c.approve(approver, view.id, cluster.approval(approver, &view))
             .await
@@ -598,6 +677,9 @@ async fn a_party_reporting_a_forged_signature_is_blamed_and_cannot_block_signing
         .submit("olivia", submit(&key, vec![], message("one liar")))
         .await
         .unwrap();
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
+        .await
+        .unwrap();
     for approver in ["ana", "ben"] {
         c.approve(approver, view.id, cluster.approval(approver, &view))
             .await
@@ -630,6 +712,9 @@ async fn a_party_reporting_a_forged_signature_is_blamed_and_cannot_block_signing
     .await;
     let view = c
         .submit("olivia", submit(&key, vec![], message("all liars")))
+        .await
+        .unwrap();
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
         .await
         .unwrap();
     for approver in ["ana", "ben"] {
@@ -739,13 +824,17 @@ async fn policy_change_applies_and_unpinned_nodes_refuse_without_retry(db: &Db) 
             .await,
         "submit it again",
     );
-    // Under revision 2 a request is allowed at once, but the nodes still pin revision 1:
-    // every signer refuses it, and a refusal by policy is not retried.
+    // Under revision 2 a request is allowed once its submitter signed it, but the nodes still
+    // pin revision 1: every signer refuses it, and a refusal by policy is not retried.
     let view = c
         .submit("olivia", submit(&key, vec![], message("under revision 2")))
         .await
         .unwrap();
     assert_eq!(view.policy_hash, next.hash().to_string());
+    assert_eq!(view.state, RequestState::PendingApproval);
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
+        .await
+        .unwrap();
     let failed = wait_for(&c, view.id, RequestState::Failed).await;
     let error = failed.error.unwrap();
     assert!(error.starts_with("the nodes refused to sign it"), "{error}");
@@ -803,6 +892,10 @@ async fn restarted_coordinator_finishes_a_request_left_signing(db: &Db) {
     .await;
     let view = cut_off
         .submit("olivia", submit(&key, vec![], transfer(0, RECIPIENT, 11)))
+        .await
+        .unwrap();
+    cut_off
+        .sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
         .await
         .unwrap();
     for approver in ["ana", "ben"] {
@@ -986,6 +1079,9 @@ async fn real_committee_setup_key_generation_and_signing() {
     let key = c.create_key("real", vec![P1, P2, P3], 2).await.unwrap();
     let view = c
         .submit("olivia", submit("real", vec![], message("real committee")))
+        .await
+        .unwrap();
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
         .await
         .unwrap();
     for approver in ["ana", "ben"] {

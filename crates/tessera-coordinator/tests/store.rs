@@ -109,6 +109,7 @@ on_both_backends!(
     nonce_replays_are_detected_and_pruned,
     spend_windows_and_large_amounts,
     policy_activation_picks_highest_revision,
+    policy_changes_activate_once_against_the_policy_in_force,
     policy_proposals_lifecycle,
     sessions_lifecycle,
     unreadable_rows_are_errors_not_panics,
@@ -906,6 +907,24 @@ async fn spend_windows_and_large_amounts(db: &Db) {
         store.record_spend(&twice).await,
         Err(StoreError::Invalid { .. })
     ));
+    // One request spends in several assets (a token transfer pays its fee in ETH): one record
+    // each, each counted in its own asset's window.
+    let fee = Spend {
+        request_id: rid(3),
+        key_id: kid(1),
+        asset: "eth".to_owned(),
+        amount: "2".to_owned(),
+        signed_at: 200,
+    };
+    assert_eq!(
+        store.record_spend(&fee).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        store.spends_since(kid(1), "eth", 200).await.unwrap(),
+        [above_u64, "2", u256_max]
+    );
+    assert_eq!(store.spends_since(kid(1), "usdc", 0).await.unwrap(), ["7"]);
     twice.request_id = rid(9);
     twice.amount = "1".to_owned();
     assert!(matches!(
@@ -961,6 +980,60 @@ async fn policy_activation_picks_highest_revision(db: &Db) {
         Some(policy(1, 0xa1))
     );
     assert_eq!(store.policy_by_hash(&[0xa2; 32]).await.unwrap(), None);
+}
+
+async fn policy_changes_activate_once_against_the_policy_in_force(db: &Db) {
+    let store = db.store().await;
+    let policy = |revision: i64, hash: u8| PolicyRow {
+        hash: vec![hash; 32],
+        revision,
+        document: format!("{{\"revision\": {revision}}}"),
+        activated_at: 1_000 + revision,
+    };
+    store.activate_policy(&policy(1, 0xa1)).await.unwrap();
+    // Two changes proposed against revision 1, with different revisions, activated at once
+    // (as two replicas would): exactly one wins, whatever the order.
+    let racers = [policy(2, 0xb2), policy(3, 0xb3)].map(|row| {
+        let store = store.clone();
+        tokio::spawn(async move { store.activate_policy_change(&row, &[0xa1; 32]).await })
+    });
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(InsertOutcome::Inserted) => won += 1,
+            Err(StoreError::Conflict(m)) => assert!(m.contains("propose it again"), "{m}"),
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let active = store.active_policy().await.unwrap().unwrap();
+    assert!(active.revision == 2 || active.revision == 3, "{active:?}");
+    // Later, a change still proposed against revision 1 is refused with what to do.
+    let err = store
+        .activate_policy_change(&policy(9, 0xb9), &[0xa1; 32])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("proposed against policy a1a1")
+            && m.contains("propose it again against the policy in force")),
+        "{err}"
+    );
+    // A change against the policy in force is activated, once; a retry finds it.
+    assert_eq!(
+        store
+            .activate_policy_change(&policy(5, 0xc5), &active.hash)
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        store
+            .activate_policy_change(&policy(5, 0xc5), &active.hash)
+            .await
+            .unwrap(),
+        InsertOutcome::Existing(policy(5, 0xc5))
+    );
+    assert_eq!(store.active_policy().await.unwrap(), Some(policy(5, 0xc5)));
 }
 
 async fn policy_proposals_lifecycle(db: &Db) {
@@ -1421,6 +1494,70 @@ async fn request_reasons_queue_and_liveness(db: &Db) {
         store.set_request_reasons(rid(9), &pending, &[]).await,
         Err(StoreError::NotFound(_))
     ));
+
+    // Concluding moves the state and replaces the reasons in one statement; a plain transition
+    // keeps them.
+    assert!(store
+        .set_request_reasons(rid(1), &pending, &["has 1".into()])
+        .await
+        .unwrap());
+    assert!(store
+        .transition_request(rid(1), &pending, RequestState::PendingApproval, None, None)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_request(rid(1)).await.unwrap().unwrap().reasons,
+        ["has 1"]
+    );
+    assert!(!store
+        .conclude_request(
+            rid(1),
+            &[RequestState::Approved],
+            RequestState::Signing,
+            None,
+            &[]
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .conclude_request(rid(1), &pending, RequestState::Approved, None, &[])
+        .await
+        .unwrap());
+    let row = store.get_request(rid(1)).await.unwrap().unwrap();
+    assert_eq!(row.state, RequestState::Approved);
+    assert!(row.reasons.is_empty(), "{:?}", row.reasons);
+    assert!(store
+        .conclude_request(
+            rid(1),
+            &[RequestState::Approved],
+            RequestState::Rejected,
+            Some("no"),
+            &["no".into()],
+        )
+        .await
+        .unwrap());
+    let row = store.get_request(rid(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.error.as_deref(), row.reasons),
+        (RequestState::Rejected, Some("no"), vec!["no".to_owned()])
+    );
+    assert!(matches!(
+        store
+            .conclude_request(rid(9), &pending, RequestState::Approved, None, &[])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The rest of this test wants request 1 pending again.
+    assert!(store
+        .transition_request(
+            rid(1),
+            &[RequestState::Rejected],
+            RequestState::PendingApproval,
+            None,
+            None
+        )
+        .await
+        .unwrap());
 
     // The queue: by state, least recently changed first, only those changed by the cutoff.
     store

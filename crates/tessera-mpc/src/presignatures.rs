@@ -2,10 +2,23 @@
 //!
 //! A presignature that signs twice leaks the key, so consumption must survive any crash. Each
 //! presignature is stored in its own encrypted record, named after the key and the presigning
-//! session that produced it. [`PresignatureStore::take`] reads the record and **durably deletes
-//! it (fsync of the store directory) before** handing the presignature out. After a crash at any
-//! point, a presignature is either still on disk and never used, or gone for good: one that
+//! session that produced it. [`PresignatureStore::take`] reads the record, **durably records
+//! that it was consumed and deletes it before** handing the presignature out. After a crash at
+//! any point, a presignature is either still on disk and never used, or gone for good: one that
 //! may have been used can never be found again.
+//!
+//! Two more guards bound what a copy of old records can do (a store restored from a snapshot,
+//! or an old record file put back):
+//! - **Consumed ids are remembered** (`presig-used.<key>.<session>`, until the presignature
+//!   would have expired anyway): a presignature from a consumed session is never stored again
+//!   (a coordinator reusing a session id) nor taken again (a record put back), and the refusal
+//!   says so. A peer whose store was restored still holds records its co-signers remember as
+//!   consumed: they refuse, so no signature comes of it, and the refusal tells the operators.
+//! - **Presignatures expire**: each record carries its expiry, set from the lifetime in force
+//!   when it was stored, and [`take`](PresignatureStore::take) also applies the lifetime in
+//!   force now. A snapshot older than the lifetime re-arms nothing; records from before expiry
+//!   existed count as expired. [`sweep`](PresignatureStore::sweep) erases expired records and
+//!   forgets consumed ids whose presignatures have expired.
 
 use std::sync::Arc;
 
@@ -27,6 +40,29 @@ pub enum PresignatureError {
         key: KeyId,
         /// The presigning session.
         session: SessionId,
+    },
+    /// The presignature of that session was consumed here before: it is never stored or used
+    /// again (a record put back, a restored store, or a reused session id).
+    #[error("the presignature of key {key} from session {session} was already used here (at {used_at}); it is never used again. A party that still offers it may be running from a restored snapshot of its store")]
+    Consumed {
+        /// The key.
+        key: KeyId,
+        /// The presigning session.
+        session: SessionId,
+        /// When it was consumed (Unix seconds).
+        used_at: u64,
+    },
+    /// The presignature is past its lifetime; it was erased unused.
+    #[error("the presignature of key {key} from session {session} expired at {expires_at} (now {now}); it was erased unused")]
+    Expired {
+        /// The key.
+        key: KeyId,
+        /// The presigning session.
+        session: SessionId,
+        /// Its expiry (Unix seconds).
+        expires_at: u64,
+        /// The time of the attempt.
+        now: u64,
     },
     /// The store failed.
     #[error(transparent)]
@@ -52,6 +88,29 @@ struct Record {
     gamma: NonZero<Point<Curve>>,
     commitments: Vec<(Point<Curve>, Point<Curve>)>,
     signers: Vec<PartyId>,
+    /// When it was stored (Unix seconds); 0 in records from before expiry existed.
+    #[serde(default)]
+    created_at: u64,
+    /// When it expires (Unix seconds); 0 (expired) in records from before expiry existed.
+    #[serde(default)]
+    expires_at: u64,
+}
+
+/// What is remembered of a consumed presignature.
+#[derive(Serialize, Deserialize)]
+struct Consumed {
+    used_at: u64,
+    /// Until then, a copy of the presignature could still be within its lifetime.
+    remember_until: u64,
+}
+
+/// What [`PresignatureStore::sweep`] erased.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired presignatures erased unused.
+    pub expired: usize,
+    /// Consumed ids forgotten (their presignatures would have expired).
+    pub forgotten: usize,
 }
 
 /// The presignatures of one key in a [`SecretStore`].
@@ -75,12 +134,45 @@ impl<S: SecretStore> PresignatureStore<S> {
             .expect("hex ids make valid record names")
     }
 
-    /// Stores a fresh presignature made in `session`.
+    fn consumed_prefix(&self) -> String {
+        format!("presig-used.{}.", self.key)
+    }
+
+    fn consumed_name(&self, session: SessionId) -> RecordName {
+        RecordName::new(format!("{}{session}", self.consumed_prefix()))
+            .expect("hex ids make valid record names")
+    }
+
+    /// When the presignature of `session` was consumed here, if it was (and is remembered).
+    fn consumed_at(&self, session: SessionId) -> Result<Option<u64>, PresignatureError> {
+        let name = self.consumed_name(session);
+        match self.store.get(&name) {
+            Ok(bytes) => {
+                let consumed: Consumed = serde_json::from_slice(&bytes)
+                    .map_err(|e| PresignatureError::Format(name.to_string(), e.to_string()))?;
+                Ok(Some(consumed.used_at))
+            }
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a fresh presignature made in `session` at `now` (Unix seconds), to expire after
+    /// `lifetime` seconds. Refused if a presignature of that session was consumed here.
     pub fn put(
         &self,
         session: SessionId,
         item: &StoredPresignature,
+        now: u64,
+        lifetime: u64,
     ) -> Result<(), PresignatureError> {
+        if let Some(used_at) = self.consumed_at(session)? {
+            return Err(PresignatureError::Consumed {
+                key: self.key,
+                session,
+                used_at,
+            });
+        }
         let record = Record {
             presignature: item.presignature.clone(),
             gamma: item.public.Gamma,
@@ -91,6 +183,8 @@ impl<S: SecretStore> PresignatureStore<S> {
                 .map(|c| (c.tilde_Delta, c.tilde_S))
                 .collect(),
             signers: item.signers.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(lifetime),
         };
         let bytes =
             zeroize::Zeroizing::new(serde_json::to_vec(&record).expect("presignatures serialize"));
@@ -109,10 +203,31 @@ impl<S: SecretStore> PresignatureStore<S> {
             .collect())
     }
 
-    /// Takes the presignature made in `session`: it is durably removed from the store before it
-    /// is returned, so it can never be taken again, even after a crash.
-    pub fn take(&self, session: SessionId) -> Result<StoredPresignature, PresignatureError> {
+    /// Takes the presignature made in `session` at `now` (Unix seconds), under a lifetime of
+    /// `lifetime` seconds: it is durably marked consumed and removed from the store before it
+    /// is returned, so it can never be taken again, even after a crash. Refused if it was
+    /// consumed before (its record put back) or is past its expiry or the lifetime (then it is
+    /// erased unused).
+    pub fn take(
+        &self,
+        session: SessionId,
+        now: u64,
+        lifetime: u64,
+    ) -> Result<StoredPresignature, PresignatureError> {
         let name = self.name(session);
+        if let Some(used_at) = self.consumed_at(session)? {
+            // A record of a consumed presignature was put back: erase it again.
+            if let Err(e) = self.store.delete(&name) {
+                if !matches!(e, StoreError::NotFound(_)) {
+                    return Err(e.into());
+                }
+            }
+            return Err(PresignatureError::Consumed {
+                key: self.key,
+                session,
+                used_at,
+            });
+        }
         let bytes = match self.store.get(&name) {
             Ok(b) => b,
             Err(StoreError::NotFound(_)) => {
@@ -123,9 +238,33 @@ impl<S: SecretStore> PresignatureStore<S> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.store.delete(&name)?;
         let record: Record = serde_json::from_slice(&bytes)
             .map_err(|e| PresignatureError::Format(name.to_string(), e.to_string()))?;
+        let expires_at = record
+            .expires_at
+            .min(record.created_at.saturating_add(lifetime));
+        if now >= expires_at {
+            self.store.delete(&name)?;
+            return Err(PresignatureError::Expired {
+                key: self.key,
+                session,
+                expires_at,
+                now,
+            });
+        }
+        // Remembered as consumed before the record goes: a crash in between leaves a record
+        // that can never be taken (see above), never a presignature that can be taken twice.
+        // Remembered for as long as a copy of the record could be taken (its own expiry, even if
+        // the lifetime is raised later).
+        let consumed = Consumed {
+            used_at: now,
+            remember_until: record.expires_at.max(expires_at),
+        };
+        self.store.put(
+            &self.consumed_name(session),
+            &serde_json::to_vec(&consumed).expect("consumed records serialize"),
+        )?;
+        self.store.delete(&name)?;
         Ok(StoredPresignature {
             presignature: record.presignature,
             public: PresignaturePublicData {
@@ -141,5 +280,37 @@ impl<S: SecretStore> PresignatureStore<S> {
             },
             signers: record.signers,
         })
+    }
+
+    /// Erases the presignatures past their expiry or `lifetime` at `now`, and forgets the
+    /// consumed ids whose presignatures would have expired by now (a copy of them could not
+    /// be used anyway). A record that cannot be read is left for [`take`](Self::take) to report.
+    pub fn sweep(&self, now: u64, lifetime: u64) -> Result<Swept, PresignatureError> {
+        let mut swept = Swept::default();
+        let (fresh, used) = (self.prefix(), self.consumed_prefix());
+        for name in self.store.list()? {
+            if name.as_str().starts_with(&fresh) {
+                let Ok(record) = serde_json::from_slice::<Record>(&self.store.get(&name)?) else {
+                    continue;
+                };
+                let expires_at = record
+                    .expires_at
+                    .min(record.created_at.saturating_add(lifetime));
+                if now >= expires_at {
+                    self.store.delete(&name)?;
+                    swept.expired += 1;
+                }
+            } else if name.as_str().starts_with(&used) {
+                let Ok(consumed) = serde_json::from_slice::<Consumed>(&self.store.get(&name)?)
+                else {
+                    continue;
+                };
+                if now >= consumed.remember_until {
+                    self.store.delete(&name)?;
+                    swept.forgotten += 1;
+                }
+            }
+        }
+        Ok(swept)
     }
 }

@@ -252,7 +252,7 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
             public,
             signers: vec![P1, P2],
         };
-        open(p).put(s.session, &item).unwrap();
+        open(p).put(s.session, &item, NOW, LIFETIME).unwrap();
     }
 
     // The nodes restart (stores reopened from disk) and sign once with it.
@@ -262,7 +262,7 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
     let data = DataToSign::digest::<Sha256>(message);
     let taken: Vec<StoredPresignature> = [&pool1, &pool2]
         .iter()
-        .map(|pool| pool.take(s.session).unwrap())
+        .map(|pool| pool.take(s.session, NOW + 1, LIFETIME).unwrap())
         .collect();
     let public = taken[0].public.clone();
     let partials: Vec<PartialSignature<_>> = taken
@@ -276,20 +276,188 @@ async fn a_presignature_is_used_at_most_once_even_across_restarts() {
         &sig
     ));
 
-    // Never again: not now, and not after another restart.
+    // Never again: not now, and not after another restart; the refusal says it was used.
     assert!(matches!(
-        pool1.take(s.session),
-        Err(PresignatureError::NotAvailable { .. })
+        pool1.take(s.session, NOW + 2, LIFETIME),
+        Err(PresignatureError::Consumed { used_at, .. }) if used_at == NOW + 1
     ));
     drop((pool1, pool2));
     for p in [P1, P2] {
         let pool = open(p);
         assert!(pool.available().unwrap().is_empty());
         assert!(matches!(
-            pool.take(s.session),
-            Err(PresignatureError::NotAvailable { .. })
+            pool.take(s.session, NOW + 2, LIFETIME),
+            Err(PresignatureError::Consumed { .. })
         ));
     }
+}
+
+const NOW: u64 = 1_800_000_000;
+const LIFETIME: u64 = 3600;
+
+/// p1's half of a real presigning session of p1 and p2.
+async fn presignature_item() -> tessera_mpc::StoredPresignature {
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
+    let (presignature, public) = presign_with(&nodes, &spec(Protocol::PRESIGN, &[P1, P2]))
+        .await
+        .remove(0);
+    tessera_mpc::StoredPresignature {
+        presignature,
+        public,
+        signers: vec![P1, P2],
+    }
+}
+
+fn copy_item(item: &tessera_mpc::StoredPresignature) -> tessera_mpc::StoredPresignature {
+    tessera_mpc::StoredPresignature {
+        presignature: item.presignature.clone(),
+        public: item.public.clone(),
+        signers: item.signers.clone(),
+    }
+}
+
+/// The presignatures of `key` in the store at `dir` (created if new).
+fn open_pool(
+    dir: &std::path::Path,
+    key: tessera_wire::KeyId,
+) -> tessera_mpc::PresignatureStore<tessera_store::FileStore> {
+    use tessera_store::{FileStore, KdfParams};
+    let store = if dir.join("store.header").exists() {
+        FileStore::open(dir, b"node passphrase").unwrap()
+    } else {
+        FileStore::create(dir, b"node passphrase", KdfParams::MINIMUM).unwrap()
+    };
+    tessera_mpc::PresignatureStore::new(Arc::new(store), key)
+}
+
+/// Stores a copy of `item` in `pool` under a new session, made at `created_at`.
+fn store_one(
+    pool: &tessera_mpc::PresignatureStore<tessera_store::FileStore>,
+    item: &tessera_mpc::StoredPresignature,
+    created_at: u64,
+) -> tessera_wire::SessionId {
+    let session = tessera_wire::SessionId::random();
+    pool.put(session, &copy_item(item), created_at, LIFETIME)
+        .unwrap();
+    session
+}
+
+/// Copies every file of `from` into `to` (a snapshot of the store, or its restore).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presignature_record_put_back_is_refused_as_consumed_and_erased_again() {
+    use tessera_mpc::PresignatureError;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let key = tessera_wire::KeyId::random();
+    let item = presignature_item().await;
+    let pool = open_pool(&store, key);
+    let session = store_one(&pool, &item, NOW);
+    // Someone keeps a copy of the record files (or of the whole store, before the signing).
+    let snapshot = dir.path().join("snapshot");
+    copy_dir(&store, &snapshot);
+    pool.take(session, NOW + 10, LIFETIME).unwrap();
+    // The record file is put back (the consumed-id record stays): refused, and erased again.
+    for entry in std::fs::read_dir(&snapshot).unwrap() {
+        let entry = entry.unwrap();
+        if !store.join(entry.file_name()).exists() {
+            std::fs::copy(entry.path(), store.join(entry.file_name())).unwrap();
+        }
+    }
+    assert_eq!(pool.available().unwrap(), vec![session]);
+    match pool.take(session, NOW + 20, LIFETIME) {
+        Err(e @ PresignatureError::Consumed { .. }) => {
+            assert!(e.to_string().contains("restored snapshot"), "{e}")
+        }
+        other => panic!("a record put back was not refused: {:?}", other.err()),
+    }
+    assert!(pool.available().unwrap().is_empty(), "erased again");
+    // A coordinator reusing the session id cannot store a presignature under it again.
+    assert!(matches!(
+        pool.put(session, &copy_item(&item), NOW + 30, LIFETIME),
+        Err(PresignatureError::Consumed { .. })
+    ));
+    assert!(pool.available().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presignatures_expire_and_a_snapshot_older_than_the_lifetime_re_arms_nothing() {
+    use tessera_mpc::{PresignatureError, Swept};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let key = tessera_wire::KeyId::random();
+    let item = presignature_item().await;
+    let pool = open_pool(&store, key);
+
+    // Past its lifetime it is refused and erased unused.
+    let session = store_one(&pool, &item, NOW);
+    match pool.take(session, NOW + LIFETIME, LIFETIME) {
+        Err(PresignatureError::Expired { expires_at, .. }) => {
+            assert_eq!(expires_at, NOW + LIFETIME)
+        }
+        other => panic!("an expired presignature was not refused: {:?}", other.err()),
+    }
+    assert!(pool.available().unwrap().is_empty());
+
+    // A lifetime lowered since it was stored applies at once.
+    let session = store_one(&pool, &item, NOW);
+    assert!(matches!(
+        pool.take(session, NOW + 100, 50),
+        Err(PresignatureError::Expired { expires_at, .. }) if expires_at == NOW + 50
+    ));
+
+    // A snapshot taken while one was fresh, restored after its lifetime: nothing to use.
+    let session = store_one(&pool, &item, NOW);
+    let snapshot = dir.path().join("snapshot");
+    copy_dir(&store, &snapshot);
+    pool.take(session, NOW + 10, LIFETIME).unwrap();
+    drop(pool);
+    std::fs::remove_dir_all(&store).unwrap();
+    copy_dir(&snapshot, &store);
+    let pool = open_pool(&store, key);
+    assert_eq!(
+        pool.available().unwrap(),
+        vec![session],
+        "re-armed by the restore"
+    );
+    assert!(matches!(
+        pool.take(session, NOW + LIFETIME + 1, LIFETIME),
+        Err(PresignatureError::Expired { .. })
+    ));
+
+    // The sweep erases what expired and forgets consumed ids no copy could use any more.
+    let fresh = store_one(&pool, &item, NOW + 5000);
+    let used = store_one(&pool, &item, NOW + 5000);
+    pool.take(used, NOW + 5001, LIFETIME).unwrap();
+    let _stale = store_one(&pool, &item, NOW);
+    assert_eq!(
+        pool.sweep(NOW + LIFETIME + 10, LIFETIME).unwrap(),
+        Swept {
+            expired: 1,
+            forgotten: 0
+        }
+    );
+    assert_eq!(pool.available().unwrap(), vec![fresh]);
+    assert!(matches!(
+        pool.take(used, NOW + 5002, LIFETIME),
+        Err(PresignatureError::Consumed { .. })
+    ));
+    assert_eq!(
+        pool.sweep(NOW + 5000 + LIFETIME, LIFETIME).unwrap(),
+        Swept {
+            expired: 1,
+            forgotten: 1
+        }
+    );
+    assert!(pool.available().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,10 @@
 //! shutdown_grace_secs = 30             # default 30: running sessions get this long to finish
 //! pending_reshare_lifetime_secs = 86400 # default one day: a rotation's result waits this long
 //!                                      # for its activation certificate, then is abandoned
+//! presignature_lifetime_secs = 21600   # default six hours: a presignature not used by then is
+//!                                      # erased unused, so a restored snapshot of the store
+//!                                      # re-arms none older (keep the coordinator's
+//!                                      # presignature_max_age_secs below it)
 //!
 //! [primes]
 //! pool_target = 2                      # default 2: prime sets kept ready; 0 disables refill
@@ -128,6 +132,9 @@ pub struct SessionsSection {
     /// before it is abandoned (its new share erased).
     #[serde(default = "default_pending_reshare_lifetime")]
     pub pending_reshare_lifetime_secs: u64,
+    /// How long a presignature may wait for its request before it is erased unused.
+    #[serde(default = "default_presignature_lifetime")]
+    pub presignature_lifetime_secs: u64,
 }
 
 impl Default for SessionsSection {
@@ -138,6 +145,7 @@ impl Default for SessionsSection {
             max_start_lifetime_secs: default_lifetime(),
             shutdown_grace_secs: default_grace(),
             pending_reshare_lifetime_secs: default_pending_reshare_lifetime(),
+            presignature_lifetime_secs: default_presignature_lifetime(),
         }
     }
 }
@@ -202,6 +210,9 @@ fn default_grace() -> u64 {
 }
 fn default_pending_reshare_lifetime() -> u64 {
     24 * 3600
+}
+fn default_presignature_lifetime() -> u64 {
+    crate::node::DEFAULT_PRESIGNATURE_LIFETIME_SECS
 }
 fn default_primes_target() -> usize {
     2
@@ -363,6 +374,7 @@ impl NodeConfig {
             pending_reshare_lifetime: Duration::from_secs(
                 self.sessions.pending_reshare_lifetime_secs,
             ),
+            presignature_lifetime: Duration::from_secs(self.sessions.presignature_lifetime_secs),
             ..crate::NodeSettings::default()
         }
     }

@@ -10,7 +10,8 @@
 //! policy (pinned by hash) allows, over a digest it derived itself from the transaction.
 //!
 //! - [`node`]: the session runner ([`Node`]); a key's epochs (reshare, activation, closure,
-//!   abandonment on certificates it checks itself) are in its `lifecycle` module.
+//!   abandonment on certificates it checks itself) are in its `lifecycle` module, and the
+//!   refusal and expiry of presignatures in its `presignatures` module.
 //! - [`metrics`]: the node's Prometheus metrics and readiness check.
 //! - [`requests`]: the re-checks before any signing (digest, policy, approvals) and the durable
 //!   ledger of requests signed.
@@ -29,6 +30,7 @@ mod lifecycle;
 pub mod local;
 pub mod metrics;
 pub mod node;
+mod presignatures;
 pub mod requests;
 pub mod serve;
 pub mod state;

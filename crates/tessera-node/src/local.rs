@@ -441,6 +441,7 @@ impl LocalCluster {
             self.control.clone(),
             target,
             Duration::from_secs(120),
+            Duration::from_secs(tessera_control::pool::DEFAULT_MAX_AGE_SECS),
         ))
     }
 

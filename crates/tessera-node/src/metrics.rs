@@ -19,8 +19,9 @@
 //! | `tessera_node_presignatures_fresh` | gauge | `key` | unused presignatures per key |
 //! | `tessera_node_requests` | gauge | `state` (`started`, `signed`) | the request ledger: agreed to sign but not seen complete, and signed |
 //! | `tessera_node_frames_refused_total` | counter | `reason` | inputs the secure channels refused ([`RefusalReason::as_str`]; every known reason, zeros included) |
-//! | `tessera_node_deliveries_dropped_total` | counter | `reason` (`unclaimed_overflow`, `late_for_closed_session`) | authenticated payloads no session took |
+//! | `tessera_node_deliveries_dropped_total` | counter | `reason` (`over_peer_limit`, `over_session_limit`, `late_for_closed_session`) | authenticated payloads no session took: over what one peer may have waiting in all sessions or in one, or late for a closed session |
 //! | `tessera_node_deliveries_held` | gauge | | payloads held for sessions not yet opened |
+//! | `tessera_node_deliveries_queued` | gauge | | payloads queued in open sessions, not yet read |
 //! | `tessera_node_broker_connected` | gauge | | 1 while the control connection is up (NATS only) |
 //! | `tessera_node_nats_connects_total`, `_disconnects_total`, `_permission_violations_total`, `_slow_consumer_drops_total`, `_server_errors_total`, `_unparsable_subjects_total` | counter | `connection` (`transport`, `control`) | NATS client events (NATS only) |
 //!
@@ -133,7 +134,11 @@ pub fn session_outcome(result: &Result<Output, NodeError>) -> &'static str {
                 | StateError::NoAuxInfo(_)
                 | StateError::ChangeUsed { .. },
             )
-            | NodeError::Presignature(tessera_mpc::PresignatureError::NotAvailable { .. })
+            | NodeError::Presignature(
+                tessera_mpc::PresignatureError::NotAvailable { .. }
+                | tessera_mpc::PresignatureError::Consumed { .. }
+                | tessera_mpc::PresignatureError::Expired { .. },
+            )
             | NodeError::Mpc(MpcError::InvalidSession(_))
             | NodeError::Certificate(_)
             | NodeError::Reshare(_),
@@ -429,9 +434,10 @@ impl<S: SecretStore + Send + Sync + 'static> NodeCollector<S> {
             "Authenticated payloads no session took, by reason.",
             MetricType::Counter,
             &[
+                ([("reason", "over_peer_limit")], router.over_peer_limit),
                 (
-                    [("reason", "unclaimed_overflow")],
-                    router.unclaimed_overflow,
+                    [("reason", "over_session_limit")],
+                    router.over_session_limit,
                 ),
                 (
                     [("reason", "late_for_closed_session")],
@@ -444,6 +450,12 @@ impl<S: SecretStore + Send + Sync + 'static> NodeCollector<S> {
             "tessera_node_deliveries_held",
             "Payloads held for sessions not yet opened.",
             router.held,
+        )?;
+        gauge(
+            encoder,
+            "tessera_node_deliveries_queued",
+            "Payloads queued in open sessions, not yet read.",
+            router.queued,
         )
     }
 

@@ -26,6 +26,9 @@ use tessera_control::{
     SignedOutcome, SignedStart,
 };
 
+/// How long a presignature may wait for its request, by default: six hours.
+pub const DEFAULT_PRESIGNATURE_LIFETIME_SECS: u64 = 6 * 3600;
+
 /// How a node runs sessions.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -40,6 +43,9 @@ pub struct NodeSettings {
     /// How long a reshare's result stays pending, waiting for its activation certificate,
     /// before it is abandoned here.
     pub pending_reshare_lifetime: Duration,
+    /// How long a presignature may wait for its request; then it is erased unused (so a
+    /// restored snapshot of the store re-arms nothing older).
+    pub presignature_lifetime: Duration,
 }
 
 impl Default for NodeSettings {
@@ -50,6 +56,7 @@ impl Default for NodeSettings {
             max_start_lifetime: Duration::from_secs(600),
             clock_skew: Duration::from_secs(60),
             pending_reshare_lifetime: Duration::from_secs(24 * 3600),
+            presignature_lifetime: Duration::from_secs(DEFAULT_PRESIGNATURE_LIFETIME_SECS),
         }
     }
 }
@@ -499,7 +506,12 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     public,
                     signers: spec.parties.clone(),
                 };
-                self.state.presignatures(*key).put(spec.session, &item)?;
+                self.state.presignatures(*key).put(
+                    spec.session,
+                    &item,
+                    now_unix(),
+                    self.settings.presignature_lifetime.as_secs(),
+                )?;
                 self.audit.note(
                     NewEvent::new("system", "presignature.stored", format!("key:{key}"))
                         .detail("key", key)
@@ -583,7 +595,15 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     let (net, spec) = (net.clone(), spec.clone());
                     async move {
                         // Durably removed from the store before any partial signature leaves.
-                        let item = self.state.presignatures(request.key).take(*presignature)?;
+                        let item = self
+                            .state
+                            .presignatures(request.key)
+                            .take(
+                                *presignature,
+                                now_unix(),
+                                self.settings.presignature_lifetime.as_secs(),
+                            )
+                            .inspect_err(|e| self.note_unusable_presignature(request, e))?;
                         self.audit.note(
                             NewEvent::new(
                                 "system",

@@ -57,8 +57,13 @@ pub struct LedgerEntry {
     pub request_digest: String,
     /// The key.
     pub key: KeyId,
-    /// The asset and amount it moves, if it is a transfer.
+    /// The asset and amount it moved, in entries written before fees counted (read, never
+    /// written now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend: Option<(String, String)>,
+    /// What it spends, per asset (what it moves, and the native coin for its maximum fee).
+    #[serde(default)]
+    pub spends: Vec<(String, String)>,
     /// Unix seconds when this node agreed to sign it.
     pub at: u64,
     /// How far it came.
@@ -110,7 +115,7 @@ impl SpendHistory for History<'_> {
         self.0
             .values()
             .filter(|e| e.key == key && e.at >= since)
-            .filter_map(|e| e.spend.as_ref())
+            .flat_map(|e| e.spend.iter().chain(&e.spends))
             .filter(|(a, _)| *a == asset)
             .filter_map(|(_, amount)| amount.parse::<U256>().ok())
             .fold(U256::ZERO, |sum, amount| sum.saturating_add(amount))
@@ -290,15 +295,18 @@ impl<S: SecretStore> RequestLedger<S> {
             }
             if let std::collections::btree_map::Entry::Vacant(vacant) = entries.entry(request.id)
             {
-                // Whatever the policy counts against its limits (transfers, and value sent
-                // with contract calls) is what the ledger remembers.
-                let spend = derived
-                    .spend()
-                    .map(|(asset, amount)| (asset.to_string(), amount.to_string()));
+                // Whatever the policy counts against its limits (transfers, value sent with
+                // contract calls, and maximum fees) is what the ledger remembers.
+                let spends = derived
+                    .spends()
+                    .into_iter()
+                    .map(|(asset, amount)| (asset.to_string(), amount.to_string()))
+                    .collect();
                 let entry = LedgerEntry {
                     request_digest: request_digest.clone(),
                     key: request.key,
-                    spend,
+                    spend: None,
+                    spends,
                     at: now,
                     status: LedgerStatus::Started,
                 };

@@ -50,7 +50,9 @@ where
             subject: ctrl.clone(),
             reason: e.to_string(),
         })?;
-    // Make sure the server has the subscription before we say we are ready.
+    // Send the subscription out now. (async-nats's flush does not wait for the server to
+    // register it: a start published in the same instant may be missed, and the coordinator
+    // then runs the session with another quorum or again.)
     let _ = client.flush().await;
     tracing::info!(party = %node.party(), subject = %ctrl, "serving session starts");
     let mut running = JoinSet::new();
@@ -64,6 +66,10 @@ where
                 // Expired reshare results are abandoned; each is audited.
                 if let Err(e) = node.sweep_reshares(false) {
                     tracing::warn!(error = %e, "cannot sweep expired reshare results; trying again later");
+                }
+                // Presignatures past their lifetime are erased unused.
+                if let Err(e) = node.sweep_presignatures() {
+                    tracing::warn!(error = %e, "cannot sweep expired presignatures; trying again later");
                 }
             }
             message = starts.next() => {

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `aux.<committee>` | the committee's auxiliary info, copied into each key it generates, e.g. `aux.p1-p2-p3` |
 //! | `key.<key id>` | the key's active epoch: committee, threshold, epoch number, this party's share and its auxiliary info |
-//! | `presig.<key id>.<session>` | one fresh presignature ([`PresignatureStore`]) |
+//! | `presig.<key id>.<session>` | one fresh presignature, with its expiry ([`PresignatureStore`]) |
+//! | `presig-used.<key id>.<session>` | a consumed presignature, remembered until it would have expired |
 //! | `primes.<id>` | one pre-generated prime set ([`PrimePool`]) |
 //! | `reshare.<key id>.<session>` | a reshare's result here: started, pending, activated (with the retired epoch), closed or abandoned |
 //! | `change.<id>` | an approved key change this node has used (never again) |

@@ -212,7 +212,7 @@ async fn sessions_refusals_pools_and_refused_frames_are_rendered() {
     );
     expect(
         &text,
-        "tessera_node_deliveries_dropped_total{reason=\"unclaimed_overflow\"}",
+        "tessera_node_deliveries_dropped_total{reason=\"over_peer_limit\"}",
         0.0,
     );
     assert!(

@@ -298,7 +298,7 @@ async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
         .node(P1)
         .state()
         .presignatures(key)
-        .take(lost)
+        .take(lost, tessera_control::now_unix(), 3600)
         .unwrap();
     let mut paths = Vec::new();
     for _ in 0..2 {

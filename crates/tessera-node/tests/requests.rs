@@ -16,6 +16,13 @@ use tessera_wire::{KeyId, RequestId};
 
 const RECIPIENT: [u8; 20] = [0x42; 20];
 
+/// What [`transfer`] may cost in fees (limits count it besides the value).
+fn transfer_fee() -> u128 {
+    Eip1559Request::transfer(DEV_CHAIN_ID, 0, RECIPIENT, U256::ZERO)
+        .max_fee()
+        .to::<u128>()
+}
+
 fn transfer(nonce: u64, to: [u8; 20], wei: u128) -> Payload {
     Payload::EthereumTx {
         raw: Eip1559Request::transfer(DEV_CHAIN_ID, nonce, to, U256::from(wei)).encode(),
@@ -170,9 +177,33 @@ async fn an_approved_transfer_signs_and_everything_else_is_refused_with_its_reas
     // A missing approval: one of the two required.
     let request = f.request(transfer(1, RECIPIENT, 1));
     let mut approvals = dev.approve(&request);
-    approvals.pop();
+    approvals.remove(1);
     let (id, op) = sign(request, approvals);
-    f.refused("one approval of two", id, op, "approval").await;
+    f.refused("one approval of two", id, op, "has 1").await;
+
+    // Every approval, but not the submitter's signature: a coordinator (or an approver) that
+    // names an operator as the submitter of a request the operator never made.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let approvals = dev.approvals(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused(
+        "not signed by its submitter",
+        id,
+        op,
+        "'olivia' has not signed",
+    )
+    .await;
+    // ...nor with the submitter's signature made by another principal's key.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    approvals[2] = Approval::sign(
+        &request.request_digest(),
+        &dev.operator.name,
+        &dev.approvers[0].key,
+    );
+    let (id, op) = sign(request, approvals);
+    f.refused("submitter's signature forged", id, op, "'olivia'")
+        .await;
 
     // A forged approval: ben's name, someone else's key.
     let request = f.request(transfer(1, RECIPIENT, 1));
@@ -261,6 +292,102 @@ async fn a_refused_online_request_keeps_its_presignature_and_limits_span_request
     }
 }
 
+/// Makes `store` hold exactly the files of `snapshot`, as restoring a backup of it would.
+fn restore(store: &std::path::Path, snapshot: &std::path::Path) {
+    for entry in std::fs::read_dir(store).unwrap() {
+        let entry = entry.unwrap();
+        if !snapshot.join(entry.file_name()).exists() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(snapshot).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), store.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_a_snapshot_cannot_use_a_consumed_presignature_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        kdf: KdfParams::MINIMUM,
+        settings: tessera_node::NodeSettings {
+            // p1 waits this long for the partial signature its peer never sends.
+            round_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..LocalOptions::default()
+    };
+    let cluster = LocalCluster::start(dir.path(), options).await.unwrap();
+    let (key, public_key) = install_fixture_committee(&cluster);
+    let dev = cluster.dev.as_ref().unwrap();
+    let Output::Presign { presignature } = cluster
+        .run(&[P1, P2], Operation::Presign { key }, DEADLINE)
+        .await
+        .unwrap()
+    else {
+        panic!("presign names the presignature");
+    };
+    // p1's store is backed up while the presignature is fresh.
+    let p1_store = dir.path().join(P1.to_string());
+    let snapshot = dir.path().join("p1-snapshot");
+    std::fs::create_dir(&snapshot).unwrap();
+    for entry in std::fs::read_dir(&p1_store).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    }
+    let online = |request: SignRequest| Operation::OnlineSign {
+        presignature,
+        approvals: dev.approve(&request),
+        request,
+    };
+    let request = dev
+        .request(key, Vec::new(), transfer(0, RECIPIENT, 1), now())
+        .unwrap();
+    let output = cluster
+        .run(&[P1, P2], online(request.clone()), DEADLINE)
+        .await
+        .unwrap();
+    assert!(k256_verifies(&public_key, &request.digest, &output));
+
+    // p1's disk is restored from the backup: the presignature is back, and p1 has no memory
+    // of having used it. A coordinator offers it again for another approved request.
+    restore(&p1_store, &snapshot);
+    assert_eq!(
+        cluster
+            .node(P1)
+            .state()
+            .presignatures(key)
+            .available()
+            .unwrap(),
+        vec![presignature],
+        "the restore re-armed p1's copy"
+    );
+    let other = dev
+        .request(key, Vec::new(), transfer(1, RECIPIENT, 1), now())
+        .unwrap();
+    let err = cluster
+        .run(&[P1, P2], online(other), DEADLINE)
+        .await
+        .expect_err("a consumed presignature must not sign again");
+    // p2 remembers it used it, refuses, and says why; no signature comes of it.
+    let StarterError::Failed { failures, .. } = &err else {
+        panic!("expected refusals, got {err}");
+    };
+    let p2 = failures
+        .iter()
+        .find(|(p, _)| *p == P2)
+        .map(|(_, f)| f.message.clone())
+        .unwrap_or_else(|| panic!("p2 did not refuse: {err}"));
+    assert!(p2.contains("already used here"), "{p2}");
+    assert!(p2.contains("restored snapshot"), "{p2}");
+    let audit = std::fs::read_to_string(dir.path().join("audit").join("p2.audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("presignature.refused") && audit.contains("consumed"),
+        "p2 audits the refusal"
+    );
+}
+
 #[test]
 fn the_ledger_counts_the_rolling_window_and_survives_a_restart() {
     use std::sync::Arc;
@@ -278,7 +405,8 @@ fn the_ledger_counts_the_rolling_window_and_survives_a_restart() {
             .request(
                 key,
                 Vec::new(),
-                transfer(nonce, RECIPIENT, DEV_PER_REQUEST_WEI),
+                // With its maximum fee, each spends exactly the per-request limit.
+                transfer(nonce, RECIPIENT, DEV_PER_REQUEST_WEI - transfer_fee()),
                 now(),
             )
             .unwrap();

@@ -119,13 +119,30 @@ impl DevPolicy {
         )
     }
 
-    /// Both approvers' approvals of `request`.
+    /// Both approvers' approvals of `request` (which the operator submitted), then the
+    /// operator's signature as its submitter: all a node needs to sign it.
     pub fn approve(&self, request: &SignRequest) -> Vec<Approval> {
+        let mut signatures = self.approvals(request);
+        signatures.push(self.submitter_signature(request));
+        signatures
+    }
+
+    /// Both approvers' approvals of `request`, without the submitter's signature.
+    pub fn approvals(&self, request: &SignRequest) -> Vec<Approval> {
         let digest = request.request_digest();
         self.approvers
             .iter()
             .map(|a| Approval::sign(&digest, &a.name, &a.key))
             .collect()
+    }
+
+    /// The operator's signature of `request` as its submitter.
+    pub fn submitter_signature(&self, request: &SignRequest) -> Approval {
+        Approval::sign(
+            &request.request_digest(),
+            &self.operator.name,
+            &self.operator.key,
+        )
     }
 
     /// A key change proposed (and signed) by the first admin, created `now` and living an

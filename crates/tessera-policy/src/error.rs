@@ -68,6 +68,20 @@ pub enum PolicyError {
     #[error("the signature does not verify: {0}")]
     BadSignature(String),
 
+    /// A transaction calls an ERC-20 `transfer` or `transferFrom` in a form that is not the
+    /// canonical ABI encoding (trailing bytes, dirty padding, missing words) or with native
+    /// value attached: what it moves cannot be told for sure, so it is never signed.
+    #[error(
+        "the transaction calls ERC-20 {function} but {problem}: Tessera signs token transfers \
+         only in their canonical ABI encoding, with no ETH attached"
+    )]
+    AmbiguousTokenTransfer {
+        /// `transfer` or `transferFrom`.
+        function: &'static str,
+        /// What is wrong with the call.
+        problem: String,
+    },
+
     /// An operator secret key file cannot be read. The message never contains secret material.
     #[error("invalid operator secret key: {0}")]
     SecretKey(String),

@@ -11,7 +11,7 @@ use tessera_wire::KeyId;
 use crate::approval::{bounded, Approval};
 use crate::document::{PolicyDocument, Rule};
 use crate::principal::{Principal, Role};
-use crate::request::{Action, Asset, SignRequest};
+use crate::request::{Asset, Derived, SignRequest};
 use crate::PolicyError;
 
 pub use reason::{Decision, Reason, Verdict};
@@ -63,30 +63,32 @@ pub fn evaluate(
 
     let mut reasons = Vec::new();
     check_times(policy, request, now, &mut reasons);
-    match policy.principal(&request.submitted_by) {
-        None => reasons.push(Reason::UnknownSubmitter(request.submitted_by.clone())),
-        Some(p) if !p.has_role(Role::Operator) => {
-            reasons.push(Reason::SubmitterNotOperator(p.name.clone()))
+    let submitter_is_operator = match policy.principal(&request.submitted_by) {
+        None => {
+            reasons.push(Reason::UnknownSubmitter(request.submitted_by.clone()));
+            false
         }
-        Some(_) => {}
-    }
+        Some(p) if !p.has_role(Role::Operator) => {
+            reasons.push(Reason::SubmitterNotOperator(p.name.clone()));
+            false
+        }
+        Some(_) => true,
+    };
 
     let rules: Vec<&Rule> = policy.rules_for(&request.key).collect();
     if rules.is_empty() {
         reasons.push(Reason::NoRule { key: request.key });
     }
     for rule in &rules {
-        check_action(
-            rule,
-            &derived.action,
-            request.key,
-            history,
-            now,
-            &mut reasons,
-        );
+        check_action(rule, &derived, request.key, history, now, &mut reasons);
     }
 
-    let approvers = check_approvals(policy, request, approvals, &mut reasons);
+    let signed = check_approvals(policy, request, approvals, &mut reasons);
+    // (A submitter who may not submit is refused for that already.)
+    if submitter_is_operator && !signed.by_submitter {
+        reasons.push(Reason::NotSignedBySubmitter(bounded(&request.submitted_by)));
+    }
+    let approvers = signed.approvers;
     for rule in &rules {
         let requirement = &rule.approvals;
         let have = approvers
@@ -141,12 +143,13 @@ fn check_times(
 
 fn check_action(
     rule: &Rule,
-    action: &Action,
+    derived: &Derived,
     key: KeyId,
     history: &dyn SpendHistory,
     now: u64,
     reasons: &mut Vec<Reason>,
 ) {
+    let action = &derived.action;
     let kind = action.kind();
     if !rule.kinds.contains(&kind) {
         reasons.push(Reason::KindNotAllowed {
@@ -154,8 +157,20 @@ fn check_action(
             kind,
         });
     }
-    if let Some((asset, amount)) = action.spend() {
+    // The value moved and the maximum fee, per asset: a fee counts like any other spend.
+    for (asset, amount) in derived.spends() {
         check_limit(rule, asset, amount, key, history, now, reasons);
+    }
+    if let Some((asset, fee)) = derived.max_fee {
+        let cap = rule.limit(&asset).and_then(|limit| limit.max_fee);
+        if let Some(cap) = cap.filter(|cap| fee > *cap) {
+            reasons.push(Reason::OverFeeCap {
+                rule: rule.name.clone(),
+                asset,
+                fee,
+                cap,
+            });
+        }
     }
     if let Some(to) = action.destination() {
         match rule.destinations.check(&to) {
@@ -223,23 +238,36 @@ fn check_limit(
     }
 }
 
-/// Verifies every approval; returns the distinct valid approvers other than the submitter.
+/// The signatures on a request, verified.
+struct Signatures<'p> {
+    /// The distinct valid approvers other than the submitter, in the order given.
+    approvers: Vec<&'p Principal>,
+    /// Whether the submitter's own signature is among them: it is no approval, but proves
+    /// that the submitter named in the request asked for it (not whoever relayed it).
+    by_submitter: bool,
+}
+
+/// Verifies every signature on the request: the submitter's and the approvals.
 fn check_approvals<'p>(
     policy: &'p PolicyDocument,
     request: &SignRequest,
     approvals: &[Approval],
     reasons: &mut Vec<Reason>,
-) -> Vec<&'p Principal> {
+) -> Signatures<'p> {
+    let mut signed = Signatures {
+        approvers: Vec::new(),
+        by_submitter: false,
+    };
     if approvals.len() > policy.principals().len() {
         reasons.push(Reason::TooManyApprovals {
             got: approvals.len(),
             principals: policy.principals().len(),
         });
-        return Vec::new();
+        return signed;
     }
     let digest = request.request_digest();
     let mut seen = BTreeSet::new();
-    let mut valid = Vec::new();
+    let valid = &mut signed.approvers;
     for approval in approvals {
         if !seen.insert(approval.approver.as_str()) {
             reasons.push(Reason::DuplicateApproval(bounded(&approval.approver)));
@@ -247,7 +275,7 @@ fn check_approvals<'p>(
         }
         match approval.verify(&digest, policy) {
             Ok(principal) if principal.name == request.submitted_by => {
-                reasons.push(Reason::SelfApproval(principal.name.clone()))
+                signed.by_submitter = true;
             }
             Ok(principal) => valid.push(principal),
             Err(PolicyError::UnknownApprover(name)) => reasons.push(Reason::UnknownApprover(name)),
@@ -263,5 +291,5 @@ fn check_approvals<'p>(
             }),
         }
     }
-    valid
+    signed
 }

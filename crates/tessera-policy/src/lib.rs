@@ -41,5 +41,6 @@ pub use key_change::{
 pub use principal::{OperatorKey, Principal, PrincipalKey, PrincipalSignature, Role};
 pub use request::{
     derive, Action, ActionKind, Asset, Derived, Payload, PolicyHash, SignRequest,
-    MAX_MESSAGE_BYTES, MAX_TX_BYTES, REQUEST_DIGEST_LABEL,
+    ERC20_TRANSFER_FROM_SELECTOR, ERC20_TRANSFER_SELECTOR, MAX_MESSAGE_BYTES, MAX_TX_BYTES,
+    REQUEST_DIGEST_LABEL,
 };

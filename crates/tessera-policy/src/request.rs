@@ -15,7 +15,9 @@ use crate::encoding::decode_hex_array;
 use crate::principal::check_name;
 use crate::PolicyError;
 
-pub use action::{Action, ActionKind, Asset, ERC20_TRANSFER_SELECTOR};
+pub use action::{
+    Action, ActionKind, Asset, ERC20_TRANSFER_FROM_SELECTOR, ERC20_TRANSFER_SELECTOR,
+};
 pub use payload::{derive, Derived, Payload, MAX_MESSAGE_BYTES, MAX_TX_BYTES};
 
 /// Most levels in a derivation path.

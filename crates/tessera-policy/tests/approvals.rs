@@ -88,17 +88,27 @@ fn an_ethereum_approval_made_by_a_wallet_verifies() {
     let carol = SigningKey::from_slice(&secret).unwrap();
     let message = [APPROVAL_LABEL, &digest()].concat();
     let (rs, parity) = wallet_sign(&carol, &message);
-    for v in [27 + parity, parity] {
-        let mut sig = rs.to_vec();
-        sig.push(v);
-        let approval = Approval {
-            approver: "carol".into(),
-            signature: PrincipalSignature(sig),
-        };
-        assert_eq!(approval.verify(&digest(), &policy).unwrap().name, "carol");
+    let mut sig = rs.to_vec();
+    sig.push(27 + parity);
+    let approval = Approval {
+        approver: "carol".into(),
+        signature: PrincipalSignature(sig),
+    };
+    assert_eq!(approval.verify(&digest(), &policy).unwrap().name, "carol");
+    // One form only: the same signature with v = 0/1 would be a second encoding of the
+    // approval, and is refused with what to do.
+    let mut raw_v = rs.to_vec();
+    raw_v.push(parity);
+    let err = Approval {
+        approver: "carol".into(),
+        signature: PrincipalSignature(raw_v),
     }
-    // The other parity recovers another key; a v outside {0, 1, 27, 28} is refused.
-    for v in [28 - parity, 29, 2] {
+    .verify(&digest(), &policy)
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("v = 27 or 28"), "{err}");
+    // The other parity recovers another key; a v outside {27, 28} is refused.
+    for v in [28 - parity, 1 - parity, 29, 2] {
         let mut sig = rs.to_vec();
         sig.push(v);
         let approval = Approval {

@@ -62,8 +62,8 @@ fn actions_are_derived_from_the_decoded_transaction() {
         }
     );
     assert_eq!(
-        usdc_to_deposit.spend(),
-        Some((usdc(), U256::from(500 * USDC_UNIT)))
+        usdc_to_deposit.spends(),
+        vec![(usdc(), U256::from(500 * USDC_UNIT))]
     );
     let raw = eip1559(
         addr(USDC),
@@ -77,39 +77,86 @@ fn actions_are_derived_from_the_decoded_transaction() {
             .signing_digest()
     );
 
-    // The same call with ETH attached is a contract call (and spends that ETH).
-    let with_value = eip1559(
-        addr(USDC),
-        U256::from(1u8),
-        erc20_transfer_input(DEPOSIT, U256::from(5u8)),
-    );
-    let derived = derive(&Payload::EthereumTx { raw: with_value }).unwrap();
-    assert_eq!(
-        derived.action,
-        Action::ContractCall {
-            chain_id: 1,
-            to: addr(USDC),
-            value: U256::from(1u8),
-            selector: Some([0xa9, 0x05, 0x9c, 0xbb]),
-        }
-    );
-    assert_eq!(
-        derived.spend(),
-        Some((Asset::Native { chain_id: 1 }, U256::from(1u8)))
-    );
-    // A trailing byte or a dirty address word: not a plain transfer.
+    // The same call with ETH attached, a trailing byte or a dirty address word: what moves
+    // cannot be told for sure, so it is refused, never a zero-value contract call that token
+    // limits and destination lists would not see.
     let mut long = erc20_transfer_input(DEPOSIT, U256::from(5u8));
     long.push(0);
     let mut dirty = erc20_transfer_input(DEPOSIT, U256::from(5u8));
     dirty[15] = 1;
-    for input in [long, dirty] {
-        let derived = derive(&Payload::EthereumTx {
-            raw: eip1559(addr(USDC), U256::ZERO, input),
-        })
-        .unwrap();
-        assert!(matches!(derived.action, Action::ContractCall { .. }));
-        assert_eq!(derived.spend(), None);
+    for (value, input, says) in [
+        (
+            U256::from(1u8),
+            erc20_transfer_input(DEPOSIT, U256::from(5u8)),
+            "also sends 1 wei",
+        ),
+        (U256::ZERO, long, "65 bytes instead of 64"),
+        (U256::ZERO, dirty, "non-zero padding"),
+    ] {
+        let payload = Payload::EthereumTx {
+            raw: eip1559(addr(USDC), value, input),
+        };
+        let err = derive(&payload).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                tessera_policy::PolicyError::AmbiguousTokenTransfer { .. }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(says), "{err}");
+        // No request can be made with it; one that carries it anyway (made up by a
+        // coordinator) is denied as invalid, on the coordinator and every node.
+        let mut request = new_request(
+            &example(),
+            TREASURY_KEY,
+            usdc_transfer(DEPOSIT, 5),
+            MONDAY_10AM,
+        );
+        request.payload = payload;
+        let decision = run(&request, &approve(&request, &["bob", "carol"]), MONDAY_10AM);
+        assert_eq!(decision.verdict, Verdict::Deny);
+        assert_eq!(codes(&decision), ["invalid_request"]);
     }
+    // transferFrom(from, to, amount) moves `amount` of the token to `to`: a transfer, with
+    // the limits and destination lists applied to `to`.
+    let mut transfer_from = tessera_policy::ERC20_TRANSFER_FROM_SELECTOR.to_vec();
+    transfer_from.extend_from_slice(&[0u8; 12]);
+    transfer_from.extend_from_slice(&addr(DEAD));
+    transfer_from.extend_from_slice(&erc20_transfer_input(DEPOSIT, U256::from(7u8))[4..]);
+    let derived = derive(&Payload::EthereumTx {
+        raw: eip1559(addr(USDC), U256::ZERO, transfer_from.clone()),
+    })
+    .unwrap();
+    assert_eq!(
+        derived.action,
+        Action::Transfer {
+            asset: usdc(),
+            amount: U256::from(7u8),
+            to: DEPOSIT,
+        }
+    );
+    let to_dead = {
+        let mut input = transfer_from[..36].to_vec();
+        input.extend_from_slice(&[0u8; 12]);
+        input.extend_from_slice(&addr(DEAD));
+        input.extend_from_slice(&U256::from(7u8).to_be_bytes::<32>());
+        input
+    };
+    let request = new_request(
+        &example(),
+        TREASURY_KEY,
+        Payload::EthereumTx {
+            raw: eip1559(addr(USDC), U256::ZERO, to_dead),
+        },
+        MONDAY_10AM,
+    );
+    let decision = run(&request, &approve(&request, &["bob", "carol"]), MONDAY_10AM);
+    assert!(
+        codes(&decision).contains(&"destination_denied"),
+        "{:?}",
+        codes(&decision)
+    );
     // Native transfer (legacy), data to an address, contract creation, message.
     let native = derive(&Payload::EthereumTx {
         raw: legacy(11155111, Some(DEPOSIT), eth(2), vec![]),
@@ -156,7 +203,8 @@ fn actions_are_derived_from_the_decoded_transaction() {
         message.digest,
         tessera_chain::personal_message_digest(b"gm")
     );
-    assert_eq!(message.spend(), None);
+    assert!(message.spends().is_empty());
+    assert_eq!(message.max_fee, None);
 }
 
 #[test]
@@ -170,10 +218,41 @@ fn approvals_move_a_request_from_pending_to_allow() {
     );
     let decision = run(&request, &[], MONDAY_10AM);
     assert_eq!(decision.verdict, Verdict::Pending);
-    assert_eq!(codes(&decision), ["needs_approvals"]);
     assert_eq!(
-        decision.reasons[0].to_string(),
+        codes(&decision),
+        ["not_signed_by_submitter", "needs_approvals"]
+    );
+    assert!(decision.reasons[0].to_string().contains("'alice'"));
+    assert_eq!(
+        decision.reasons[1].to_string(),
         "needs 2 approvals by approver from rule 'treasury transfers', has 0"
+    );
+
+    // The submitter's signature shows they asked for it, and counts as no approval.
+    let alice = approve(&request, &[]);
+    let decision = run(&request, &alice, MONDAY_10AM);
+    assert_eq!(codes(&decision), ["needs_approvals"]);
+    assert!(decision.approved_by.is_empty());
+
+    // Every approval there, but not the submitter's signature: whoever relayed the request
+    // cannot make it up in the submitter's name.
+    let unsigned = &approve(&request, &["bob", "carol"])[..2];
+    let decision = run(&request, unsigned, MONDAY_10AM);
+    assert_eq!(decision.verdict, Verdict::Pending);
+    assert_eq!(codes(&decision), ["not_signed_by_submitter"]);
+    assert_eq!(decision.approved_by, ["bob", "carol"]);
+    // A signature in the submitter's name by another key does not verify.
+    let mut forged = unsigned.to_vec();
+    forged.push(Approval::sign(
+        &request.request_digest(),
+        "alice",
+        &key("bob"),
+    ));
+    let decision = run(&request, &forged, MONDAY_10AM);
+    assert_eq!(decision.verdict, Verdict::Deny);
+    assert_eq!(
+        codes(&decision),
+        ["bad_approval", "not_signed_by_submitter"]
     );
 
     let bob = approve(&request, &["bob"]);
@@ -232,8 +311,9 @@ fn limits_deny_with_the_amount_the_limit_and_the_rule() {
     assert_eq!(codes(&decision), ["over_per_request"]);
     assert_eq!(
         decision.reasons[0].to_string(),
-        "amount 10000000000000000001 of eth:1 (base units) exceeds the per-request limit \
-         10000000000000000000 of rule 'treasury transfers'"
+        "amount 10000000000000000001 of eth:1 (base units; for the native coin, the value plus \
+         the maximum fee) exceeds the per-request limit 10000000000000000000 of rule 'treasury \
+         transfers'"
     );
 
     // ETH on a chain the rule sets no limit for.
@@ -375,8 +455,9 @@ fn the_rolling_window_counts_what_was_already_spent() {
         let decision = evaluate(&policy, &request, &approvals, &history, now);
         if i < 5 {
             assert_eq!(decision.verdict, Verdict::Allow, "transfer {i}: {decision}");
-            let (asset, amount) = request.check().unwrap().spend().unwrap();
-            history.record(treasury, asset, now, amount);
+            for (asset, amount) in request.check().unwrap().spends() {
+                history.record(treasury, asset, now, amount);
+            }
         } else {
             assert_eq!(codes(&decision), ["over_window"]);
             assert_eq!(
@@ -465,8 +546,8 @@ fn the_submitter_must_be_an_operator() {
     ] {
         let mut request = approved_treasury(eth_transfer(DEPOSIT, eth(1))).0;
         request.submitted_by = who.into();
-        let approvals = approve(&request, &["bob", "carol"]);
-        assert_eq!(codes(&run(&request, &approvals, MONDAY_10AM)), [code]);
+        let approvals = &approve(&request, &["bob", "carol"])[..2];
+        assert_eq!(codes(&run(&request, approvals, MONDAY_10AM)), [code]);
     }
 }
 
@@ -490,6 +571,7 @@ fn bad_approvals_deny_and_name_the_approver() {
     let forged = vec![
         approvals[0].clone(),
         Approval::sign(&request.request_digest(), "carol", &key("erin")),
+        approvals[2].clone(),
     ];
     let decision = run(&request, &forged, MONDAY_10AM);
     assert_eq!(codes(&decision), ["bad_approval", "needs_approvals"]);
@@ -497,26 +579,33 @@ fn bad_approvals_deny_and_name_the_approver() {
     assert!(decision.reasons[0].to_string().contains("'carol'"));
 
     // The same approver twice.
-    let twice = vec![approvals[0].clone(), approvals[0].clone()];
+    let twice = vec![
+        approvals[0].clone(),
+        approvals[0].clone(),
+        approvals[2].clone(),
+    ];
     let decision = run(&request, &twice, MONDAY_10AM);
     assert_eq!(codes(&decision), ["duplicate_approval", "needs_approvals"]);
     assert!(decision.reasons[0].to_string().contains("'bob'"));
 
-    // The submitter approving their own request.
+    // The submitter signing twice.
     let mut own = approvals.clone();
-    own.push(Approval::sign(
-        &request.request_digest(),
-        "alice",
-        &key("alice"),
-    ));
+    own.push(approvals[2].clone());
     let decision = run(&request, &own, MONDAY_10AM);
-    assert_eq!(codes(&decision), ["self_approval"]);
+    assert_eq!(codes(&decision), ["duplicate_approval"]);
     assert!(decision.reasons[0].to_string().contains("'alice'"));
 
     // More approvals than principals.
     let flood = vec![approvals[0].clone(); 8];
     let decision = run(&request, &flood, MONDAY_10AM);
-    assert_eq!(codes(&decision), ["too_many_approvals", "needs_approvals"]);
+    assert_eq!(
+        codes(&decision),
+        [
+            "too_many_approvals",
+            "not_signed_by_submitter",
+            "needs_approvals"
+        ]
+    );
 }
 
 #[test]
@@ -546,7 +635,13 @@ fn an_altered_request_is_denied() {
     let decision = run(&swapped, &approvals, MONDAY_10AM);
     assert_eq!(
         codes(&decision),
-        ["bad_approval", "bad_approval", "needs_approvals"]
+        [
+            "bad_approval",
+            "bad_approval",
+            "bad_approval",
+            "not_signed_by_submitter",
+            "needs_approvals"
+        ]
     );
     assert_eq!(decision.verdict, Verdict::Deny);
 
@@ -576,6 +671,7 @@ fn every_reason_is_reported_and_deny_dominates() {
             "over_per_request",
             "destination_denied",
             "outside_hours",
+            "not_signed_by_submitter",
             "needs_approvals"
         ]
     );
@@ -612,4 +708,108 @@ fn a_closure_can_serve_as_spend_history() {
     assert_eq!(codes(&decision), ["over_window"]);
     let none = |_: tessera_wire::KeyId, _: &Asset, _: u64| U256::ZERO;
     assert!(evaluate(&policy, &request, &approvals, &none, MONDAY_10AM).is_allowed());
+}
+
+#[test]
+fn the_maximum_fee_counts_toward_the_native_limits_and_its_cap() {
+    let native = Asset::Native { chain_id: 1 };
+    // 21,000 gas at up to 100 gwei: at most 0.0021 ETH in fees.
+    let fee = U256::from(21_000u64 * 100_000_000_000);
+    let paying = |value: U256, input: Vec<u8>, to: [u8; 20]| Payload::EthereumTx {
+        raw: eip1559_paying(to, value, input, 21_000, 100_000_000_000),
+    };
+    // A native transfer spends its value plus its maximum fee.
+    let derived = derive(&paying(eth(1), vec![], DEPOSIT)).unwrap();
+    assert_eq!(derived.max_fee, Some((native, fee)));
+    assert_eq!(derived.spends(), vec![(native, eth(1) + fee)]);
+    // So a transfer of exactly the per-request limit is over it once the fee is added...
+    let request = new_request(
+        &example(),
+        TREASURY_KEY,
+        paying(eth(10), vec![], DEPOSIT),
+        MONDAY_10AM,
+    );
+    let decision = run(&request, &approve(&request, &["bob", "carol"]), MONDAY_10AM);
+    assert_eq!(codes(&decision), ["over_per_request"]);
+    assert!(
+        decision.reasons[0]
+            .to_string()
+            .contains(&(eth(10) + fee).to_string()),
+        "{}",
+        decision.reasons[0]
+    );
+    // ...and one that leaves room for the fee is not.
+    let request = new_request(
+        &example(),
+        TREASURY_KEY,
+        paying(eth(10) - fee, vec![], DEPOSIT),
+        MONDAY_10AM,
+    );
+    assert!(run(&request, &approve(&request, &["bob", "carol"]), MONDAY_10AM).is_allowed());
+
+    // A token transfer spends the token and pays its fee in ETH: both are limited, and the
+    // fee fills the ETH window like any ETH.
+    let usdc_paid = paying(
+        U256::ZERO,
+        erc20_transfer_input(DEPOSIT, U256::from(5 * USDC_UNIT)),
+        addr(USDC),
+    );
+    let derived = derive(&usdc_paid).unwrap();
+    assert_eq!(
+        derived.spends(),
+        vec![(native, fee), (usdc(), U256::from(5 * USDC_UNIT))]
+    );
+    let request = new_request(&example(), TREASURY_KEY, usdc_paid, MONDAY_10AM);
+    let approvals = approve(&request, &["bob", "carol"]);
+    let mut history = MapHistory::default();
+    history.record(
+        key_id(TREASURY_KEY),
+        native,
+        MONDAY_10AM - 60,
+        eth(50) - fee,
+    );
+    assert!(evaluate(&example(), &request, &approvals, &history, MONDAY_10AM).is_allowed());
+    history.record(
+        key_id(TREASURY_KEY),
+        native,
+        MONDAY_10AM - 30,
+        U256::from(1u8),
+    );
+    let decision = evaluate(&example(), &request, &approvals, &history, MONDAY_10AM);
+    assert_eq!(codes(&decision), ["over_window"]);
+    assert!(decision.reasons[0].to_string().contains("of eth:1"));
+
+    // The rule's fee cap (0.05 ETH in the example): a gas limit of 1,000,000 at 100 gwei is
+    // 0.1 ETH, refused even though the value is small.
+    let greedy = Payload::EthereumTx {
+        raw: eip1559_paying(DEPOSIT, eth(1), vec![], 1_000_000, 100_000_000_000),
+    };
+    let request = new_request(&example(), TREASURY_KEY, greedy, MONDAY_10AM);
+    let decision = run(&request, &approve(&request, &["bob", "carol"]), MONDAY_10AM);
+    assert_eq!(codes(&decision), ["over_fee_cap"]);
+    assert_eq!(
+        decision.reasons[0].to_string(),
+        "the maximum fee 100000000000000000 of eth:1 (gas limit times the most paid per gas) \
+         exceeds the fee cap 50000000000000000 of rule 'treasury transfers': lower the gas \
+         limit or the fee per gas"
+    );
+}
+
+#[test]
+fn a_fee_cap_is_set_on_the_native_coin_only() {
+    let text = EXAMPLE.replace(
+        "window_secs = 86400\n\n[rules.destinations]",
+        "window_secs = 86400\nmax_fee = \"1\"\n\n[rules.destinations]",
+    );
+    assert_ne!(
+        text, EXAMPLE,
+        "the USDC limit is followed by the destinations"
+    );
+    let err = tessera_policy::PolicyDocument::from_toml(text.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_fee applies to the chain's native coin"),
+        "{err}"
+    );
 }

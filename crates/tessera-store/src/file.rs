@@ -37,11 +37,30 @@ impl KdfParams {
         p_cost: 1,
     };
 
+    /// The largest parameters accepted: 1 GiB, 16 passes, 8 lanes. A header asking for more
+    /// is refused before any memory is taken: it was damaged or forged, and honouring it could
+    /// exhaust the machine's memory or take hours.
+    pub const MAXIMUM: KdfParams = KdfParams {
+        m_cost: 1024 * 1024,
+        t_cost: 16,
+        p_cost: 8,
+    };
+
+    /// Whether every parameter is within [`MINIMUM`](Self::MINIMUM) and
+    /// [`MAXIMUM`](Self::MAXIMUM).
+    pub fn in_range(&self) -> bool {
+        let (lo, hi) = (Self::MINIMUM, Self::MAXIMUM);
+        (lo.m_cost..=hi.m_cost).contains(&self.m_cost)
+            && (lo.t_cost..=hi.t_cost).contains(&self.t_cost)
+            && (lo.p_cost..=hi.p_cost).contains(&self.p_cost)
+    }
+
     fn argon2(&self) -> Result<Argon2<'static>, StoreError> {
-        if self.m_cost < Self::MINIMUM.m_cost || self.t_cost < 1 || self.p_cost < 1 {
+        if !self.in_range() {
             return Err(StoreError::KdfParams(format!(
-                "{self:?} is below the minimum {:?}",
-                Self::MINIMUM
+                "{self:?} is outside the accepted range, from {:?} to {:?}",
+                Self::MINIMUM,
+                Self::MAXIMUM
             )));
         }
         let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
@@ -163,6 +182,19 @@ impl FileStore {
             t_cost: header.t_cost,
             p_cost: header.p_cost,
         };
+        // The header's parameters are authenticated only once the key they derive unwraps the
+        // data key: bound them before spending memory and time on them.
+        if !params.in_range() {
+            return Err(StoreError::Corrupt {
+                path: header_path,
+                reason: format!(
+                    "its key-derivation parameters {params:?} are outside the accepted range, \
+                     from {:?} to {:?}",
+                    KdfParams::MINIMUM,
+                    KdfParams::MAXIMUM
+                ),
+            });
+        }
         let kek = derive_kek(passphrase, &params, &header.salt)?;
         let unwrapped = XChaCha20Poly1305::new(kek.as_ref().into())
             .decrypt(

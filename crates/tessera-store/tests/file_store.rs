@@ -259,3 +259,101 @@ proptest! {
         prop_assert!(s.get(&name("x")).is_err());
     }
 }
+
+/// Rewrites the header's Argon2 parameters (offsets 10, 14 and 18) with a valid checksum, as
+/// someone with write access to the disk could.
+fn forge_kdf_params(header: &Path, params: KdfParams) {
+    let mut h = fs::read(header).unwrap();
+    h[10..14].copy_from_slice(&params.m_cost.to_be_bytes());
+    h[14..18].copy_from_slice(&params.t_cost.to_be_bytes());
+    h[18..22].copy_from_slice(&params.p_cost.to_be_bytes());
+    let body = h.len() - 32;
+    let sum = Sha256::digest(&h[..body]);
+    h[body..].copy_from_slice(&sum);
+    fs::write(header, h).unwrap();
+}
+
+#[test]
+fn a_header_asking_for_absurd_key_derivation_costs_is_refused_before_deriving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("store");
+    store(&d).put(&name("share"), b"secret").unwrap();
+    let header = d.join("store.header");
+    let original = fs::read(&header).unwrap();
+    let max = KdfParams::MAXIMUM;
+    for params in [
+        // 4 TiB of memory: allocating it would abort the process.
+        KdfParams {
+            m_cost: u32::MAX,
+            ..KdfParams::MINIMUM
+        },
+        KdfParams {
+            m_cost: max.m_cost + 1,
+            ..KdfParams::MINIMUM
+        },
+        // Billions of passes: an unlock that never ends.
+        KdfParams {
+            t_cost: u32::MAX,
+            ..KdfParams::MINIMUM
+        },
+        KdfParams {
+            p_cost: max.p_cost + 1,
+            ..KdfParams::MINIMUM
+        },
+        KdfParams {
+            t_cost: 0,
+            ..KdfParams::MINIMUM
+        },
+    ] {
+        fs::write(&header, &original).unwrap();
+        forge_kdf_params(&header, params);
+        let err = FileStore::open(&d, PASS).expect_err("must refuse");
+        assert!(
+            matches!(err, StoreError::Corrupt { .. }),
+            "{params:?}: {err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("outside the accepted range"), "{text}");
+        assert!(text.contains("restore it from a backup"), "{text}");
+    }
+    // Parameters in range but not the ones the store was made with: the derived key does not
+    // unwrap the data key (the parameters are bound into it).
+    fs::write(&header, &original).unwrap();
+    forge_kdf_params(
+        &header,
+        KdfParams {
+            t_cost: 2,
+            ..KdfParams::MINIMUM
+        },
+    );
+    assert!(matches!(
+        FileStore::open(&d, PASS),
+        Err(StoreError::WrongPassphrase(_))
+    ));
+    // The genuine header still opens.
+    fs::write(&header, &original).unwrap();
+    let s = FileStore::open(&d, PASS).unwrap();
+    assert_eq!(&s.get(&name("share")).unwrap()[..], b"secret");
+}
+
+#[test]
+fn creating_a_store_outside_the_accepted_costs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for params in [
+        KdfParams {
+            m_cost: KdfParams::MAXIMUM.m_cost * 2,
+            ..KdfParams::MINIMUM
+        },
+        KdfParams {
+            m_cost: 1024,
+            ..KdfParams::MINIMUM
+        },
+    ] {
+        let d = dir.path().join(format!("store-{}", params.m_cost));
+        let err = FileStore::create(&d, PASS, params).expect_err("must refuse");
+        assert!(matches!(err, StoreError::KdfParams(_)), "{err}");
+        assert!(!d.join("store.header").exists());
+    }
+    assert!(KdfParams::default().in_range());
+    assert!(KdfParams::MAXIMUM.in_range() && KdfParams::MINIMUM.in_range());
+}

@@ -6,7 +6,8 @@
 //!   subject permissions). Transports move opaque bytes and are trusted with nothing.
 //! * [`SecureTransport`]: runs `tessera-channel` over any transport: every payload is sealed
 //!   end to end between the two parties, each peer's inbound frames are limited by a token
-//!   bucket ([`InboundLimits`]) checked before any cryptography, and refusals are counted.
+//!   bucket ([`InboundLimits`]) checked before any cryptography, what each peer has waiting
+//!   for its sessions is capped ([`HoldLimits`]), and refusals are counted.
 //! * [`nats::provision`] writes a `nats-server` configuration (PKI, users, permissions) for a
 //!   roster, and [`nats::server::LocalNatsServer`] runs one on loopback for development and tests.
 
@@ -26,7 +27,7 @@ use tessera_wire::PartyId;
 
 pub use error::TransportError;
 pub use limits::{InboundLimits, RATE_LIMIT_WARNING_INTERVAL};
-pub use router::{RouterStats, SessionInbox, SESSION_CAPACITY, UNCLAIMED_CAPACITY};
+pub use router::{HoldLimits, RouterStats, SessionInbox};
 pub use secure::{SecureError, SecureTransport};
 
 /// Bytes that arrived for this party.

@@ -14,7 +14,7 @@ use tessera_wire::PartyId;
 use tokio::task::JoinHandle;
 
 use crate::limits::{Admission, InboundLimits};
-use crate::router::{Route, Router, RouterStats, SessionInbox};
+use crate::router::{HoldLimits, Router, RouterStats, SessionInbox};
 use crate::{Transport, TransportError};
 
 /// How often timers (handshake retries, time-based rekeys) are checked.
@@ -45,13 +45,9 @@ impl Shared {
         self.manager.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn deliver(&self, delivery: Delivery) {
-        let session = delivery.context.session;
-        if let (Route::Session(tx), Some(delivery)) = self.router.route(delivery) {
-            if tx.send(delivery).await.is_err() {
-                self.router.session_gone(session);
-            }
-        }
+    /// Hands `delivery` to its session without waiting (see [`crate::HoldLimits`]).
+    fn deliver(&self, delivery: Delivery) {
+        self.router.route(delivery);
     }
 
     async fn transmit(&self, outbound: Vec<Outbound>) -> Result<(), TransportError> {
@@ -71,7 +67,9 @@ impl Shared {
 /// [`SecureTransport::rate_limited`]).
 /// Authenticated payloads go to the session they belong to (see
 /// [`SecureTransport::open_session`]); payloads of sessions nobody opened are returned by
-/// [`SecureTransport::recv`].
+/// [`SecureTransport::recv`]. What a peer has waiting, in sessions not yet opened or not yet
+/// read, is capped per peer and per session ([`HoldLimits`]); handing a payload over never
+/// waits for a session to read, so a slow session holds up no other.
 pub struct SecureTransport {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
@@ -94,6 +92,18 @@ impl SecureTransport {
         transport: Arc<dyn Transport>,
         limits: InboundLimits,
     ) -> Result<Self, TransportError> {
+        Self::start_limited(manager, transport, limits, HoldLimits::default()).await
+    }
+
+    /// As [`start_with`](Self::start_with), with each peer's deliveries waiting for their
+    /// sessions limited to `held`. Zero limits are refused ([`TransportError::Setup`]).
+    pub async fn start_limited(
+        manager: ChannelManager,
+        transport: Arc<dyn Transport>,
+        limits: InboundLimits,
+        held: HoldLimits,
+    ) -> Result<Self, TransportError> {
+        held.check().map_err(TransportError::Setup)?;
         let admission = Admission::new(
             limits,
             manager.roster().party_ids(),
@@ -110,7 +120,7 @@ impl SecureTransport {
         let shared = Arc::new(Shared {
             manager: Mutex::new(manager),
             transport,
-            router: Arc::new(Router::default()),
+            router: Arc::new(Router::new(held)),
             admission,
         });
 
@@ -133,7 +143,7 @@ impl SecureTransport {
                                 tracing::warn!(peer = %inbound.from, error = %e, "cannot answer peer");
                             }
                             if let Some(delivery) = received.delivery {
-                                shared.deliver(delivery).await;
+                                shared.deliver(delivery);
                             }
                         }
                         Err(e) => {
@@ -272,7 +282,7 @@ impl SecureTransport {
         tokio::time::timeout(limit, self.recv()).await.ok()
     }
 
-    /// Deliveries that reached no session.
+    /// Deliveries that reached no session, and what is held or queued now.
     pub fn router_stats(&self) -> RouterStats {
         self.shared.router.stats()
     }
@@ -308,6 +318,7 @@ impl SecureTransport {
 
 impl Drop for SecureTransport {
     fn drop(&mut self) {
+        self.shared.router.stop();
         for task in &self.tasks {
             task.abort();
         }

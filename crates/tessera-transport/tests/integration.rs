@@ -3,6 +3,7 @@
 
 mod common;
 mod flood;
+mod hold;
 mod memory;
 mod nats;
 mod nats_coordinator;

@@ -9,10 +9,11 @@ use tessera_chain::{Eip1559Request, U256};
 use tessera_coordinator::api::model::{DerivationPath, MessageBody, PayloadBody, SubmitBody};
 use tessera_coordinator::api::model::{KeyChangeView, KeyView};
 use tessera_coordinator::client::{CoordinatorClient, RequestQuery};
-use tessera_coordinator::store::{KeyChangeState, ProposalId};
+use tessera_coordinator::store::{KeyChangeState, ProposalId, RequestState};
 use tessera_policy::KeyOperation;
 use tessera_wire::{PartyId, RequestId};
 
+use crate::confirm::{describe_key_change, describe_request, ConfirmArgs};
 use crate::operator::load_key;
 
 /// Who calls the coordinator, and where.
@@ -152,12 +153,15 @@ pub enum KeyCommand {
         state: Option<String>,
     },
     /// Approve a key change, as an admin other than its proposer (the proposer's own
-    /// signature is made when it proposes). The digest is recomputed from the change and
+    /// signature is made when it proposes). The change is checked (its id, its policy against
+    /// your --policy-pin), shown and, once you confirm, its digest as recomputed here is
     /// signed with your key; the approval that completes the change carries it out and waits
     /// for it.
     ApproveChange {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
         /// The key change's id.
         id: ProposalId,
     },
@@ -357,10 +361,14 @@ pub struct WhatToSign {
 /// Request commands.
 #[derive(Subcommand)]
 pub enum RequestCommand {
-    /// Submit a signing request (operators). Prints the request and the policy's decision.
+    /// Submit a signing request (operators), then sign the request the coordinator answered
+    /// with as its submitter, once it is shown and confirmed (the nodes sign nothing its
+    /// submitter did not sign). Prints the request and the policy's decision.
     Submit {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
         /// The key's name or id.
         #[arg(long = "signing-key")]
         key: String,
@@ -387,17 +395,23 @@ pub enum RequestCommand {
         lifetime_secs: Option<u64>,
     },
     /// Approve a request (approvers). The request is fetched, decoded and checked locally,
-    /// and what it does is printed; your key signs its digest as recomputed here.
+    /// its policy compared with your --policy-pin, and what it does shown (chain,
+    /// destination, amount, maximum fee); once you confirm, your key signs its digest as
+    /// recomputed here.
     Approve {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
         /// The request id.
         id: RequestId,
     },
-    /// Reject a request (approvers).
+    /// Reject a request (approvers), after the same checks as approve.
     Reject {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
         /// The request id.
         id: RequestId,
     },
@@ -586,9 +600,23 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                     );
                 }
             }
-            KeyCommand::ApproveChange { api, id } => {
+            KeyCommand::ApproveChange { api, confirm, id } => {
                 let client = api.client()?;
                 let change = client.get_key_change(id).await?;
+                if change.id != id
+                    || change.change.id.0 != id.0
+                    || change.change.key != change.key_id
+                {
+                    bail!(
+                        "the coordinator answered with key change {} for {id}; nothing was signed",
+                        change.id
+                    );
+                }
+                confirm.check_policy(&change.change.policy, &format!("key change {id}"))?;
+                confirm.confirm(
+                    "approve this key change",
+                    &describe_key_change(&change.change, &change.key_name),
+                )?;
                 let signature = client.key_change_approval_for(&change.change);
                 let view = client.approve_key_change(id, &signature).await?;
                 print_change_or_json(&api, &view)?;
@@ -692,7 +720,11 @@ fn print_request(view: &tessera_coordinator::api::model::RequestView) {
     println!("action    {}", view.action);
     println!("state     {}", view.state);
     for d in &view.decisions {
-        println!("decision  {} {}", d.principal, d.decision);
+        if d.principal == view.submitted_by {
+            println!("signed    {} (the submitter)", d.principal);
+        } else {
+            println!("decision  {} {}", d.principal, d.decision);
+        }
     }
     for r in &view.reasons {
         println!("reason    {r}");
@@ -713,6 +745,7 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
         match cmd {
             RequestCommand::Submit {
                 api,
+                confirm,
                 key,
                 path,
                 what,
@@ -729,14 +762,16 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
                     payload: payload(&what, value_wei.as_deref(), chain_id, nonce)?,
                     lifetime_secs,
                 };
-                let view = api.client()?.submit(&body).await?;
+                let client = api.client()?;
+                let view = client.submit(&body).await?;
+                let view = sign_as_submitter(&client, &api, &confirm, &body, view).await?;
                 if api.json {
                     return print_json(&view);
                 }
                 print_request(&view);
             }
-            RequestCommand::Approve { api, id } => decide(api, id, true).await?,
-            RequestCommand::Reject { api, id } => decide(api, id, false).await?,
+            RequestCommand::Approve { api, confirm, id } => decide(api, &confirm, id, true).await?,
+            RequestCommand::Reject { api, confirm, id } => decide(api, &confirm, id, false).await?,
             RequestCommand::Cancel { api, id } => {
                 let view = api.client()?.cancel(id).await?;
                 if api.json {
@@ -779,25 +814,78 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
     })
 }
 
+/// Signs the request the coordinator answered a submission with, as its submitter, after
+/// checking that it is the request asked for: this id, key, path, payload and lifetime,
+/// submitted by this principal, with a digest recomputed here (nodes refuse a request its
+/// submitter did not sign; the coordinator fills in the times and the policy, so the
+/// submitter signs its answer). A retry of a request already signed is left as it is.
+async fn sign_as_submitter(
+    client: &CoordinatorClient,
+    api: &ApiArgs,
+    confirm: &ConfirmArgs,
+    body: &SubmitBody,
+    view: tessera_coordinator::api::model::RequestView,
+) -> Result<tessera_coordinator::api::model::RequestView> {
+    let request = &view.request;
+    let payload = body.payload.to_payload().map_err(anyhow::Error::msg)?;
+    let is_key = view.key_name == body.key || view.key_id.to_string() == body.key;
+    let lifetime_ok = body
+        .lifetime_secs
+        .is_none_or(|secs| request.expires_at.checked_sub(request.created_at) == Some(secs));
+    if view.id != body.id
+        || request.id != body.id
+        || !is_key
+        || request.key != view.key_id
+        || request.path != body.path.0
+        || request.payload != payload
+        || request.submitted_by != api.principal
+        || !lifetime_ok
+    {
+        bail!(
+            "the coordinator answered with a request that is not the one submitted (request {}, \
+             key {}, path {:?}, submitted by {}); nothing was signed",
+            request.id,
+            view.key_name,
+            request.path,
+            request.submitted_by
+        );
+    }
+    let lines = describe_request(request, &view.key_name).context(
+        "the request the coordinator answered with does not check out locally; nothing was signed",
+    )?;
+    if view.state != RequestState::PendingApproval
+        || view.decisions.iter().any(|d| d.principal == api.principal)
+    {
+        return Ok(view);
+    }
+    confirm.check_policy(&request.policy, &format!("request {}", request.id))?;
+    confirm.confirm("sign this request as its submitter", &lines)?;
+    Ok(client.sign_submitted(request).await?)
+}
+
 /// Approves or rejects request `id` after checking it locally: the payload is decoded here and
-/// the digest recomputed, so the approver signs what they saw, not what the server claims.
-async fn decide(api: ApiArgs, id: RequestId, approve: bool) -> Result<()> {
+/// the digest recomputed, the policy compared with the signer's pin, and what it does shown and
+/// confirmed, so the approver signs what they saw, not what the server claims.
+async fn decide(api: ApiArgs, confirm: &ConfirmArgs, id: RequestId, approve: bool) -> Result<()> {
     let client = api.client()?;
     let view = client.get_request(id).await?;
     let request = &view.request;
-    if request.id != id {
+    if request.id != id || view.id != id {
         bail!(
-            "the coordinator answered with request {} for {id}; not signing",
+            "the coordinator answered with request {} for {id}; nothing was signed",
             request.id
         );
     }
-    let derived = request
-        .check()
-        .context("the request does not check out locally; do not approve it")?;
-    eprintln!(
-        "checked locally: {} with key {} path {:?}, policy {}, submitted by {}",
-        derived.action, view.key_name, request.path, request.policy, request.submitted_by
-    );
+    let lines = describe_request(request, &view.key_name)?;
+    confirm.check_policy(&request.policy, &format!("request {id}"))?;
+    confirm.confirm(
+        if approve {
+            "approve this request"
+        } else {
+            "reject this request"
+        },
+        &lines,
+    )?;
     let view = if approve {
         client.approve_request(request).await?
     } else {

@@ -280,7 +280,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let raw = Eip1559Request::transfer(dev::DEV_CHAIN_ID, 2, to, U256::from(1u64)).encode();
     let request = dev.request(key, Vec::new(), Payload::EthereumTx { raw }, now_unix())?;
     let mut approvals = dev.approve(&request);
-    approvals.truncate(1);
+    approvals.remove(1);
     refused(
         "a request with one approval of two",
         cluster

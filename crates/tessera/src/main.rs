@@ -4,6 +4,7 @@ mod api;
 mod audit;
 mod backup;
 mod bench;
+mod confirm;
 mod demo;
 mod dev;
 mod eth;

@@ -89,6 +89,15 @@ pub fn run_policy(cmd: PolicyCommand) -> Result<()> {
             for rule in policy.rules() {
                 println!("rule       {}", rule.name);
             }
+            // Valid for the nodes, but a coordinator could never collect the approvals.
+            let gaps = tessera_coordinator::auth::rbac::unservable_rules(&policy);
+            if !gaps.is_empty() {
+                anyhow::bail!(
+                    "{} cannot be served by the coordinator's API:\n  {}",
+                    file.display(),
+                    gaps.join("\n  ")
+                );
+            }
         }
     }
     Ok(())

@@ -626,6 +626,20 @@ per_request = "1000"
     std::fs::write(&file, policy.replace("count = 1", "count = 5")).unwrap();
     let err = fails(&["policy", "check", s(&file)]);
     assert!(err.contains("treasury"), "{err}");
+    // Valid for the nodes, but admins cannot approve requests through the coordinator's API:
+    // refused, with what to change.
+    let admins_approve = policy.replace(
+        r#"count = 1, roles = ["approver"]"#,
+        r#"count = 1, roles = ["admin"]"#,
+    );
+    assert_ne!(admins_approve, policy);
+    std::fs::write(&file, admins_approve).unwrap();
+    let err = fails(&["policy", "check", s(&file)]);
+    assert!(
+        err.contains("cannot be served by the coordinator's API"),
+        "{err}"
+    );
+    assert!(err.contains("rule 'treasury' needs 1 approval(s)"), "{err}");
 }
 
 /// `tessera dev --spawn-nats` (3 nodes over a real permissioned nats-server, the coordinator
@@ -708,10 +722,41 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
     // `tessera key refresh` signed it for its proposer already: ada's approval is refused as
     // a second signature, and the change waits for another admin.
     assert!(text.contains("approved ada"), "{text}");
-    let own = run("ada", &["key", "approve-change", &change], &[]);
+    let own = run("ada", &["key", "approve-change", &change], &["--yes"]);
     assert!(!own.status.success(), "the proposer signs once");
     assert!(stderr(&own).contains("already signed"), "{}", stderr(&own));
-    let approved = run("abe", &["key", "approve-change", &change], &[]);
+    // An approver signs nothing it was not shown and did not confirm, nor anything made under
+    // another policy than the one it pinned.
+    let shown = run("aude", &["policy", "show"], &[]);
+    let pin = stdout(&shown)
+        .lines()
+        .find_map(|l| l.strip_prefix("policy_pin = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the policy pin")
+        .to_owned();
+    let unconfirmed = run("abe", &["key", "approve-change", &change], &[]);
+    assert!(!unconfirmed.status.success());
+    let text = stderr(&unconfirmed);
+    assert!(text.contains("about to approve this key change"), "{text}");
+    assert!(text.contains("operation refresh"), "{text}");
+    assert!(text.contains("not signing without confirmation"), "{text}");
+    let other_pin = "00".repeat(32);
+    let mispinned = run(
+        "abe",
+        &["key", "approve-change", &change],
+        &["--policy-pin", &other_pin, "--yes"],
+    );
+    assert!(!mispinned.status.success());
+    assert!(
+        stderr(&mispinned).contains("not the policy you pinned"),
+        "{}",
+        stderr(&mispinned)
+    );
+    let approved = run(
+        "abe",
+        &["key", "approve-change", &change],
+        &["--policy-pin", &pin, "--yes"],
+    );
     assert!(approved.status.success(), "{}", stderr(&approved));
     assert!(
         stdout(&approved).contains("state    applied"),
@@ -801,6 +846,7 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
             "olivia",
             &["request", "submit"],
             &[
+                "--yes",
                 "--signing-key",
                 "treasury",
                 "--transfer-to",
@@ -832,10 +878,31 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         stdout(&out)
     );
 
-    // The operator may not approve; a key that is not the principal's is not authenticated.
-    let out = run("olivia", &["request", "approve"], &[&id]);
+    // Submitting signed the request as its submitter (the nodes require it), after checking
+    // it locally; the submitter's signature is no approval, and it signs once.
+    let shown = stderr(&out);
+    assert!(
+        shown.contains("about to sign this request as its submitter"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("transfer 500000000000000000 eth:11155111"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .to_lowercase()
+            .contains("to 0x6069a6c32cf691f5982febae4faf8a6f3ab2f0f6"),
+        "{shown}"
+    );
+    // 21000 gas at 30 gwei.
+    assert!(shown.contains("maximum fee 630000000000000 wei"), "{shown}");
+    assert!(!stdout(&out).contains("has not signed"), "{}", stdout(&out));
+    // The operator may not approve.
+    let out = run("olivia", &["request", "approve"], &["--yes", &id]);
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
-    let mut forged = as_principal("ben", &[&id]);
+    // A key that is not the principal's is not authenticated.
+    let mut forged = as_principal("ben", &["--yes", &id]);
     let ana_key = d.join("ana.key.json");
     let at = forged.iter().position(|a| a == "--key-file").unwrap() + 1;
     forged[at] = s(&ana_key).to_owned();
@@ -844,10 +911,39 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
     let out = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
 
+    // Not without confirmation, nor under another policy than the pinned one.
+    let out = run("ana", &["request", "approve"], &[&id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not signing without confirmation"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        "ana",
+        &["request", "approve"],
+        &["--policy-pin", &other_pin, "--yes", &id],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not the policy you pinned"),
+        "{}",
+        stderr(&out)
+    );
     for approver in ["ana", "ben"] {
-        let out = run(approver, &["request", "approve"], &[&id]);
+        let out = run(
+            approver,
+            &["request", "approve"],
+            &["--policy-pin", &pin, "--yes", &id],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("checked locally: transfer of 500000000000000000"));
+        let shown = stderr(&out);
+        assert!(shown.contains("about to approve this request"), "{shown}");
+        assert!(
+            shown.contains("transfer 500000000000000000 eth:11155111"),
+            "{shown}"
+        );
+        assert!(shown.contains("maximum fee 630000000000000 wei"), "{shown}");
     }
     let started = Instant::now();
     let signed = loop {

@@ -119,10 +119,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidRequest(_) | AuthError::Malformed(..) => "bad_request",
             AuthError::BadSignature(_) => "bad_signature",
             AuthError::Replayed => "replayed",
-            AuthError::Missing(_)
-            | AuthError::Stale { .. }
-            | AuthError::FromTheFuture { .. }
-            | AuthError::UnknownPrincipal(_) => "unauthenticated",
+            AuthError::Missing(_) | AuthError::Stale { .. } | AuthError::FromTheFuture { .. } => {
+                "unauthenticated"
+            }
             AuthError::Forbidden { .. } => "forbidden",
             AuthError::Unavailable(source) => {
                 tracing::error!(error = %source, "nonce store failed");

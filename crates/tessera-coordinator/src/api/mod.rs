@@ -79,7 +79,7 @@
 //! | Status | Codes | When |
 //! |---|---|---|
 //! | 400 | `bad_request` | malformed JSON (with the parser's message), ids, paths, headers, invalid input |
-//! | 401 | `unauthenticated`, `bad_signature`, `replayed` | missing headers, clock skew, unknown principal, signature, reused nonce |
+//! | 401 | `unauthenticated`, `bad_signature`, `replayed` | missing headers, clock skew; a signature that does not verify or an unknown principal (one answer); reused nonce |
 //! | 403 | `forbidden` | the caller's roles do not permit the route, or the service refuses the principal |
 //! | 404 | `not_found` | no such request, key, committee, proposal or route |
 //! | 405 | `method_not_allowed` | the route exists for another method |

@@ -81,6 +81,8 @@ pub enum Endpoint {
     ListRequests,
     /// One sign request.
     GetRequest,
+    /// The submitter's signature of its own sign request.
+    SignRequest,
     /// Approve a sign request.
     ApproveRequest,
     /// Reject a sign request.
@@ -207,6 +209,12 @@ pub const ROUTES: &[Route] = &[
         "/v1/requests/{id}",
         Some(P::ReadRequests),
         E::GetRequest,
+    ),
+    route(
+        Post,
+        "/v1/requests/{id}/sign",
+        Some(P::SubmitRequests),
+        E::SignRequest,
     ),
     route(
         Post,

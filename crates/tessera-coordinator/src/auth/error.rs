@@ -50,14 +50,13 @@ pub enum AuthError {
         /// The allowed skew.
         max: u64,
     },
-    /// The principal is not in the active policy. Status 401.
-    #[error("unknown principal '{0}'")]
-    UnknownPrincipal(String),
-    /// The signature does not verify with the principal's key. Status 401.
+    /// The signature does not verify with the principal's key, or the principal is not in the
+    /// active policy: one answer for both, so that a caller cannot tell which names are
+    /// principals. Status 401.
     #[error(
         "the request signature does not verify for principal '{0}': sign \
          tessera/api-request/v1 over the method, path and query, timestamp, nonce and body \
-         hash exactly as sent, with this principal's key"
+         hash exactly as sent, with the key the policy names for this principal"
     )]
     BadSignature(String),
     /// The nonce was already used by this principal. Status 401.
@@ -105,7 +104,6 @@ impl AuthError {
             AuthError::Missing(_)
             | AuthError::Stale { .. }
             | AuthError::FromTheFuture { .. }
-            | AuthError::UnknownPrincipal(_)
             | AuthError::BadSignature(_)
             | AuthError::Replayed => 401,
             AuthError::Forbidden { .. } => 403,

@@ -11,7 +11,7 @@
 //! | `CreateKeys`      | yes   | no       | no       | no      |
 //! | `SetupCommittees` | yes   | no       | no       | no      |
 //! | `SubmitRequests`  | no    | yes      | no       | no      |
-//! | `CancelRequests`  | no    | yes      | no       | no      |
+//! | `CancelRequests`  | yes   | yes      | no       | no      |
 //! | `ApproveRequests` | no    | no       | yes      | no      |
 //! | `ReadRequests`    | yes   | yes      | yes      | yes     |
 //! | `ReadPolicy`      | yes   | yes      | yes      | yes     |
@@ -21,8 +21,10 @@
 //! | `ReadMetrics`     | yes   | no       | no       | yes     |
 //!
 //! In words: **admin** creates keys, sets up committees, proposes and approves policy changes
-//! and reads everything, but neither submits nor approves sign requests (separation of duties);
-//! **operator** submits and cancels sign requests and reads keys, requests and the policy;
+//! and reads everything, and may cancel a sign request (stop it before it is signed), but
+//! neither submits nor approves them (separation of duties);
+//! **operator** submits and cancels (its own) sign requests and reads keys, requests and the
+//! policy;
 //! **approver** approves or rejects sign requests and reads keys, requests and the policy;
 //! **auditor** reads keys, requests, the policy, the audit log and metrics, and writes nothing.
 //!
@@ -117,6 +119,7 @@ pub(crate) fn grants(role: Role, permission: Permission) -> bool {
             P::ReadKeys
                 | P::CreateKeys
                 | P::SetupCommittees
+                | P::CancelRequests
                 | P::ReadRequests
                 | P::ReadPolicy
                 | P::ProposePolicy
@@ -137,6 +140,54 @@ pub(crate) fn grants(role: Role, permission: Permission) -> bool {
             P::ReadKeys | P::ReadRequests | P::ReadPolicy | P::ReadAudit | P::ReadMetrics
         ),
     }
+}
+
+/// What in `policy` the API can never serve: each rule that asks for more request approvals
+/// than there are principals whose approvals count for it **and** who may approve through the
+/// API (a role granting [`Permission::ApproveRequests`]). Such a rule holds every request it
+/// covers pending forever. Empty when every rule can be met.
+pub fn unservable_rules(policy: &tessera_policy::PolicyDocument) -> Vec<String> {
+    let approvers: Vec<&tessera_policy::Principal> = policy
+        .principals()
+        .iter()
+        .filter(|p| permitted(&p.roles, Permission::ApproveRequests))
+        .collect();
+    let api_roles: Vec<&str> = Role::ALL
+        .into_iter()
+        .filter(|role| grants(*role, Permission::ApproveRequests))
+        .map(|role| role.as_str())
+        .collect();
+    policy
+        .rules()
+        .iter()
+        .filter_map(|rule| {
+            let need = &rule.approvals;
+            if need.count == 0 {
+                return None;
+            }
+            let can: Vec<&str> = approvers
+                .iter()
+                .filter(|p| need.counts(&p.name, &p.roles))
+                .map(|p| p.name.as_str())
+                .collect();
+            (can.len() < need.count).then(|| {
+                format!(
+                    "rule '{}' needs {} approval(s), but only {} principal(s) whose approval \
+                     counts for it may approve requests through the API ({}): only the {} \
+                     role may; give its approvers that role, or change the rule's roles",
+                    rule.name,
+                    need.count,
+                    can.len(),
+                    if can.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        can.join(", ")
+                    },
+                    api_roles.join(" or ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Whether a principal with `roles` may do `permission`: true if any of the roles grants it.

@@ -110,7 +110,10 @@ pub async fn authenticate(
     }
 
     let Some(known) = policy.principal(principal) else {
-        return Err(AuthError::UnknownPrincipal(principal.to_owned()));
+        // The same answer as a bad signature: a caller learns nothing about who is a
+        // principal. (The log tells the operators.)
+        tracing::debug!(%principal, "signed request by a name that is not a principal");
+        return Err(AuthError::BadSignature(principal.to_owned()));
     };
 
     let digest = request_digest(

@@ -57,8 +57,9 @@ fn check_approver(
             approver,
             format!(
                 "to be someone other than the submitter ('{}' submitted request {}; a submitter \
-                 may cancel but never approve or reject it)",
-                request.submitted_by, request.id
+                 signs it with POST /v1/requests/{}/sign, as `tessera request submit` does, and may \
+                 cancel but never approve or reject it)",
+                request.submitted_by, request.id, request.id
             ),
         ));
     }
@@ -93,10 +94,46 @@ fn check_approver(
 }
 
 impl Coordinator {
+    /// Records the submitter's own signature of request `id`: `signature` is its
+    /// [`Approval::sign`] over the request digest ([`SignRequest::request_digest`] of
+    /// [`RequestView::request`], the request it was answered with). It is no approval, but
+    /// every request needs it: the policy (here and in every node) keeps a request its named
+    /// submitter did not sign pending, so nobody can make a request up in an operator's name.
+    /// Only the submitter, once, while the request is pending approval; the policy is then
+    /// evaluated again, as after [`approve`](Self::approve).
+    pub async fn sign_as_submitter(
+        &self,
+        principal_name: &str,
+        id: RequestId,
+        signature: PrincipalSignature,
+    ) -> Result<RequestView, ServiceError> {
+        let who = |_: &PolicyDocument, request: &SignRequest| {
+            if principal_name == request.submitted_by {
+                return Ok(());
+            }
+            Err(ServiceError::forbidden(
+                principal_name,
+                format!(
+                    "to be the submitter of request {id} ('{}'); others approve it",
+                    request.submitted_by
+                ),
+            ))
+        };
+        self.sign_request_digest(
+            principal_name,
+            id,
+            signature,
+            who,
+            "request.signed_by_submitter",
+        )
+        .await
+    }
+
     /// Records `approver`'s approval of request `id`: `signature` is their
     /// [`Approval::sign`] over the request digest ([`SignRequest::request_digest`] of
     /// [`RequestView::request`]). The approver must be a principal whose approval counts for a
-    /// rule covering the key, and not the submitter; each principal decides once. The policy
+    /// rule covering the key, and not the submitter (who signs through
+    /// [`sign_as_submitter`](Self::sign_as_submitter)); each principal decides once. The policy
     /// is then evaluated again: once it allows, the request is `approved` and queued for
     /// signing; if it now denies (e.g. a window limit was used up meanwhile), the request is
     /// `rejected` with the reasons.
@@ -106,22 +143,35 @@ impl Coordinator {
         id: RequestId,
         signature: PrincipalSignature,
     ) -> Result<RequestView, ServiceError> {
+        let who = |policy: &PolicyDocument, request: &SignRequest| {
+            check_approver(policy, request, approver)
+        };
+        self.sign_request_digest(approver, id, signature, who, "request.approved")
+            .await
+    }
+
+    /// Records `principal`'s signature over the request digest of pending request `id` (an
+    /// approval, or the submitter's own signature) once `may_sign` allows them, audits it as
+    /// `event`, and evaluates the policy again.
+    async fn sign_request_digest(
+        &self,
+        principal: &str,
+        id: RequestId,
+        signature: PrincipalSignature,
+        may_sign: impl FnOnce(&PolicyDocument, &SignRequest) -> Result<(), ServiceError>,
+        event: &str,
+    ) -> Result<RequestView, ServiceError> {
         let (row, request, active) = self
             .open_request(id, &[RequestState::PendingApproval])
             .await?;
         let policy = &active.document;
-        check_approver(policy, &request, approver)?;
+        may_sign(policy, &request)?;
         let digest = request.request_digest();
-        let approval = verified_approval(policy, &digest, "request digest", approver, signature)?;
-        self.decide(row.id, approver, Decision::Approve, approval.signature)
+        let signed = verified_approval(policy, &digest, "request digest", principal, signature)?;
+        self.decide(row.id, principal, Decision::Approve, signed.signature)
             .await?;
-        tracing::info!(request = %id, %approver, "request approved by a principal");
-        self.audit_request(
-            approver,
-            "request.approved",
-            id,
-            &[("digest", hex::encode(digest))],
-        );
+        tracing::info!(request = %id, %principal, %event, "request signed by a principal");
+        self.audit_request(principal, event, id, &[("digest", hex::encode(digest))]);
         self.reevaluate(&row, &request, policy).await?;
         self.get(id).await
     }
@@ -158,14 +208,17 @@ impl Coordinator {
         let reason = format!("rejected by '{approver}'");
         if !self
             .store
-            .transition_request(id, &open, RequestState::Rejected, None, Some(&reason))
+            .conclude_request(
+                id,
+                &open,
+                RequestState::Rejected,
+                Some(&reason),
+                std::slice::from_ref(&reason),
+            )
             .await?
         {
             return Err(self.too_late(id, "rejected").await);
         }
-        self.store
-            .set_request_reasons(id, &[RequestState::Rejected], &[reason])
-            .await?;
         tracing::info!(request = %id, %approver, "request rejected");
         self.audit_request(approver, "request.rejected", id, &[]);
         self.get(id).await
@@ -194,14 +247,17 @@ impl Coordinator {
         let reason = format!("cancelled by '{principal_name}'");
         if !self
             .store
-            .transition_request(id, &open, RequestState::Cancelled, None, Some(&reason))
+            .conclude_request(
+                id,
+                &open,
+                RequestState::Cancelled,
+                Some(&reason),
+                std::slice::from_ref(&reason),
+            )
             .await?
         {
             return Err(self.too_late(id, "cancelled").await);
         }
-        self.store
-            .set_request_reasons(id, &[RequestState::Cancelled], &[reason])
-            .await?;
         tracing::info!(request = %id, by = %principal_name, "request cancelled");
         self.audit_request(principal_name, "request.cancelled", id, &[]);
         self.get(id).await
@@ -243,19 +299,15 @@ impl Coordinator {
                 hash_hex(&request.policy),
                 active.document.hash()
             );
-            if self
-                .store
-                .transition_request(id, states, RequestState::Rejected, None, Some(&reason))
-                .await?
-            {
-                self.store
-                    .set_request_reasons(
-                        id,
-                        &[RequestState::Rejected],
-                        std::slice::from_ref(&reason),
-                    )
-                    .await?;
-            }
+            self.store
+                .conclude_request(
+                    id,
+                    states,
+                    RequestState::Rejected,
+                    Some(&reason),
+                    std::slice::from_ref(&reason),
+                )
+                .await?;
             return Err(ServiceError::Conflict(format!("request {id}: {reason}")));
         }
         Ok((row, request, active))
@@ -314,12 +366,9 @@ impl Coordinator {
             Verdict::Allow => {
                 if self
                     .store
-                    .transition_request(id, &pending, RequestState::Approved, None, None)
+                    .conclude_request(id, &pending, RequestState::Approved, None, &[])
                     .await?
                 {
-                    self.store
-                        .set_request_reasons(id, &[RequestState::Approved], &[])
-                        .await?;
                     tracing::info!(request = %id, approved_by = ?decision.approved_by, "request approved; queued for signing");
                     self.audit_request(
                         SYSTEM,
@@ -338,12 +387,9 @@ impl Coordinator {
             Verdict::Deny => {
                 if self
                     .store
-                    .transition_request(id, &pending, RequestState::Rejected, None, None)
+                    .conclude_request(id, &pending, RequestState::Rejected, None, &reasons)
                     .await?
                 {
-                    self.store
-                        .set_request_reasons(id, &[RequestState::Rejected], &reasons)
-                        .await?;
                     tracing::warn!(request = %id, reasons = %reasons.join("; "), "request denied on re-evaluation");
                     self.counters.policy_refusal(super::RefusalStage::Approval);
                     self.audit_request(

@@ -1,7 +1,8 @@
 //! The coordinator's [`SpendHistory`]: the spend recorded in its database.
 //!
 //! `evaluate` is synchronous and the store is not, so the sums it will ask for are read first:
-//! for the request's asset, one sum per rolling window of the rules covering the key. A sum
+//! for each asset the request spends (what it moves, and the native coin for its fee), one sum
+//! per rolling window of the rules covering the key. A sum
 //! that was not read (which `evaluate` never asks for) counts as unlimited spend, so a mistake
 //! here denies rather than allows.
 
@@ -41,7 +42,7 @@ pub(crate) async fn load(
     now: u64,
 ) -> Result<StoreHistory, ServiceError> {
     let mut sums = HashMap::new();
-    if let Some((asset, _)) = derived.spend() {
+    for (asset, _) in derived.spends() {
         for rule in policy.rules_for(&key) {
             let Some(window) = rule.limit(&asset).and_then(|l| l.window.as_ref()) else {
                 continue;

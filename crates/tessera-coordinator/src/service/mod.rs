@@ -138,6 +138,14 @@ pub(crate) fn expires_at(
                 "lifetime_secs must be at least 1".into(),
             ))
         }
+        // Refused before anything is stored: a request (or change) that could never be
+        // allowed is a mistake in the call, not a decision of the policy.
+        Some(secs) if secs > cap => {
+            return Err(ServiceError::Invalid(format!(
+                "lifetime_secs {secs} is above the policy's max_request_lifetime_secs ({cap}); \
+                 ask for at most {cap} s, or leave it out for the default"
+            )))
+        }
         Some(secs) => secs,
         None => default.min(cap),
     };
@@ -178,6 +186,7 @@ impl Coordinator {
                 control.clone(),
                 settings.presignature_pool_target,
                 settings.session_deadline,
+                settings.presignature_max_age,
             ))
         });
         let (stop, _) = watch::channel(false);

@@ -9,7 +9,7 @@
 
 use tessera_audit::NewEvent;
 use tessera_policy::{
-    evaluate_change, ChangeDecision, PolicyChange, PolicyHash, PrincipalSignature,
+    evaluate_change, ChangeDecision, PolicyChange, PolicyDocument, PolicyHash, PrincipalSignature,
 };
 use tessera_wire::RequestId;
 
@@ -99,6 +99,16 @@ impl Coordinator {
         };
         evaluate_change(current, &change, &[], now)
             .map_err(|e| ServiceError::Invalid(format!("the policy change is refused: {e}")))?;
+        // A document whose rules the API can never serve would hold requests pending forever.
+        let proposed = PolicyDocument::from_toml(&change.document)
+            .map_err(|e| ServiceError::Invalid(format!("the policy change is refused: {e}")))?;
+        let gaps = crate::auth::rbac::unservable_rules(&proposed);
+        if !gaps.is_empty() {
+            return Err(ServiceError::Invalid(format!(
+                "the policy change is refused: {}",
+                gaps.join("; ")
+            )));
+        }
         let new = NewProposal {
             id: proposal.id,
             previous_hash: Some(current.hash().0.to_vec()),
@@ -212,12 +222,15 @@ impl Coordinator {
                     ServiceError::Invalid("the new policy's revision is too large".into())
                 })?;
                 self.store
-                    .activate_policy(&PolicyRow {
-                        hash: document.hash().0.to_vec(),
-                        revision,
-                        document: text,
-                        activated_at: to_db(now),
-                    })
+                    .activate_policy_change(
+                        &PolicyRow {
+                            hash: document.hash().0.to_vec(),
+                            revision,
+                            document: text,
+                            activated_at: to_db(now),
+                        },
+                        &change.previous.0,
+                    )
                     .await?;
                 self.store
                     .transition_proposal(id, &[ProposalState::Pending], ProposalState::Applied)

@@ -51,8 +51,11 @@ pub(crate) fn decode(row: &RequestRow) -> Result<SignRequest, ServiceError> {
 impl Coordinator {
     /// Submits a sign request as `principal` (who must have the operator role in the active
     /// policy) and evaluates the policy at once:
-    /// - allowed (e.g. a rule needing no approval): stored `approved` and queued for signing;
-    /// - approvals missing: stored `pending_approval`, with the reasons;
+    /// - allowed: stored `approved` and queued for signing (never at submission: the request
+    ///   answered has times and the policy hash filled in, and waits for the submitter to sign
+    ///   its digest through [`approve`](Self::approve), which the nodes require);
+    /// - the submitter's signature or approvals missing: stored `pending_approval`, with the
+    ///   reasons;
     /// - denied: stored `rejected` with the reasons, and returned as
     ///   [`ServiceError::Denied`] (a retry with the same id gets the same answer).
     ///

@@ -35,6 +35,9 @@ pub struct CoordinatorSettings {
     pub presignature_pool_target: usize,
     /// How often the presignature pools are refilled. Default 10 s.
     pub presignature_refill_interval: Duration,
+    /// How long a pooled presignature is offered before it is forgotten and replaced; keep it
+    /// below the nodes' `presignature_lifetime_secs` (they erase older ones). Default 5 hours.
+    pub presignature_max_age: Duration,
     /// Lifetime of a request submitted without one (capped at the policy's
     /// `max_request_lifetime_secs`). Default 1 hour.
     pub default_request_lifetime: Duration,
@@ -60,6 +63,7 @@ impl Default for CoordinatorSettings {
             stale_signing_after: Duration::from_secs(60),
             presignature_pool_target: 0,
             presignature_refill_interval: Duration::from_secs(10),
+            presignature_max_age: Duration::from_secs(tessera_control::pool::DEFAULT_MAX_AGE_SECS),
             default_request_lifetime: Duration::from_secs(3600),
             proposal_lifetime: Duration::from_secs(24 * 3600),
             blame_cooldown: Duration::from_secs(300),
@@ -89,6 +93,7 @@ impl CoordinatorSettings {
                 "presignature_refill_interval",
                 self.presignature_refill_interval,
             ),
+            ("presignature_max_age", self.presignature_max_age),
         ] {
             if value.is_zero() {
                 return invalid(what, "must be longer than zero");

@@ -445,21 +445,22 @@ impl Coordinator {
         attempt
     }
 
-    /// Records what a signed request spent, for the coordinator's window limits. A failure
-    /// is logged, not fatal: the signature exists, and the nodes keep their own ledgers.
+    /// Records what a signed request spent (per asset, its maximum fee included), for the
+    /// coordinator's window limits. A failure is logged, not fatal: the signature exists, and
+    /// the nodes keep their own ledgers.
     async fn record_spend(&self, request: &SignRequest, derived: &Derived) {
-        let Some((asset, amount)) = derived.spend() else {
-            return;
-        };
-        let spend = Spend {
-            request_id: request.id,
-            key_id: request.key,
-            asset: asset.to_string(),
-            amount: amount.to_string(),
-            signed_at: to_db(now_unix()),
-        };
-        if let Err(e) = self.store.record_spend(&spend).await {
-            tracing::error!(request = %request.id, error = %e, "cannot record the spend of a signed request");
+        let signed_at = to_db(now_unix());
+        for (asset, amount) in derived.spends() {
+            let spend = Spend {
+                request_id: request.id,
+                key_id: request.key,
+                asset: asset.to_string(),
+                amount: amount.to_string(),
+                signed_at,
+            };
+            if let Err(e) = self.store.record_spend(&spend).await {
+                tracing::error!(request = %request.id, %asset, error = %e, "cannot record the spend of a signed request");
+            }
         }
     }
 }

@@ -35,6 +35,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key epochs",
         include_str!("../../migrations/0004_key_epochs.sql"),
     ),
+    (
+        5,
+        "policy previous",
+        include_str!("../../migrations/0005_policy_previous.sql"),
+    ),
+    (
+        6,
+        "spend per asset",
+        include_str!("../../migrations/0006_spend_per_asset.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.

@@ -98,17 +98,42 @@ impl Store {
         &self,
         policy: &PolicyRow,
     ) -> Result<InsertOutcome<PolicyRow>, StoreError> {
+        self.insert_policy(policy, None).await
+    }
+
+    /// As [`activate_policy`](Self::activate_policy), for a change proposed against the policy
+    /// `previous` (its hash): activated only while `previous` is the latest policy, and only
+    /// once per `previous` (a unique index, so two changes proposed against the same policy
+    /// cannot both be activated, even by replicas at PostgreSQL's default isolation).
+    pub async fn activate_policy_change(
+        &self,
+        policy: &PolicyRow,
+        previous: &[u8],
+    ) -> Result<InsertOutcome<PolicyRow>, StoreError> {
+        self.insert_policy(policy, Some(previous)).await
+    }
+
+    async fn insert_policy(
+        &self,
+        policy: &PolicyRow,
+        previous: Option<&[u8]>,
+    ) -> Result<InsertOutcome<PolicyRow>, StoreError> {
         let hash = hex::encode(&policy.hash);
-        // One statement: the revision check and the insert cannot be split by another writer.
+        let previous_hex = previous.map(hex::encode);
+        // One statement: the checks and the insert cannot be split by another writer; the
+        // unique `previous` settles writers that both passed the checks.
         let inserted = sqlx::query(&format!(
-            "INSERT INTO policies ({POLICY_COLUMNS}) SELECT $1, $2, $3, $4 \
+            "INSERT INTO policies ({POLICY_COLUMNS}, previous) SELECT $1, $2, $3, $4, $5 \
              WHERE NOT EXISTS (SELECT 1 FROM policies WHERE revision >= $2) \
+             AND ($6 = 0 OR $5 = (SELECT hash FROM policies ORDER BY revision DESC LIMIT 1)) \
              ON CONFLICT DO NOTHING"
         ))
         .bind(&hash)
         .bind(policy.revision)
         .bind(&policy.document)
         .bind(policy.activated_at)
+        .bind(previous_hex.clone())
+        .bind(i64::from(previous.is_some()))
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -133,6 +158,16 @@ impl Store {
             };
         }
         let active = self.active_policy().await?;
+        if let (Some(previous), Some(active)) = (&previous_hex, &active) {
+            if *previous != hex::encode(&active.hash) {
+                return Err(StoreError::Conflict(format!(
+                    "the change was proposed against policy {previous}, but policy {} \
+                     (revision {}) is in force now: propose it again against the policy in force",
+                    hex::encode(&active.hash),
+                    active.revision
+                )));
+            }
+        }
         Err(StoreError::Conflict(match active {
             Some(active) => format!(
                 "policy revision {} is not newer than the latest revision {}: propose the change \

@@ -294,20 +294,53 @@ impl Store {
         result: Option<&[u8]>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
+        self.move_request(id, from, to, result, error, None).await
+    }
+
+    /// As [`transition_request`](Self::transition_request) without a result, and replacing the
+    /// reasons of the last policy evaluation (empty = none) in the same statement, so that
+    /// nobody ever sees the new state with the old reasons (a request approved but still
+    /// showing "has 1 approval of 2", because a signer took it between two updates).
+    pub async fn conclude_request(
+        &self,
+        id: RequestId,
+        from: &[RequestState],
+        to: RequestState,
+        error: Option<&str>,
+        reasons: &[String],
+    ) -> Result<bool, StoreError> {
+        self.move_request(id, from, to, None, error, Some(reasons))
+            .await
+    }
+
+    async fn move_request(
+        &self,
+        id: RequestId,
+        from: &[RequestState],
+        to: RequestState,
+        result: Option<&[u8]>,
+        error: Option<&str>,
+        reasons: Option<&[String]>,
+    ) -> Result<bool, StoreError> {
         if from.is_empty() {
             return Ok(false);
         }
+        // $6 is the new reasons; `replace_reasons` ($7) tells an empty list from "keep them".
         let sql = format!(
             "UPDATE requests SET state = $1, updated_at = $2, result = COALESCE($3, result), \
-             error = COALESCE($4, error) WHERE id = $5 AND state IN ({})",
-            placeholders(6, from.len())
+             error = COALESCE($4, error), \
+             reasons = CASE WHEN $6 THEN $7 ELSE reasons END \
+             WHERE id = $5 AND state IN ({})",
+            placeholders(8, from.len())
         );
         let mut query = sqlx::query(&sql)
             .bind(to.as_str())
             .bind(self.now())
             .bind(result.map(hex::encode))
             .bind(error)
-            .bind(id.to_string());
+            .bind(id.to_string())
+            .bind(reasons.is_some())
+            .bind(reasons.and_then(reasons_to_text));
         for state in from {
             query = query.bind(state.as_str());
         }

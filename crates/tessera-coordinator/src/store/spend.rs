@@ -11,7 +11,7 @@ use super::{InsertOutcome, Store, StoreError};
 /// An amount signed by a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spend {
-    /// The signed request (one spend per request).
+    /// The signed request (one spend per request and asset).
     pub request_id: RequestId,
     /// The key that signed.
     pub key_id: KeyId,
@@ -56,8 +56,9 @@ fn spend_row(row: &AnyRow) -> Result<Spend, StoreError> {
 }
 
 impl Store {
-    /// Records what a signed request spent. Idempotent: the same record again returns
-    /// [`InsertOutcome::Existing`]; a different record for the same request is a
+    /// Records what a signed request spent in one asset. Idempotent: the same record again
+    /// returns [`InsertOutcome::Existing`]; a different record for the same request and asset
+    /// is a
     /// [`StoreError::Conflict`]; an unknown request or key is [`StoreError::NotFound`].
     pub async fn record_spend(&self, spend: &Spend) -> Result<InsertOutcome<Spend>, StoreError> {
         validate_amount(&spend.amount)?;
@@ -92,9 +93,11 @@ impl Store {
             return Ok(InsertOutcome::Inserted);
         }
         let row = sqlx::query(
-            "SELECT request_id, key_id, asset, amount, signed_at FROM spend WHERE request_id = $1",
+            "SELECT request_id, key_id, asset, amount, signed_at FROM spend \
+             WHERE request_id = $1 AND asset = $2",
         )
         .bind(spend.request_id.to_string())
+        .bind(&spend.asset)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| {
@@ -108,7 +111,7 @@ impl Store {
             Ok(InsertOutcome::Existing(existing))
         } else {
             Err(StoreError::Conflict(format!(
-                "request {} already recorded a spend of {} {}; a request spends once",
+                "request {} already recorded a spend of {} {}; a request spends once per asset",
                 spend.request_id, existing.amount, existing.asset
             )))
         }

@@ -79,6 +79,9 @@ pub struct Limit {
     pub per_request: U256,
     /// Optional rolling-window limit.
     pub window: Option<Window>,
+    /// Optional cap on a transaction's maximum fee, in wei (native assets only). The fee also
+    /// counts toward `per_request` and the window either way.
+    pub max_fee: Option<U256>,
 }
 
 /// Where value may go.

@@ -347,10 +347,22 @@ fn check_limit(raw: RawLimit, at: &str) -> Result<Limit, PolicyError> {
             ))
         }
     };
+    let max_fee = match raw.max_fee {
+        None => None,
+        Some(_) if !matches!(asset, Asset::Native { .. }) => {
+            return Err(invalid(
+                at,
+                "max_fee applies to the chain's native coin (fees are paid in it): set it on \
+                 the eth:<chain id> limit",
+            ))
+        }
+        Some(text) => Some(parse_amount(&text, "max_fee", &at)?),
+    };
     Ok(Limit {
         asset,
         per_request,
         window,
+        max_fee,
     })
 }
 

@@ -109,6 +109,17 @@ pub enum Reason {
         /// The limit.
         limit: U256,
     },
+    /// The transaction's maximum fee is above the rule's fee cap.
+    OverFeeCap {
+        /// The rule.
+        rule: String,
+        /// The native asset the fee is paid in.
+        asset: Asset,
+        /// The maximum fee (gas limit times the most paid per gas).
+        fee: U256,
+        /// The cap.
+        cap: U256,
+    },
     /// Would exceed a rule's rolling-window limit.
     OverWindow {
         /// The rule.
@@ -165,8 +176,10 @@ pub enum Reason {
     },
     /// Two approvals by the same principal.
     DuplicateApproval(String),
-    /// The submitter approved their own request.
-    SelfApproval(String),
+    /// The submitter named in the request has not signed it (its request digest, as an
+    /// approval by the submitter, which counts as no approval): until they do, nothing shows
+    /// that they asked for it.
+    NotSignedBySubmitter(String),
     /// A rule's approvals are not all there yet.
     NeedsApprovals {
         /// The rule.
@@ -183,9 +196,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Whether this reason only makes the request wait (missing approvals) rather than deny it.
+    /// Whether this reason only makes the request wait (missing approvals or the submitter's
+    /// signature) rather than deny it.
     pub fn is_pending(&self) -> bool {
-        matches!(self, Reason::NeedsApprovals { .. })
+        matches!(
+            self,
+            Reason::NeedsApprovals { .. } | Reason::NotSignedBySubmitter(_)
+        )
     }
 
     /// A stable machine-readable code.
@@ -203,6 +220,7 @@ impl Reason {
             Reason::KindNotAllowed { .. } => "kind_not_allowed",
             Reason::NoLimit { .. } => "no_limit",
             Reason::OverPerRequest { .. } => "over_per_request",
+            Reason::OverFeeCap { .. } => "over_fee_cap",
             Reason::OverWindow { .. } => "over_window",
             Reason::DestinationDenied { .. } => "destination_denied",
             Reason::DestinationNotAllowed { .. } => "destination_not_allowed",
@@ -211,7 +229,7 @@ impl Reason {
             Reason::UnknownApprover(_) => "unknown_approver",
             Reason::BadApproval { .. } => "bad_approval",
             Reason::DuplicateApproval(_) => "duplicate_approval",
-            Reason::SelfApproval(_) => "self_approval",
+            Reason::NotSignedBySubmitter(_) => "not_signed_by_submitter",
             Reason::NeedsApprovals { .. } => "needs_approvals",
         }
     }
@@ -269,8 +287,18 @@ impl fmt::Display for Reason {
                 limit,
             } => write!(
                 f,
-                "amount {amount} of {asset} (base units) exceeds the per-request limit \
-                 {limit} of rule '{rule}'"
+                "amount {amount} of {asset} (base units; for the native coin, the value plus the \
+                 maximum fee) exceeds the per-request limit {limit} of rule '{rule}'"
+            ),
+            Reason::OverFeeCap {
+                rule,
+                asset,
+                fee,
+                cap,
+            } => write!(
+                f,
+                "the maximum fee {fee} of {asset} (gas limit times the most paid per gas) exceeds \
+                 the fee cap {cap} of rule '{rule}': lower the gas limit or the fee per gas"
             ),
             Reason::OverWindow {
                 rule,
@@ -317,9 +345,10 @@ impl fmt::Display for Reason {
                 write!(f, "the approval by '{approver}' is invalid: {detail}")
             }
             Reason::DuplicateApproval(name) => write!(f, "'{name}' approved more than once"),
-            Reason::SelfApproval(name) => write!(
+            Reason::NotSignedBySubmitter(name) => write!(
                 f,
-                "'{name}' submitted the request and cannot approve it too"
+                "the submitter '{name}' has not signed the request (their signature counts as \
+                 no approval, but shows they asked for it)"
             ),
             Reason::NeedsApprovals {
                 rule,

@@ -45,12 +45,20 @@ pub(crate) fn verify(
             got: signature.len(),
         })?;
     let (rs, v) = bytes.split_at(64);
+    // One form only, as personal_sign produces it: accepting 0/1 too would give every
+    // approval a second encoding.
     let odd = match v {
-        [0] | [27] => false,
-        [1] | [28] => true,
+        [27] => false,
+        [28] => true,
+        [v @ (0 | 1)] => {
+            return Err(PolicyError::BadSignature(format!(
+                "recovery byte v = {v}; only the personal_sign form is accepted: v = 27 or 28 \
+                 (add 27)"
+            )))
+        }
         _ => {
             return Err(PolicyError::BadSignature(format!(
-                "recovery byte v = {:?}; expected 0, 1, 27 or 28",
+                "recovery byte v = {:?}; expected 27 or 28",
                 v
             )))
         }

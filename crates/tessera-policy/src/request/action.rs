@@ -12,6 +12,8 @@ use crate::PolicyError;
 
 /// The selector of ERC-20 `transfer(address,uint256)`.
 pub const ERC20_TRANSFER_SELECTOR: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
+/// The selector of ERC-20 `transferFrom(address,address,uint256)`.
+pub const ERC20_TRANSFER_FROM_SELECTOR: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
 
 /// Something a limit can be set on. Text form: `eth:<chain id>` for the chain's native coin,
 /// `erc20:<chain id>:0x<token contract>` for an ERC-20 token.
@@ -126,7 +128,8 @@ impl fmt::Display for ActionKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// A value transfer: native (a transaction with empty input) or an ERC-20
-    /// `transfer(address,uint256)` with zero native value.
+    /// `transfer(address,uint256)` or `transferFrom(address,address,uint256)` with zero native
+    /// value.
     Transfer {
         /// What is moved.
         asset: Asset,
@@ -161,32 +164,33 @@ pub enum Action {
 }
 
 impl Action {
-    /// Classifies a decoded transaction.
-    pub fn of_transaction(tx: &UnsignedTx) -> Action {
+    /// Classifies a decoded transaction. A call with the ERC-20 `transfer` or `transferFrom`
+    /// selector is a token transfer if it is canonically encoded with no native value, and
+    /// refused otherwise ([`PolicyError::AmbiguousTokenTransfer`]): it is never a zero-value
+    /// contract call that limits and destination lists would not see.
+    pub fn of_transaction(tx: &UnsignedTx) -> Result<Action, PolicyError> {
         let chain_id = tx.chain_id();
         let value = tx.value();
-        match tx.to() {
+        Ok(match tx.to() {
             TxKind::Create => Action::ContractCreation { chain_id, value },
             TxKind::Call(to) => {
                 let input = tx.input();
                 if input.is_empty() {
-                    return Action::Transfer {
+                    return Ok(Action::Transfer {
                         asset: Asset::Native { chain_id },
                         amount: value,
                         to,
-                    };
+                    });
                 }
-                if value.is_zero() {
-                    if let Some((recipient, amount)) = erc20_transfer(input) {
-                        return Action::Transfer {
-                            asset: Asset::Erc20 {
-                                chain_id,
-                                token: to,
-                            },
-                            amount,
-                            to: recipient,
-                        };
-                    }
+                if let Some((recipient, amount)) = erc20_transfer(input, value)? {
+                    return Ok(Action::Transfer {
+                        asset: Asset::Erc20 {
+                            chain_id,
+                            token: to,
+                        },
+                        amount,
+                        to: recipient,
+                    });
                 }
                 Action::ContractCall {
                     chain_id,
@@ -195,7 +199,7 @@ impl Action {
                     selector: input.first_chunk::<4>().copied(),
                 }
             }
-        }
+        })
     }
 
     /// Its kind.
@@ -262,20 +266,50 @@ impl fmt::Display for Action {
     }
 }
 
-/// `transfer(address,uint256)`: exactly the selector and two words, the address word's top
-/// 12 bytes zero.
-fn erc20_transfer(input: &[u8]) -> Option<(Address, U256)> {
-    let (selector, args) = input.split_first_chunk::<4>()?;
-    if *selector != ERC20_TRANSFER_SELECTOR || args.len() != 64 {
-        return None;
+/// An ERC-20 token transfer in `input`, as (recipient, amount): `None` if the selector is
+/// neither `transfer` nor `transferFrom`. Either must be exactly the selector and its words
+/// (two for `transfer(to, amount)`, three for `transferFrom(from, to, amount)`), each address
+/// word's top 12 bytes zero, with no native value attached; anything else with those selectors
+/// is refused.
+fn erc20_transfer(input: &[u8], value: U256) -> Result<Option<(Address, U256)>, PolicyError> {
+    let Some((selector, args)) = input.split_first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let (function, words) = match *selector {
+        ERC20_TRANSFER_SELECTOR => ("transfer", 2),
+        ERC20_TRANSFER_FROM_SELECTOR => ("transferFrom", 3),
+        _ => return Ok(None),
+    };
+    let refuse = |problem: String| PolicyError::AmbiguousTokenTransfer { function, problem };
+    if args.len() != 32 * words {
+        return Err(refuse(format!(
+            "its arguments are {} bytes instead of {}",
+            args.len(),
+            32 * words
+        )));
     }
-    let (recipient_word, amount_word) = args.split_at(32);
-    let (padding, recipient) = recipient_word.split_at(12);
-    if padding.iter().any(|&b| b != 0) {
-        return None;
+    if !value.is_zero() {
+        return Err(refuse(format!("it also sends {value} wei")));
     }
-    let recipient: Address = recipient.try_into().ok()?;
-    Some((recipient, U256::from_be_slice(amount_word)))
+    let address = |word: &[u8]| -> Result<Address, PolicyError> {
+        let (padding, address) = word.split_at(12);
+        if padding.iter().any(|&b| b != 0) {
+            return Err(refuse(
+                "an address argument has non-zero padding".to_owned(),
+            ));
+        }
+        Ok(address.try_into().expect("20 bytes"))
+    };
+    let words: Vec<&[u8]> = args.chunks_exact(32).collect();
+    if words.len() == 3 {
+        // `from` must be a well-formed address too; the recipient is `to`.
+        address(words[0])?;
+    }
+    let recipient = address(words[words.len() - 2])?;
+    Ok(Some((
+        recipient,
+        U256::from_be_slice(words[words.len() - 1]),
+    )))
 }
 
 #[cfg(test)]
@@ -313,21 +347,51 @@ mod tests {
 
     #[test]
     fn erc20_transfer_input_is_strict() {
+        let zero = U256::ZERO;
         let mut input = ERC20_TRANSFER_SELECTOR.to_vec();
         input.extend_from_slice(&[0u8; 12]);
         input.extend_from_slice(&[0x11; 20]);
         input.extend_from_slice(&U256::from(5u8).to_be_bytes::<32>());
-        assert_eq!(erc20_transfer(&input), Some(([0x11; 20], U256::from(5u8))));
-        let mut long = input.clone();
-        long.push(0);
-        assert_eq!(erc20_transfer(&long), None);
-        let mut dirty = input.clone();
-        dirty[4] = 1;
-        assert_eq!(erc20_transfer(&dirty), None);
+        let transfer = Some(([0x11; 20], U256::from(5u8)));
+        assert_eq!(erc20_transfer(&input, zero).unwrap(), transfer);
+        // Not a token transfer: left to the rules on contract calls.
         let mut other = input.clone();
         other[0] = 0x09; // approve is 0x095ea7b3
-        assert_eq!(erc20_transfer(&other), None);
-        assert_eq!(erc20_transfer(&input[..67]), None);
-        assert_eq!(erc20_transfer(&[]), None);
+        assert_eq!(erc20_transfer(&other, zero).unwrap(), None);
+        assert_eq!(erc20_transfer(&[], zero).unwrap(), None);
+        assert_eq!(erc20_transfer(&input[..3], zero).unwrap(), None);
+        // A transfer in another shape is refused, never a zero-value call.
+        let mut long = input.clone();
+        long.push(0);
+        let mut dirty = input.clone();
+        dirty[4] = 1;
+        for (bad, value, says) in [
+            (&long[..], zero, "65 bytes instead of 64"),
+            (&input[..67], zero, "63 bytes instead of 64"),
+            (&input[..4], zero, "0 bytes instead of 64"),
+            (&dirty[..], zero, "non-zero padding"),
+            (&input[..], U256::from(1u8), "also sends 1 wei"),
+        ] {
+            let err = erc20_transfer(bad, value).unwrap_err().to_string();
+            assert!(
+                err.contains("ERC-20 transfer") && err.contains(says),
+                "{err}"
+            );
+        }
+        // transferFrom(from, to, amount): a transfer of `amount` to `to`.
+        let mut from = ERC20_TRANSFER_FROM_SELECTOR.to_vec();
+        from.extend_from_slice(&[0u8; 12]);
+        from.extend_from_slice(&[0x22; 20]);
+        from.extend_from_slice(&input[4..]);
+        assert_eq!(erc20_transfer(&from, zero).unwrap(), transfer);
+        let mut dirty_from = from.clone();
+        dirty_from[5] = 9;
+        let err = erc20_transfer(&dirty_from, zero).unwrap_err().to_string();
+        assert!(
+            err.contains("transferFrom") && err.contains("padding"),
+            "{err}"
+        );
+        let err = erc20_transfer(&from[..99], zero).unwrap_err().to_string();
+        assert!(err.contains("95 bytes instead of 96"), "{err}");
     }
 }

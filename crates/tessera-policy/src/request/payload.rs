@@ -52,12 +52,28 @@ pub struct Derived {
     pub digest: [u8; 32],
     /// What the payload does.
     pub action: Action,
+    /// The most a transaction can cost in fees, in its chain's native coin (gas limit times
+    /// gas price or maximum fee per gas); `None` for messages.
+    pub max_fee: Option<(Asset, U256)>,
 }
 
 impl Derived {
-    /// What signing spends (see [`Action::spend`]): record it once the signature is made.
-    pub fn spend(&self) -> Option<(Asset, U256)> {
-        self.action.spend()
+    /// What signing spends, one entry per asset: what the action moves ([`Action::spend`])
+    /// plus the maximum fee in the native coin (fees are spent whatever the transaction does).
+    /// Limits and windows count these; record them once the signature is made.
+    pub fn spends(&self) -> Vec<(Asset, U256)> {
+        let mut spends: Vec<(Asset, U256)> = Vec::new();
+        for (asset, amount) in self.action.spend().into_iter().chain(self.max_fee) {
+            if amount.is_zero() {
+                continue;
+            }
+            match spends.iter_mut().find(|(a, _)| *a == asset) {
+                Some((_, sum)) => *sum = sum.saturating_add(amount),
+                None => spends.push((asset, amount)),
+            }
+        }
+        spends.sort();
+        spends
     }
 }
 
@@ -70,12 +86,19 @@ pub fn derive(payload: &Payload) -> Result<Derived, PolicyError> {
             let tx = UnsignedTx::decode(raw)?;
             Ok(Derived {
                 digest: tx.signing_digest(),
-                action: Action::of_transaction(&tx),
+                action: Action::of_transaction(&tx)?,
+                max_fee: Some((
+                    Asset::Native {
+                        chain_id: tx.chain_id(),
+                    },
+                    tx.max_fee(),
+                )),
             })
         }
         Payload::Message { bytes } => Ok(Derived {
             digest: personal_message_digest(bytes),
             action: Action::Message { len: bytes.len() },
+            max_fee: None,
         }),
     }
 }

@@ -48,16 +48,29 @@ pub fn addr(hex_digits: &str) -> [u8; 20] {
     out
 }
 
+/// An EIP-1559 transaction on chain 1 that pays no fee (its gas price is zero), so that tests
+/// of limits on value see only the value; [`eip1559_paying`] for one that pays.
 pub fn eip1559(to: [u8; 20], value: U256, input: Vec<u8>) -> Vec<u8> {
+    eip1559_paying(to, value, input, 60_000, 0)
+}
+
+/// An EIP-1559 transaction on chain 1 whose maximum fee is `gas_limit * max_fee_per_gas`.
+pub fn eip1559_paying(
+    to: [u8; 20],
+    value: U256,
+    input: Vec<u8>,
+    gas_limit: u64,
+    max_fee_per_gas: u128,
+) -> Vec<u8> {
     TxEip1559 {
         chain_id: 1,
         nonce: 3,
-        gas_limit: 60_000,
+        gas_limit,
         to: TxKind::Call(AlloyAddress::from(to)),
         value,
         input: input.into(),
-        max_fee_per_gas: 30_000_000_000,
-        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas,
+        max_priority_fee_per_gas: max_fee_per_gas.min(1_000_000_000),
         access_list: Default::default(),
     }
     .encoded_for_signing()
@@ -67,7 +80,8 @@ pub fn legacy(chain_id: u64, to: Option<[u8; 20]>, value: U256, input: Vec<u8>) 
     TxLegacy {
         chain_id: Some(chain_id),
         nonce: 9,
-        gas_price: 20_000_000_000,
+        // No fee: tests of limits on value see only the value.
+        gas_price: 0,
         gas_limit: 100_000,
         to: to.map_or(TxKind::Create, |a| TxKind::Call(AlloyAddress::from(a))),
         value,
@@ -107,9 +121,13 @@ pub fn new_request(
     .expect("valid request")
 }
 
+/// The approvals of `names`, then the submitter's own signature (which every request needs
+/// and which counts as no approval).
 pub fn approve(request: &SignRequest, names: &[&str]) -> Vec<Approval> {
     names
         .iter()
+        .copied()
+        .chain([request.submitted_by.as_str()])
         .map(|n| Approval::sign(&request.request_digest(), n, &key(n)))
         .collect()
 }

@@ -38,6 +38,7 @@ pub(crate) fn method_router(route: &Route) -> MethodRouter<ApiState> {
         Endpoint::SubmitRequest => on(method, requests::submit),
         Endpoint::ListRequests => on(method, requests::list),
         Endpoint::GetRequest => on(method, requests::get),
+        Endpoint::SignRequest => on(method, requests::sign),
         Endpoint::ApproveRequest => on(method, requests::approve),
         Endpoint::RejectRequest => on(method, requests::reject),
         Endpoint::CancelRequest => on(method, requests::cancel),

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
+use tessera_policy::PrincipalSignature;
 use tessera_wire::RequestId;
 
 use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
@@ -97,6 +98,32 @@ pub(super) async fn get(
     Ok(Json(state.coordinator().get(id).await?.into()))
 }
 
+/// The request id and the caller's signature that a sign, approve or reject call carries.
+fn signed_decision(
+    id: &str,
+    auth: &Authenticated,
+) -> Result<(RequestId, PrincipalSignature), ApiError> {
+    let id = request_id(id)?;
+    let body: DecisionBody = auth.json()?;
+    let signature = body.signature().map_err(ApiError::bad_request)?;
+    Ok((id, signature))
+}
+
+/// `POST /v1/requests/{id}/sign`: the submitter's own signature over the request digest of
+/// the request it submitted (nodes sign nothing its submitter did not sign).
+pub(super) async fn sign(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    Extension(auth): Extension<Authenticated>,
+) -> Result<Json<RequestView>, ApiError> {
+    let (id, signature) = signed_decision(&id, &auth)?;
+    let view = state
+        .coordinator()
+        .sign_as_submitter(&auth.caller.name, id, signature)
+        .await?;
+    Ok(Json(view.into()))
+}
+
 /// `POST /v1/requests/{id}/approve`: the caller's approval, signed with their own key over
 /// the request digest.
 pub(super) async fn approve(
@@ -104,9 +131,7 @@ pub(super) async fn approve(
     ApiPath(id): ApiPath<String>,
     Extension(auth): Extension<Authenticated>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let id = request_id(&id)?;
-    let body: DecisionBody = auth.json()?;
-    let signature = body.signature().map_err(ApiError::bad_request)?;
+    let (id, signature) = signed_decision(&id, &auth)?;
     let view = state
         .coordinator()
         .approve(&auth.caller.name, id, signature)
@@ -121,9 +146,7 @@ pub(super) async fn reject(
     ApiPath(id): ApiPath<String>,
     Extension(auth): Extension<Authenticated>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let id = request_id(&id)?;
-    let body: DecisionBody = auth.json()?;
-    let signature = body.signature().map_err(ApiError::bad_request)?;
+    let (id, signature) = signed_decision(&id, &auth)?;
     let view = state
         .coordinator()
         .reject(&auth.caller.name, id, signature)

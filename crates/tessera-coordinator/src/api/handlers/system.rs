@@ -19,11 +19,15 @@ pub(super) async fn healthz() -> Json<Health> {
 /// `GET /readyz`: the database answers and the audit log takes events; 503 with the reason
 /// otherwise.
 pub(super) async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
+    // Unauthenticated: the answer names what is wrong, never the error text (which can carry
+    // paths, hosts or database details); the log has it for the operators.
     if let Some(failure) = state.coordinator().audit().failure() {
         tracing::warn!(%failure, "not ready: the audit log stopped");
-        return Err(ApiError::unavailable(format!(
-            "the audit log stopped after a write failure ({failure}); fix the disk and restart"
-        )));
+        return Err(ApiError::unavailable(
+            "the audit log stopped after a write failure; the coordinator's log says why: fix \
+             it and restart"
+                .to_owned(),
+        ));
     }
     match state.coordinator().store().schema_version().await {
         Ok(version) => Ok(Json(Health {
@@ -32,9 +36,9 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>
         })),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the database does not answer");
-            Err(ApiError::unavailable(format!(
-                "the database does not answer: {e}"
-            )))
+            Err(ApiError::unavailable(
+                "the database does not answer; the coordinator's log says why".to_owned(),
+            ))
         }
     }
 }
