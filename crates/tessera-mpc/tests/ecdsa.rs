@@ -151,6 +151,81 @@ async fn presignature_then_online_signing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_signing_names_a_bad_partial_and_refuses_another_signer_set() {
+    use tessera_channel::FrameContext;
+    use tessera_mpc::{online_sign, StoredPresignature};
+
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
+    let fixture = insecure_committee_2of3();
+    let public_key = *fixture.shares[0].shared_public_key();
+    let made = presign_with(&nodes, &spec(Protocol::PRESIGN, &[P2, P3])).await;
+    let stored = |i: usize| StoredPresignature {
+        presignature: made[i].0.clone(),
+        public: made[i].1.clone(),
+        signers: vec![P2, P3],
+    };
+    let input = SigningInput::Sha256(b"pay invoice 7".to_vec());
+    let config = MpcConfig {
+        round_timeout: Duration::from_secs(5),
+    };
+
+    // A presignature of p2 and p3 offered to a session of p2 and p1: refused before anything
+    // is sent (it would combine with nobody's partial).
+    let other_signers = spec(Protocol::ONLINE_SIGN, &[P2, P1]);
+    let err = online_sign(
+        nodes[idx(P2)].clone(),
+        &other_signers,
+        stored(0),
+        &public_key,
+        &input,
+        &config,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, MpcError::InvalidSession(ref m) if m.contains("was made by")),
+        "{err}"
+    );
+
+    // p3 sends a partial signature over another message: p2 refuses to combine and names p3.
+    let session = spec(Protocol::ONLINE_SIGN, &[P2, P3]);
+    let honest = tokio::spawn({
+        let (net, session, presignature, input, config) = (
+            nodes[idx(P2)].clone(),
+            session.clone(),
+            stored(0),
+            input.clone(),
+            config.clone(),
+        );
+        async move { online_sign(net, &session, presignature, &public_key, &input, &config).await }
+    });
+    let forged = made[1]
+        .0
+        .clone()
+        .issue_partial_signature(DataToSign::digest::<Sha256>(b"something else"));
+    let context = FrameContext {
+        session: session.session,
+        round: 0,
+        protocol: Protocol::ONLINE_SIGN,
+    };
+    nodes[idx(P3)]
+        .broadcast(&[P2], context, &tessera_wire::encode(&forged))
+        .await
+        .unwrap();
+    match honest.await.unwrap() {
+        Err(MpcError::InvalidMessage { from, reason, .. }) => {
+            assert_eq!(from, P3);
+            assert!(
+                reason.contains("does not match its presignature"),
+                "{reason}"
+            );
+        }
+        other => panic!("a bad partial was not blamed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_over_a_real_permissioned_nats_server() {
     let keys = keys(3);
     let server = LocalNatsServer::start(&keys.roster).unwrap();

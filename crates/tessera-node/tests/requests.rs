@@ -389,6 +389,66 @@ async fn a_node_restored_from_a_snapshot_cannot_use_a_consumed_presignature_agai
 }
 
 #[test]
+fn concurrent_identical_requests_are_admitted_once() {
+    use std::sync::{Arc, Barrier};
+    use tessera_node::requests::{LedgerStatus, RequestLedger};
+    use tessera_store::FileStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::create(dir.path(), b"ledger", KdfParams::MINIMUM).unwrap());
+    let dev = DevPolicy::generate().unwrap();
+    let ledger = RequestLedger::new(store);
+    let request = dev
+        .request(
+            KeyId::random(),
+            Vec::new(),
+            transfer(0, RECIPIENT, 1),
+            now(),
+        )
+        .unwrap();
+    let approvals = dev.approve(&request);
+    // Eight sessions offer the same request at the same instant (a coordinator starting it
+    // twice, or replaying a start): one is admitted, the others are refused as in flight.
+    const RACERS: usize = 8;
+    let barrier = Barrier::new(RACERS);
+    let (admitted, refusals) = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    match ledger.admit(&dev.document, &request, &approvals, now()) {
+                        // Held until every racer tried.
+                        Ok(admitted) => {
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                            admitted.signed().unwrap();
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<Option<String>> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let refusals: Vec<String> = results.iter().flatten().cloned().collect();
+        (results.len() - refusals.len(), refusals)
+    });
+    assert_eq!(admitted, 1, "{refusals:?}");
+    for refusal in &refusals {
+        assert!(
+            refusal.contains("being signed in another session"),
+            "{refusal}"
+        );
+    }
+    // Signed once; never again.
+    assert_eq!(ledger.count(LedgerStatus::Signed).unwrap(), 1);
+    let err = ledger
+        .admit(&dev.document, &request, &approvals, now())
+        .err()
+        .expect("already signed");
+    assert!(err.to_string().contains("already signed"), "{err}");
+}
+
+#[test]
 fn the_ledger_counts_the_rolling_window_and_survives_a_restart() {
     use std::sync::Arc;
     use tessera_node::requests::RequestLedger;

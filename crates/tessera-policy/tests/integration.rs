@@ -8,3 +8,4 @@ mod common;
 mod document;
 mod evaluate;
 mod key_change;
+mod vectors;
