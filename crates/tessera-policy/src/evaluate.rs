@@ -173,7 +173,7 @@ fn check_action(
         }
     }
     if let Some(to) = action.destination() {
-        match rule.destinations.check(&to) {
+        match rule.destinations.check(&to, action.chain_id()) {
             Ok(()) => {}
             Err(true) => reasons.push(Reason::DestinationDenied {
                 rule: rule.name.clone(),

@@ -813,3 +813,65 @@ fn a_fee_cap_is_set_on_the_native_coin_only() {
         "{err}"
     );
 }
+
+#[test]
+fn destination_lists_can_name_one_chain() {
+    let deposit = format!("0x{}", hex::encode(DEPOSIT));
+    let with = |destinations: &str| {
+        let text = EXAMPLE.replace(
+            r#"deny = ["0x000000000000000000000000000000000000dEaD"]"#,
+            destinations,
+        );
+        assert_ne!(text, EXAMPLE);
+        tessera_policy::PolicyDocument::from_toml(text.as_bytes())
+    };
+    let on_chain_1 = |policy: &tessera_policy::PolicyDocument| {
+        let request = new_request(
+            policy,
+            TREASURY_KEY,
+            eth_transfer(DEPOSIT, eth(1)),
+            MONDAY_10AM,
+        );
+        let approvals = approve(&request, &["bob", "carol"]);
+        evaluate(
+            policy,
+            &request,
+            &approvals,
+            &MapHistory::default(),
+            MONDAY_10AM,
+        )
+    };
+    // Denied on its chain, not on another.
+    let policy = with(&format!(r#"deny = ["eth:1:{deposit}"]"#)).unwrap();
+    assert_eq!(codes(&on_chain_1(&policy)), ["destination_denied"]);
+    let policy = with(&format!(r#"deny = ["eth:5:{deposit}"]"#)).unwrap();
+    assert!(on_chain_1(&policy).is_allowed());
+    // An allow list for another chain only lets nothing through on this one.
+    let policy = with(&format!(r#"allow = ["eth:5:{deposit}"]"#)).unwrap();
+    assert_eq!(codes(&on_chain_1(&policy)), ["destination_not_allowed"]);
+    let policy = with(&format!(r#"allow = ["eth:1:{deposit}"]"#)).unwrap();
+    assert!(on_chain_1(&policy).is_allowed());
+    // An entry without a chain holds on every chain, as before.
+    let policy = with(&format!(r#"deny = ["{deposit}"]"#)).unwrap();
+    assert_eq!(codes(&on_chain_1(&policy)), ["destination_denied"]);
+    // Malformed entries and contradictions are refused with what to write.
+    for (bad, says) in [
+        (format!(r#"deny = ["eth:0:{deposit}"]"#), "positive number"),
+        (format!(r#"deny = ["eth:x:{deposit}"]"#), "positive number"),
+        (
+            r#"deny = ["eth:1"]"#.to_owned(),
+            "eth:<chain id>:0x<address>",
+        ),
+        (
+            format!(r#"deny = ["eth:1:{deposit}", "eth:1:{deposit}"]"#),
+            "twice",
+        ),
+        (
+            format!("allow = [\"eth:1:{deposit}\"]\ndeny = [\"eth:1:{deposit}\"]"),
+            "both allowed and denied",
+        ),
+    ] {
+        let err = with(&bad).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}

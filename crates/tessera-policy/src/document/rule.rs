@@ -84,21 +84,33 @@ pub struct Limit {
     pub max_fee: Option<U256>,
 }
 
-/// Where value may go.
+/// Where value may go. Entries written `0x…` hold on every chain; entries written
+/// `eth:<chain id>:0x…` only on that chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Destinations {
-    /// If not empty, only these addresses.
+    /// If this or `allow_on` is not empty, only these addresses (on any chain)...
     pub allow: BTreeSet<Address>,
-    /// Never these addresses.
+    /// ...and these addresses on these chains.
+    pub allow_on: BTreeSet<(u64, Address)>,
+    /// Never these addresses, on any chain.
     pub deny: BTreeSet<Address>,
+    /// Never these addresses on these chains.
+    pub deny_on: BTreeSet<(u64, Address)>,
 }
 
 impl Destinations {
-    /// `Err(true)` if `to` is denied, `Err(false)` if an allow list exists without it.
-    pub(crate) fn check(&self, to: &Address) -> Result<(), bool> {
-        if self.deny.contains(to) {
+    /// `Err(true)` if `to` is denied on `chain_id`, `Err(false)` if an allow list exists
+    /// without it. A destination without a chain (none today) matches only chain-less entries.
+    pub(crate) fn check(&self, to: &Address, chain_id: Option<u64>) -> Result<(), bool> {
+        let on_chain = |set: &BTreeSet<(u64, Address)>| {
+            chain_id.is_some_and(|chain| set.contains(&(chain, *to)))
+        };
+        if self.deny.contains(to) || on_chain(&self.deny_on) {
             Err(true)
-        } else if !self.allow.is_empty() && !self.allow.contains(to) {
+        } else if (!self.allow.is_empty() || !self.allow_on.is_empty())
+            && !self.allow.contains(to)
+            && !on_chain(&self.allow_on)
+        {
             Err(false)
         } else {
             Ok(())

@@ -366,33 +366,67 @@ fn check_limit(raw: RawLimit, at: &str) -> Result<Limit, PolicyError> {
     })
 }
 
+/// Addresses on every chain, and addresses on one chain.
+type AddressSets = (BTreeSet<Address>, BTreeSet<(u64, Address)>);
+
 fn check_destinations(raw: RawDestinations, at: &str) -> Result<Destinations, PolicyError> {
-    let parse = |list: Vec<String>, field: &str| -> Result<BTreeSet<Address>, PolicyError> {
-        let mut out = BTreeSet::new();
+    let parse = |list: Vec<String>, field: &str| -> Result<AddressSets, PolicyError> {
+        let (mut any, mut on) = (BTreeSet::new(), BTreeSet::new());
         for text in list {
-            let address = parse_address(&text)
-                .map_err(|e| invalid(at, format!("destinations.{field}: {e}")))?;
-            if !out.insert(address) {
+            let bad = |e: String| invalid(at, format!("destinations.{field}: {e}"));
+            let fresh = match text.strip_prefix("eth:") {
+                Some(rest) => {
+                    let (chain, address) = rest.split_once(':').ok_or_else(|| {
+                        bad(format!(
+                            "{text:?}: expected 0x<address> (every chain) or \
+                             eth:<chain id>:0x<address> (one chain)"
+                        ))
+                    })?;
+                    let chain: u64 = chain
+                        .parse()
+                        .ok()
+                        .filter(|c| *c != 0 && chain.bytes().all(|b| b.is_ascii_digit()))
+                        .ok_or_else(|| {
+                            bad(format!("{text:?}: the chain id must be a positive number"))
+                        })?;
+                    let address = parse_address(address).map_err(|e| bad(e.to_string()))?;
+                    on.insert((chain, address))
+                }
+                None => any.insert(parse_address(&text).map_err(|e| bad(e.to_string()))?),
+            };
+            if !fresh {
                 return Err(invalid(
                     at,
                     format!("destinations.{field} lists {text} twice"),
                 ));
             }
         }
-        Ok(out)
+        Ok((any, on))
     };
-    let allow = parse(raw.allow, "allow")?;
-    let deny = parse(raw.deny, "deny")?;
-    if let Some(both) = allow.intersection(&deny).next() {
+    let (allow, allow_on) = parse(raw.allow, "allow")?;
+    let (deny, deny_on) = parse(raw.deny, "deny")?;
+    let both = allow
+        .intersection(&deny)
+        .next()
+        .map(tessera_chain::checksummed)
+        .or_else(|| {
+            allow_on
+                .intersection(&deny_on)
+                .next()
+                .map(|(chain, a)| format!("eth:{chain}:{}", tessera_chain::checksummed(a)))
+        });
+    if let Some(both) = both {
         return Err(invalid(
             at,
-            format!(
-                "{} is both allowed and denied; remove it from one list",
-                tessera_chain::checksummed(both)
-            ),
+            format!("{both} is both allowed and denied; remove it from one list"),
         ));
     }
-    Ok(Destinations { allow, deny })
+    Ok(Destinations {
+        allow,
+        allow_on,
+        deny,
+        deny_on,
+    })
 }
 
 fn check_hours(raw: RawHours, at: &str) -> Result<Hours, PolicyError> {

@@ -212,6 +212,19 @@ impl Action {
         }
     }
 
+    /// The chain a transaction is for (`None` for a message).
+    pub fn chain_id(&self) -> Option<u64> {
+        match self {
+            Action::Transfer { asset, .. } => Some(match asset {
+                Asset::Native { chain_id } | Asset::Erc20 { chain_id, .. } => *chain_id,
+            }),
+            Action::ContractCall { chain_id, .. } | Action::ContractCreation { chain_id, .. } => {
+                Some(*chain_id)
+            }
+            Action::Message { .. } => None,
+        }
+    }
+
     /// The address value goes to or is called, if any.
     pub fn destination(&self) -> Option<Address> {
         match self {
