@@ -117,6 +117,7 @@ on_both_backends!(
     request_reasons_queue_and_liveness,
     stale_key_generations_fail,
     key_epochs_and_their_lifecycle,
+    rotation_leases_hold_across_coordinators,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -1633,6 +1634,59 @@ async fn request_reasons_queue_and_liveness(db: &Db) {
         .claim_stale(rid(3), RequestState::Signing, i64::MAX)
         .await
         .unwrap());
+}
+
+/// Two coordinators (each its own store and connection pool) on one database: a key's rotation
+/// lease is held by one rotation at a time, lapses if its holder stops renewing it, and is
+/// given back by its holder only.
+async fn rotation_leases_hold_across_coordinators(db: &Db) {
+    let first = store_with_key(db).await;
+    let second = db.store().await;
+    db.set_time(2_000);
+    // Both try at once: exactly one gets it.
+    let (a, b) = tokio::join!(
+        first.lease_rotation(kid(1), "rotation-a", 90),
+        second.lease_rotation(kid(1), "rotation-b", 90)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "one lease, got {a} and {b}");
+    let (holder, other, held_by, waiting) = if a {
+        (&first, &second, "rotation-a", "rotation-b")
+    } else {
+        (&second, &first, "rotation-b", "rotation-a")
+    };
+    // Not again, not by the holder's own replica either, while it is renewed.
+    assert!(!holder.lease_rotation(kid(1), waiting, 90).await.unwrap());
+    db.set_time(2_080);
+    assert!(holder
+        .renew_rotation_lease(kid(1), held_by, 90)
+        .await
+        .unwrap());
+    db.set_time(2_160);
+    assert!(!other.lease_rotation(kid(1), waiting, 90).await.unwrap());
+    // Only its holder gives it back.
+    other.release_rotation_lease(kid(1), waiting).await.unwrap();
+    assert!(!other.lease_rotation(kid(1), waiting, 90).await.unwrap());
+    holder
+        .release_rotation_lease(kid(1), held_by)
+        .await
+        .unwrap();
+    assert!(other.lease_rotation(kid(1), waiting, 90).await.unwrap());
+    // A holder that stops renewing (a coordinator that died) loses it once it lapses.
+    db.set_time(2_160 + 91);
+    assert!(holder
+        .lease_rotation(kid(1), "rotation-c", 90)
+        .await
+        .unwrap());
+    assert!(!other
+        .renew_rotation_lease(kid(1), waiting, 90)
+        .await
+        .unwrap());
+    // Unknown key.
+    assert!(matches!(
+        holder.lease_rotation(kid(9), "rotation-d", 90).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn stale_key_generations_fail(db: &Db) {

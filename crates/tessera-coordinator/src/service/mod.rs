@@ -93,7 +93,6 @@ pub struct Coordinator {
     stop: watch::Sender<bool>,
     pool_stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    rotating: Mutex<std::collections::HashSet<tessera_wire::KeyId>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -204,7 +203,6 @@ impl Coordinator {
             stop,
             pool_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: Mutex::new(Vec::new()),
-            rotating: Mutex::new(Default::default()),
         });
         coordinator.fail_abandoned().await?;
         let mut tasks = vec![

@@ -38,19 +38,48 @@ const SCHEDULED_REFRESH_RETRY_SECS: u64 = 15 * 60;
 /// How often the receivers' prime pools are asked again while the coordinator waits.
 const PRIME_POLL: Duration = Duration::from_secs(5);
 
-/// Marks a key as being rotated by this coordinator while alive.
-struct RotatingGuard<'a> {
-    coordinator: &'a Coordinator,
+/// How long a rotation lease lasts unless renewed (a coordinator that stops mid-rotation
+/// holds the key no longer than this); renewed every third of it.
+const ROTATION_LEASE_SECS: i64 = 90;
+
+/// Holds a key's rotation lease in the database while alive (renewed in the background), so
+/// that no other rotation of the key starts on any coordinator replica; gives it back on drop.
+struct RotatingGuard {
+    store: crate::Store,
     key: KeyId,
+    owner: String,
+    renewal: tokio::task::JoinHandle<()>,
+    released: bool,
 }
 
-impl Drop for RotatingGuard<'_> {
+impl RotatingGuard {
+    /// Gives the lease back now (a rotation that follows at once finds it free).
+    async fn release(mut self) {
+        self.renewal.abort();
+        if let Err(e) = self
+            .store
+            .release_rotation_lease(self.key, &self.owner)
+            .await
+        {
+            tracing::warn!(key = %self.key, error = %e, "cannot release a rotation lease; it lapses by itself");
+        }
+        self.released = true;
+    }
+}
+
+impl Drop for RotatingGuard {
     fn drop(&mut self) {
-        self.coordinator
-            .rotating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        if self.released {
+            return;
+        }
+        // Dropped without `release` (the task was cancelled): give it back in the background.
+        self.renewal.abort();
+        let (store, key, owner) = (self.store.clone(), self.key, self.owner.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.release_rotation_lease(key, &owner).await {
+                tracing::warn!(%key, error = %e, "cannot release a rotation lease; it lapses by itself");
+            }
+        });
     }
 }
 
@@ -213,39 +242,75 @@ impl Coordinator {
         let this = self.clone();
         let id = row.id;
         tokio::spawn(async move {
-            let _guard = this.start_rotating(&row)?;
-            // An earlier rotation's due step first: until its new epoch is active everywhere,
-            // another rotation cannot start from it. (A closure that some old holder has not
-            // confirmed does not hold the key back: the next rotation asks those holders too.)
-            let activation_due = row
-                .lifecycle
-                .as_ref()
-                .is_some_and(|l| l.phase == LifecyclePhase::Activate);
-            let delivered = this.drive_lifecycle(&row, 1).await;
-            if activation_due {
-                delivered?;
+            let guard = this.start_rotating(&row).await?;
+            let rotated = async {
+                // An earlier rotation's due step first: until its new epoch is active
+                // everywhere, another rotation cannot start from it. (A closure that some old
+                // holder has not confirmed does not hold the key back: the next rotation asks
+                // those holders too.)
+                let activation_due = row
+                    .lifecycle
+                    .as_ref()
+                    .is_some_and(|l| l.phase == LifecyclePhase::Activate);
+                let delivered = this.drive_lifecycle(&row, 1).await;
+                if activation_due {
+                    delivered?;
+                }
+                let row = this.key_row(row.id).await?;
+                this.run_rotation(row, kind, committee, threshold, approved)
+                    .await
             }
-            let row = this.key_row(row.id).await?;
-            this.run_rotation(row, kind, committee, threshold, approved)
-                .await
+            .await;
+            guard.release().await;
+            rotated
         })
         .await
         .map_err(|e| ServiceError::Unavailable(format!("the rotation task failed: {e}")))??;
         Ok(self.key_row(id).await?.into())
     }
 
-    /// Marks `row` as being rotated here, or refuses if it already is.
-    fn start_rotating(&self, row: &KeyRow) -> Result<RotatingGuard<'_>, ServiceError> {
-        let mut rotating = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
-        if !rotating.insert(row.id) {
+    /// Takes `row`'s rotation lease in the database, or refuses if another rotation (here or
+    /// on another replica) holds it.
+    async fn start_rotating(&self, row: &KeyRow) -> Result<RotatingGuard, ServiceError> {
+        let owner = SessionId::random().to_string();
+        if !self
+            .store
+            .lease_rotation(row.id, &owner, ROTATION_LEASE_SECS)
+            .await?
+        {
             return Err(ServiceError::Conflict(format!(
                 "key '{}' is being refreshed or reshared; try again when that finished",
                 row.name
             )));
         }
+        let renewal = tokio::spawn({
+            let (store, key, owner) = (self.store.clone(), row.id, owner.clone());
+            async move {
+                let period = Duration::from_secs(ROTATION_LEASE_SECS.unsigned_abs() / 3);
+                loop {
+                    tokio::time::sleep(period).await;
+                    match store
+                        .renew_rotation_lease(key, &owner, ROTATION_LEASE_SECS)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(%key, "the rotation lease was lost (it lapsed and another rotation took it)");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%key, error = %e, "cannot renew a rotation lease; trying again")
+                        }
+                    }
+                }
+            }
+        });
         Ok(RotatingGuard {
-            coordinator: self,
+            store: self.store.clone(),
             key: row.id,
+            owner,
+            renewal,
+            released: false,
         })
     }
 

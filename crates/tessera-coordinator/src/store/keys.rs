@@ -170,6 +170,73 @@ fn validate(new: &NewKey) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// Takes the rotation lease of key `id` for `owner` (a token unique to one rotation) for
+    /// `ttl_secs`: true if it was free or its holder let it lapse, false if another rotation
+    /// holds it. One statement, so that across every coordinator on this database at most one
+    /// rotation of a key holds it; [`StoreError::NotFound`] if the key is unknown.
+    pub async fn lease_rotation(
+        &self,
+        id: KeyId,
+        owner: &str,
+        ttl_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let now = self.now();
+        let changed = sqlx::query(
+            "UPDATE keys SET rotation_owner = $1, rotation_until = $2 \
+             WHERE id = $3 AND (rotation_owner IS NULL OR rotation_until < $4)",
+        )
+        .bind(owner)
+        .bind(now.saturating_add(ttl_secs))
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("leasing the rotation of key {id}"), e))?
+        .rows_affected();
+        if changed == 1 {
+            return Ok(true);
+        }
+        match self.get_key(id).await? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound(format!("no key {id}"))),
+        }
+    }
+
+    /// Extends `owner`'s rotation lease of key `id` by `ttl_secs` from now; false if `owner`
+    /// no longer holds it (it lapsed and another rotation took it).
+    pub async fn renew_rotation_lease(
+        &self,
+        id: KeyId,
+        owner: &str,
+        ttl_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE keys SET rotation_until = $1 WHERE id = $2 AND rotation_owner = $3",
+        )
+        .bind(self.now().saturating_add(ttl_secs))
+        .bind(id.to_string())
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("renewing the rotation lease of key {id}"), e))?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Gives back `owner`'s rotation lease of key `id` (nothing if it does not hold it).
+    pub async fn release_rotation_lease(&self, id: KeyId, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE keys SET rotation_owner = NULL, rotation_until = NULL \
+             WHERE id = $1 AND rotation_owner = $2",
+        )
+        .bind(id.to_string())
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("releasing the rotation lease of key {id}"), e))?;
+        Ok(())
+    }
+
     /// Records a key to be generated. Idempotent: the same key again returns
     /// [`InsertOutcome::Existing`]; the id reused for another key, or the name taken by another
     /// key, is a [`StoreError::Conflict`].

@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "spend per asset",
         include_str!("../../migrations/0006_spend_per_asset.sql"),
     ),
+    (
+        7,
+        "rotation lease",
+        include_str!("../../migrations/0007_rotation_lease.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.
