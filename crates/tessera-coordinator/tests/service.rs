@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use service_support::*;
 use tessera_chain::{address, checksummed, recover_sender, Eip1559Request, U256};
+use tessera_coordinator::service::Coordinator;
 use tessera_coordinator::service::{
     rejection_digest, CoordinatorSettings, ProposePolicy, ServiceError, Submit,
 };
@@ -23,6 +24,8 @@ use tessera_policy::{OperatorKey, Payload, PolicyChange};
 use tessera_wire::RequestId;
 
 on_both_backends!(
+    two_coordinators_admit_against_one_window_at_once,
+    failed_signing_gives_its_reservation_back,
     transfer_signed_online_after_two_approvals,
     message_on_a_child_key_signed_by_the_child_key,
     submissions_are_idempotent_and_checked_at_once,
@@ -277,7 +280,7 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
     assert_eq!(sessions[0].outcome, Some(SessionOutcome::Ok));
     let spent = c
         .store()
-        .spends_since(signed.key_id, &format!("eth:{DEV_CHAIN_ID}"), 0)
+        .spends_since(signed.key_id, &format!("eth:{DEV_CHAIN_ID}"), 0, None)
         .await
         .unwrap();
     // The value and the maximum fee, as the limits count them.
@@ -354,7 +357,7 @@ async fn message_on_a_child_key_signed_by_the_child_key(db: &Db) {
     // Messages spend nothing.
     let spent = c
         .store()
-        .spends_since(signed.key_id, &format!("eth:{DEV_CHAIN_ID}"), 0)
+        .spends_since(signed.key_id, &format!("eth:{DEV_CHAIN_ID}"), 0, None)
         .await
         .unwrap();
     assert!(spent.is_empty());
@@ -1091,5 +1094,183 @@ async fn real_committee_setup_key_generation_and_signing() {
     }
     let signed = wait_for(&c, view.id, RequestState::Signed).await;
     assert_eq!(signed.address, key.address);
+    c.shutdown().await;
+}
+
+/// A control channel whose broker is down: every session fails at once.
+struct BrokerDown;
+
+#[async_trait::async_trait]
+impl tessera_control::ControlChannel for BrokerDown {
+    async fn run(
+        &self,
+        _start: &tessera_control::SessionStart,
+        _signed: &tessera_control::SignedStart,
+        _deadline: Duration,
+    ) -> Result<Vec<tessera_control::SignedOutcome>, tessera_control::StarterError> {
+        Err(tessera_control::StarterError::Channel(
+            "the broker is down".to_owned(),
+        ))
+    }
+}
+
+/// What one transfer of `wei` reserves in the window: its value and its maximum fee.
+fn cost(wei: u128) -> u128 {
+    wei + transfer_fee()
+}
+
+/// Fills the dev policy's rolling window (10 × the per-request limit per 24 h) so that `room`
+/// wei are left, with the spend of a cancelled request of `key`.
+async fn leave_room_in_window(c: &Coordinator, key: &str, room: u128) {
+    let filler = c
+        .submit("olivia", submit(key, vec![], transfer(99, RECIPIENT, 1)))
+        .await
+        .unwrap();
+    c.cancel("olivia", filler.id).await.unwrap();
+    c.store()
+        .record_spend(&tessera_coordinator::store::Spend {
+            request_id: filler.id,
+            key_id: filler.key_id,
+            asset: format!("eth:{DEV_CHAIN_ID}"),
+            amount: (DEV_PER_REQUEST_WEI * 10 - room).to_string(),
+            signed_at: i64::try_from(filler.created_at).unwrap(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Submits a transfer of `wei` and has it signed by its submitter and approved by ana and ben.
+async fn submit_and_approve(
+    c: &Coordinator,
+    cluster: &Cluster,
+    key: &str,
+    nonce: u64,
+    wei: u128,
+) -> RequestId {
+    let view = c
+        .submit(
+            "olivia",
+            submit(key, vec![], transfer(nonce, RECIPIENT, wei)),
+        )
+        .await
+        .unwrap();
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
+        .await
+        .unwrap();
+    c.approve("ana", view.id, cluster.approval("ana", &view))
+        .await
+        .unwrap();
+    let approved = c
+        .approve("ben", view.id, cluster.approval("ben", &view))
+        .await
+        .unwrap();
+    assert_ne!(
+        approved.state,
+        RequestState::PendingApproval,
+        "{:?}",
+        approved.reasons
+    );
+    view.id
+}
+
+/// Issue 16 B.4: coordinator replicas on one database admit requests of one key one at a
+/// time, each seeing the others' reservations, so together they never admit more than the
+/// rolling window allows (before, each counted only what was signed, and both admitted).
+async fn two_coordinators_admit_against_one_window_at_once(db: &Db) {
+    let cluster = Cluster::start().await;
+    let setup = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let key = fixture_key(&setup, "treasury").await;
+    // No worker of its own from here on: the requests it approves wait for the replicas.
+    setup.shutdown().await;
+    let wei = DEV_PER_REQUEST_WEI / 2;
+    // Room for one of these transfers and a half.
+    leave_room_in_window(&setup, &key, cost(wei) * 3 / 2).await;
+    let mut ids = Vec::new();
+    for nonce in 0..6 {
+        ids.push(submit_and_approve(&setup, &cluster, &key, nonce, wei).await);
+    }
+    for id in &ids {
+        assert_eq!(setup.get(*id).await.unwrap().state, RequestState::Approved);
+    }
+    // Two replicas start together, each with a broker that never answers (a request admitted
+    // stays signing), and race over the six approved requests.
+    let (a, b) = tokio::join!(
+        coordinator(db, &cluster, std::sync::Arc::new(Unreachable), settings()),
+        coordinator(db, &cluster, std::sync::Arc::new(Unreachable), settings())
+    );
+    let mut states = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        states.clear();
+        for id in &ids {
+            states.push(a.get(*id).await.unwrap());
+        }
+        if states.iter().all(|v| v.state != RequestState::Approved) {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "requests still approved: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signing: Vec<_> = states
+        .iter()
+        .filter(|v| v.state == RequestState::Signing)
+        .collect();
+    assert_eq!(signing.len(), 1, "admitted: {signing:?}");
+    for view in states.iter().filter(|v| v.state != RequestState::Signing) {
+        assert_eq!(view.state, RequestState::Failed);
+        let error = view.error.as_deref().unwrap_or_default();
+        assert!(error.contains("not admitted to signing"), "{error}");
+        assert!(
+            error.contains("already spent in the last 86400 s"),
+            "{error}"
+        );
+    }
+    // What is reserved: the filler and the one admitted request, value and fee.
+    let reserved = a
+        .store()
+        .spends_since(signing[0].key_id, &format!("eth:{DEV_CHAIN_ID}"), 0, None)
+        .await
+        .unwrap();
+    let total: u128 = reserved.iter().map(|r| r.parse::<u128>().unwrap()).sum();
+    assert_eq!(
+        total,
+        DEV_PER_REQUEST_WEI * 10 - cost(wei) * 3 / 2 + cost(wei)
+    );
+    assert!(total <= DEV_PER_REQUEST_WEI * 10);
+    let refused: u64 = [&a, &b]
+        .iter()
+        .map(|c| {
+            c.counters().policy_refusals()[&tessera_coordinator::service::RefusalStage::Admission]
+        })
+        .sum();
+    assert_eq!(refused, 5);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Issue 16 B.4: a request whose signing fails gives its reservation back (kept, marked
+/// released), so the window has room again for the next one.
+async fn failed_signing_gives_its_reservation_back(db: &Db) {
+    let cluster = Cluster::start().await;
+    let setup = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let key = fixture_key(&setup, "treasury").await;
+    setup.shutdown().await;
+    let c = coordinator(db, &cluster, std::sync::Arc::new(BrokerDown), settings()).await;
+    let wei = DEV_PER_REQUEST_WEI / 2;
+    leave_room_in_window(&c, &key, cost(wei) * 3 / 2).await;
+    for nonce in 0..2 {
+        let id = submit_and_approve(&c, &cluster, &key, nonce, wei).await;
+        let failed = wait_for(&c, id, RequestState::Failed).await;
+        let error = failed.error.unwrap_or_default();
+        // Each was admitted (its spend fitted) and failed in signing.
+        assert!(error.contains("the broker is down"), "{error}");
+        let spend = c.store().spend_of(id).await.unwrap();
+        assert_eq!(spend.len(), 1, "{spend:?}");
+        assert_eq!(spend[0].0.amount, cost(wei).to_string());
+        assert!(spend[0].1.is_some(), "released: {spend:?}");
+    }
     c.shutdown().await;
 }

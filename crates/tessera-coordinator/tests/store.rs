@@ -118,6 +118,7 @@ on_both_backends!(
     stale_key_generations_fail,
     key_epochs_and_their_lifecycle,
     rotation_leases_hold_across_coordinators,
+    admissions_reserve_spend_one_at_a_time_across_coordinators,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -877,20 +878,26 @@ async fn spend_windows_and_large_amounts(db: &Db) {
         );
     }
     assert_eq!(
-        store.spends_since(kid(1), "eth", 0).await.unwrap(),
+        store.spends_since(kid(1), "eth", 0, None).await.unwrap(),
         ["5", above_u64, u256_max]
     );
     // The window's start is inclusive.
     assert_eq!(
-        store.spends_since(kid(1), "eth", 200).await.unwrap(),
+        store.spends_since(kid(1), "eth", 200, None).await.unwrap(),
         [above_u64, u256_max]
     );
     assert_eq!(
-        store.spends_since(kid(1), "eth", 301).await.unwrap(),
+        store.spends_since(kid(1), "eth", 301, None).await.unwrap(),
         Vec::<String>::new()
     );
-    assert_eq!(store.spends_since(kid(1), "usdc", 0).await.unwrap(), ["7"]);
-    assert_eq!(store.spends_since(kid(2), "eth", 0).await.unwrap(), ["9"]);
+    assert_eq!(
+        store.spends_since(kid(1), "usdc", 0, None).await.unwrap(),
+        ["7"]
+    );
+    assert_eq!(
+        store.spends_since(kid(2), "eth", 0, None).await.unwrap(),
+        ["9"]
+    );
 
     let mut twice = Spend {
         request_id: rid(1),
@@ -922,10 +929,13 @@ async fn spend_windows_and_large_amounts(db: &Db) {
         InsertOutcome::Inserted
     );
     assert_eq!(
-        store.spends_since(kid(1), "eth", 200).await.unwrap(),
+        store.spends_since(kid(1), "eth", 200, None).await.unwrap(),
         [above_u64, "2", u256_max]
     );
-    assert_eq!(store.spends_since(kid(1), "usdc", 0).await.unwrap(), ["7"]);
+    assert_eq!(
+        store.spends_since(kid(1), "usdc", 0, None).await.unwrap(),
+        ["7"]
+    );
     twice.request_id = rid(9);
     twice.amount = "1".to_owned();
     assert!(matches!(
@@ -1717,4 +1727,106 @@ async fn stale_key_generations_fail(db: &Db) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Admits as many of `requests` as fit in `limit` (per asset "eth"), each reading the window
+/// inside its admission; returns the requests it admitted.
+async fn admit_within(store: &Store, requests: &[u8], amount: u64, limit: u64) -> Vec<u8> {
+    let mut admitted = Vec::new();
+    for &n in requests {
+        let mut admission = store.begin_admission(rid(n), kid(1)).await.unwrap();
+        let spent: u64 = admission
+            .spends_since("eth", 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.parse::<u64>().unwrap())
+            .sum();
+        if spent + amount > limit {
+            continue; // dropped: rolled back
+        }
+        // Give the other coordinator every chance to interleave.
+        tokio::task::yield_now().await;
+        if admission
+            .admit(&[("eth".to_owned(), amount.to_string())], 500)
+            .await
+            .unwrap()
+        {
+            admitted.push(n);
+        }
+    }
+    admitted
+}
+
+async fn admissions_reserve_spend_one_at_a_time_across_coordinators(db: &Db) {
+    let first = store_with_key(db).await;
+    let second = db.store().await;
+    let approved = |n: u8| NewRequest {
+        state: RequestState::Approved,
+        ..new_request(n, kid(1), 400)
+    };
+    for n in 1..=12 {
+        first.insert_request(&approved(n)).await.unwrap();
+    }
+    // Two coordinators admit the same twelve requests of 10 against a window of 45, at once
+    // and in opposite orders: four fit, whoever admits them, and each request is admitted once.
+    let forward: Vec<u8> = (1..=12).collect();
+    let backward: Vec<u8> = (1..=12).rev().collect();
+    let (a, b) = tokio::join!(
+        admit_within(&first, &forward, 10, 45),
+        admit_within(&second, &backward, 10, 45)
+    );
+    let mut all: Vec<u8> = a.iter().chain(&b).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(a.len() + b.len(), 4, "admitted {a:?} and {b:?}");
+    assert_eq!(all.len(), 4, "a request admitted twice: {a:?} and {b:?}");
+    let reserved = first.spends_since(kid(1), "eth", 0, None).await.unwrap();
+    assert_eq!(reserved, ["10", "10", "10", "10"]);
+    for n in &all {
+        let row = first.get_request(rid(*n)).await.unwrap().unwrap();
+        assert_eq!(row.state, RequestState::Signing);
+    }
+    // A request no longer approved is not admitted, and nothing is reserved for it.
+    let signing = all[0];
+    let mut again = second.begin_admission(rid(signing), kid(1)).await.unwrap();
+    assert_eq!(
+        again.spends_since("eth", 0).await.unwrap(),
+        ["10", "10", "10"],
+        "an admission does not count the request's own reservation"
+    );
+    assert!(!again
+        .admit(&[("eth".to_owned(), "10".to_owned())], 500)
+        .await
+        .unwrap());
+    assert_eq!(first.spend_of(rid(signing)).await.unwrap().len(), 1);
+    // A request whose signing fails gives its reservation back, in the same step: the row
+    // stays, released, and the room is there for the next admission.
+    db.set_time(600);
+    assert!(first.fail_signing(rid(signing), "no quorum").await.unwrap());
+    assert!(!first.fail_signing(rid(signing), "again").await.unwrap());
+    let row = first.get_request(rid(signing)).await.unwrap().unwrap();
+    assert_eq!(row.state, RequestState::Failed);
+    assert_eq!(row.error.as_deref(), Some("no quorum"));
+    let spend = first.spend_of(rid(signing)).await.unwrap();
+    assert_eq!(spend.len(), 1);
+    assert_eq!(spend[0].0.amount, "10");
+    assert_eq!(spend[0].1, Some(600));
+    assert_eq!(
+        first.spends_since(kid(1), "eth", 0, None).await.unwrap(),
+        ["10", "10", "10"]
+    );
+    let left: Vec<u8> = (1..=12).filter(|n| !all.contains(n)).collect();
+    assert_eq!(admit_within(&second, &left, 10, 45).await.len(), 1);
+    // The admissions that found no room were dropped and changed nothing.
+    let still_approved = first
+        .requests_in_state(RequestState::Approved, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(still_approved.len(), 12 - 5);
+    // An unknown key is refused.
+    assert!(matches!(
+        first.begin_admission(rid(1), kid(9)).await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -13,6 +13,9 @@ pub enum RefusalStage {
     Submit,
     /// Denied when re-evaluated after an approval (e.g. a window used up meanwhile).
     Approval,
+    /// Denied when admitted to signing (the window, as every coordinator reserved it, has no
+    /// room left; the policy changed; the request expired).
+    Admission,
     /// Every node of the quorum refused it (their own policy check).
     Nodes,
 }
@@ -23,6 +26,7 @@ impl RefusalStage {
         match self {
             RefusalStage::Submit => "submit",
             RefusalStage::Approval => "approval",
+            RefusalStage::Admission => "admission",
             RefusalStage::Nodes => "nodes",
         }
     }
@@ -78,6 +82,7 @@ impl ServiceCounters {
         [
             RefusalStage::Submit,
             RefusalStage::Approval,
+            RefusalStage::Admission,
             RefusalStage::Nodes,
         ]
         .into_iter()

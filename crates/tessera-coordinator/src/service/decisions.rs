@@ -358,7 +358,14 @@ impl Coordinator {
             ServiceError::corrupt(format_args!("request {id} no longer checks ({e})"))
         })?;
         let now = now_unix();
-        let history = history::load(&self.store, policy, request.key, &derived, now).await?;
+        let history = history::load(
+            history::Source::Store(&self.store, None),
+            policy,
+            request.key,
+            &derived,
+            now,
+        )
+        .await?;
         let decision = evaluate(policy, request, &approvals, &history, now);
         let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
         let pending = [RequestState::PendingApproval];

@@ -1,6 +1,7 @@
-//! The coordinator's [`SpendHistory`]: the spend recorded in its database.
+//! The coordinator's [`SpendHistory`]: the spend reserved in its database.
 //!
-//! `evaluate` is synchronous and the store is not, so the sums it will ask for are read first:
+//! `evaluate` is synchronous and the store is not, so the sums it will ask for are read first
+//! (from the store, or inside an [`Admission`] that holds the key's admission lock):
 //! for each asset the request spends (what it moves, and the native coin for its fee), one sum
 //! per rolling window of the rules covering the key. A sum
 //! that was not read (which `evaluate` never asks for) counts as unlimited spend, so a mistake
@@ -13,7 +14,9 @@ use tessera_policy::{Asset, Derived, PolicyDocument, SpendHistory};
 use tessera_wire::KeyId;
 
 use super::{to_db, ServiceError};
+use crate::store::Admission;
 use crate::Store;
+use tessera_wire::RequestId;
 
 /// Sums of spend per (asset, since), read from the store for one evaluation.
 pub(crate) struct StoreHistory {
@@ -33,9 +36,31 @@ impl SpendHistory for StoreHistory {
     }
 }
 
+/// Where the reserved spend is read from.
+pub(crate) enum Source<'a> {
+    /// The store, leaving out one request's own reservation (a request already admitted).
+    Store(&'a Store, Option<RequestId>),
+    /// An admission in progress: what it reads is what it decides on.
+    Admission(&'a mut Admission),
+}
+
+impl Source<'_> {
+    async fn spends_since(
+        &mut self,
+        key: KeyId,
+        asset: &str,
+        since: i64,
+    ) -> Result<Vec<String>, ServiceError> {
+        Ok(match self {
+            Source::Store(store, except) => store.spends_since(key, asset, since, *except).await?,
+            Source::Admission(admission) => admission.spends_since(asset, since).await?,
+        })
+    }
+}
+
 /// Reads what evaluating a request for `key` that does `derived` at `now` will ask.
 pub(crate) async fn load(
-    store: &Store,
+    mut source: Source<'_>,
     policy: &PolicyDocument,
     key: KeyId,
     derived: &Derived,
@@ -51,7 +76,7 @@ pub(crate) async fn load(
             if sums.contains_key(&(asset, since)) {
                 continue;
             }
-            let amounts = store
+            let amounts = source
                 .spends_since(key, &asset.to_string(), to_db(since))
                 .await?;
             let total = amounts.iter().fold(U256::ZERO, |sum, amount| {

@@ -105,7 +105,14 @@ impl Coordinator {
         let derived = request
             .check()
             .map_err(|e| ServiceError::Invalid(format!("the request is invalid: {e}")))?;
-        let history = history::load(&self.store, policy, key.id, &derived, now).await?;
+        let history = history::load(
+            history::Source::Store(&self.store, None),
+            policy,
+            key.id,
+            &derived,
+            now,
+        )
+        .await?;
         let decision = evaluate(policy, &request, &[], &history, now);
         let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
         let state = match decision.verdict {

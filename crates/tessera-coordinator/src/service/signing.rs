@@ -1,7 +1,15 @@
-//! The signing worker: takes approved requests (compare-and-set `approved` → `signing`, so
-//! two replicas never both take one), runs signing sessions with healthy quorums, verifies and
-//! assembles the result, records the spend, and retries with another quorum when a party
-//! fails. Requests left `signing` by a coordinator that stopped are taken over once nobody has
+//! The signing worker: admits approved requests to signing, runs signing sessions with healthy
+//! quorums, verifies and assembles the result, and retries with another quorum when a party
+//! fails.
+//!
+//! Admission re-evaluates the policy and, in one database transaction that holds the key's
+//! admission lock, reserves the request's spend and moves it `approved` → `signing`
+//! ([`Store::begin_admission`](crate::Store::begin_admission)): replicas sharing a database
+//! admit one request of a key at a time, each seeing the others' reservations, so together
+//! they never admit more than a window allows. A request whose signing fails gives its
+//! reservation back in the statement group that marks it failed.
+//!
+//! Requests left `signing` by a coordinator that stopped are taken over once nobody has
 //! touched them for [`stale_signing_after`](super::CoordinatorSettings::stale_signing_after):
 //! a running signer refreshes its request every third of that. Retrying is safe: a node
 //! signs a request id at most once, and may retry one it started (ADR 0005).
@@ -23,14 +31,23 @@ use super::requests::decode;
 use super::{history, now_unix, to_db, Coordinator, ServiceError, SYSTEM};
 use crate::store::{NewSession, RequestRow, RequestState, SessionOutcome, SessionSubject, Spend};
 
+/// What became of an approved request offered for admission to signing.
+enum Admitted {
+    /// Admitted: its spend is reserved and it is `signing`, held by this coordinator.
+    Yes,
+    /// No longer `approved` (another coordinator admitted it, or it was cancelled).
+    Taken,
+    /// The policy no longer allows it; it was marked failed.
+    Refused,
+}
+
 /// How many queued requests one look at the queue reads.
 const BATCH: u32 = 16;
 /// Extra time given to a control channel beyond the session deadline before giving up on it.
 const CHANNEL_GRACE: Duration = Duration::from_secs(5);
 
-/// The signing worker: signs one request at a time (which also serialises the spend of each
-/// key, so two requests cannot both fit in the same remaining window), until stopped or the
-/// coordinator is dropped.
+/// The signing worker: signs one request at a time, until stopped or the coordinator is
+/// dropped.
 pub(crate) async fn worker(
     weak: Weak<Coordinator>,
     wake: Arc<Notify>,
@@ -85,20 +102,14 @@ impl Coordinator {
             .requests_in_state(RequestState::Approved, i64::MAX, BATCH)
             .await?
         {
-            if self
-                .store
-                .transition_request(
-                    row.id,
-                    &[RequestState::Approved],
-                    RequestState::Signing,
-                    None,
-                    None,
-                )
-                .await?
-            {
-                let row = self.request_row(row.id).await?;
-                self.run_signing(row, false).await;
-                return Ok(true);
+            match self.admit(&row).await? {
+                Admitted::Yes => {
+                    let row = self.request_row(row.id).await?;
+                    self.run_signing(row, false).await;
+                    return Ok(true);
+                }
+                Admitted::Refused => return Ok(true),
+                Admitted::Taken => {}
             }
         }
         let cutoff =
@@ -119,6 +130,69 @@ impl Coordinator {
             }
         }
         Ok(false)
+    }
+
+    /// Admits approved request `row` to signing: evaluates the policy against the windows as
+    /// every coordinator reserved them and, if it allows the request, reserves its spend and
+    /// moves it to `signing` in the same transaction. A request the policy no longer allows
+    /// is marked failed with the reasons.
+    async fn admit(&self, row: &RequestRow) -> Result<Admitted, ServiceError> {
+        let id = row.id;
+        let request = decode(row)?;
+        // Everything read from the store outside the admission is read before it starts: on
+        // an in-memory database the admission holds the only connection.
+        let approvals = self.approvals(id).await?;
+        let active = self.active().await?;
+        let now = now_unix();
+        let reasons = match request.check() {
+            Err(e) => vec![format!("the request no longer checks: {e}")],
+            Ok(derived) => {
+                let mut admission = self.store.begin_admission(id, request.key).await?;
+                let history = history::load(
+                    history::Source::Admission(&mut admission),
+                    &active.document,
+                    request.key,
+                    &derived,
+                    now,
+                )
+                .await?;
+                let decision = evaluate(&active.document, &request, &approvals, &history, now);
+                if decision.is_allowed() {
+                    let spends: Vec<(String, String)> = derived
+                        .spends()
+                        .into_iter()
+                        .map(|(asset, amount)| (asset.to_string(), amount.to_string()))
+                        .collect();
+                    return Ok(if admission.admit(&spends, to_db(now)).await? {
+                        Admitted::Yes
+                    } else {
+                        Admitted::Taken
+                    });
+                }
+                decision.reasons.iter().map(ToString::to_string).collect()
+            }
+        };
+        let error = format!(
+            "not admitted to signing: the policy no longer allows it ({})",
+            reasons.join("; ")
+        );
+        if !self
+            .store
+            .conclude_request(
+                id,
+                &[RequestState::Approved],
+                RequestState::Failed,
+                Some(&error),
+                &reasons,
+            )
+            .await?
+        {
+            return Ok(Admitted::Taken);
+        }
+        tracing::warn!(request = %id, %error, "request refused at admission to signing");
+        self.counters.policy_refusal(super::RefusalStage::Admission);
+        self.audit_request(SYSTEM, "request.failed", id, &[("error", error)]);
+        Ok(Admitted::Refused)
     }
 
     /// Signs a request this coordinator holds in `signing`, keeping it fresh meanwhile, and
@@ -145,17 +219,20 @@ impl Coordinator {
             Ok(result) => (RequestState::Signed, Some(result), None),
             Err(error) => (RequestState::Failed, None, Some(error)),
         };
-        match self
-            .store
-            .transition_request(
-                id,
-                &[RequestState::Signing],
-                to,
-                result.as_deref(),
-                error.as_deref(),
-            )
-            .await
-        {
+        let recorded = match (&result, &error) {
+            (Some(result), _) => {
+                self.store
+                    .transition_request(id, &[RequestState::Signing], to, Some(result), None)
+                    .await
+            }
+            // Failed: the reservation is given back with it.
+            (None, error) => {
+                self.store
+                    .fail_signing(id, error.as_deref().unwrap_or_default())
+                    .await
+            }
+        };
+        match recorded {
             Ok(true) if to == RequestState::Signed => {
                 tracing::info!(request = %id, "request signed");
                 self.audit_request(SYSTEM, "request.signed", id, &[]);
@@ -191,10 +268,16 @@ impl Coordinator {
         let key = self.key_row(request.key).await.map_err(|e| e.to_string())?;
         let target = public_key_at(&key, &request.path).map_err(|e| e.to_string())?;
         let approvals = self.approvals(id).await.map_err(|e| e.to_string())?;
-        let derived = self
-            .allowed_now(&request, &approvals)
-            .await
-            .map_err(|e| e.to_string())?;
+        let derived = if resumed {
+            self.resume_checks(&request, &approvals)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            // Checked and reserved at admission, a moment ago.
+            request
+                .check()
+                .map_err(|e| format!("the request no longer checks: {e}"))?
+        };
         let limit = if resumed {
             self.settings
                 .signing_attempts
@@ -252,9 +335,7 @@ impl Coordinator {
                 |signature: &[u8]| verify_signature(&target, &derived, signature).is_ok();
             match self.attempt(id, &quorum, operation, name, &verifies).await {
                 Attempt::Signed(signature) => {
-                    let result = assemble(&request, &derived, &target, &signature)?;
-                    self.record_spend(&request, &derived).await;
-                    return Ok(result);
+                    return assemble(&request, &derived, &target, &signature);
                 }
                 Attempt::Fatal(error) => return Err(error),
                 Attempt::Failed { error, exclude } => {
@@ -269,9 +350,11 @@ impl Coordinator {
         ))
     }
 
-    /// Re-evaluates the policy just before signing (limits may have been used up since the
-    /// approval); returns what the payload does.
-    async fn allowed_now(
+    /// Before resuming a request another coordinator left `signing`: re-evaluates the policy
+    /// (it may have changed, or the request expired) with the windows as reserved by others,
+    /// and reserves the request's spend if it has none (a request admitted before reservations
+    /// existed). Returns what the payload does.
+    async fn resume_checks(
         &self,
         request: &SignRequest,
         approvals: &[Approval],
@@ -281,15 +364,33 @@ impl Coordinator {
             .check()
             .map_err(|e| ServiceError::Invalid(format!("the request no longer checks: {e}")))?;
         let now = now_unix();
-        let history =
-            history::load(&self.store, &active.document, request.key, &derived, now).await?;
+        let history = history::load(
+            history::Source::Store(&self.store, Some(request.id)),
+            &active.document,
+            request.key,
+            &derived,
+            now,
+        )
+        .await?;
         let decision = evaluate(&active.document, request, approvals, &history, now);
-        if decision.is_allowed() {
-            Ok(derived)
-        } else {
+        if !decision.is_allowed() {
             let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
-            Err(ServiceError::Denied { reasons })
+            return Err(ServiceError::Denied { reasons });
         }
+        if self.store.spend_of(request.id).await?.is_empty() {
+            for (asset, amount) in derived.spends() {
+                self.store
+                    .record_spend(&Spend {
+                        request_id: request.id,
+                        key_id: request.key,
+                        asset: asset.to_string(),
+                        amount: amount.to_string(),
+                        signed_at: to_db(now),
+                    })
+                    .await?;
+            }
+        }
+        Ok(derived)
     }
 
     /// One signing session with `quorum`, recorded in the sessions table. Each party's
@@ -443,25 +544,6 @@ impl Coordinator {
             tracing::warn!(session = %start.session, error = %e, "cannot record a session's outcome");
         }
         attempt
-    }
-
-    /// Records what a signed request spent (per asset, its maximum fee included), for the
-    /// coordinator's window limits. A failure is logged, not fatal: the signature exists, and
-    /// the nodes keep their own ledgers.
-    async fn record_spend(&self, request: &SignRequest, derived: &Derived) {
-        let signed_at = to_db(now_unix());
-        for (asset, amount) in derived.spends() {
-            let spend = Spend {
-                request_id: request.id,
-                key_id: request.key,
-                asset: asset.to_string(),
-                amount: amount.to_string(),
-                signed_at,
-            };
-            if let Err(e) = self.store.record_spend(&spend).await {
-                tracing::error!(request = %request.id, %asset, error = %e, "cannot record the spend of a signed request");
-            }
-        }
     }
 }
 

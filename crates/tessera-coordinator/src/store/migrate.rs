@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rotation lease",
         include_str!("../../migrations/0007_rotation_lease.sql"),
     ),
+    (
+        8,
+        "spend reservations",
+        include_str!("../../migrations/0008_spend_reservations.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.

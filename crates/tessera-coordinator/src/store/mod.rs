@@ -7,8 +7,11 @@
 //!
 //! Writes that may race are single statements: inserts are `INSERT … ON CONFLICT DO NOTHING`
 //! followed by a read of the stored row (rows are never deleted, except expired nonces), and
-//! state changes are compare-and-set `UPDATE … WHERE state IN (…)`. No operation holds a
-//! transaction across statements, so SQLite's writer lock is never upgraded mid-transaction.
+//! state changes are compare-and-set `UPDATE … WHERE state IN (…)`. The few operations that
+//! need several statements at once (admitting a request to signing with its spend reserved,
+//! giving the reservation back when signing fails) run in a write transaction that takes the
+//! writer lock first ([`Store::begin_write`]: `BEGIN IMMEDIATE` on SQLite), so SQLite's lock is
+//! never upgraded mid-transaction.
 //!
 //! Creation times come from the caller (they are part of what clients sign); `updated_at` and a
 //! session's `finished_at` come from the store's clock ([`Store::with_clock`]).
@@ -43,7 +46,7 @@ pub use migrate::SCHEMA_VERSION;
 pub use policies::{NewProposal, PolicyRow, ProposalRow};
 pub use requests::{NewRequest, RequestFilter, RequestRow};
 pub use sessions::{NewSession, SessionOutcome, SessionRow};
-pub use spend::Spend;
+pub use spend::{Admission, Spend};
 pub use types::{
     ApprovalSubject, CommitteeStatus, Decision, InsertOutcome, KeyChangeState, KeyStatus,
     ProposalId, ProposalState, RequestKind, RequestState, SessionSubject,
@@ -255,6 +258,20 @@ impl Store {
 
     fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Starts a transaction that will write: on SQLite it takes the writer lock at once
+    /// (`BEGIN IMMEDIATE`, waiting for another writer as long as the busy timeout allows),
+    /// on PostgreSQL a plain `BEGIN` (the first write locks the rows it changes).
+    async fn begin_write(
+        &self,
+        what: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let begun = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        begun.map_err(|e| StoreError::db(format_args!("starting {what}"), e))
     }
 }
 

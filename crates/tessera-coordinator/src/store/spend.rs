@@ -1,17 +1,23 @@
-//! The `spend` table: amounts signed per key and asset, for policy limits over time windows.
+//! The `spend` table: amounts reserved per key and asset, for policy limits over time windows.
+//!
+//! A request's spend is reserved when it is admitted to signing, in the same transaction that
+//! reads the window and moves it to `signing` ([`Admission`]), so coordinator replicas sharing
+//! a database cannot together admit more than a window allows. A request whose signing fails
+//! gives its reservation back ([`Store::fail_signing`]); the row stays, marked released.
 //! Amounts are decimal text in base units (they may exceed `u64`); the store never adds them.
 
 use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use tessera_wire::{KeyId, RequestId};
 
 use super::error::is_foreign_key_violation;
 use super::row::Cols;
-use super::{InsertOutcome, Store, StoreError};
+use super::{InsertOutcome, RequestState, Store, StoreError};
 
-/// An amount signed by a request.
+/// An amount a request spends (reserved when it was admitted to signing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spend {
-    /// The signed request (one spend per request and asset).
+    /// The request (one spend per request and asset).
     pub request_id: RequestId,
     /// The key that signed.
     pub key_id: KeyId,
@@ -19,7 +25,7 @@ pub struct Spend {
     pub asset: String,
     /// The amount in base units, decimal digits without sign or leading zeros.
     pub amount: String,
-    /// When it was signed (Unix seconds).
+    /// When it was admitted to signing (Unix seconds): windows count it from then.
     pub signed_at: i64,
 }
 
@@ -117,43 +123,220 @@ impl Store {
         }
     }
 
-    /// The amounts `key_id` signed in `asset` at or after `since`, oldest first, as decimal
-    /// text: add them with big-integer arithmetic.
+    /// The amounts reserved by `key_id` in `asset` at or after `since` and not released,
+    /// oldest first, as decimal text (add them with big-integer arithmetic); `except` leaves
+    /// out one request's own reservation.
     pub async fn spends_since(
         &self,
         key_id: KeyId,
         asset: &str,
         since: i64,
+        except: Option<RequestId>,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT amount FROM spend WHERE key_id = $1 AND asset = $2 AND signed_at >= $3 \
-             ORDER BY signed_at, request_id",
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| {
+                StoreError::db(format_args!("reading the spend of key {key_id}"), e)
+            })?;
+        window_spends(&mut conn, key_id, asset, since, except).await
+    }
+
+    /// Starts admitting request `request` of key `key` to signing: a write transaction that
+    /// first takes the key's admission lock (held until [`Admission::admit`] commits or the
+    /// admission is dropped), so admissions of one key run one at a time across every
+    /// coordinator on this database and each reads the reservations of those before it.
+    ///
+    /// Do not use the store otherwise while holding it: on `sqlite::memory:` the admission
+    /// holds the only connection.
+    pub async fn begin_admission(
+        &self,
+        request: RequestId,
+        key: KeyId,
+    ) -> Result<Admission, StoreError> {
+        let mut tx = self
+            .begin_write(&format!("admitting request {request}"))
+            .await?;
+        let locked = sqlx::query("UPDATE keys SET admissions = admissions + 1 WHERE id = $1")
+            .bind(key.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(format_args!("locking the spend of key {key}"), e))?
+            .rows_affected();
+        if locked != 1 {
+            return Err(StoreError::NotFound(format!("no key {key}")));
+        }
+        Ok(Admission {
+            tx,
+            request,
+            key,
+            updated_at: self.now(),
+        })
+    }
+
+    /// Ends a request that is `signing` as `failed` with `error`, and releases its spend
+    /// reservation in the same transaction (the reservation no longer counts toward any
+    /// window). False, and nothing changed, if the request was not `signing`.
+    pub async fn fail_signing(&self, id: RequestId, error: &str) -> Result<bool, StoreError> {
+        let now = self.now();
+        let mut tx = self
+            .begin_write(&format!("ending the signing of request {id}"))
+            .await?;
+        let failed = sqlx::query(
+            "UPDATE requests SET state = $1, error = $2, updated_at = $3 \
+             WHERE id = $4 AND state = $5",
         )
-        .bind(key_id.to_string())
-        .bind(asset)
-        .bind(since)
+        .bind(RequestState::Failed.as_str())
+        .bind(error)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(RequestState::Signing.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::db(format_args!("ending the signing of request {id}"), e))?
+        .rows_affected();
+        if failed != 1 {
+            return Ok(false);
+        }
+        let released = sqlx::query(
+            "UPDATE spend SET released_at = $1 WHERE request_id = $2 AND released_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::db(format_args!("releasing the spend of request {id}"), e))?
+        .rows_affected();
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::db(format_args!("ending the signing of request {id}"), e))?;
+        tracing::debug!(request = %id, released, "signing failed; spend released");
+        Ok(true)
+    }
+
+    /// Every spend row of request `id` (reserved or released), by asset: what it reserved and
+    /// whether it was given back.
+    pub async fn spend_of(&self, id: RequestId) -> Result<Vec<(Spend, Option<i64>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT request_id, key_id, asset, amount, signed_at, released_at FROM spend \
+             WHERE request_id = $1 ORDER BY asset",
+        )
+        .bind(id.to_string())
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| StoreError::db(format_args!("reading the spend of key {key_id}"), e))?;
+        .map_err(|e| StoreError::db(format_args!("reading the spend of request {id}"), e))?;
         rows.iter()
-            .map(|row| Cols::new(row, "spend").text("amount"))
+            .map(|row| {
+                Ok((
+                    spend_row(row)?,
+                    Cols::new(row, "spend").opt_int("released_at")?,
+                ))
+            })
             .collect()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::validate_amount;
+/// The unreleased amounts of `key_id` in `asset` since `since`, but for `except`'s.
+async fn window_spends(
+    conn: &mut AnyConnection,
+    key_id: KeyId,
+    asset: &str,
+    since: i64,
+    except: Option<RequestId>,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT amount FROM spend WHERE key_id = $1 AND asset = $2 AND signed_at >= $3 \
+         AND released_at IS NULL AND request_id <> $4 ORDER BY signed_at, request_id",
+    )
+    .bind(key_id.to_string())
+    .bind(asset)
+    .bind(since)
+    .bind(except.map(|id| id.to_string()).unwrap_or_default())
+    .fetch_all(conn)
+    .await
+    .map_err(|e| StoreError::db(format_args!("reading the spend of key {key_id}"), e))?;
+    rows.iter()
+        .map(|row| Cols::new(row, "spend").text("amount"))
+        .collect()
+}
 
-    #[test]
-    fn amounts_must_be_plain_decimal() {
-        assert!(validate_amount("0").is_ok());
-        assert!(validate_amount(
-            "115792089237316195423570985008687907853269984665640564039457584007913129639935"
+/// A request's admission to signing ([`Store::begin_admission`]): one transaction holding its
+/// key's admission lock, in which the caller reads the windows, decides, and then either
+/// [`admit`](Self::admit)s the request with its spend reserved or drops the admission (which
+/// rolls back and changes nothing).
+pub struct Admission {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    request: RequestId,
+    key: KeyId,
+    updated_at: i64,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("request", &self.request)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    /// The amounts reserved by this key in `asset` at or after `since` and not released, but
+    /// for this request's own, as [`Store::spends_since`] reads them.
+    pub async fn spends_since(
+        &mut self,
+        asset: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        window_spends(&mut self.tx, self.key, asset, since, Some(self.request)).await
+    }
+
+    /// Moves the request from `approved` to `signing` with `spends` reserved for it (each
+    /// `(asset, amount)` at `reserved_at`), and commits. False, and nothing changed, if the
+    /// request was no longer `approved` (another coordinator took it, or it was cancelled).
+    pub async fn admit(
+        mut self,
+        spends: &[(String, String)],
+        reserved_at: i64,
+    ) -> Result<bool, StoreError> {
+        let id = self.request;
+        let moved = sqlx::query(
+            "UPDATE requests SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
         )
-        .is_ok());
-        for bad in ["", "01", "-1", "1.5", "1e3", " 1", "1_000", &"9".repeat(79)] {
-            assert!(validate_amount(bad).is_err(), "{bad:?} accepted");
+        .bind(RequestState::Signing.as_str())
+        .bind(self.updated_at)
+        .bind(id.to_string())
+        .bind(RequestState::Approved.as_str())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| StoreError::db(format_args!("admitting request {id}"), e))?
+        .rows_affected();
+        if moved != 1 {
+            return Ok(false);
         }
+        for (asset, amount) in spends {
+            validate_amount(amount)?;
+            sqlx::query(
+                "INSERT INTO spend (request_id, key_id, asset, amount, signed_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.to_string())
+            .bind(self.key.to_string())
+            .bind(asset)
+            .bind(amount)
+            .bind(reserved_at)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                StoreError::db(
+                    format_args!("reserving the {asset} spend of request {id}"),
+                    e,
+                )
+            })?;
+        }
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| StoreError::db(format_args!("admitting request {id}"), e))?;
+        tracing::debug!(request = %id, key = %self.key, reserved = spends.len(), "request admitted to signing");
+        Ok(true)
     }
 }
