@@ -19,8 +19,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Plain HTTP only: put TLS in front of the coordinator (a reverse proxy) and reach it over
-//! loopback or a private network.
+//! Over HTTPS ([`CoordinatorClient::with_ca`]) the client trusts only the CA it is given
+//! (the coordinator's `[api] tls_cert` chains to it; `tessera dev` writes one): no built-in
+//! roots, so a certificate from any public CA for the same name is refused. Plain `http://` is
+//! for loopback and tests.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -171,10 +173,32 @@ fn now_unix() -> u64 {
 impl CoordinatorClient {
     /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:8700`) acting as
     /// `principal_name`, signing with `key` (the key the active policy names for it).
+    ///
+    /// An `https` URL needs the CA to trust: use [`with_ca`](Self::with_ca).
     pub fn new(
         base_url: &str,
         principal_name: impl Into<String>,
         key: OperatorKey,
+    ) -> Result<Self, ClientError> {
+        Self::build(base_url, principal_name, key, None)
+    }
+
+    /// A client of the coordinator at `base_url` (`https://host:port`) that trusts only the
+    /// CA certificate(s) in `ca_pem` (PEM) for the server's certificate.
+    pub fn with_ca(
+        base_url: &str,
+        principal_name: impl Into<String>,
+        key: OperatorKey,
+        ca_pem: &[u8],
+    ) -> Result<Self, ClientError> {
+        Self::build(base_url, principal_name, key, Some(ca_pem))
+    }
+
+    fn build(
+        base_url: &str,
+        principal_name: impl Into<String>,
+        key: OperatorKey,
+        ca_pem: Option<&[u8]>,
     ) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: base_url.to_owned(),
@@ -182,15 +206,43 @@ impl CoordinatorClient {
         };
         let base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(invalid("expected http://host:port"));
+            return Err(invalid(
+                "expected https://host:port (or http:// on loopback)",
+            ));
         }
         if base.query().is_some() || base.fragment().is_some() {
             return Err(invalid("the base URL takes no query or fragment"));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(DEFAULT_TIMEOUT)
-            .build()
-            .map_err(|e| invalid(&e.to_string()))?;
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false);
+        match (base.scheme(), ca_pem) {
+            ("https", None) => {
+                return Err(invalid(
+                    "an https URL needs the coordinator's CA certificate to trust: give it \
+                     with --ca-cert or TESSERA_CA_CERT (CoordinatorClient::with_ca)",
+                ))
+            }
+            ("http", Some(_)) => {
+                return Err(invalid(
+                    "a CA certificate was given for a plain http URL: use https://",
+                ))
+            }
+            (_, Some(pem)) => {
+                let roots = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| invalid(&format!("the CA certificate is not usable PEM: {e}")))?;
+                if roots.is_empty() {
+                    return Err(invalid("the CA file holds no PEM certificate"));
+                }
+                for root in roots {
+                    builder = builder.add_root_certificate(root);
+                }
+                builder = builder.https_only(true);
+            }
+            _ => {}
+        }
+        let http = builder.build().map_err(|e| invalid(&e.to_string()))?;
         Ok(CoordinatorClient {
             http,
             base,

@@ -5,7 +5,7 @@
 //! ```toml
 //! # Relative paths, and a relative SQLite file in database_url, are relative to this file's
 //! # directory.
-//! listen = "127.0.0.1:8700"                 # the REST API (plain HTTP: put TLS in front)
+//! listen = "127.0.0.1:8700"                 # the REST API (HTTPS with [api] tls_cert)
 //! database_url = "sqlite://coordinator.db"  # or postgres://user:password@host:5432/tessera
 //! roster = "roster.json"                    # the admin-signed roster
 //! roster_pin = "3f1c…"                      # its hash (`tessera roster verify`); the roster
@@ -24,6 +24,9 @@
 //! connect_timeout_secs = 10
 //!
 //! [api]
+//! # tls_cert = "api/server.pem"             # HTTPS: the server's certificate chain (PEM)
+//! # tls_key = "api/server.key"              # and its key (secret). Both or neither; without
+//!                                           # them the API is plain HTTP (loopback only)
 //! public_metrics = false                    # true: GET /metrics without authentication
 //! rate_limit_per_second = 20                # signed calls per second and principal (0: off)
 //! rate_limit_burst = 100                    # calls at once per principal; beyond: 429
@@ -64,6 +67,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -137,6 +141,12 @@ pub struct NatsSection {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
+    /// The server's certificate chain (PEM) for HTTPS; with [`tls_key`](Self::tls_key).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM) for HTTPS; with [`tls_cert`](Self::tls_cert).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Serve `GET /metrics` without authentication (see [`ApiOptions::public_metrics`]).
     #[serde(default)]
     pub public_metrics: bool,
@@ -154,6 +164,8 @@ pub struct ApiSection {
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
+            tls_cert: None,
+            tls_key: None,
             public_metrics: false,
             rate_limit_per_second: default_rate_limit_per_second(),
             rate_limit_burst: default_rate_limit_burst(),
@@ -316,6 +328,12 @@ impl CoordinatorConfig {
         join(&mut self.nats.ca);
         join(&mut self.nats.cert);
         join(&mut self.nats.key);
+        for path in [&mut self.api.tls_cert, &mut self.api.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            join(path);
+        }
         self.audit.resolve(base);
         if self.audit.file.is_none() {
             self.audit.file = Some(base.join("coordinator.audit.jsonl"));
@@ -340,6 +358,25 @@ impl CoordinatorConfig {
     }
 
     /// The API's options.
+    /// The API's TLS settings: `None` for plain HTTP. Refuses a certificate without its key
+    /// (or the reverse), and files that do not make a usable certificate and key.
+    pub fn api_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                warn_if_readable_by_others(key);
+                crate::tls::server_config(cert, key)
+                    .map(Some)
+                    .map_err(|e| ConfigError::Invalid(format!("[api] TLS: {e}")))
+            }
+            _ => Err(ConfigError::Invalid(
+                "[api] tls_cert and tls_key go together: give both for HTTPS, or neither for \
+                 plain HTTP"
+                    .into(),
+            )),
+        }
+    }
+
     pub fn api_options(&self) -> ApiOptions {
         ApiOptions {
             public_metrics: self.api.public_metrics,

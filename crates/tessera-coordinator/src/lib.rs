@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 #[cfg(feature = "testing")]
 pub mod testing;

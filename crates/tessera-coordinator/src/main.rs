@@ -124,6 +124,7 @@ async fn check(config: CoordinatorConfig) -> Result<()> {
     let policy = config.load_policy()?;
     let key = config.load_coordinator_key(&roster)?;
     config.nats_config(&roster, &key)?;
+    let tls = config.api_tls()?;
     config
         .service
         .settings()
@@ -163,7 +164,8 @@ async fn check(config: CoordinatorConfig) -> Result<()> {
             None => "new: the policy is activated on first run",
         }
     );
-    println!("  listen       http://{}", config.listen);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("  listen       {scheme}://{}", config.listen);
     println!("  nats         {}", config.nats.url);
     Ok(())
 }
@@ -173,6 +175,7 @@ async fn run(config: CoordinatorConfig) -> Result<()> {
     let policy = config.load_policy()?;
     let key = config.load_coordinator_key(&roster)?;
     let nats = config.nats_config(&roster, &key)?;
+    let tls = config.api_tls()?;
     let store = Store::connect(&config.database_url).await?;
     let client = connect_coordinator(&nats, Arc::new(NatsMetrics::default()))
         .await
@@ -207,7 +210,15 @@ async fn run(config: CoordinatorConfig) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let state = ApiState::new(coordinator.clone(), config.api_options());
-    let served = api::serve(listener, state, shutdown_signal()).await;
+    let served = match tls {
+        Some(tls) => api::serve_tls(listener, state, tls, shutdown_signal()).await,
+        None => {
+            if !config.listen.ip().is_loopback() {
+                tracing::warn!(listen = %config.listen, "the API is plain HTTP on a non-loopback address: set [api] tls_cert and tls_key");
+            }
+            api::serve(listener, state, shutdown_signal()).await
+        }
+    };
     coordinator.shutdown().await;
     coordinator.store().close().await;
     served.context("serving the API")?;

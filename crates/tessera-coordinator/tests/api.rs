@@ -41,6 +41,8 @@ use tower::ServiceExt;
 on_both_backends!(
     every_role_is_refused_on_every_route_it_may_not_use,
     unauthenticated_forged_and_replayed_calls_are_refused,
+    large_bodies_are_read_only_after_their_signature_verified,
+    https_trusts_only_the_given_ca_and_a_stalled_handshake_blocks_nobody,
     bad_input_is_a_json_error_with_the_right_status,
     transfer_signed_after_two_approvals_over_the_router,
     client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy,
@@ -444,8 +446,21 @@ async fn unauthenticated_forged_and_replayed_calls_are_refused(db: &Db) {
         serde_json::to_vec(&json!({"name": "k", "committee": [1, 2], "threshold": 2})).unwrap();
     let signed = api.signed("ada", "POST", "/v1/keys", &body);
     let (parts, _) = signed.into_parts();
-    let tampered = Request::from_parts(parts, Body::from(b"{}".to_vec()));
+    let tampered = Request::from_parts(parts.clone(), Body::from(b"{}".to_vec()));
     let (status, value) = api.send(tampered).await;
+    // The signature covers the declared hash, which the body no longer matches.
+    assert_error(status, &value, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its x-tessera-content-sha256"),
+        "{value}"
+    );
+    // Without the declared hash, the body's own hash is what the signature must cover.
+    let mut undeclared = Request::from_parts(parts, Body::from(b"{}".to_vec()));
+    undeclared.headers_mut().remove("x-tessera-content-sha256");
+    let (status, value) = api.send(undeclared).await;
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "bad_signature");
 
     // A stale timestamp.
@@ -490,6 +505,140 @@ async fn unauthenticated_forged_and_replayed_calls_are_refused(db: &Db) {
     assert_eq!(policy.hash, api.cluster.dev.document.hash().to_string());
     let (status, value) = api.send(build()).await;
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "replayed");
+    api.coordinator.shutdown().await;
+}
+
+/// A body that sends `first` and then nothing more, ever: a server that tried to read it all
+/// would never answer.
+fn never_ending(first: Vec<u8>) -> Body {
+    use futures::StreamExt;
+    let chunks =
+        futures::stream::iter([Ok::<_, std::io::Error>(first)]).chain(futures::stream::pending());
+    Body::from_stream(chunks)
+}
+
+/// Sends `request`, which must be answered without its body being read to the end.
+async fn send_unread(api: &Api, request: Request<Body>) -> (StatusCode, Value) {
+    tokio::time::timeout(Duration::from_secs(30), api.send(request))
+        .await
+        .expect("the coordinator waited for the body instead of answering")
+}
+
+/// Issue 16 B.6: an unauthenticated caller cannot make the coordinator buffer a large body:
+/// one that declares its hash is read only after the signature over that hash verified, and
+/// one that does not is refused past 64 KiB.
+async fn large_bodies_are_read_only_after_their_signature_verified(db: &Db) {
+    let api = Api::start(db).await;
+    let big = 3 * 1024 * 1024;
+    let padded = |len: usize| {
+        let mut body =
+            serde_json::to_vec(&json!({"name": "k", "committee": [1, 2, 3], "threshold": 2}))
+                .unwrap();
+        body.resize(len, b' ');
+        body
+    };
+    let body = padded(big);
+
+    // A forged signature over a declared 3 MiB body: refused before the body is read.
+    let forged = signed_with(
+        &OperatorKey::generate_ed25519(),
+        "ada",
+        "POST",
+        "/v1/keys",
+        &body,
+    );
+    let (mut parts, _) = forged.into_parts();
+    parts
+        .headers
+        .insert("content-length", big.to_string().parse().unwrap());
+    let (status, value) = send_unread(
+        &api,
+        Request::from_parts(parts, never_ending(body[..1024].to_vec())),
+    )
+    .await;
+    assert_error(status, &value, StatusCode::UNAUTHORIZED, "bad_signature");
+
+    // One by a name that is not a principal: the same answer, the body unread.
+    let stranger = signed_with(
+        &OperatorKey::generate_ed25519(),
+        "zed",
+        "POST",
+        "/v1/keys",
+        &body,
+    );
+    let (parts, _) = stranger.into_parts();
+    let (status, value) = send_unread(
+        &api,
+        Request::from_parts(parts, never_ending(body[..1024].to_vec())),
+    )
+    .await;
+    assert_error(status, &value, StatusCode::UNAUTHORIZED, "bad_signature");
+
+    // Without a declared hash, more than 64 KiB is refused, whether the length is declared
+    // or the body just keeps coming, and whoever signed it.
+    let over = padded(100 * 1024);
+    let signed = api.signed("ada", "POST", "/v1/keys", &over);
+    let (mut parts, _) = signed.into_parts();
+    parts.headers.remove("x-tessera-content-sha256");
+    parts
+        .headers
+        .insert("content-length", over.len().to_string().parse().unwrap());
+    let (status, value) = send_unread(
+        &api,
+        Request::from_parts(parts.clone(), never_ending(over[..1024].to_vec())),
+    )
+    .await;
+    assert_error(
+        status,
+        &value,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("must declare its SHA-256 in x-tessera-content-sha256"),
+        "{value}"
+    );
+    parts.headers.remove("content-length");
+    let (status, value) = send_unread(&api, Request::from_parts(parts, Body::from(over))).await;
+    assert_error(
+        status,
+        &value,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    // A malformed declared hash is named.
+    let signed = api.signed("aude", "GET", "/v1/keys", b"");
+    let (mut parts, body_part) = signed.into_parts();
+    parts
+        .headers
+        .insert("x-tessera-content-sha256", "ABC".parse().unwrap());
+    let (status, value) = api.send(Request::from_parts(parts, body_part)).await;
+    assert_error(status, &value, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-tessera-content-sha256"),
+        "{value}"
+    );
+
+    // A genuine large body with its hash declared is read and reaches the handler (an
+    // operator may not create keys: 403, not 413 or 401).
+    let large = padded(2 * 1024 * 1024);
+    let (status, value) = api
+        .send(api.signed("olivia", "POST", "/v1/keys", &large))
+        .await;
+    assert_error(status, &value, StatusCode::FORBIDDEN, "forbidden");
+    // A small body without the header still authenticates (clients that predate it).
+    let signed = api.signed("aude", "GET", "/v1/keys", b"");
+    let (mut parts, body_part) = signed.into_parts();
+    parts.headers.remove("x-tessera-content-sha256");
+    let (status, value) = api.send(Request::from_parts(parts, body_part)).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
     api.coordinator.shutdown().await;
 }
 
@@ -1000,22 +1149,142 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
 // The typed client over a real TCP listener.
 // ---------------------------------------------------------------------------------------------
 
+/// A listener on a free loopback port, its https base URL, and a development CA with a
+/// server certificate for it in `dir`.
+async fn https_listener(
+    dir: &std::path::Path,
+) -> (
+    tokio::net::TcpListener,
+    String,
+    tessera_coordinator::tls::DevTls,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let tls = tessera_coordinator::tls::dev_certificates(
+        dir,
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+    )
+    .unwrap();
+    (listener, base, tls)
+}
+
+/// Issue 16 B.5: the API over HTTPS. The client trusts only the CA it is given (not another
+/// CA's certificate for the same address, and no built-in roots), refuses an https URL without
+/// one, and plain HTTP gets no answer from the TLS port; a client that opens a connection and
+/// never completes its handshake delays nobody; bad certificate files are refused with what
+/// to fix.
+async fn https_trusts_only_the_given_ca_and_a_stalled_handshake_blocks_nobody(db: &Db) {
+    let cluster = Cluster::start().await;
+    let c = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, base, tls) = https_listener(&dir.path().join("server")).await;
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve_tls(
+        listener,
+        ApiState::new(c.clone(), ApiOptions::default()),
+        tessera_coordinator::tls::server_config(&tls.cert, &tls.key).unwrap(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let key = || OperatorKey::from_json(&cluster.key_of("aude").to_json()).unwrap();
+
+    // Several connections that never say a word hold only their own handshake tasks.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let ca = std::fs::read(&tls.ca).unwrap();
+    let aude = CoordinatorClient::with_ca(&base, "aude", key(), &ca).unwrap();
+    assert_eq!(aude.health().await.unwrap().status, "ok");
+    assert!(aude.list_keys().await.unwrap().is_empty());
+    drop(stalled);
+
+    // Another CA's certificate for the same address is not trusted.
+    let other = tessera_coordinator::tls::dev_certificates(
+        &dir.path().join("other"),
+        &["127.0.0.1".to_owned()],
+    )
+    .unwrap();
+    let stranger =
+        CoordinatorClient::with_ca(&base, "aude", key(), &std::fs::read(&other.ca).unwrap())
+            .unwrap();
+    match stranger.health().await {
+        Err(ClientError::Transport { .. }) => {}
+        other => panic!("a server certificate from another CA was trusted: {other:?}"),
+    }
+    // An https URL needs a CA; a CA is for https only; the CA file must hold a certificate.
+    match CoordinatorClient::new(&base, "aude", key()) {
+        Err(e @ ClientError::InvalidUrl { .. }) => {
+            assert!(e.to_string().contains("CA certificate"), "{e}")
+        }
+        other => panic!("an https URL without a CA was accepted: {other:?}"),
+    }
+    let plain = format!("http://{address}");
+    assert!(matches!(
+        CoordinatorClient::with_ca(&plain, "aude", key(), &ca),
+        Err(ClientError::InvalidUrl { .. })
+    ));
+    assert!(matches!(
+        CoordinatorClient::with_ca(&base, "aude", key(), b"not a certificate"),
+        Err(ClientError::InvalidUrl { .. })
+    ));
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain_client = CoordinatorClient::new(&plain, "aude", key()).unwrap();
+    assert!(matches!(
+        plain_client.health().await,
+        Err(ClientError::Transport { .. }) | Err(ClientError::Decode { .. })
+    ));
+
+    // Unusable files are refused with the file named.
+    let swapped = tessera_coordinator::tls::server_config(&tls.cert, &other.key);
+    assert!(
+        swapped
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("the certificate's")),
+        "{swapped:?}"
+    );
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let none = tessera_coordinator::tls::server_config(&empty, &tls.key);
+    assert!(
+        none.as_ref()
+            .is_err_and(|e| e.to_string().contains("no PEM certificate")),
+        "{none:?}"
+    );
+
+    // Idle keep-alive connections would hold the graceful shutdown until its drain time.
+    drop((aude, stranger, plain_client));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    c.shutdown().await;
+}
+
 async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &Db) {
     let cluster = Cluster::start().await;
     give_primes(&cluster, 1);
     let c = coordinator(db, &cluster, cluster.control(), settings()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    // Over HTTPS, with a CA made for the test: the client trusts only it.
+    let tls_dir = tempfile::tempdir().unwrap();
+    let (listener, base, tls) = https_listener(tls_dir.path()).await;
+    let ca_pem = std::fs::read(&tls.ca).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let state = ApiState::new(c.clone(), ApiOptions::default());
-    let server = tokio::spawn(api::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(api::serve_tls(
+        listener,
+        state,
+        tessera_coordinator::tls::server_config(&tls.cert, &tls.key).unwrap(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = |who: &str| {
-        CoordinatorClient::new(
+        CoordinatorClient::with_ca(
             &base,
             who,
             OperatorKey::from_json(&cluster.key_of(who).to_json()).unwrap(),
+            &ca_pem,
         )
         .unwrap()
     };
@@ -1260,7 +1529,8 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         "{err}"
     );
     assert!(matches!(err, ClientError::Api { .. }));
-    let impostor = CoordinatorClient::new(&base, "ana", OperatorKey::generate_ed25519()).unwrap();
+    let impostor =
+        CoordinatorClient::with_ca(&base, "ana", OperatorKey::generate_ed25519(), &ca_pem).unwrap();
     let err = impostor.list_keys().await.unwrap_err();
     assert_eq!(
         (err.status(), err.code()),
@@ -1518,6 +1788,42 @@ fn the_binary_explains_itself_and_checks_a_configuration() {
     assert!(!check.status.success());
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(stderr.contains("policy_pin"), "{stderr}");
+
+    // HTTPS: a certificate and key that go together are checked and shown; one without the
+    // other, or files that are no certificate, are refused with what to fix.
+    let _tls = tessera_coordinator::tls::dev_certificates(
+        &dir.path().join("api"),
+        &["127.0.0.1".to_owned()],
+    )
+    .unwrap();
+    let good = config(&dev.document.hash().to_string());
+    let check_with = |api: &str| {
+        std::fs::write(&path, format!("{good}[api]\n{api}")).unwrap();
+        Command::new(bin)
+            .args(["--config", path.to_str().unwrap(), "check"])
+            .env_remove("TESSERA_COORDINATOR_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let https = check_with("tls_cert = \"api/server.pem\"\ntls_key = \"api/server.key\"\n");
+    let stdout = String::from_utf8_lossy(&https.stdout);
+    assert!(
+        https.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&https.stderr)
+    );
+    assert!(stdout.contains("listen       https://"), "{stdout}");
+    let half = check_with("tls_cert = \"api/server.pem\"\n");
+    assert!(!half.status.success());
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(
+        stderr.contains("tls_cert and tls_key go together"),
+        "{stderr}"
+    );
+    let placeholder = check_with("tls_cert = \"ca.pem\"\ntls_key = \"api/server.key\"\n");
+    assert!(!placeholder.status.success());
+    let stderr = String::from_utf8_lossy(&placeholder.stderr);
+    assert!(stderr.contains("ca.pem"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------------

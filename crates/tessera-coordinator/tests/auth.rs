@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use tessera_coordinator::auth::{
     authenticate, canonical_request, permitted, request_digest, require, sign_request, ApiRequest,
     AuthError, Caller, MemoryNonces, NonceStore, Permission, SignedHeaders, API_LABEL,
-    HEADER_NONCE, HEADER_PRINCIPAL, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_BODY_BYTES,
-    MAX_SKEW_SECS, NONCE_TTL_SECS,
+    HEADER_CONTENT_SHA256, HEADER_NONCE, HEADER_PRINCIPAL, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    MAX_BODY_BYTES, MAX_SKEW_SECS, NONCE_TTL_SECS,
 };
 use tessera_coordinator::{Store, StoreError};
 use tessera_policy::dev::DevPolicy;
@@ -255,8 +255,14 @@ fn signed_headers_have_the_documented_form() {
             HEADER_PRINCIPAL,
             HEADER_TIMESTAMP,
             HEADER_NONCE,
-            HEADER_SIGNATURE
+            HEADER_SIGNATURE,
+            HEADER_CONTENT_SHA256
         ]
+    );
+    // The declared body hash is the SHA-256 the signature covers.
+    assert_eq!(
+        a.content_sha256,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
     let eth = OperatorKey::generate_ethereum();
     assert_eq!(
@@ -429,6 +435,26 @@ async fn any_tampering_fails_the_signature_and_uses_up_no_nonce() {
         ];
         let spy = Spy::default();
         for (what, req) in tampered {
+            // A changed body no longer matches the hash its header declares; without the
+            // header, the signature must cover the body's own hash, and does not.
+            if what.starts_with("body") {
+                let err = req.clone().run(document, &spy, NOW).await.unwrap_err();
+                assert!(
+                    matches!(&err, AuthError::BodyMismatch),
+                    "{kind}, {what}: {err:?}"
+                );
+                assert_eq!(err.status(), 400);
+                let undeclared = Req {
+                    headers: req.headers.clone().without(HEADER_CONTENT_SHA256),
+                    ..req
+                };
+                let err = undeclared.run(document, &spy, NOW).await.unwrap_err();
+                assert!(
+                    matches!(&err, AuthError::BadSignature(_)),
+                    "{kind}, {what} without its declared hash: {err:?}"
+                );
+                continue;
+            }
             let err = req.run(document, &spy, NOW).await.unwrap_err();
             assert!(
                 matches!(&err, AuthError::BadSignature(_)),
@@ -703,10 +729,16 @@ async fn replays_are_refused_through_the_sqlite_store() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
     let req = Req::signed(&olivia, NOW);
 
-    // A forgery first: it must not use up the nonce in the database.
+    // Forgeries first: they must not use up the nonce in the database.
     let forged = Req {
         body: b"{}".to_vec(),
         ..req.clone()
+    };
+    let err = forged.run(&dev.document, &store, NOW).await.unwrap_err();
+    assert!(matches!(err, AuthError::BodyMismatch), "{err:?}");
+    let forged = Req {
+        headers: forged.headers.clone().without(HEADER_CONTENT_SHA256),
+        ..forged
     };
     let err = forged.run(&dev.document, &store, NOW).await.unwrap_err();
     assert!(matches!(err, AuthError::BadSignature(_)), "{err:?}");

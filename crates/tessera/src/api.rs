@@ -32,6 +32,10 @@ pub struct ApiArgs {
     /// Your secret key file (`tessera operator new`).
     #[arg(long = "key-file", env = "TESSERA_PRINCIPAL_KEY")]
     key_file: PathBuf,
+    /// The CA certificate (PEM) the coordinator's HTTPS certificate must chain to; needed for
+    /// an https URL (`tessera dev` prints its own). No other CA is trusted.
+    #[arg(long = "ca-cert", env = "TESSERA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print the server's JSON instead of a summary.
     #[arg(long)]
     pub(crate) json: bool,
@@ -40,9 +44,32 @@ pub struct ApiArgs {
 impl ApiArgs {
     pub(crate) fn client(&self) -> Result<CoordinatorClient> {
         let key = load_key(&self.key_file)?;
-        CoordinatorClient::new(&self.coordinator, self.principal.clone(), key)
-            .context("cannot set up the coordinator client")
+        client(
+            &self.coordinator,
+            &self.principal,
+            key,
+            self.ca_cert.as_deref(),
+        )
     }
+}
+
+/// A client of the coordinator at `url` as `principal`, trusting only the CA in `ca_cert` for
+/// an https URL.
+pub(crate) fn client(
+    url: &str,
+    principal: &str,
+    key: tessera_policy::OperatorKey,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<CoordinatorClient> {
+    match ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            CoordinatorClient::with_ca(url, principal, key, &pem)
+        }
+        None => CoordinatorClient::new(url, principal, key),
+    }
+    .context("cannot set up the coordinator client")
 }
 
 /// Committee commands (admins).

@@ -81,6 +81,9 @@ pub struct EpochArgs {
     /// Your secret key file (with `--check-coordinator`).
     #[arg(long = "key-file", env = "TESSERA_PRINCIPAL_KEY")]
     key_file: Option<PathBuf>,
+    /// The CA certificate (PEM) of an https coordinator (with `--check-coordinator`).
+    #[arg(long = "ca-cert", env = "TESSERA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// The key's current epoch, if you know it (`tessera key show`).
     #[arg(long, conflicts_with = "coordinator")]
     current_epoch: Option<u64>,
@@ -383,12 +386,12 @@ impl EpochArgs {
         let (Some(principal), Some(key_file)) = (&self.principal, &self.key_file) else {
             bail!("--check-coordinator needs --principal and --key-file (or TESSERA_PRINCIPAL and TESSERA_PRINCIPAL_KEY)");
         };
-        let client = tessera_coordinator::client::CoordinatorClient::new(
+        let client = crate::api::client(
             url,
-            principal.clone(),
+            principal,
             crate::operator::load_key(key_file)?,
-        )
-        .context("cannot set up the coordinator client")?;
+            self.ca_cert.as_deref(),
+        )?;
         let view = crate::api::runtime()?
             .block_on(client.get_key(key))
             .with_context(|| format!("asking {url} for key {key}'s epoch"))?;

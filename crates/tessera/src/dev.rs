@@ -69,6 +69,17 @@ async fn dev(args: DevArgs) -> Result<()> {
             )
         })?;
     let address = listener.local_addr()?;
+    // HTTPS with a development CA made on the spot (its key is not kept): clients trust it
+    // with --ca-cert / TESSERA_CA_CERT.
+    let hosts = vec![
+        address.ip().to_string(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ];
+    let dev_tls = tessera_coordinator::tls::dev_certificates(&dir.join("api-tls"), &hosts)
+        .context("making the API's development certificate")?;
+    let tls = tessera_coordinator::tls::server_config(&dev_tls.cert, &dev_tls.key)
+        .context("loading the API's development certificate")?;
 
     let network = if args.spawn_nats {
         Network::SpawnNats
@@ -174,7 +185,7 @@ async fn dev(args: DevArgs) -> Result<()> {
         key.address.as_deref().unwrap_or("-")
     );
 
-    let base = format!("http://{address}");
+    let base = format!("https://{address}");
     println!("\nThe coordinator API is at {base} (OpenAPI: {base}/openapi.json).");
     println!("Principals (key files in {}):", dir.display());
     for (role, principal) in &principals {
@@ -184,6 +195,7 @@ async fn dev(args: DevArgs) -> Result<()> {
     println!(
         "\nTry it, in another shell:\n\
          export TESSERA_COORDINATOR_URL={base}\n\
+         export TESSERA_CA_CERT={ca}\n\
          tessera request submit --principal olivia --key-file {olivia} --signing-key {key} \\\n    \
          --transfer-to 0x6069a6c32cf691f5982febae4faf8a6f3ab2f0f6 --value-wei 500000000000000000 \\\n    \
          --chain-id 11155111 --nonce 0\n\
@@ -192,6 +204,7 @@ async fn dev(args: DevArgs) -> Result<()> {
          tessera request show --principal aude --key-file {aude} <request id>\n\
          tessera audit events --principal aude --key-file {aude} --request <request id>\n\
          tessera audit verify --roster {roster} {logs}/*.audit.jsonl\n",
+        ca = dev_tls.ca.display(),
         olivia = key_file("olivia"),
         ana = key_file("ana"),
         ben = key_file("ben"),
@@ -202,7 +215,7 @@ async fn dev(args: DevArgs) -> Result<()> {
     );
     println!("Press Ctrl-C to stop.");
     let state = ApiState::new(coordinator.clone(), ApiOptions::default());
-    api::serve(listener, state, shutdown_signal())
+    api::serve_tls(listener, state, tls, shutdown_signal())
         .await
         .context("the API stopped")?;
     coordinator.shutdown().await;

@@ -676,10 +676,18 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
     let dev = Server(child);
     assert!(banner.contains("over nats-server at"), "{banner}");
     assert!(banner.contains("INSECURE DEV SHORTCUT"), "{banner}");
-    let url = format!("http://{listen}");
+    // HTTPS with the development CA it printed; no other CA is trusted.
+    let url = format!("https://{listen}");
+    let ca = d.join("api-tls").join("ca.pem");
+    assert!(
+        banner.contains(&format!("export TESSERA_CA_CERT={}", ca.display())),
+        "{banner}"
+    );
     let as_principal = |name: &str, args: &[&str]| {
         let key = d.join(format!("{name}.key.json"));
         let mut all = vec![
+            "--ca-cert",
+            s(&ca),
             "--coordinator",
             &url,
             "--principal",
@@ -700,6 +708,40 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
 
     let keys = run("aude", &["key", "list"], &[]);
     assert!(keys.status.success(), "{}", stderr(&keys));
+    // Without the CA an https URL is refused before any call, with what to give; another CA
+    // (a certificate for the same names from anyone else) is not trusted.
+    let aude_key = d.join("aude.key.json");
+    let plain = [
+        "key",
+        "list",
+        "--coordinator",
+        &url,
+        "--principal",
+        "aude",
+        "--key-file",
+        s(&aude_key),
+    ];
+    let no_ca = tessera(&plain);
+    assert!(!no_ca.status.success());
+    assert!(
+        stderr(&no_ca).contains("needs the coordinator's CA certificate"),
+        "{}",
+        stderr(&no_ca)
+    );
+    let other = tessera_coordinator::tls::dev_certificates(
+        &d.join("other-tls"),
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+    )
+    .unwrap();
+    let mut wrong_ca = plain.to_vec();
+    wrong_ca.extend(["--ca-cert", s(&other.ca)]);
+    let refused = tessera(&wrong_ca);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&refused)
+    );
     let address = stdout(&keys)
         .split_whitespace()
         .find(|w| w.starts_with("0x"))
@@ -822,13 +864,14 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
     .unwrap();
     let file = d.join("old.backup.json");
     std::fs::write(&file, old.to_json()).unwrap();
-    let aude_key = d.join("aude.key.json");
     let listed = tessera(&[
         "backup",
         "list",
         s(&file),
         "--check-coordinator",
         &url,
+        "--ca-cert",
+        s(&ca),
         "--principal",
         "aude",
         "--key-file",

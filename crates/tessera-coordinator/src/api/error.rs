@@ -115,8 +115,10 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         let code = match &e {
-            AuthError::TooLarge { .. } => "payload_too_large",
-            AuthError::InvalidRequest(_) | AuthError::Malformed(..) => "bad_request",
+            AuthError::TooLarge { .. } | AuthError::UndeclaredBody { .. } => "payload_too_large",
+            AuthError::InvalidRequest(_) | AuthError::Malformed(..) | AuthError::BodyMismatch => {
+                "bad_request"
+            }
             AuthError::BadSignature(_) => "bad_signature",
             AuthError::Replayed => "replayed",
             AuthError::Missing(_) | AuthError::Stale { .. } | AuthError::FromTheFuture { .. } => {

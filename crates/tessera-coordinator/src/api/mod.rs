@@ -176,10 +176,41 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let pruner = spawn_nonce_pruner(state.nonces().clone(), NONCE_PRUNE_INTERVAL);
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "coordinator API listening");
+        tracing::info!(%address, "coordinator API listening (plain HTTP)");
     }
+    serve_on(listener, state, shutdown).await
+}
+
+/// As [`serve`], over HTTPS with `tls` ([`crate::tls::server_config`]): each TLS handshake
+/// runs on its own task with a deadline, so a client that never completes one delays nobody.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "coordinator API listening (HTTPS)");
+    }
+    serve_on(
+        crate::tls::TlsListener::new(listener, tls)?,
+        state,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let pruner = spawn_nonce_pruner(state.nonces().clone(), NONCE_PRUNE_INTERVAL);
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;

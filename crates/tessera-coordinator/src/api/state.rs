@@ -1,6 +1,6 @@
 //! What every handler shares: the service, where nonces are kept, the parsed active policy.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tessera_policy::PolicyDocument;
@@ -92,8 +92,6 @@ struct Inner {
     options: ApiOptions,
     /// Per-principal and failed-authentication rate limits (see [`super::limits`]).
     limits: RateLimits,
-    /// The active policy, parsed once per document.
-    policy: RwLock<Option<Arc<PolicyDocument>>>,
 }
 
 impl ApiState {
@@ -111,7 +109,6 @@ impl ApiState {
                 nonces,
                 limits: RateLimits::new(options.rate_limit_per_second, options.rate_limit_burst),
                 options,
-                policy: RwLock::new(None),
             }),
         }
     }
@@ -145,34 +142,10 @@ impl ApiState {
         self.inner.limits.counts()
     }
 
-    /// The active policy as the service shows it (another replica may have changed it),
-    /// parsed only when its hash changes.
+    /// The active policy (another replica may have changed it): one query for its hash, and
+    /// the document read and parsed only when that changed.
     pub(crate) async fn active_policy(&self) -> Result<Arc<PolicyDocument>, ApiError> {
-        let view = self.inner.coordinator.policy().await?;
-        let cached = self
-            .inner
-            .policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(document) = cached.filter(|d| d.hash().to_string() == view.hash) {
-            return Ok(document);
-        }
-        let document = PolicyDocument::from_toml(view.document.as_bytes())
-            .ok()
-            .filter(|d| d.hash().to_string() == view.hash)
-            .map(Arc::new)
-            .ok_or_else(|| {
-                tracing::error!(
-                    policy = %view.hash,
-                    "the active policy does not parse back to its hash"
-                );
-                ApiError::unavailable(
-                    "the coordinator cannot read its active policy; an operator must repair it",
-                )
-            })?;
-        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(document.clone());
-        Ok(document)
+        Ok(self.inner.coordinator.active_document().await?)
     }
 }
 

@@ -16,6 +16,24 @@ pub enum AuthError {
         /// The limit.
         limit: usize,
     },
+    /// A body longer than [`UNDECLARED_BODY_BYTES`](super::UNDECLARED_BODY_BYTES) came
+    /// without its hash in `x-tessera-content-sha256`. Status 413.
+    #[error(
+        "a request body over {limit} bytes must declare its SHA-256 in x-tessera-content-sha256 \
+         (the tessera client and sign_request do), so that its signature is checked before the \
+         body is read"
+    )]
+    UndeclaredBody {
+        /// The limit for bodies without the header.
+        limit: usize,
+    },
+    /// The body's hash differs from the one its `x-tessera-content-sha256` header declared
+    /// (and the signature covers). Status 400.
+    #[error(
+        "the request body does not match its x-tessera-content-sha256 header: send the body \
+         exactly as signed"
+    )]
+    BodyMismatch,
     /// The method or the request target cannot be signed unambiguously. Status 400.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -99,8 +117,10 @@ impl AuthError {
     /// (the nonce store failed; retry).
     pub fn status(&self) -> u16 {
         match self {
-            AuthError::TooLarge { .. } => 413,
-            AuthError::InvalidRequest(_) | AuthError::Malformed(..) => 400,
+            AuthError::TooLarge { .. } | AuthError::UndeclaredBody { .. } => 413,
+            AuthError::InvalidRequest(_) | AuthError::Malformed(..) | AuthError::BodyMismatch => {
+                400
+            }
             AuthError::Missing(_)
             | AuthError::Stale { .. }
             | AuthError::FromTheFuture { .. }

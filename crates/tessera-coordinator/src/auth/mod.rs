@@ -18,6 +18,18 @@
 //! | `x-tessera-nonce`     | 32 lowercase hex digits (16 random bytes), fresh per request   |
 //! | `x-tessera-signature` | hex of the [`PrincipalSignature`](tessera_policy::PrincipalSignature) |
 //!
+//! and, for a body over [`UNDECLARED_BODY_BYTES`] (64 KiB), the body's hash, which
+//! [`sign_request`] always adds:
+//!
+//! | Header                     | Value                                                     |
+//! |----------------------------|-----------------------------------------------------------|
+//! | `x-tessera-content-sha256` | hex(SHA-256(body)), 64 lowercase hex digits               |
+//!
+//! With it the coordinator checks the signature (which covers that hash) before it reads the
+//! body, then refuses a body with another hash (400); without it, it reads at most 64 KiB
+//! before the signature is checked (413 beyond). Unauthenticated callers can make it buffer no
+//! more than that.
+//!
 //! The signature is [`OperatorKey::sign`](tessera_policy::OperatorKey::sign)`(`[`API_LABEL`]`,
 //! digest)`, checked with [`PrincipalKey::verify`](tessera_policy::PrincipalKey::verify), so both
 //! Ed25519 and Ethereum (EIP-191 `personal_sign`) principals can sign. `digest` is the SHA-256 of
@@ -44,9 +56,14 @@
 //! # What [`authenticate`] checks, in this order
 //!
 //! 1. The body is at most [`MAX_BODY_BYTES`] (413); the method and target are well-formed (400).
-//! 2. The four headers are present (401) and well-formed (400); a header given twice is malformed.
+//! 2. The four headers are present (401) and well-formed (400), and so is
+//!    `x-tessera-content-sha256` if given; a header given twice is malformed.
 //! 3. The timestamp is within [`MAX_SKEW_SECS`] of the coordinator's clock, either way (401,
 //!    with the skew and "check your clock").
+//!
+//! Steps 1 to 3 need neither the body nor the policy ([`check_presented`]); the API runs them
+//! before it reads either.
+//!
 //! 4. The principal exists in the active policy (401).
 //! 5. The signature verifies against that principal's key (401).
 //! 6. Only then is the nonce remembered, until `timestamp + `[`NONCE_TTL_SECS`], through a
@@ -76,7 +93,11 @@ pub use error::AuthError;
 pub use nonces::{MemoryNonces, NonceStore};
 pub use rbac::{permitted, require, Permission};
 pub use request::{
-    canonical_request, request_digest, sign_request, SignedHeaders, API_LABEL, HEADER_NONCE,
-    HEADER_PRINCIPAL, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    canonical_request, digest_over_body_hash, request_digest, sign_request, SignedHeaders,
+    API_LABEL, HEADER_CONTENT_SHA256, HEADER_NONCE, HEADER_PRINCIPAL, HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
 };
-pub use verify::{authenticate, ApiRequest, Caller, MAX_BODY_BYTES, MAX_SKEW_SECS, NONCE_TTL_SECS};
+pub use verify::{
+    authenticate, check_presented, ApiRequest, Caller, Presented, MAX_BODY_BYTES, MAX_SKEW_SECS,
+    NONCE_TTL_SECS, UNDECLARED_BODY_BYTES,
+};

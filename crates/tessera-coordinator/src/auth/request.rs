@@ -15,6 +15,10 @@ pub const HEADER_TIMESTAMP: &str = "x-tessera-timestamp";
 pub const HEADER_NONCE: &str = "x-tessera-nonce";
 /// The header carrying the hex signature.
 pub const HEADER_SIGNATURE: &str = "x-tessera-signature";
+/// The header carrying the body's hash, hex(SHA-256(body)), as the signature covers it. With
+/// it the coordinator checks the signature before it reads the body; a body longer than
+/// [`UNDECLARED_BODY_BYTES`](super::UNDECLARED_BODY_BYTES) must have it.
+pub const HEADER_CONTENT_SHA256: &str = "x-tessera-content-sha256";
 
 /// The canonical text of a request:
 /// `"tessera/api-request/v1\n" METHOD "\n" path-and-query "\n" timestamp "\n" nonce "\n"
@@ -29,7 +33,23 @@ pub fn canonical_request(
     nonce: &str,
     body: &[u8],
 ) -> String {
-    let body_hash = hex::encode(Sha256::digest(body));
+    canonical_text(
+        method,
+        path_and_query,
+        timestamp,
+        nonce,
+        &Sha256::digest(body).into(),
+    )
+}
+
+fn canonical_text(
+    method: &str,
+    path_and_query: &str,
+    timestamp: u64,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> String {
+    let body_hash = hex::encode(body_sha256);
     format!("tessera/api-request/v1\n{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}")
 }
 
@@ -41,17 +61,34 @@ pub fn request_digest(
     nonce: &str,
     body: &[u8],
 ) -> [u8; 32] {
-    Sha256::digest(canonical_request(
+    digest_over_body_hash(
         method,
         path_and_query,
         timestamp,
         nonce,
-        body,
+        &Sha256::digest(body).into(),
+    )
+}
+
+/// [`request_digest`] from the body's SHA-256 instead of the body.
+pub fn digest_over_body_hash(
+    method: &str,
+    path_and_query: &str,
+    timestamp: u64,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> [u8; 32] {
+    Sha256::digest(canonical_text(
+        method,
+        path_and_query,
+        timestamp,
+        nonce,
+        body_sha256,
     ))
     .into()
 }
 
-/// The four authentication headers of one signed request.
+/// The authentication headers of one signed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedHeaders {
     /// `x-tessera-principal`.
@@ -62,6 +99,8 @@ pub struct SignedHeaders {
     pub nonce: String,
     /// `x-tessera-signature`.
     pub signature: String,
+    /// `x-tessera-content-sha256`.
+    pub content_sha256: String,
 }
 
 impl SignedHeaders {
@@ -72,6 +111,7 @@ impl SignedHeaders {
             (HEADER_TIMESTAMP, self.timestamp.as_str()),
             (HEADER_NONCE, self.nonce.as_str()),
             (HEADER_SIGNATURE, self.signature.as_str()),
+            (HEADER_CONTENT_SHA256, self.content_sha256.as_str()),
         ]
         .into_iter()
     }
@@ -95,12 +135,14 @@ pub fn sign_request(
     let mut nonce = [0u8; 16];
     OsRng.fill_bytes(&mut nonce);
     let nonce = hex::encode(nonce);
-    let digest = request_digest(method, path_and_query, now, &nonce, body);
+    let body_sha256: [u8; 32] = Sha256::digest(body).into();
+    let digest = digest_over_body_hash(method, path_and_query, now, &nonce, &body_sha256);
     let signature = key.sign(API_LABEL, &digest);
     SignedHeaders {
         principal: principal.to_owned(),
         timestamp: now.to_string(),
         nonce,
         signature: signature.to_string(),
+        content_sha256: hex::encode(body_sha256),
     }
 }

@@ -5,8 +5,11 @@ use std::collections::BTreeSet;
 use tessera_policy::principal::check_name;
 use tessera_policy::{PolicyDocument, PrincipalSignature, Role};
 
+use sha2::{Digest, Sha256};
+
 use super::request::{
-    request_digest, API_LABEL, HEADER_NONCE, HEADER_PRINCIPAL, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    digest_over_body_hash, API_LABEL, HEADER_CONTENT_SHA256, HEADER_NONCE, HEADER_PRINCIPAL,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
 use super::{AuthError, NonceStore};
 
@@ -15,6 +18,12 @@ use super::{AuthError, NonceStore};
 /// envelope. The HTTP layer must refuse larger bodies before buffering them (its body limit
 /// should be this constant); the check here keeps the limit in one place for embedded use.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest body accepted without an `x-tessera-content-sha256` header (64 KiB): the server
+/// reads at most this much before the signature is checked. Every body the tessera client
+/// sends declares its hash, so this only bounds what an unauthenticated caller can make the
+/// coordinator buffer.
+pub const UNDECLARED_BODY_BYTES: usize = 64 * 1024;
 
 /// How far, in seconds, a request's timestamp may be from the coordinator's clock, either way.
 pub const MAX_SKEW_SECS: u64 = 60;
@@ -65,6 +74,9 @@ impl Caller {
 ///
 /// The nonce is remembered only after the signature verified, so a forged request never uses
 /// up a principal's nonce. Pruning expired nonces is the caller's job.
+///
+/// This takes the whole body; a server that must not read a large body before the signature
+/// is checked uses [`check_presented`] and [`Presented::verify`] instead.
 pub async fn authenticate(
     request: &ApiRequest<'_>,
     policy: &PolicyDocument,
@@ -77,14 +89,50 @@ pub async fn authenticate(
             limit: MAX_BODY_BYTES,
         });
     }
-    check_method(request.method)?;
-    check_target(request.path_and_query)?;
+    let presented = check_presented(request.method, request.path_and_query, request.headers, now)?;
+    let body_sha256: [u8; 32] = Sha256::digest(request.body).into();
+    if presented
+        .content_sha256
+        .is_some_and(|declared| declared != body_sha256)
+    {
+        return Err(AuthError::BodyMismatch);
+    }
+    presented.verify(&body_sha256, policy, nonces).await
+}
+
+/// A request's authentication headers, checked for form and freshness: all that can be
+/// checked before the body is read or the policy consulted ([`check_presented`]).
+#[derive(Clone, Debug)]
+pub struct Presented {
+    method: String,
+    path_and_query: String,
+    principal: String,
+    timestamp: u64,
+    nonce: String,
+    signature: PrincipalSignature,
+    content_sha256: Option<[u8; 32]>,
+}
+
+/// Checks the method and target, the authentication headers' presence and form and the
+/// timestamp's freshness (steps 1 to 3 of the [module documentation](super), but for the
+/// body's size): cheap checks that need neither the body nor the policy.
+pub fn check_presented(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &[u8])],
+    now: u64,
+) -> Result<Presented, AuthError> {
+    check_method(method)?;
+    check_target(path_and_query)?;
 
     // Every header present before any is parsed, so a client missing one hears that first.
-    let principal = header(request, HEADER_PRINCIPAL)?;
-    let timestamp = header(request, HEADER_TIMESTAMP)?;
-    let nonce = header(request, HEADER_NONCE)?;
-    let signature = header(request, HEADER_SIGNATURE)?;
+    let principal = header(headers, HEADER_PRINCIPAL)?;
+    let timestamp = header(headers, HEADER_TIMESTAMP)?;
+    let nonce = header(headers, HEADER_NONCE)?;
+    let signature = header(headers, HEADER_SIGNATURE)?;
+    let content_sha256 = optional_header(headers, HEADER_CONTENT_SHA256)?
+        .map(parse_content_sha256)
+        .transpose()?;
 
     check_name(principal).map_err(|_| {
         AuthError::Malformed(
@@ -108,38 +156,86 @@ pub async fn authenticate(
             max: MAX_SKEW_SECS,
         });
     }
-
-    let Some(known) = policy.principal(principal) else {
-        // The same answer as a bad signature: a caller learns nothing about who is a
-        // principal. (The log tells the operators.)
-        tracing::debug!(%principal, "signed request by a name that is not a principal");
-        return Err(AuthError::BadSignature(principal.to_owned()));
-    };
-
-    let digest = request_digest(
-        request.method,
-        request.path_and_query,
+    Ok(Presented {
+        method: method.to_owned(),
+        path_and_query: path_and_query.to_owned(),
+        principal: principal.to_owned(),
         timestamp,
-        nonce,
-        request.body,
-    );
-    known
-        .key
-        .verify(API_LABEL, &digest, &signature)
-        .map_err(|_| AuthError::BadSignature(known.name.clone()))?;
-
-    // Only a verified request may use up a nonce.
-    let fresh = nonces
-        .remember(&known.name, nonce, timestamp.saturating_add(NONCE_TTL_SECS))
-        .await
-        .map_err(AuthError::Unavailable)?;
-    if !fresh {
-        return Err(AuthError::Replayed);
-    }
-    Ok(Caller {
-        name: known.name.clone(),
-        roles: known.roles.clone(),
+        nonce: nonce.to_owned(),
+        signature,
+        content_sha256,
     })
+}
+
+impl Presented {
+    /// The body hash the request declared in `x-tessera-content-sha256`, if it did.
+    pub fn content_sha256(&self) -> Option<[u8; 32]> {
+        self.content_sha256
+    }
+
+    /// Checks the signature over the request with a body whose SHA-256 is `body_sha256`
+    /// against the principals of `policy`, then remembers the nonce (steps 4 to 6 of the
+    /// [module documentation](super)). A caller that verifies against the declared
+    /// [`content_sha256`](Self::content_sha256) before reading the body must then check that
+    /// the body has that hash.
+    pub async fn verify(
+        &self,
+        body_sha256: &[u8; 32],
+        policy: &PolicyDocument,
+        nonces: &dyn NonceStore,
+    ) -> Result<Caller, AuthError> {
+        let principal = self.principal.as_str();
+        let Some(known) = policy.principal(principal) else {
+            // The same answer as a bad signature: a caller learns nothing about who is a
+            // principal. (The log tells the operators.)
+            tracing::debug!(%principal, "signed request by a name that is not a principal");
+            return Err(AuthError::BadSignature(principal.to_owned()));
+        };
+
+        let digest = digest_over_body_hash(
+            &self.method,
+            &self.path_and_query,
+            self.timestamp,
+            &self.nonce,
+            body_sha256,
+        );
+        known
+            .key
+            .verify(API_LABEL, &digest, &self.signature)
+            .map_err(|_| AuthError::BadSignature(known.name.clone()))?;
+
+        // Only a verified request may use up a nonce.
+        let fresh = nonces
+            .remember(
+                &known.name,
+                &self.nonce,
+                self.timestamp.saturating_add(NONCE_TTL_SECS),
+            )
+            .await
+            .map_err(AuthError::Unavailable)?;
+        if !fresh {
+            return Err(AuthError::Replayed);
+        }
+        Ok(Caller {
+            name: known.name.clone(),
+            roles: known.roles.clone(),
+        })
+    }
+}
+
+/// 64 lowercase hex digits.
+fn parse_content_sha256(text: &str) -> Result<[u8; 32], AuthError> {
+    let mut hash = [0u8; 32];
+    if text.len() != 64
+        || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        || hex::decode_to_slice(text, &mut hash).is_err()
+    {
+        return Err(AuthError::Malformed(
+            HEADER_CONTENT_SHA256,
+            "expected 64 lowercase hex digits: the SHA-256 of the body as sent".into(),
+        ));
+    }
+    Ok(hash)
 }
 
 /// The method is one uppercase token, so it cannot run into the next line of the canonical
@@ -171,13 +267,22 @@ fn check_target(target: &str) -> Result<(), AuthError> {
 }
 
 /// The value of header `name`: present once, printable ASCII.
-fn header<'a>(request: &ApiRequest<'a>, name: &'static str) -> Result<&'a str, AuthError> {
-    let mut values = request
-        .headers
+fn header<'a>(headers: &[(&str, &'a [u8])], name: &'static str) -> Result<&'a str, AuthError> {
+    optional_header(headers, name)?.ok_or(AuthError::Missing(name))
+}
+
+/// The value of header `name` if present: at most once, printable ASCII.
+fn optional_header<'a>(
+    headers: &[(&str, &'a [u8])],
+    name: &'static str,
+) -> Result<Option<&'a str>, AuthError> {
+    let mut values = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| *v);
-    let value = values.next().ok_or(AuthError::Missing(name))?;
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(AuthError::Malformed(
             name,
@@ -187,6 +292,7 @@ fn header<'a>(request: &ApiRequest<'a>, name: &'static str) -> Result<&'a str, A
     std::str::from_utf8(value)
         .ok()
         .filter(|text| text.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Some)
         .ok_or_else(|| AuthError::Malformed(name, "not printable ASCII without spaces".into()))
 }
 

@@ -69,7 +69,7 @@ pub use views::{
 
 /// The policy in force, parsed once per document.
 struct ActivePolicy {
-    document: PolicyDocument,
+    document: Arc<PolicyDocument>,
     activated_at: i64,
 }
 
@@ -321,6 +321,13 @@ impl Coordinator {
     /// The active policy from the store (another replica may have changed it), parsed once
     /// per document.
     async fn active(&self) -> Result<Arc<ActivePolicy>, ServiceError> {
+        // The hash alone first: the document is read and parsed only when it changed.
+        let cached = self.policy_cache();
+        if let Some(hash) = self.store.active_policy_hash().await? {
+            if cached.document.hash().0[..] == hash[..] {
+                return Ok(cached);
+            }
+        }
         let row = self.store.active_policy().await?.ok_or_else(|| {
             ServiceError::Unavailable(
                 "the database has no active policy; restart the coordinator with the policy \
@@ -335,6 +342,12 @@ impl Coordinator {
         let active = Arc::new(parse_row(&row)?);
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
         Ok(active)
+    }
+
+    /// The policy document in force (another replica may have changed it): one cheap query
+    /// when it has not changed.
+    pub(crate) async fn active_document(&self) -> Result<Arc<PolicyDocument>, ServiceError> {
+        Ok(self.active().await?.document.clone())
     }
 
     /// Marks key generations and committee set-ups that cannot still be running as failed.
@@ -414,7 +427,7 @@ async fn activate_or_check(
         InsertOutcome::Inserted => {
             tracing::info!(policy = %given, revision = policy.revision(), "initial policy activated");
             Ok(ActivePolicy {
-                document: policy.clone(),
+                document: Arc::new(policy.clone()),
                 activated_at: row.activated_at,
             })
         }
@@ -436,7 +449,7 @@ fn parse_row(row: &PolicyRow) -> Result<ActivePolicy, ServiceError> {
         )));
     }
     Ok(ActivePolicy {
-        document,
+        document: Arc::new(document),
         activated_at: row.activated_at,
     })
 }

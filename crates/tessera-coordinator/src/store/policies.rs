@@ -194,6 +194,18 @@ impl Store {
         .transpose()
     }
 
+    /// The active policy's hash (the one with the highest revision), if any: a cheap check that
+    /// a cached document is still the one in force.
+    pub async fn active_policy_hash(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query("SELECT hash FROM policies ORDER BY revision DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("reading the active policy's hash", e))?
+            .as_ref()
+            .map(|row| Cols::new(row, "policies").hex("hash"))
+            .transpose()
+    }
+
     /// The policy with this hash, active or superseded.
     pub async fn policy_by_hash(&self, hash: &[u8]) -> Result<Option<PolicyRow>, StoreError> {
         let hash = hex::encode(hash);
