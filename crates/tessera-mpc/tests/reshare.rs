@@ -496,6 +496,147 @@ fn the_session_hash_binds_every_input_of_the_setup() {
     assert_eq!(sid(&base, &s), reference, "deterministic");
 }
 
+/// The public info of the degree-1 sharing `A + x·B` (in the exponent) of a 2-of-n key
+/// like `key`: `A` is `key`'s public key or a random one (another key), `B` is `key`'s own
+/// slope or a random one (other public shares, as after a refresh), over `key`'s evaluation
+/// points or over `points`.
+fn key_with(
+    key: &cggmp24::key_share::DirtyKeyInfo<Curve>,
+    same_public_key: bool,
+    points: Option<&[u16]>,
+    same_slope: bool,
+) -> cggmp24::key_share::DirtyKeyInfo<Curve> {
+    let mut key = key.clone();
+    let vss = key.vss_setup.as_mut().expect("a threshold key");
+    let g = Point::<Curve>::generator();
+    let a = if same_public_key {
+        key.shared_public_key.into_inner()
+    } else {
+        g * Scalar::<Curve>::random(&mut OsRng)
+    };
+    // The slope of the key's degree-1 polynomial in the exponent: (P_1 - A) / x_1.
+    let slope = if same_slope {
+        (key.public_shares[0].into_inner() - key.shared_public_key.into_inner())
+            * vss.I[0].invert().into_inner()
+    } else {
+        g * Scalar::<Curve>::random(&mut OsRng)
+    };
+    if let Some(points) = points {
+        vss.I = points
+            .iter()
+            .map(|x| NonZero::from_scalar(Scalar::from(*x)).unwrap())
+            .collect();
+    }
+    key.public_shares = vss
+        .I
+        .iter()
+        .map(|x| NonZero::from_point(a + slope * x.as_ref()).unwrap())
+        .collect();
+    key.shared_public_key = NonZero::from_point(a).unwrap();
+    key.clone().validate().expect("a valid key info");
+    key
+}
+
+#[test]
+fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_info() {
+    // One execution id for every setup: only the setup differs, so each difference in the
+    // hash comes from the setup itself, not from the session's participants.
+    let old = insecure_committee_2of3();
+    let base = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
+    let s = spec(Protocol::RESHARE, &base.participants());
+    let sid = |setup: &ReshareSetup| setup.session_hash(&s, &setup.plan().unwrap());
+    let reference = sid(&base);
+    assert_eq!(
+        sid(&key_with_unchanged(&base)),
+        reference,
+        "the key info as rebuilt from its own polynomial hashes the same"
+    );
+    let with = |change: &dyn Fn(&mut ReshareSetup)| {
+        let mut v = base.clone();
+        change(&mut v);
+        v
+    };
+    let mut chain_code = base.key.chain_code.unwrap_or([1; 32]);
+    chain_code[0] ^= 1;
+    let mut variants = vec![
+        // Dealers: another pair of holders, the same pair in the other dealing order.
+        ("dealers 1, 2", with(&|v| v.dealers = parties(&[1, 2]))),
+        ("dealers 2, 3", with(&|v| v.dealers = parties(&[2, 3]))),
+        ("dealers 3, 1", with(&|v| v.dealers = parties(&[3, 1]))),
+        // The old committee: p2 (which does not deal) named p5, so the plan is the same;
+        // the committee in another key order.
+        (
+            "old committee p1, p5, p3",
+            with(&|v| v.old_committee = parties(&[1, 5, 3])),
+        ),
+        (
+            "old committee p3, p2, p1",
+            with(&|v| v.old_committee = parties(&[3, 2, 1])),
+        ),
+        // The key info: another chain code, the same public key with other public shares
+        // (as after a refresh), another key, the same key on other evaluation points.
+        (
+            "another chain code",
+            with(&|v| v.key.chain_code = Some(chain_code)),
+        ),
+        (
+            "other public shares",
+            with(&|v| v.key = key_with(&base.key, true, None, false)),
+        ),
+        (
+            "another public key",
+            with(&|v| v.key = key_with(&base.key, false, None, false)),
+        ),
+        (
+            "other evaluation points",
+            with(&|v| v.key = key_with(&base.key, true, Some(&[4, 5, 6]), true)),
+        ),
+    ];
+    if base.key.chain_code.is_some() {
+        variants.push(("no chain code", with(&|v| v.key.chain_code = None)));
+    }
+    let mut seen = vec![reference.clone()];
+    for (what, v) in &variants {
+        assert_ne!(v, &base, "{what}: the setups differ");
+        let hash = sid(v);
+        assert!(!seen.contains(&hash), "{what}: the session hash changes");
+        seen.push(hash);
+    }
+
+    // The kind: a 3-of-3 view of the fixture key (its degree-1 polynomial is one of degree
+    // at most 2), so that a reshare (exactly t = 3 dealers) and a refresh (every holder)
+    // have the same dealers, committees and threshold and differ only in their kind.
+    let mut key3 = base.key.clone();
+    key3.vss_setup.as_mut().unwrap().min_signers = 3;
+    let refresh = ReshareSetup {
+        key: key3,
+        ..setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 3)
+    };
+    let reshare = ReshareSetup {
+        kind: Kind::Reshare,
+        ..refresh.clone()
+    };
+    let s = spec(Protocol::RESHARE, &refresh.participants());
+    let sid = |setup: &ReshareSetup| setup.session_hash(&s, &setup.plan().unwrap());
+    assert_eq!(refresh.participants(), reshare.participants());
+    assert_ne!(sid(&refresh), sid(&reshare), "the kind is bound");
+    // And the key's threshold: the refresh of its 2-of-3 view (which keeps 2-of-3).
+    let refresh2 = setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 2);
+    assert_ne!(
+        sid(&refresh),
+        sid(&refresh2),
+        "the key's threshold is bound"
+    );
+}
+
+/// `setup` with its key info rebuilt from the key's own polynomial (a check of
+/// [`key_with`]).
+fn key_with_unchanged(setup: &ReshareSetup) -> ReshareSetup {
+    let mut v = setup.clone();
+    v.key = key_with(&setup.key, true, None, true);
+    v
+}
+
 /// Each participant's blame list: who it names, by whom (the accuser, or the judge where a
 /// complainer lied), and why.
 fn blames(outcomes: &Outcomes) -> BTreeMap<PartyId, Vec<Blame>> {
@@ -1020,5 +1161,58 @@ async fn a_participant_whose_echo_misreports_a_dealers_broadcasts_is_blamed_itse
             _ => "not p3's signed messages of this session",
         };
         assert_only_the_liar_is_blamed(&outcomes, expected);
+    }
+}
+
+/// p5 (a receiver) broadcasts an echo of `seen` changed by `reshape` (an honest one has one
+/// entry per dealer); every other participant blames p5 alone, once, for `expected`.
+async fn an_echo_of_the_wrong_shape_is_blamed_once(
+    reshape: impl FnOnce(&mut Vec<Option<SeenBroadcasts>>) + Send + 'static,
+    expected: &str,
+) {
+    let outcomes = lying_receiver(move |_, mut seen| {
+        assert_eq!(seen.len(), 2, "an honest echo has one entry per dealer");
+        reshape(&mut seen);
+        EchoMsg {
+            seen,
+            complaints: Vec::new(),
+        }
+    })
+    .await;
+    assert_only_the_liar_is_blamed(&outcomes, expected);
+    for (p, blamed) in blames(&outcomes) {
+        // One blame for the echo, however many entries it lacks or has too many.
+        assert_eq!(blamed.len(), 1, "{p}: {blamed:?}");
+        assert_eq!(blamed[0].reason, expected, "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_echo_has_too_few_entries_for_the_dealers_is_blamed_itself() {
+    // Two dealers (p1, p3): p5's echo lists only p1's broadcasts, or none at all.
+    for (keep, expected) in [
+        (1, "its echo has 1 entries for 2 dealers"),
+        (0, "its echo has 0 entries for 2 dealers"),
+    ] {
+        an_echo_of_the_wrong_shape_is_blamed_once(move |seen| seen.truncate(keep), expected).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_echo_has_more_entries_than_dealers_is_blamed_itself() {
+    // Two dealers (p1, p3): p5's echo is honest for both, then repeats p1's broadcasts (a
+    // genuine statement, so only the entry count is wrong), or adds an empty entry.
+    for extra in ["repeated", "empty"] {
+        an_echo_of_the_wrong_shape_is_blamed_once(
+            move |seen| {
+                let more = match extra {
+                    "repeated" => seen[0].clone(),
+                    _ => None,
+                };
+                seen.push(more);
+            },
+            "its echo has 3 entries for 2 dealers",
+        )
+        .await;
     }
 }

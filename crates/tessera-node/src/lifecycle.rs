@@ -489,9 +489,26 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
 
     /// Abandons the pending reshare results that expired (their new shares erased) and, with
     /// `restarted`, the sessions a stop interrupted. Every result is audited, errors included
-    /// (they leave the record as it was, to be tried again).
+    /// (they leave the record as it was, to be tried again): one session's as
+    /// `reshare.abandon_failed`, and a sweep that cannot list or read the records at all as
+    /// `reshare.sweep_failed` (also returned).
     pub fn sweep_reshares(&self, restarted: bool) -> Result<usize, StateError> {
-        let swept = self.state.sweep_reshares(now_unix(), restarted)?;
+        let swept = match self.state.sweep_reshares(now_unix(), restarted) {
+            Ok(swept) => swept,
+            Err(e) => {
+                // The caller logs it (and retries on its next sweep, or fails the start-up).
+                self.audit.note(
+                    NewEvent::new(
+                        "system",
+                        "reshare.sweep_failed",
+                        format!("node:{}", self.party()),
+                    )
+                    .detail("restarted", restarted)
+                    .detail("error", &e),
+                );
+                return Err(e);
+            }
+        };
         let mut done = 0;
         for (key, session, result) in swept {
             match result {

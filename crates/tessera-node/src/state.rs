@@ -350,8 +350,11 @@ impl<S: SecretStore + 'static> NodeState<S> {
     }
 
     /// Marks approved key change `id` as used here by reshare `session`; refused if this node
-    /// used it before (an approval carries out at most one session).
+    /// used it before (an approval carries out at most one session). The check and the record
+    /// are one step under the lifecycle lock, so that of two sessions that start at once with
+    /// the same change only one can use it.
     pub fn use_change(&self, id: RequestId, session: SessionId) -> Result<(), StateError> {
+        let _guard = self.locked();
         let name = Self::change_name(id);
         if let Some(session) = self.get_json::<SessionId>(&name)? {
             return Err(StateError::ChangeUsed { id, session });
@@ -697,9 +700,11 @@ impl<S: SecretStore + 'static> NodeState<S> {
 
     /// Pending results that expired by `now` are abandoned (their new shares erased), and, at
     /// start-up (`restarted`), sessions a stop interrupted too. Returns each with what
-    /// happened to it, or the error that left it as it was.
+    /// happened to it, or the error that left it as it was (its record could not be read again
+    /// or written). `Err` if the records cannot be listed or read: then nothing was swept (every
+    /// record is read before any is written, so that no abandonment goes unreported).
     pub fn sweep_reshares(&self, now: u64, restarted: bool) -> Result<Swept, StateError> {
-        let mut swept = Vec::new();
+        let mut due = Vec::new();
         for key in self.reshared_keys()? {
             for (session, record) in self.reshares(key)? {
                 let reason = match record {
@@ -709,25 +714,31 @@ impl<S: SecretStore + 'static> NodeState<S> {
                     ReshareRecord::Started if restarted => "the node stopped while it ran",
                     _ => continue,
                 };
-                let _guard = self.locked();
-                // Read again under the lock: a certificate may have arrived meanwhile.
-                let still = matches!(
-                    self.reshare(key, session),
-                    Ok(Some(ReshareRecord::Pending { .. } | ReshareRecord::Started))
-                );
-                if !still {
+                due.push((key, session, reason));
+            }
+        }
+        let mut swept = Vec::new();
+        for (key, session, reason) in due {
+            let _guard = self.locked();
+            // Read again under the lock: a certificate may have arrived meanwhile. A record that
+            // cannot be read now is reported (it stays as it was, to be tried again).
+            match self.reshare(key, session) {
+                Ok(Some(ReshareRecord::Pending { .. } | ReshareRecord::Started)) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    swept.push((key, session, Err(e)));
                     continue;
                 }
-                let result = self
-                    .put_json(
-                        &Self::reshare_name(key, session),
-                        &ReshareRecord::Abandoned {
-                            reason: reason.to_owned(),
-                        },
-                    )
-                    .map(|()| reason);
-                swept.push((key, session, result));
             }
+            let result = self
+                .put_json(
+                    &Self::reshare_name(key, session),
+                    &ReshareRecord::Abandoned {
+                        reason: reason.to_owned(),
+                    },
+                )
+                .map(|()| reason);
+            swept.push((key, session, result));
         }
         Ok(swept)
     }

@@ -902,3 +902,648 @@ async fn a_full_rotation_through_the_local_cluster_moves_the_key_and_erases_the_
     assert!(signs(&cluster, key, &public, &[P2, P4]).await);
     assert!(signs(&cluster, key, &public, &[P1, P4]).await);
 }
+
+/// What a restarted node needs from the cluster it was part of.
+struct Restart {
+    roster: tessera_channel::Roster,
+    policy: tessera_policy::PolicyDocument,
+    identities: Vec<(PartyId, tessera_channel::PartyIdentity)>,
+    audit_dir: std::path::PathBuf,
+}
+
+impl Restart {
+    fn of(cluster: &LocalCluster) -> Self {
+        Restart {
+            roster: cluster.roster.clone(),
+            policy: cluster.policy.clone(),
+            identities: cluster
+                .parties
+                .iter()
+                .map(|p| (*p, cluster.party_identity(*p)))
+                .collect(),
+            audit_dir: cluster.audit_dir().to_owned(),
+        }
+    }
+
+    fn identity(&self, p: PartyId) -> tessera_channel::PartyIdentity {
+        let (_, identity) = self.identities.iter().find(|(q, _)| *q == p).unwrap();
+        tessera_channel::PartyIdentity::from_json(&identity.to_json()).unwrap()
+    }
+
+    /// Party `p`'s node, started anew over `store` on `net`, continuing its audit log
+    /// `audit` (in the cluster's audit directory).
+    async fn node<S: SecretStore + Send + Sync + 'static>(
+        &self,
+        p: PartyId,
+        store: std::sync::Arc<S>,
+        net: &tessera_transport::memory::MemoryNetwork,
+        audit: &str,
+    ) -> std::sync::Arc<tessera_node::Node<S>> {
+        use tessera_channel::{ChannelConfig, ChannelManager};
+        let manager = ChannelManager::new(
+            self.identity(p),
+            self.roster.clone(),
+            ChannelConfig::default(),
+        )
+        .unwrap();
+        let transport =
+            tessera_transport::SecureTransport::start(manager, std::sync::Arc::new(net.connect(p)))
+                .await
+                .unwrap();
+        let audit = tessera_audit::AuditLog::open(
+            Box::new(self.identity(p)),
+            tessera_audit::LogOptions {
+                file: Some(self.audit_dir.join(audit)),
+                ..tessera_audit::LogOptions::default()
+            },
+        )
+        .unwrap();
+        std::sync::Arc::new(
+            tessera_node::Node::new(
+                std::sync::Arc::new(transport),
+                self.identity(p),
+                self.roster.clone(),
+                store,
+                self.policy.clone(),
+                quick(),
+                std::sync::Arc::new(audit),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// Every party's node restarted over its store directory under `dir` (new `Node`s over
+    /// the same files, on a new network), and in-process control over them.
+    async fn all(
+        &self,
+        dir: &std::path::Path,
+    ) -> (
+        Vec<std::sync::Arc<tessera_node::Node<tessera_store::FileStore>>>,
+        tessera_node::channels::InProcessControl<tessera_store::FileStore>,
+    ) {
+        let net = tessera_transport::memory::MemoryNetwork::new();
+        let mut nodes = Vec::new();
+        for (p, _) in &self.identities {
+            let store = tessera_store::FileStore::open(
+                &dir.join(p.to_string()),
+                tessera_node::local::LOCAL_PASSPHRASE,
+            )
+            .unwrap();
+            let audit = format!("{p}.audit.jsonl");
+            nodes.push(
+                self.node(*p, std::sync::Arc::new(store), &net, &audit)
+                    .await,
+            );
+        }
+        for node in &nodes {
+            let unreachable = node.net().connect_peers(Duration::from_secs(10)).await;
+            assert!(unreachable.is_empty(), "{unreachable:?}");
+        }
+        let control = tessera_node::channels::InProcessControl::new(nodes.clone());
+        (nodes, control)
+    }
+}
+
+fn change_recorded<S: SecretStore + 'static>(
+    node: &tessera_node::Node<S>,
+    approved: &ApprovedKeyChange,
+) -> bool {
+    let name = tessera_store::RecordName::new(format!("change.{}", approved.change.id)).unwrap();
+    node.state().store().contains(&name).unwrap()
+}
+
+/// Runs `setup` with `approved`, restarts every node from its store directory, and replays
+/// the same approved change in a new session: every participant refuses it as used.
+async fn replayed_after_a_restart(
+    dir: &std::path::Path,
+    cluster: LocalCluster,
+    key: KeyId,
+    setup: ReshareSetup,
+    approved: ApprovedKeyChange,
+) {
+    let participants = setup.participants();
+    // A generous deadline: a report missing because the machine is slow would leave a
+    // session running in the old nodes while new ones start over their files.
+    let (start, reports) = cluster
+        .starter()
+        .run_collect(
+            cluster.control(),
+            &participants,
+            Operation::Reshare {
+                key,
+                setup: setup.clone(),
+                approved: Some(Box::new(approved.clone())),
+            },
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    let ran = Ran {
+        session: start.session,
+        certificate: reports.values().map(|r| r.signed.clone()).collect(),
+        reports,
+    };
+    assert_eq!(
+        ran.reports.len(),
+        participants.len(),
+        "every participant reported"
+    );
+    assert!(ran.succeeded(), "{:?}", ran.reports);
+    for p in &participants {
+        assert!(change_recorded(cluster.node(*p), &approved), "{p}");
+    }
+    // Stop every node; start new ones over the same store files.
+    let restart = Restart::of(&cluster);
+    let (starter, _) = cluster.shared();
+    cluster.shutdown().await;
+    let (nodes, control) = restart.all(dir).await;
+    let node = |p: PartyId| nodes.iter().find(|n| n.party() == p).unwrap().clone();
+    for p in &participants {
+        assert!(
+            change_recorded(&node(*p), &approved),
+            "{p} after the restart"
+        );
+        assert!(
+            matches!(
+                node(*p).state().reshare(key, ran.session).unwrap(),
+                Some(ReshareRecord::Pending { .. })
+            ),
+            "{p} kept its pending result"
+        );
+    }
+    let replay = Operation::Reshare {
+        key,
+        setup: setup.clone(),
+        approved: Some(Box::new(approved.clone())),
+    };
+    let (start, reports) = starter
+        .run_collect(&control, &participants, replay, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(reports.len(), participants.len());
+    for (p, r) in &reports {
+        let failure = r
+            .result
+            .as_ref()
+            .expect_err("a replayed approval is refused");
+        assert!(
+            failure.message.contains(&format!(
+                "approved key change {} was already used here (by reshare session {})",
+                approved.change.id, ran.session
+            )),
+            "{p}: {failure:?}"
+        );
+        let record = node(*p).state().reshare(key, start.session).unwrap();
+        assert_eq!(record.map(|r| r.state()), Some("abandoned"), "{p}");
+    }
+    // The first session's result survived the restart and the replay: its certificate
+    // still activates it.
+    let activated = starter
+        .run_collect(
+            &control,
+            &participants,
+            activate_op(key, &ran, ran.certificate.clone()),
+            DEADLINE,
+        )
+        .await
+        .unwrap()
+        .1;
+    all_ok(&activated, &participants);
+    for p in &setup.new_committee {
+        assert_eq!(node(*p).state().key_record(key).unwrap().epoch, 1, "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_reshare_is_refused_when_replayed_after_the_nodes_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, _) = install_fixture_committee(&cluster);
+    let (setup, approved) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P2],
+        &[P1, P2, P4],
+        2,
+    );
+    give_primes(&cluster, &[(P1, 3), (P2, 4), (P4, 5)]);
+    replayed_after_a_restart(dir.path(), cluster, key, setup, approved.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_refresh_is_refused_when_replayed_after_the_nodes_restart() {
+    // A refresh may come without an approval; one that carries one is checked and recorded
+    // like a reshare's.
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, _) = install_fixture_committee(&cluster);
+    let committee = [P1, P2, P3];
+    let (mut setup, none) = setup_of(
+        &cluster,
+        key,
+        Kind::Refresh,
+        epoch0(),
+        &committee,
+        &committee,
+        2,
+    );
+    assert!(none.is_none());
+    let approved =
+        cluster
+            .dev
+            .as_ref()
+            .unwrap()
+            .key_change(key, epoch0(), KeyOperation::Refresh, now());
+    setup.authorisation = approved.change.change_digest();
+    give_primes(&cluster, &[(P1, 3), (P2, 4), (P3, 5)]);
+    replayed_after_a_restart(dir.path(), cluster, key, setup, approved).await;
+}
+
+/// A store that fails on demand: writes of reshare records, listing, or one read of a
+/// reshare record; or stalls reads of used-change records (it returns what it read a while
+/// later, so that two sessions checking a change at nearly the same time both read it before
+/// either records it).
+struct FailingStore {
+    inner: tessera_store::FileStore,
+    fail_reshare_writes: std::sync::atomic::AtomicBool,
+    fail_listing: std::sync::atomic::AtomicBool,
+    /// `Some(n)`: `n` more reads of reshare records succeed, the next one fails (then `None`).
+    fail_reshare_read_after: std::sync::Mutex<Option<usize>>,
+    stall_change_reads: std::sync::atomic::AtomicBool,
+}
+
+impl FailingStore {
+    /// How long a stalled read of a used-change record takes.
+    const STALL: Duration = Duration::from_millis(300);
+
+    /// A new store in `dir` that does not fail (yet).
+    fn new(dir: &std::path::Path) -> Self {
+        FailingStore {
+            inner: tessera_store::FileStore::create(
+                dir,
+                tessera_node::local::LOCAL_PASSPHRASE,
+                KdfParams::MINIMUM,
+            )
+            .unwrap(),
+            fail_reshare_writes: false.into(),
+            fail_listing: false.into(),
+            fail_reshare_read_after: std::sync::Mutex::new(None),
+            stall_change_reads: false.into(),
+        }
+    }
+
+    fn fail_reshare_read_after(&self, reads: usize) {
+        *self.fail_reshare_read_after.lock().unwrap() = Some(reads);
+    }
+
+    fn injected(what: &'static str) -> tessera_store::StoreError {
+        tessera_store::StoreError::Io {
+            context: what,
+            path: "injected".into(),
+            source: std::io::Error::other("disk failure injected by the test"),
+        }
+    }
+
+    fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
+        flag.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl SecretStore for FailingStore {
+    fn put(
+        &self,
+        name: &tessera_store::RecordName,
+        secret: &[u8],
+    ) -> Result<(), tessera_store::StoreError> {
+        if name.as_str().starts_with("reshare.")
+            && self
+                .fail_reshare_writes
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Self::injected("cannot write"));
+        }
+        self.inner.put(name, secret)
+    }
+
+    fn get(
+        &self,
+        name: &tessera_store::RecordName,
+    ) -> Result<tessera_store::Zeroizing<Vec<u8>>, tessera_store::StoreError> {
+        if name.as_str().starts_with("reshare.") {
+            let mut after = self.fail_reshare_read_after.lock().unwrap();
+            match *after {
+                Some(0) => {
+                    *after = None;
+                    return Err(Self::injected("cannot read"));
+                }
+                Some(n) => *after = Some(n - 1),
+                None => {}
+            }
+        }
+        // A stalled read reads first and returns late: what it returns may be out of date.
+        let read = self.inner.get(name);
+        if name.as_str().starts_with("change.")
+            && self
+                .stall_change_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            std::thread::sleep(Self::STALL);
+        }
+        read
+    }
+
+    fn delete(&self, name: &tessera_store::RecordName) -> Result<(), tessera_store::StoreError> {
+        self.inner.delete(name)
+    }
+
+    fn contains(
+        &self,
+        name: &tessera_store::RecordName,
+    ) -> Result<bool, tessera_store::StoreError> {
+        self.inner.contains(name)
+    }
+
+    fn list(&self) -> Result<Vec<tessera_store::RecordName>, tessera_store::StoreError> {
+        if self.fail_listing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Self::injected("cannot list"));
+        }
+        self.inner.list()
+    }
+}
+
+/// The events of `action` in the audit log at `path`, as JSON.
+fn audited(path: &std::path::Path, action: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+fn detail(event: &serde_json::Value, name: &str) -> String {
+    event["details"][name]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_cannot_erase_a_result_audits_the_failure_and_keeps_it_until_it_can() {
+    // p1's node over a store that fails on demand (its own files, next to the cluster's).
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let restart = Restart::of(&cluster);
+    let store = std::sync::Arc::new(FailingStore::new(&dir.path().join("failing")));
+    let net = tessera_transport::memory::MemoryNetwork::new();
+    let log = "failing.audit.jsonl";
+    let log_path = cluster.audit_dir().join(log);
+    let node = restart.node(P1, store.clone(), &net, log).await;
+
+    // A reshare result held pending here (p1 receives a new share), and expired.
+    let key = KeyId::random();
+    let fixture = insecure_committee_2of3();
+    let (share, aux) = parts(&fixture.shares[0]);
+    let pending = ReshareRecord::Pending {
+        report: EpochReport {
+            key,
+            reshare: SessionId::random(),
+            kind: Kind::Refresh,
+            from_epoch: 0,
+            old_committee: vec![P1, P2, P3],
+            dealers: vec![P1, P2, P3],
+            new_committee: vec![P1, P2, P3],
+            new_threshold: 2,
+            public_key: Vec::new(),
+            confirmation: [0; 32],
+            authorisation: [0; 32],
+            aux: Some([0; 32]),
+        },
+        record: Some(Box::new(tessera_node::state::KeyRecord {
+            committee: vec![P1, P2, P3],
+            threshold: 2,
+            epoch: 1,
+            share,
+            aux: Some(aux),
+        })),
+        expires_at: now() - 10,
+    };
+    let session = match &pending {
+        ReshareRecord::Pending { report, .. } => report.reshare,
+        _ => unreachable!(),
+    };
+    let name = |session: SessionId| {
+        tessera_store::RecordName::new(format!("reshare.{key}.{session}")).unwrap()
+    };
+    store
+        .put(&name(session), &serde_json::to_vec(&pending).unwrap())
+        .unwrap();
+    let state = |session| {
+        node.state()
+            .reshare(key, session)
+            .unwrap()
+            .map(|r| r.state())
+    };
+
+    // The store cannot be listed: the sweep returns the error and audits it.
+    FailingStore::set(&store.fail_listing, true);
+    let err = node.sweep_reshares(false).unwrap_err();
+    assert!(err.to_string().contains("disk failure injected"), "{err}");
+    FailingStore::set(&store.fail_listing, false);
+    assert_eq!(state(session), Some("pending"));
+    let failed = audited(&log_path, "reshare.sweep_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        detail(&failed[0], "error").contains("disk failure injected"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(detail(&failed[0], "restarted"), "false");
+    assert!(audited(&log_path, "reshare.abandon_failed").is_empty());
+
+    // The record is read when the sweep lists it but not when it reads it again under the
+    // lock: the failure is audited for the session, the result stays pending.
+    store.fail_reshare_read_after(1);
+    assert_eq!(node.sweep_reshares(false).unwrap(), 0);
+    assert_eq!(state(session), Some("pending"));
+    let failed = audited(&log_path, "reshare.abandon_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(detail(&failed[0], "reshare"), session.to_string());
+    assert!(
+        detail(&failed[0], "error").contains("disk failure injected"),
+        "{}",
+        failed[0]
+    );
+
+    // The record cannot be overwritten: nothing is abandoned, the failure is audited, the
+    // result stays pending (and is tried again).
+    FailingStore::set(&store.fail_reshare_writes, true);
+    for attempt in 1..=2 {
+        assert_eq!(node.sweep_reshares(false).unwrap(), 0);
+        assert_eq!(state(session), Some("pending"));
+        let failed = audited(&log_path, "reshare.abandon_failed");
+        assert_eq!(failed.len(), attempt + 1);
+        let event = &failed[attempt];
+        assert_eq!(detail(event, "key"), key.to_string());
+        assert_eq!(detail(event, "reshare"), session.to_string());
+        assert!(
+            detail(event, "error").contains("disk failure injected"),
+            "{event}"
+        );
+        assert!(audited(&log_path, "reshare.abandoned").is_empty());
+    }
+
+    // Once the store works again, the next sweep abandons it (the new share erased) and
+    // audits that.
+    FailingStore::set(&store.fail_reshare_writes, false);
+    assert_eq!(node.sweep_reshares(false).unwrap(), 1);
+    assert_eq!(state(session), Some("abandoned"));
+    let abandoned = audited(&log_path, "reshare.abandoned");
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(detail(&abandoned[0], "reshare"), session.to_string());
+    assert_eq!(
+        detail(&abandoned[0], "reason"),
+        "its pending result expired"
+    );
+    assert_eq!(node.sweep_reshares(false).unwrap(), 0, "nothing left to do");
+
+    // A session a stop interrupted: a restart over a store that cannot write still starts
+    // the node, audits the failure and keeps the record; the next restart abandons it.
+    let interrupted = SessionId::random();
+    node.state().start_reshare(key, interrupted).unwrap();
+    drop(node);
+    FailingStore::set(&store.fail_reshare_writes, true);
+    let node = restart.node(P1, store.clone(), &net, log).await;
+    let failed = audited(&log_path, "reshare.abandon_failed");
+    assert_eq!(failed.len(), 4);
+    assert_eq!(detail(&failed[3], "reshare"), interrupted.to_string());
+    assert_eq!(
+        node.state()
+            .reshare(key, interrupted)
+            .unwrap()
+            .map(|r| r.state()),
+        Some("started")
+    );
+    drop(node);
+    FailingStore::set(&store.fail_reshare_writes, false);
+    let node = restart.node(P1, store.clone(), &net, log).await;
+    assert_eq!(
+        node.state()
+            .reshare(key, interrupted)
+            .unwrap()
+            .map(|r| r.state()),
+        Some("abandoned")
+    );
+    let abandoned = audited(&log_path, "reshare.abandoned");
+    assert_eq!(abandoned.len(), 2);
+    assert_eq!(detail(&abandoned[1], "reshare"), interrupted.to_string());
+    assert_eq!(
+        detail(&abandoned[1], "reason"),
+        "the node stopped while it ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_change_started_twice_at_once_on_a_node_is_used_by_one_session_only() {
+    // p4 (a receiver that holds nothing yet) over a store that stalls reading used-change
+    // records, so that both sessions are inside the check at the same time.
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let (key, _) = install_fixture_committee(&cluster);
+    let (setup, approved) = setup_of(
+        &cluster,
+        key,
+        Kind::Reshare,
+        epoch0(),
+        &[P1, P2],
+        &[P1, P2, P4],
+        2,
+    );
+    let approved = approved.unwrap();
+    let store = std::sync::Arc::new(FailingStore::new(&dir.path().join("stalling")));
+    FailingStore::set(&store.stall_change_reads, true);
+    let net = tessera_transport::memory::MemoryNetwork::new();
+    let node = Restart::of(&cluster)
+        .node(P4, store.clone(), &net, "stalling.audit.jsonl")
+        .await;
+    let control = tessera_node::channels::InProcessControl::new(vec![node.clone()]);
+
+    // Two sessions with the same approved change, started at once (only p4 runs them: the
+    // one that uses the change then stops for want of a prime set).
+    let operation = Operation::Reshare {
+        key,
+        setup: setup.clone(),
+        approved: Some(Box::new(approved.clone())),
+    };
+    let parties = setup.participants();
+    let starter = cluster.starter();
+    let (a, b) = tokio::join!(
+        starter.run_collect(&control, &parties, operation.clone(), DEADLINE),
+        starter.run_collect(&control, &parties, operation, DEADLINE),
+    );
+    let refused = |(start, reports): &(tessera_control::SessionStart, Reports)| {
+        let report = reports.get(&P4).expect("p4 answered");
+        let failure = report.result.as_ref().expect_err("p4 has no prime set");
+        (
+            start.session,
+            failure.message.contains(&format!(
+                "approved key change {} was already used here",
+                approved.change.id
+            )),
+            failure.message.clone(),
+        )
+    };
+    let (a, b) = (refused(&a.unwrap()), refused(&b.unwrap()));
+    assert!(
+        a.1 != b.1,
+        "exactly one is refused as a used change: {a:?}, {b:?}"
+    );
+    let (used, other) = if a.1 { (b, a) } else { (a, b) };
+    assert!(used.2.contains("prime pool is empty"), "{used:?}");
+    assert!(
+        other.2.contains(&format!("by reshare session {}", used.0)),
+        "{other:?}"
+    );
+    let name = tessera_store::RecordName::new(format!("change.{}", approved.change.id)).unwrap();
+    let recorded: SessionId = serde_json::from_slice(&store.get(&name).unwrap()).unwrap();
+    assert_eq!(
+        recorded, used.0,
+        "the change names the session that used it"
+    );
+}
+
+#[test]
+fn an_approved_change_recorded_by_many_threads_at_once_is_used_once() {
+    // The state alone: eight threads record the same change for eight sessions at once, over
+    // a store that stalls reading the change record; exactly one succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FailingStore::new(&dir.path().join("stalling")));
+    FailingStore::set(&store.stall_change_reads, true);
+    let state = tessera_node::state::NodeState::new(store.clone());
+    let change = tessera_wire::RequestId::random();
+    let threads = 8;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let results: Vec<(SessionId, bool)> = (0..threads)
+        .map(|_| {
+            let (state, barrier) = (state.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let session = SessionId::random();
+                barrier.wait();
+                (session, state.use_change(change, session).is_ok())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let used: Vec<SessionId> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
+    assert_eq!(used.len(), 1, "{results:?}");
+    let err = state.use_change(change, SessionId::random()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("by reshare session {}", used[0])),
+        "{err}"
+    );
+}

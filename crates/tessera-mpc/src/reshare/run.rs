@@ -753,8 +753,29 @@ impl Judge<'_> {
     /// them. A statement that is not that dealer's, for this session and round, names the
     /// participant that shows it; two valid statements of one dealer over different messages
     /// prove that the dealer showed different broadcasts to different parties, and name it.
+    /// An echo must have exactly one entry per dealer: one with fewer or more (a verdict of
+    /// the wrong shape) names its sender once, and its entries are not read.
     fn echo_blame(&self, verdicts: &[EchoMsg]) -> Vec<Blame> {
         let mut blamed = Vec::new();
+        let dealers = self.setup.dealers.len();
+        // Whether each participant's echo has the right shape (our own is taken as it is).
+        let shaped: Vec<bool> = verdicts
+            .iter()
+            .zip(&self.spec.parties)
+            .map(|(v, by)| *by == self.me || v.seen.len() == dealers)
+            .collect();
+        for ((v, by), ok) in verdicts.iter().zip(&self.spec.parties).zip(&shaped) {
+            if !ok {
+                blamed.push(Blame {
+                    party: *by,
+                    by: self.me,
+                    reason: format!(
+                        "its echo has {} entries for {dealers} dealers",
+                        v.seen.len()
+                    ),
+                });
+            }
+        }
         for (d, dealer) in self.setup.dealers.iter().enumerate() {
             let here = match &self.seen[d] {
                 Some(seen) => (seen.commit.payload_hash, seen.reveal.payload_hash),
@@ -762,8 +783,8 @@ impl Judge<'_> {
                 None => continue,
             };
             let mut differing = Vec::new();
-            for (v, by) in verdicts.iter().zip(&self.spec.parties) {
-                if *by == self.me || by == dealer {
+            for ((v, by), ok) in verdicts.iter().zip(&self.spec.parties).zip(&shaped) {
+                if *by == self.me || by == dealer || !ok {
                     continue;
                 }
                 let misreport = |what: String| Blame {
@@ -771,15 +792,7 @@ impl Judge<'_> {
                     by: self.me,
                     reason: format!("its echo {what}"),
                 };
-                let Some(shown) = v.seen.get(d) else {
-                    blamed.push(misreport(format!(
-                        "has {} entries for {} dealers",
-                        v.seen.len(),
-                        self.setup.dealers.len()
-                    )));
-                    continue;
-                };
-                let Some(shown) = shown else {
+                let Some(shown) = &v.seen[d] else {
                     blamed.push(misreport(format!("shows no broadcasts of {dealer}")));
                     continue;
                 };
