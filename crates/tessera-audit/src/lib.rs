@@ -15,6 +15,7 @@
 //!   `emitter/seq`) and its reader.
 //! - [`verify`]: checks a sequence of records against the trusted keys.
 //! - [`filter`]: selects events for auditors (`tessera audit show`).
+//! - [`index`]: an incrementally verified index of a log file, for paging through it.
 //!
 //! No secret ever enters an event: details are short, public facts (ids, hashes, reasons).
 
@@ -22,6 +23,7 @@ mod error;
 pub mod event;
 pub mod file;
 pub mod filter;
+pub mod index;
 pub mod log;
 pub mod stream;
 pub mod verify;
@@ -29,6 +31,7 @@ pub mod verify;
 pub use error::AuditError;
 pub use event::{AuditRecord, Emitter, EventHash, NewEvent};
 pub use filter::Filter;
+pub use index::{FileIndex, Page};
 pub use log::{AuditLog, AuditSection, AuditSigner, FsyncPolicy, LogOptions};
 pub use stream::StreamSink;
 pub use verify::{Broken, BrokenReason, Summary, TrustedKeys, Verifier};

@@ -404,3 +404,86 @@ fn oversized_or_empty_fields_are_refused_before_anything_is_written() {
     assert_eq!(log.next_seq(), 1);
     assert_eq!(fs::read(setup.path("p1.log")).unwrap().len(), 0);
 }
+
+/// The paging index: reads and verifies only what was appended, pages newest first with a
+/// cursor, waits for a line still being written, stops at a break, and refuses a record edited
+/// after it was verified instead of serving it.
+#[test]
+fn the_index_verifies_appended_records_once_and_pages_newest_first() {
+    use tessera_audit::FileIndex;
+    let setup = Setup::new();
+    let log = setup.open(setup.party(1), "p1.log");
+    for i in 0..10 {
+        log.record(event(i)).unwrap();
+    }
+    let path = setup.path("p1.log");
+    let mut index = FileIndex::new(&path, setup.keys());
+    index.refresh().unwrap();
+    assert_eq!(index.len(), 10);
+    let all = Filter::default();
+
+    // Newest first, pages of 4: 7..10, then 3..6, then 1..2.
+    let seqs = |page: &tessera_audit::Page| page.events.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let first = index.page(&all, None, 4, 1000).unwrap();
+    assert_eq!(seqs(&first), [7, 8, 9, 10]);
+    let second = index.page(&all, first.next_before, 4, 1000).unwrap();
+    assert_eq!(seqs(&second), [3, 4, 5, 6]);
+    let third = index.page(&all, second.next_before, 4, 1000).unwrap();
+    assert_eq!(seqs(&third), [1, 2]);
+    assert_eq!(third.next_before, None);
+    // A filter; a scan bound that stops early still gives a cursor to go on.
+    let only = Filter {
+        request: Some("r-3".into()),
+        ..Filter::default()
+    };
+    let found = index.page(&only, None, 10, 1000).unwrap();
+    assert_eq!(seqs(&found), [4]);
+    let bounded = index.page(&only, None, 10, 5).unwrap();
+    assert!(bounded.events.is_empty());
+    assert_eq!(bounded.next_before, Some(6));
+    assert_eq!(
+        seqs(&index.page(&only, bounded.next_before, 10, 5).unwrap()),
+        [4]
+    );
+
+    // Appended records are picked up; a line still being written waits.
+    log.record(event(10)).unwrap();
+    let mut text = fs::read(&path).unwrap();
+    let complete = text.len();
+    text.extend_from_slice(b"{\"partial");
+    fs::write(&path, &text).unwrap();
+    index.refresh().unwrap();
+    assert_eq!(index.len(), 11);
+    assert_eq!(index.broken(), None);
+    text.truncate(complete);
+    fs::write(&path, &text).unwrap();
+
+    // A record edited on disk after it was verified is refused when read back.
+    let mut edited = lines(&path);
+    edited[4] = edited[4].replace("r-4", "r-9");
+    write_lines(&path, &edited);
+    let err = index.page(&all, None, 20, 1000).unwrap_err();
+    assert!(err.to_string().contains("changed on disk"), "{err}");
+
+    // A fresh index stops at the break and serves only what came before it.
+    let mut fresh = FileIndex::new(&path, setup.keys());
+    fresh.refresh().unwrap();
+    assert_eq!(fresh.len(), 4);
+    assert!(
+        fresh.broken().unwrap().contains('5'),
+        "{:?}",
+        fresh.broken()
+    );
+    assert_eq!(
+        seqs(&fresh.page(&all, None, 20, 1000).unwrap()),
+        [1, 2, 3, 4]
+    );
+    // A file that shrank is a break too.
+    write_lines(&path, &edited[..2]);
+    index.refresh().unwrap();
+    assert!(
+        index.broken().unwrap().contains("shrank"),
+        "{:?}",
+        index.broken()
+    );
+}

@@ -591,12 +591,14 @@ impl CoordinatorClient {
         Ok(list.proposals)
     }
 
-    /// `GET /v1/audit?…`: the coordinator's audit events matching `filter` (its `emitter` is
-    /// ignored: the coordinator serves its own log), at most `limit`.
+    /// `GET /v1/audit?…`: a page of the coordinator's audit events matching `filter` (its
+    /// `emitter` is ignored: the coordinator serves its own log): the newest `limit` before
+    /// position `before` (a previous page's `next_before`), oldest first.
     pub async fn audit_events(
         &self,
         filter: &tessera_audit::Filter,
         limit: Option<usize>,
+        before: Option<u64>,
     ) -> Result<AuditEvents, ClientError> {
         let mut params = Vec::new();
         let text = [
@@ -618,6 +620,9 @@ impl CoordinatorClient {
         }
         if let Some(limit) = limit {
             params.push(("limit", limit.to_string()));
+        }
+        if let Some(before) = before {
+            params.push(("before", before.to_string()));
         }
         self.get(&["v1", "audit"], &params).await
     }

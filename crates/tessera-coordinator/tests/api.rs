@@ -1142,6 +1142,38 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
     }
     let (status, value) = api.call("aude", "GET", "/v1/audit?limit=0", None).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, value) = api.call("aude", "GET", "/v1/audit?before=x", None).await;
+    assert_error(status, &value, StatusCode::BAD_REQUEST, "bad_request");
+
+    // Pages, newest first with a cursor: two pages of 3 do not overlap and the second is older.
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let newest: Value = api.ok("aude", "GET", "/v1/audit?limit=3", None).await;
+    let first = seqs(&newest);
+    assert_eq!(first.len(), 3, "{newest}");
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {first:?}"
+    );
+    let before = newest["next_before"].as_u64().expect("older events remain");
+    let older: Value = api
+        .ok(
+            "aude",
+            "GET",
+            &format!("/v1/audit?limit=3&before={before}"),
+            None,
+        )
+        .await;
+    let second = seqs(&older);
+    assert_eq!(second.len(), 3, "{older}");
+    assert!(second[2] < first[0], "{second:?} then {first:?}");
+    assert_eq!(older["verified"], json!(true));
     api.coordinator.shutdown().await;
 }
 

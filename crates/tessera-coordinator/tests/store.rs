@@ -119,6 +119,7 @@ on_both_backends!(
     key_epochs_and_their_lifecycle,
     rotation_leases_hold_across_coordinators,
     admissions_reserve_spend_one_at_a_time_across_coordinators,
+    requests_are_counted_by_state,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -1829,4 +1830,30 @@ async fn admissions_reserve_spend_one_at_a_time_across_coordinators(db: &Db) {
         first.begin_admission(rid(1), kid(9)).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn requests_are_counted_by_state(db: &Db) {
+    let store = store_with_key(db).await;
+    let counts = store.count_requests_by_state().await.unwrap();
+    assert_eq!(counts.len(), RequestState::ALL.len());
+    assert!(counts.values().all(|n| *n == 0));
+    for (n, state) in [
+        (1, RequestState::PendingApproval),
+        (2, RequestState::PendingApproval),
+        (3, RequestState::Approved),
+        (4, RequestState::Signed),
+    ] {
+        store
+            .insert_request(&NewRequest {
+                state,
+                ..new_request(n, kid(1), 100)
+            })
+            .await
+            .unwrap();
+    }
+    let counts = store.count_requests_by_state().await.unwrap();
+    assert_eq!(counts["pending_approval"], 2);
+    assert_eq!(counts["approved"], 1);
+    assert_eq!(counts["signed"], 1);
+    assert_eq!(counts["failed"], 0);
 }

@@ -38,6 +38,10 @@ pub enum AuditCommand {
         /// At most this many events (the newest; 1 to 1000).
         #[arg(long)]
         limit: Option<usize>,
+        /// Only events before this position: the `--before` a previous answer printed, for
+        /// older events.
+        #[arg(long)]
+        before: Option<u64>,
     },
 }
 
@@ -129,7 +133,12 @@ pub fn run(cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify(args) => verify(args),
         AuditCommand::Show(args) => show(args),
-        AuditCommand::Events { api, filter, limit } => events(api, filter, limit),
+        AuditCommand::Events {
+            api,
+            filter,
+            limit,
+            before,
+        } => events(api, filter, limit, before),
     }
 }
 
@@ -317,15 +326,23 @@ fn show(args: ShowArgs) -> Result<()> {
     Ok(())
 }
 
-fn events(api: ApiArgs, filter: FilterArgs, limit: Option<usize>) -> Result<()> {
+fn events(
+    api: ApiArgs,
+    filter: FilterArgs,
+    limit: Option<usize>,
+    before: Option<u64>,
+) -> Result<()> {
     let filter = filter.filter()?;
     let client = api.client()?;
-    let answer = runtime()?.block_on(client.audit_events(&filter, limit))?;
+    let answer = runtime()?.block_on(client.audit_events(&filter, limit, before))?;
     if api.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         for record in answer.events.iter().filter(|r| filter.matches(r)) {
             print_record(record);
+        }
+        if let Some(next) = answer.next_before {
+            println!("older events: add --before {next}");
         }
         println!(
             "{} event(s) matched; {}",

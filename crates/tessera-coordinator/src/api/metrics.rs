@@ -9,15 +9,18 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{ApiError, ApiState};
-use crate::service::Coordinator;
-use crate::store::{CommitteeStatus, KeyStatus, RequestFilter, RequestState};
+use crate::store::{CommitteeStatus, KeyStatus, RequestState};
 
 /// Renders every metric.
 pub(crate) async fn render(state: &ApiState) -> Result<String, ApiError> {
     let coordinator = state.coordinator();
     let mut out = String::new();
 
-    let requests = count_requests(coordinator).await?;
+    let requests = coordinator
+        .store()
+        .count_requests_by_state()
+        .await
+        .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
     family(
         &mut out,
         "tessera_coordinator_requests",
@@ -200,33 +203,4 @@ fn family(out: &mut String, name: &str, help: &str) {
 fn counter(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
-}
-
-/// Requests per state, by paging through the store (it has no count query).
-async fn count_requests(
-    coordinator: &Coordinator,
-) -> Result<BTreeMap<&'static str, u64>, ApiError> {
-    let mut counts = BTreeMap::new();
-    for state in RequestState::ALL {
-        let mut filter = RequestFilter {
-            state: Some(*state),
-            limit: RequestFilter::MAX_LIMIT,
-            ..RequestFilter::default()
-        };
-        let mut n = 0u64;
-        loop {
-            let page = coordinator
-                .store()
-                .list_requests(&filter)
-                .await
-                .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
-            n += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == filter.limit as usize => filter.after = Some(last.id),
-                _ => break,
-            }
-        }
-        counts.insert(state.as_str(), n);
-    }
-    Ok(counts)
 }

@@ -557,10 +557,13 @@ pub struct AuditEvents {
     pub verified: bool,
     /// Where and why the chain is broken, if it is (events after the break are left out).
     pub broken: Option<String>,
-    /// How many events matched the filter (the answer carries the last `limit` of them).
+    /// How many events this answer carries.
     pub matched: usize,
     /// The matching events, oldest first, as stored (hash and signature included).
     pub events: Vec<tessera_audit::AuditRecord>,
+    /// When older records remain: pass it as `before` for the next page.
+    #[serde(default)]
+    pub next_before: Option<u64>,
 }
 
 /// A committee: see [`service::CommitteeView`].

@@ -1,6 +1,6 @@
 //! What every handler shares: the service, where nonces are kept, the parsed active policy.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tessera_policy::PolicyDocument;
@@ -92,6 +92,8 @@ struct Inner {
     options: ApiOptions,
     /// Per-principal and failed-authentication rate limits (see [`super::limits`]).
     limits: RateLimits,
+    /// The coordinator's audit log, verified as it grows, for `GET /v1/audit`.
+    audit_index: Arc<Mutex<Option<tessera_audit::FileIndex>>>,
 }
 
 impl ApiState {
@@ -108,6 +110,7 @@ impl ApiState {
                 coordinator,
                 nonces,
                 limits: RateLimits::new(options.rate_limit_per_second, options.rate_limit_burst),
+                audit_index: Arc::new(Mutex::new(None)),
                 options,
             }),
         }
@@ -134,6 +137,11 @@ impl ApiState {
 
     pub(crate) fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+
+    /// The index of the coordinator's audit log (made on first use).
+    pub(crate) fn audit_index(&self) -> Arc<Mutex<Option<tessera_audit::FileIndex>>> {
+        self.inner.audit_index.clone()
     }
 
     /// Calls answered 429 (`rate_limited`) so far: per principal, and failed authentications

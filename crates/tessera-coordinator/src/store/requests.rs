@@ -477,6 +477,27 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// How many requests are in each state (every state, 0 included): one grouped count,
+    /// whatever the history's length.
+    pub async fn count_requests_by_state(
+        &self,
+    ) -> Result<std::collections::BTreeMap<&'static str, u64>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM requests GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("counting requests", e))?;
+        let mut counts: std::collections::BTreeMap<&'static str, u64> = RequestState::ALL
+            .iter()
+            .map(|state| (state.as_str(), 0))
+            .collect();
+        for row in &rows {
+            let c = Cols::new(row, "requests");
+            let state: RequestState = c.parse("state")?;
+            counts.insert(state.as_str(), u64::try_from(c.int("n")?).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+
     /// Moves every pending or approved request whose expiry is at or before `now` to
     /// [`RequestState::Expired`]; returns their ids, sorted.
     pub async fn expire_due(&self, now: i64) -> Result<Vec<RequestId>, StoreError> {
