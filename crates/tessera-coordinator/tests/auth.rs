@@ -987,6 +987,11 @@ async fn an_authenticated_caller_goes_through_require() {
 /// A policy whose one rule asks for `approvals` approvals by `roles`, among an operator, two
 /// approvers, two admins and an auditor.
 fn policy_with_rule(approvals: &str) -> PolicyDocument {
+    policy_with(approvals, "")
+}
+
+/// As [`policy_with_rule`], with `extra` TOML (e.g. `[approver_groups]`) before the rule.
+fn policy_with(approvals: &str, extra: &str) -> PolicyDocument {
     let principal = |name: &str, role: &str| {
         format!(
             "[[principals]]\nname = \"{name}\"\nroles = [\"{role}\"]\nkey = \"{}\"\n\n",
@@ -1006,6 +1011,7 @@ fn policy_with_rule(approvals: &str) -> PolicyDocument {
     ] {
         text.push_str(&principal(name, role));
     }
+    text.push_str(extra);
     text.push_str(&format!(
         "[[rules]]\nname = \"all\"\nkeys = [\"*\"]\nkinds = [\"message\"]\napprovals = {approvals}\n"
     ));
@@ -1041,5 +1047,19 @@ fn rules_the_api_can_never_serve_are_named() {
     ));
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert!(gaps[0].contains("only 1 principal(s)"), "{}", gaps[0]);
+    assert!(gaps[0].contains("(ana)"), "{}", gaps[0]);
+    // An approver group whose members cannot approve through the API (admins), named.
+    let groups = "[approver_groups]\nboard = [\"ada\", \"abe\", \"ana\"]\n\n";
+    assert!(unservable_rules(&policy_with(
+        "{ count = 1, roles = [\"approver\", \"admin\"], groups = { board = 1 } }",
+        groups
+    ))
+    .is_empty());
+    let gaps = unservable_rules(&policy_with(
+        "{ count = 1, roles = [\"approver\", \"admin\"], groups = { board = 2 } }",
+        groups,
+    ));
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0].contains("group 'board'"), "{}", gaps[0]);
     assert!(gaps[0].contains("(ana)"), "{}", gaps[0]);
 }

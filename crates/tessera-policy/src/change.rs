@@ -119,6 +119,7 @@ pub fn evaluate_change(
         &change.proposed_by,
         &change.change_digest(),
         approvals,
+        current.admin_approvals(),
     )?;
     Ok(if count.complete() {
         ChangeDecision::Allow {
@@ -188,6 +189,7 @@ pub(crate) fn count_admin_approvals(
     proposed_by: &str,
     digest: &[u8; 32],
     approvals: &[Approval],
+    required: usize,
 ) -> Result<AdminCount, PolicyError> {
     let mut seen = BTreeSet::new();
     let mut approved_by = Vec::new();
@@ -204,7 +206,7 @@ pub(crate) fn count_admin_approvals(
         }
     }
     Ok(AdminCount {
-        needed: current.admin_approvals().saturating_sub(approved_by.len()),
+        needed: required.saturating_sub(approved_by.len()),
         approved_by,
         proposer_signed,
     })

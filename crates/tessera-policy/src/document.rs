@@ -14,7 +14,7 @@ use crate::PolicyError;
 
 pub use raw::DEFAULT_MAX_REQUEST_LIFETIME_SECS;
 pub use rule::{
-    ApprovalRequirement, Destinations, Hours, KeySelector, Limit, Rule, Weekday, Window,
+    ApprovalRequirement, Destinations, Hours, KeySelector, Limit, Rule, Tier, Weekday, Window,
 };
 
 /// The only document format version this build reads.
@@ -32,7 +32,9 @@ pub struct PolicyDocument {
     description: String,
     max_request_lifetime_secs: u64,
     admin_approvals: usize,
+    committee_change_approvals: usize,
     groups: BTreeMap<String, BTreeSet<KeyId>>,
+    approver_groups: BTreeMap<String, BTreeSet<String>>,
     principals: Vec<Principal>,
     rules: Vec<Rule>,
 }
@@ -72,7 +74,9 @@ impl PolicyDocument {
             description: v.description,
             max_request_lifetime_secs: v.max_request_lifetime_secs,
             admin_approvals: v.admin_approvals,
+            committee_change_approvals: v.committee_change_approvals,
             groups: v.groups,
+            approver_groups: v.approver_groups,
             principals: v.principals,
             rules: v.rules,
         })
@@ -103,9 +107,22 @@ impl PolicyDocument {
         self.max_request_lifetime_secs
     }
 
-    /// How many admins other than the proposer must approve a policy change.
+    /// How many admins other than the proposer must approve a policy change or a key change
+    /// that keeps the key's committee (a refresh, a schedule).
     pub fn admin_approvals(&self) -> usize {
         self.admin_approvals
+    }
+
+    /// How many admins other than the proposer must approve a key change that moves the key
+    /// to another committee or threshold (`[admin] committee_change_approvals`; default
+    /// [`admin_approvals`](Self::admin_approvals)).
+    pub fn committee_change_approvals(&self) -> usize {
+        self.committee_change_approvals
+    }
+
+    /// The members of approver group `name` (`[approver_groups]`).
+    pub fn approver_group(&self, name: &str) -> Option<&BTreeSet<String>> {
+        self.approver_groups.get(name)
     }
 
     /// The named key groups.

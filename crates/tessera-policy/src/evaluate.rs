@@ -90,23 +90,69 @@ pub fn evaluate(
     }
     let approvers = signed.approvers;
     for rule in &rules {
-        let requirement = &rule.approvals;
-        let have = approvers
-            .iter()
-            .filter(|p| requirement.counts(&p.name, &p.roles))
-            .count();
-        if have < requirement.count {
-            reasons.push(Reason::NeedsApprovals {
-                rule: rule.name.clone(),
-                needed: requirement.count,
-                have,
-                roles: requirement.roles.clone(),
-                from: requirement.from.clone(),
-            });
+        check_requirement(
+            policy,
+            &rule.name,
+            &rule.approvals,
+            &approvers,
+            &mut reasons,
+        );
+        // Every tier whose amount the request passes adds its own requirement.
+        let spends = derived.spends();
+        for tier in &rule.tiers {
+            let amount = spends
+                .iter()
+                .find(|(asset, _)| *asset == tier.asset)
+                .map(|(_, amount)| *amount);
+            if amount.is_some_and(|amount| amount > tier.above) {
+                let name = format!("{} (above {} {})", rule.name, tier.above, tier.asset);
+                check_requirement(policy, &name, &tier.approvals, &approvers, &mut reasons);
+            }
         }
     }
     let approved_by = approvers.iter().map(|p| p.name.clone()).collect();
     Decision::from_reasons(reasons, approved_by)
+}
+
+/// Whether `approvers` meet `requirement` (its count, and each approver group's count); a
+/// pending reason for each part they do not.
+fn check_requirement(
+    policy: &PolicyDocument,
+    rule: &str,
+    requirement: &crate::document::ApprovalRequirement,
+    approvers: &[&Principal],
+    reasons: &mut Vec<Reason>,
+) {
+    let have = approvers
+        .iter()
+        .filter(|p| requirement.counts(&p.name, &p.roles))
+        .count();
+    if have < requirement.count {
+        reasons.push(Reason::NeedsApprovals {
+            rule: rule.to_owned(),
+            needed: requirement.count,
+            have,
+            roles: requirement.roles.clone(),
+            from: requirement.from.clone(),
+        });
+    }
+    for (group, needed) in &requirement.groups {
+        // Validation guarantees the group exists; a missing one counts nobody.
+        let have = policy.approver_group(group).map_or(0, |members| {
+            approvers
+                .iter()
+                .filter(|p| requirement.counts_for_group(members, &p.name, &p.roles))
+                .count()
+        });
+        if have < *needed {
+            reasons.push(Reason::NeedsGroupApprovals {
+                rule: rule.to_owned(),
+                group: group.clone(),
+                needed: *needed,
+                have,
+            });
+        }
+    }
 }
 
 fn deny(reason: Reason) -> Decision {

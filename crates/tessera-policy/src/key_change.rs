@@ -174,6 +174,30 @@ pub struct KeyChange {
 }
 
 impl KeyChange {
+    /// Whether it moves the key to another committee or threshold (a reshare to anything but
+    /// the key's own committee and threshold): a party joins or leaves, or the quorum changes.
+    pub fn changes_committee(&self) -> bool {
+        match &self.operation {
+            KeyOperation::Reshare {
+                committee,
+                threshold,
+            } => *committee != self.from.committee || *threshold != self.from.threshold,
+            KeyOperation::Refresh | KeyOperation::RefreshSchedule { .. } => false,
+        }
+    }
+
+    /// How many admins other than the proposer must approve it under `policy`:
+    /// [`PolicyDocument::committee_change_approvals`] when it
+    /// [changes the committee](Self::changes_committee), else
+    /// [`PolicyDocument::admin_approvals`].
+    pub fn admin_approvals_needed(&self, policy: &PolicyDocument) -> usize {
+        if self.changes_committee() {
+            policy.committee_change_approvals()
+        } else {
+            policy.admin_approvals()
+        }
+    }
+
     /// The canonical encoding (`tessera_wire::encode`).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         tessera_wire::encode(self)
@@ -227,8 +251,8 @@ pub enum KeyChangeDecision {
 /// the operation is invalid ([`KeyOperation::validate`]), or an approval is duplicated, by an
 /// unknown principal, or does not verify. It is allowed once the proposer signed it (an
 /// approval by the proposer: nobody can make a change up in an admin's name) and
-/// [`PolicyDocument::admin_approvals`] other admins approved; approvals by non-admins are valid
-/// but do not count.
+/// [`KeyChange::admin_approvals_needed`] other admins approved (more for a change of
+/// committee when the policy says so); approvals by non-admins are valid but do not count.
 pub fn evaluate_key_change(
     current: &PolicyDocument,
     change: &KeyChange,
@@ -248,6 +272,7 @@ pub fn evaluate_key_change(
         &change.proposed_by,
         &change.change_digest(),
         approvals,
+        change.admin_approvals_needed(current),
     )?;
     Ok(if count.complete() {
         KeyChangeDecision::Allow {

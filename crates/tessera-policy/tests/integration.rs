@@ -9,3 +9,4 @@ mod document;
 mod evaluate;
 mod key_change;
 mod vectors;
+mod workflows;

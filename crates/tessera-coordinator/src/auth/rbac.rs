@@ -157,37 +157,54 @@ pub fn unservable_rules(policy: &tessera_policy::PolicyDocument) -> Vec<String> 
         .filter(|role| grants(*role, Permission::ApproveRequests))
         .map(|role| role.as_str())
         .collect();
-    policy
-        .rules()
-        .iter()
-        .filter_map(|rule| {
-            let need = &rule.approvals;
-            if need.count == 0 {
-                return None;
-            }
+    let explain = |what: String, needed: usize, can: Vec<&str>| {
+        format!(
+            "{what} needs {needed} approval(s), but only {} principal(s) whose approval counts \
+             for it may approve requests through the API ({}): only the {} role may; give its \
+             approvers that role, or change the rule's roles",
+            can.len(),
+            if can.is_empty() {
+                "none".to_owned()
+            } else {
+                can.join(", ")
+            },
+            api_roles.join(" or ")
+        )
+    };
+    let mut problems = Vec::new();
+    for rule in policy.rules() {
+        let requirements = std::iter::once((format!("rule '{}'", rule.name), &rule.approvals))
+            .chain(rule.tiers.iter().map(|tier| {
+                (
+                    format!("rule '{}' above {} {}", rule.name, tier.above, tier.asset),
+                    &tier.approvals,
+                )
+            }));
+        for (what, need) in requirements {
             let can: Vec<&str> = approvers
                 .iter()
                 .filter(|p| need.counts(&p.name, &p.roles))
                 .map(|p| p.name.as_str())
                 .collect();
-            (can.len() < need.count).then(|| {
-                format!(
-                    "rule '{}' needs {} approval(s), but only {} principal(s) whose approval \
-                     counts for it may approve requests through the API ({}): only the {} \
-                     role may; give its approvers that role, or change the rule's roles",
-                    rule.name,
-                    need.count,
-                    can.len(),
-                    if can.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        can.join(", ")
-                    },
-                    api_roles.join(" or ")
-                )
-            })
-        })
-        .collect()
+            if can.len() < need.count {
+                problems.push(explain(what.clone(), need.count, can));
+            }
+            for (group, needed) in &need.groups {
+                let members = policy.approver_group(group);
+                let can: Vec<&str> = approvers
+                    .iter()
+                    .filter(|p| {
+                        members.is_some_and(|m| need.counts_for_group(m, &p.name, &p.roles))
+                    })
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if can.len() < *needed {
+                    problems.push(explain(format!("{what}, group '{group}',"), *needed, can));
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Whether a principal with `roles` may do `permission`: true if any of the roles grants it.

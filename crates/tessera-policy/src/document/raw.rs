@@ -33,6 +33,8 @@ pub(super) struct RawDocument {
     #[serde(default)]
     pub(super) groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    pub(super) approver_groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     pub(super) principals: Vec<Principal>,
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
@@ -46,6 +48,7 @@ fn default_lifetime() -> u64 {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) approvals: u64,
+    pub(super) committee_change_approvals: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +64,8 @@ pub(super) struct RawRule {
     #[serde(default)]
     pub(super) destinations: RawDestinations,
     pub(super) hours: Option<RawHours>,
+    #[serde(default)]
+    pub(super) tiers: Vec<RawTier>,
 }
 
 fn default_kinds() -> Vec<ActionKind> {
@@ -75,6 +80,16 @@ pub(super) struct RawApprovals {
     pub(super) roles: Vec<Role>,
     #[serde(default)]
     pub(super) from: Vec<String>,
+    #[serde(default)]
+    pub(super) groups: BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTier {
+    pub(super) asset: String,
+    pub(super) above: String,
+    pub(super) approvals: RawApprovals,
 }
 
 #[derive(Deserialize)]

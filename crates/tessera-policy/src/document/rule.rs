@@ -43,7 +43,7 @@ impl fmt::Display for KeySelector {
     }
 }
 
-/// The approvals a rule requires.
+/// The approvals a rule (or one of its tiers) requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovalRequirement {
     /// How many distinct principals must approve (0 = none).
@@ -52,6 +52,9 @@ pub struct ApprovalRequirement {
     pub roles: BTreeSet<Role>,
     /// If not empty, only these principals count.
     pub from: BTreeSet<String>,
+    /// Besides `count`: at least this many approvals from each named approver group (its
+    /// members with one of `roles`). One approval may count toward `count` and a group.
+    pub groups: BTreeMap<String, usize>,
 }
 
 impl ApprovalRequirement {
@@ -59,6 +62,29 @@ impl ApprovalRequirement {
     pub fn counts(&self, name: &str, roles: &BTreeSet<Role>) -> bool {
         (self.from.is_empty() || self.from.contains(name)) && !self.roles.is_disjoint(roles)
     }
+
+    /// Whether an approval by this principal counts toward the group whose members are
+    /// `members`.
+    pub fn counts_for_group(
+        &self,
+        members: &BTreeSet<String>,
+        name: &str,
+        roles: &BTreeSet<Role>,
+    ) -> bool {
+        members.contains(name) && !self.roles.is_disjoint(roles)
+    }
+}
+
+/// More approvals for larger requests: when a request spends more than `above` of `asset`
+/// (its maximum fee included for the native coin), `approvals` must hold too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tier {
+    /// The asset whose amount selects the tier.
+    pub asset: Asset,
+    /// The tier applies to requests spending strictly more than this, base units.
+    pub above: U256,
+    /// What it requires, besides the rule's own approvals.
+    pub approvals: ApprovalRequirement,
 }
 
 /// A rolling-window limit: at most `amount` within any `secs` seconds.
@@ -235,6 +261,8 @@ pub struct Rule {
     pub destinations: Destinations,
     /// Optional time window.
     pub hours: Option<Hours>,
+    /// More approvals above amounts, by asset (every tier that applies must hold).
+    pub tiers: Vec<Tier>,
 }
 
 impl Rule {

@@ -7,8 +7,12 @@ use alloy_primitives::U256;
 use tessera_chain::Address;
 use tessera_wire::KeyId;
 
-use super::raw::{RawApprovals, RawDestinations, RawDocument, RawHours, RawLimit, RawRule};
-use super::rule::{ApprovalRequirement, Destinations, Hours, KeySelector, Limit, Rule, Window};
+use super::raw::{
+    RawApprovals, RawDestinations, RawDocument, RawHours, RawLimit, RawRule, RawTier,
+};
+use super::rule::{
+    ApprovalRequirement, Destinations, Hours, KeySelector, Limit, Rule, Tier, Window,
+};
 use crate::encoding::parse_address;
 use crate::principal::{check_name, Principal, Role};
 use crate::request::{ActionKind, Asset};
@@ -20,7 +24,9 @@ pub(super) struct Validated {
     pub(super) description: String,
     pub(super) max_request_lifetime_secs: u64,
     pub(super) admin_approvals: usize,
+    pub(super) committee_change_approvals: usize,
     pub(super) groups: BTreeMap<String, BTreeSet<KeyId>>,
+    pub(super) approver_groups: BTreeMap<String, BTreeSet<String>>,
     pub(super) principals: Vec<Principal>,
     pub(super) rules: Vec<Rule>,
 }
@@ -62,7 +68,33 @@ pub(super) fn validate(raw: RawDocument) -> Result<Validated, PolicyError> {
             ),
         ));
     }
+    let committee_change_approvals = match raw.admin.committee_change_approvals {
+        None => admin_approvals,
+        Some(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if n < admin_approvals {
+                return Err(invalid(
+                    "admin.committee_change_approvals",
+                    format!(
+                        "{n} is below admin.approvals ({admin_approvals}): moving a key to \
+                         another committee needs at least the approvals of a refresh"
+                    ),
+                ));
+            }
+            if n >= admins {
+                return Err(invalid(
+                    "admin.committee_change_approvals",
+                    format!(
+                        "{n} approvals by admins other than the proposer can never be reached \
+                         with {admins} admin(s): add admins or lower the count"
+                    ),
+                ));
+            }
+            n
+        }
+    };
     let groups = check_groups(raw.groups)?;
+    let approver_groups = check_approver_groups(raw.approver_groups, &raw.principals)?;
     if raw.rules.is_empty() {
         return Err(invalid(
             "rules",
@@ -78,14 +110,21 @@ pub(super) fn validate(raw: RawDocument) -> Result<Validated, PolicyError> {
                 "another rule has the same name; rule names must be unique",
             ));
         }
-        rules.push(check_rule(rule, &groups, &raw.principals)?);
+        rules.push(check_rule(
+            rule,
+            &groups,
+            &approver_groups,
+            &raw.principals,
+        )?);
     }
     Ok(Validated {
         revision: raw.revision,
         description: raw.description,
         max_request_lifetime_secs: raw.max_request_lifetime_secs,
         admin_approvals,
+        committee_change_approvals,
         groups,
+        approver_groups,
         principals: raw.principals,
         rules,
     })
@@ -151,9 +190,40 @@ fn check_groups(
     Ok(groups)
 }
 
+fn check_approver_groups(
+    raw: BTreeMap<String, Vec<String>>,
+    principals: &[Principal],
+) -> Result<BTreeMap<String, BTreeSet<String>>, PolicyError> {
+    let mut groups = BTreeMap::new();
+    for (name, members) in raw {
+        let at = || format!("approver group '{name}'");
+        if !check_group_name(&name) {
+            return Err(invalid(
+                at(),
+                "group names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'",
+            ));
+        }
+        if members.is_empty() {
+            return Err(invalid(at(), "has no members: list principals' names"));
+        }
+        let mut names = BTreeSet::new();
+        for member in members {
+            if !principals.iter().any(|p| p.name == member) {
+                return Err(invalid(at(), format!("'{member}' is not a principal")));
+            }
+            if !names.insert(member.clone()) {
+                return Err(invalid(at(), format!("'{member}' is listed twice")));
+            }
+        }
+        groups.insert(name, names);
+    }
+    Ok(groups)
+}
+
 fn check_rule(
     raw: RawRule,
     groups: &BTreeMap<String, BTreeSet<KeyId>>,
+    approver_groups: &BTreeMap<String, BTreeSet<String>>,
     principals: &[Principal],
 ) -> Result<Rule, PolicyError> {
     let at = format!("rule '{}'", raw.name);
@@ -183,7 +253,7 @@ fn check_rule(
             return Err(invalid(&at, format!("kind \"{kind}\" is listed twice")));
         }
     }
-    let approvals = check_approvals(raw.approvals, principals, &at)?;
+    let approvals = check_approvals(raw.approvals, principals, approver_groups, &at)?;
     let limits = raw
         .limits
         .into_iter()
@@ -210,6 +280,11 @@ fn check_rule(
     }
     let destinations = check_destinations(raw.destinations, &at)?;
     let hours = raw.hours.map(|h| check_hours(h, &at)).transpose()?;
+    let tiers = raw
+        .tiers
+        .into_iter()
+        .map(|t| check_tier(t, &limits, principals, approver_groups, &at))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Rule {
         name: raw.name,
         keys,
@@ -218,6 +293,44 @@ fn check_rule(
         limits,
         destinations,
         hours,
+        tiers,
+    })
+}
+
+fn check_tier(
+    raw: RawTier,
+    limits: &[Limit],
+    principals: &[Principal],
+    approver_groups: &BTreeMap<String, BTreeSet<String>>,
+    at: &str,
+) -> Result<Tier, PolicyError> {
+    let asset: Asset = raw
+        .asset
+        .parse()
+        .map_err(|e: PolicyError| invalid(at, format!("tiers: {e}")))?;
+    let at = format!("{at}, tier above {} {asset}", raw.above);
+    let above = parse_amount(&raw.above, "above", &at)?;
+    if !limits.iter().any(|l| l.asset == asset) {
+        return Err(invalid(
+            at,
+            format!(
+                "the rule has no limit for {asset}, so it denies every request in it: add a \
+                 [[rules.limits]] for {asset} or drop the tier"
+            ),
+        ));
+    }
+    let approvals = check_approvals(raw.approvals, principals, approver_groups, &at)?;
+    if approvals.count == 0 && approvals.groups.is_empty() {
+        return Err(invalid(
+            at,
+            "asks for no approvals: a tier adds approvals (set approvals.count or \
+             approvals.groups)",
+        ));
+    }
+    Ok(Tier {
+        asset,
+        above,
+        approvals,
     })
 }
 
@@ -244,11 +357,12 @@ fn parse_selector(
 fn check_approvals(
     raw: RawApprovals,
     principals: &[Principal],
+    approver_groups: &BTreeMap<String, BTreeSet<String>>,
     at: &str,
 ) -> Result<ApprovalRequirement, PolicyError> {
     let count = usize::try_from(raw.count).unwrap_or(usize::MAX);
     let roles: BTreeSet<Role> = raw.roles.into_iter().collect();
-    if count > 0 && roles.is_empty() {
+    if (count > 0 || !raw.groups.is_empty()) && roles.is_empty() {
         return Err(invalid(
             at,
             "approvals.count is above 0 but approvals.roles is empty: name the roles whose \
@@ -274,7 +388,40 @@ fn check_approvals(
         }
         from.insert(name);
     }
-    let requirement = ApprovalRequirement { count, roles, from };
+    let mut groups = BTreeMap::new();
+    for (group, needed) in raw.groups {
+        let Some(members) = approver_groups.get(&group) else {
+            return Err(invalid(
+                at,
+                format!(
+                    "approvals.groups names '{group}', which is not an approver group: define \
+                     it under [approver_groups]"
+                ),
+            ));
+        };
+        let needed = usize::try_from(needed).unwrap_or(usize::MAX);
+        let eligible = principals
+            .iter()
+            .filter(|p| members.contains(&p.name) && !p.roles.is_disjoint(&roles))
+            .count();
+        if needed == 0 || needed > eligible {
+            return Err(invalid(
+                at,
+                format!(
+                    "approvals.groups asks {needed} approval(s) of group '{group}', which has \
+                     {eligible} member(s) with the roles {}: ask between 1 and {eligible}",
+                    list(&roles)
+                ),
+            ));
+        }
+        groups.insert(group, needed);
+    }
+    let requirement = ApprovalRequirement {
+        count,
+        roles,
+        from,
+        groups,
+    };
     let eligible = principals
         .iter()
         .filter(|p| requirement.counts(&p.name, &p.roles))

@@ -193,6 +193,18 @@ pub enum Reason {
         /// If not empty, only these principals count.
         from: BTreeSet<String>,
     },
+    /// Not enough approvals from one of the approver groups the rule (or a tier) names:
+    /// pending.
+    NeedsGroupApprovals {
+        /// The rule (and tier).
+        rule: String,
+        /// The approver group.
+        group: String,
+        /// How many of its members must approve.
+        needed: usize,
+        /// How many did.
+        have: usize,
+    },
 }
 
 impl Reason {
@@ -201,7 +213,9 @@ impl Reason {
     pub fn is_pending(&self) -> bool {
         matches!(
             self,
-            Reason::NeedsApprovals { .. } | Reason::NotSignedBySubmitter(_)
+            Reason::NeedsApprovals { .. }
+                | Reason::NeedsGroupApprovals { .. }
+                | Reason::NotSignedBySubmitter(_)
         )
     }
 
@@ -231,6 +245,7 @@ impl Reason {
             Reason::DuplicateApproval(_) => "duplicate_approval",
             Reason::NotSignedBySubmitter(_) => "not_signed_by_submitter",
             Reason::NeedsApprovals { .. } => "needs_approvals",
+            Reason::NeedsGroupApprovals { .. } => "needs_group_approvals",
         }
     }
 }
@@ -370,6 +385,16 @@ impl fmt::Display for Reason {
                 }
                 write!(f, " from rule '{rule}', has {have}")
             }
+            Reason::NeedsGroupApprovals {
+                rule,
+                group,
+                needed,
+                have,
+            } => write!(
+                f,
+                "needs {needed} approval{} from group '{group}' for rule '{rule}', has {have}",
+                if *needed == 1 { "" } else { "s" }
+            ),
         }
     }
 }

@@ -1,0 +1,296 @@
+//! Approval workflows (issue 16 B.9): approvals from named approver groups, tiers that ask for
+//! more above an amount, and more admin approvals to move a key to another committee. The same
+//! evaluation runs in the coordinator and in every node.
+
+use crate::common;
+
+use alloy_primitives::U256;
+use common::*;
+use tessera_policy::{
+    evaluate, evaluate_key_change, Approval, KeyChange, KeyChangeDecision, KeyEpoch, KeyOperation,
+    Payload, PolicyDocument, PolicyError, Reason, Verdict,
+};
+use tessera_wire::{PartyId, RequestId};
+
+/// The example with approver groups (`heads`: bob; `compliance`: carol and frank), the
+/// treasury rule asking one approval that must include a head, a tier above 5 ETH asking two
+/// approvals including one from compliance, and admin approvals of 1 (2 to change a key's
+/// committee).
+fn workflows_text() -> String {
+    let text = EXAMPLE
+        .replace(
+            "approvals = 2\n",
+            "approvals = 1\ncommittee_change_approvals = 2\n",
+        )
+        .replace(
+            "[groups]\n",
+            "[approver_groups]\nheads = [\"bob\"]\ncompliance = [\"carol\", \"frank\"]\n\n[groups]\n",
+        )
+        .replace(
+            "approvals = { count = 2, roles = [\"approver\"] }\n",
+            "approvals = { count = 1, roles = [\"approver\"], groups = { heads = 1 } }\n\n\
+             [[rules.tiers]]\nasset = \"eth:1\"\nabove = \"5000000000000000000\"\n\
+             approvals = { count = 2, roles = [\"approver\"], groups = { compliance = 1 } }\n",
+        );
+    assert_ne!(text, EXAMPLE);
+    text
+}
+
+fn workflows() -> PolicyDocument {
+    PolicyDocument::from_toml(workflows_text().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn transfer(wei: U256) -> Payload {
+    Payload::EthereumTx {
+        raw: eip1559(DEPOSIT, wei, vec![]),
+    }
+}
+
+fn decide(policy: &PolicyDocument, wei: U256, approvers: &[&str]) -> (Verdict, Vec<String>) {
+    let request = new_request(policy, TREASURY_KEY, transfer(wei), MONDAY_10AM);
+    let decision = evaluate(
+        policy,
+        &request,
+        &approve(&request, approvers),
+        &MapHistory::default(),
+        MONDAY_10AM + 5,
+    );
+    (
+        decision.verdict,
+        decision.reasons.iter().map(ToString::to_string).collect(),
+    )
+}
+
+#[test]
+fn a_rule_can_require_approvals_from_named_groups() {
+    let policy = workflows();
+    // One approval, but it must be a head's.
+    assert_eq!(decide(&policy, eth(1), &["bob"]).0, Verdict::Allow);
+    let (verdict, reasons) = decide(&policy, eth(1), &["carol"]);
+    assert_eq!(verdict, Verdict::Pending);
+    assert_eq!(
+        reasons,
+        ["needs 1 approval from group 'heads' for rule 'treasury transfers', has 0"]
+    );
+    let (verdict, reasons) = decide(&policy, eth(1), &[]);
+    assert_eq!(verdict, Verdict::Pending);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    // The reason's code is stable for clients and metrics.
+    let request = new_request(&policy, TREASURY_KEY, transfer(eth(1)), MONDAY_10AM);
+    let decision = evaluate(
+        &policy,
+        &request,
+        &approve(&request, &["carol"]),
+        &MapHistory::default(),
+        MONDAY_10AM + 5,
+    );
+    assert_eq!(
+        decision
+            .reasons
+            .iter()
+            .map(Reason::code)
+            .collect::<Vec<_>>(),
+        ["needs_group_approvals"]
+    );
+    assert!(decision.reasons[0].is_pending());
+}
+
+#[test]
+fn a_tier_asks_for_more_above_an_amount() {
+    let policy = workflows();
+    // 6 ETH (and its fee) is above 5 ETH: the tier applies.
+    let (verdict, reasons) = decide(&policy, eth(6), &["bob"]);
+    assert_eq!(verdict, Verdict::Pending);
+    let tier = "rule 'treasury transfers (above 5000000000000000000 eth:1)'";
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("needs 2 approvals") && r.contains(tier)),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("group 'compliance'") && r.contains("treasury transfers (above")),
+        "{reasons:?}"
+    );
+    // Two approvals, one of them from compliance, and a head for the rule itself.
+    assert_eq!(decide(&policy, eth(6), &["bob", "carol"]).0, Verdict::Allow);
+    assert_eq!(decide(&policy, eth(6), &["bob", "frank"]).0, Verdict::Allow);
+    // Two approvals without compliance, or compliance without a head, are not enough.
+    let (verdict, reasons) = decide(&policy, eth(6), &["carol", "frank"]);
+    assert_eq!(verdict, Verdict::Pending);
+    assert_eq!(
+        reasons,
+        ["needs 1 approval from group 'heads' for rule 'treasury transfers', has 0"]
+    );
+    // Below the tier, one head is enough.
+    assert_eq!(decide(&policy, eth(4), &["bob"]).0, Verdict::Allow);
+    // The tier counts what the request spends in its asset, its maximum fee included: 5 ETH
+    // exactly is not above it, but 5 ETH paying a fee is.
+    assert_eq!(decide(&policy, eth(5), &["bob"]).0, Verdict::Allow);
+    let paying = Payload::EthereumTx {
+        raw: eip1559_paying(DEPOSIT, eth(5), vec![], 21_000, 1_000_000_000),
+    };
+    let request = new_request(&policy, TREASURY_KEY, paying, MONDAY_10AM);
+    let decision = evaluate(
+        &policy,
+        &request,
+        &approve(&request, &["bob"]),
+        &MapHistory::default(),
+        MONDAY_10AM + 5,
+    );
+    assert_eq!(decision.verdict, Verdict::Pending, "{:?}", decision.reasons);
+}
+
+fn key_change(policy: &PolicyDocument, operation: KeyOperation) -> KeyChange {
+    KeyChange {
+        id: RequestId::random(),
+        policy: policy.hash(),
+        key: key_id(TREASURY_KEY),
+        from: KeyEpoch {
+            epoch: 0,
+            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+            threshold: 2,
+        },
+        operation,
+        proposed_by: "dave".into(),
+        created_at: MONDAY_10AM,
+        expires_at: MONDAY_10AM + 3600,
+    }
+}
+
+fn decide_change(
+    policy: &PolicyDocument,
+    change: &KeyChange,
+    admins: &[&str],
+) -> KeyChangeDecision {
+    let approvals: Vec<Approval> = admins
+        .iter()
+        .chain(["dave"].iter())
+        .map(|n| Approval::sign(&change.change_digest(), n, &key(n)))
+        .collect();
+    evaluate_key_change(policy, change, &approvals, MONDAY_10AM + 5).unwrap()
+}
+
+#[test]
+fn moving_a_key_to_another_committee_needs_more_admins_than_a_refresh() {
+    let policy = workflows();
+    let refresh = key_change(&policy, KeyOperation::Refresh);
+    assert!(!refresh.changes_committee());
+    assert!(matches!(
+        decide_change(&policy, &refresh, &["erin"]),
+        KeyChangeDecision::Allow { .. }
+    ));
+    // A party joins: two other admins.
+    let joins = key_change(
+        &policy,
+        KeyOperation::Reshare {
+            committee: vec![PartyId(1), PartyId(2), PartyId(3), PartyId(4)],
+            threshold: 2,
+        },
+    );
+    assert!(joins.changes_committee());
+    assert!(matches!(
+        decide_change(&policy, &joins, &["erin"]),
+        KeyChangeDecision::Pending { needed: 1, .. }
+    ));
+    assert!(matches!(
+        decide_change(&policy, &joins, &["erin", "frank"]),
+        KeyChangeDecision::Allow { .. }
+    ));
+    // Only the threshold changes: that changes who can sign too.
+    let quorum = key_change(
+        &policy,
+        KeyOperation::Reshare {
+            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+            threshold: 3,
+        },
+    );
+    assert!(quorum.changes_committee());
+    // A reshare to the same committee and threshold is a refresh in effect.
+    let same = key_change(
+        &policy,
+        KeyOperation::Reshare {
+            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+            threshold: 2,
+        },
+    );
+    assert!(!same.changes_committee());
+    assert!(matches!(
+        decide_change(&policy, &same, &["erin"]),
+        KeyChangeDecision::Allow { .. }
+    ));
+    // Without the setting, a committee change needs what a refresh needs.
+    assert_eq!(
+        example().committee_change_approvals(),
+        example().admin_approvals()
+    );
+}
+
+fn refused(text: &str) -> String {
+    match PolicyDocument::from_toml(text.as_bytes()) {
+        Err(e @ PolicyError::Invalid { .. }) => e.to_string(),
+        other => panic!("accepted or refused otherwise: {other:?}"),
+    }
+}
+
+#[test]
+fn workflow_mistakes_are_refused_with_what_to_fix() {
+    let base = workflows_text();
+    let cases = [
+        (
+            base.replace("groups = { heads = 1 }", "groups = { chiefs = 1 }"),
+            "not an approver group",
+        ),
+        (
+            base.replace("groups = { heads = 1 }", "groups = { heads = 2 }"),
+            "which has 1 member(s)",
+        ),
+        (
+            base.replace("groups = { heads = 1 }", "groups = { heads = 0 }"),
+            "ask between 1 and 1",
+        ),
+        (
+            base.replace("heads = [\"bob\"]", "heads = [\"bobby\"]"),
+            "'bobby' is not a principal",
+        ),
+        (
+            base.replace("heads = [\"bob\"]", "heads = []"),
+            "has no members",
+        ),
+        (
+            base.replace("asset = \"eth:1\"\nabove", "asset = \"eth:5\"\nabove"),
+            "has no limit for eth:5",
+        ),
+        (
+            base.replace("above = \"5000000000000000000\"", "above = \"5 ETH\""),
+            "is not an amount",
+        ),
+        (
+            base.replace(
+                "approvals = { count = 2, roles = [\"approver\"], groups = { compliance = 1 } }",
+                "approvals = { count = 0, roles = [\"approver\"] }",
+            ),
+            "asks for no approvals",
+        ),
+        (
+            base.replace(
+                "committee_change_approvals = 2",
+                "committee_change_approvals = 0",
+            ),
+            "below admin.approvals",
+        ),
+        (
+            base.replace(
+                "committee_change_approvals = 2",
+                "committee_change_approvals = 3",
+            ),
+            "can never be reached",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = refused(&text);
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+}
