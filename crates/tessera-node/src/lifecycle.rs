@@ -489,9 +489,11 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
 
     /// Abandons the pending reshare results that expired (their new shares erased) and, with
     /// `restarted`, the sessions a stop interrupted. Every result is audited, errors included
-    /// (they leave the record as it was, to be tried again): one session's as
-    /// `reshare.abandon_failed`, and a sweep that cannot list or read the records at all as
-    /// `reshare.sweep_failed` (also returned).
+    /// (they leave the record as it was, to be tried again). A record that cannot be read, does
+    /// not decode or cannot be written is audited as `reshare.abandon_failed` (naming its key
+    /// and session) and logged, and the sweep goes on with the others: it is not an error of
+    /// the sweep. Only a store whose records cannot be listed at all fails it: audited as
+    /// `reshare.sweep_failed` and returned. Returns how many sessions were abandoned.
     pub fn sweep_reshares(&self, restarted: bool) -> Result<usize, StateError> {
         let swept = match self.state.sweep_reshares(now_unix(), restarted) {
             Ok(swept) => swept,
@@ -521,7 +523,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(%key, %session, error = %e, "cannot abandon a reshare result; will try again");
+                    tracing::warn!(%key, %session, error = %e, "cannot read or abandon this reshare record; it is left as it was and tried again on the next sweep");
                     self.audit.note(
                         self.lifecycle_event("reshare.abandon_failed", key, session)
                             .detail("error", &e),

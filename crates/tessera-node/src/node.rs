@@ -226,7 +226,9 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             keys: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
         };
-        // Sessions a stop interrupted never finish; expired results are erased.
+        // Sessions a stop interrupted never finish; expired results are erased. A record that
+        // cannot be read or erased is logged and audited and does not stop the start (the
+        // sweep goes on with the others); only a store that cannot be listed at all does.
         node.sweep_reshares(true)?;
         Ok(node)
     }

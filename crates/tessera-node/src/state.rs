@@ -441,20 +441,17 @@ impl<S: SecretStore + 'static> NodeState<S> {
         Ok(found)
     }
 
-    /// Every key with reshare records here.
-    fn reshared_keys(&self) -> Result<Vec<KeyId>, StateError> {
-        let mut keys: Vec<KeyId> = self
+    /// Every reshare record here, by key and session (its name alone: nothing is read).
+    fn reshare_sessions(&self) -> Result<Vec<(KeyId, SessionId)>, StateError> {
+        Ok(self
             .store
             .list()?
             .iter()
             .filter_map(|n| {
-                let rest = n.as_str().strip_prefix("reshare.")?;
-                rest.split('.').next()?.parse().ok()
+                let (key, session) = n.as_str().strip_prefix("reshare.")?.split_once('.')?;
+                Some((key.parse().ok()?, session.parse().ok()?))
             })
-            .collect();
-        keys.sort();
-        keys.dedup();
-        Ok(keys)
+            .collect())
     }
 
     fn current(&self, key: KeyId) -> Result<Option<KeyRecord>, StateError> {
@@ -700,24 +697,28 @@ impl<S: SecretStore + 'static> NodeState<S> {
 
     /// Pending results that expired by `now` are abandoned (their new shares erased), and, at
     /// start-up (`restarted`), sessions a stop interrupted too. Returns each with what
-    /// happened to it, or the error that left it as it was (its record could not be read again
-    /// or written). `Err` if the records cannot be listed or read: then nothing was swept (every
-    /// record is read before any is written, so that no abandonment goes unreported).
+    /// happened to it, or the error that left it as it was: its record cannot be read or does
+    /// not decode (whether it was due is unknown), or it could not be read again or written.
+    /// Such a failure is confined to its record: the others are swept all the same. `Err` only
+    /// if the records cannot be listed: then nothing was swept. Every record is read before
+    /// any is written.
     pub fn sweep_reshares(&self, now: u64, restarted: bool) -> Result<Swept, StateError> {
-        let mut due = Vec::new();
-        for key in self.reshared_keys()? {
-            for (session, record) in self.reshares(key)? {
-                let reason = match record {
-                    ReshareRecord::Pending { expires_at, .. } if now > expires_at => {
-                        "its pending result expired"
-                    }
-                    ReshareRecord::Started if restarted => "the node stopped while it ran",
-                    _ => continue,
-                };
-                due.push((key, session, reason));
-            }
-        }
         let mut swept = Vec::new();
+        let mut due = Vec::new();
+        for (key, session) in self.reshare_sessions()? {
+            let reason = match self.reshare(key, session) {
+                Ok(Some(ReshareRecord::Pending { expires_at, .. })) if now > expires_at => {
+                    "its pending result expired"
+                }
+                Ok(Some(ReshareRecord::Started)) if restarted => "the node stopped while it ran",
+                Ok(_) => continue,
+                Err(e) => {
+                    swept.push((key, session, Err(e)));
+                    continue;
+                }
+            };
+            due.push((key, session, reason));
+        }
         for (key, session, reason) in due {
             let _guard = self.locked();
             // Read again under the lock: a certificate may have arrived meanwhile. A record that

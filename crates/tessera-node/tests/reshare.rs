@@ -1273,6 +1273,44 @@ impl SecretStore for FailingStore {
     }
 }
 
+/// A refresh result of `key` held pending here (p1 receives a new share) that expired ten
+/// seconds ago, with its session.
+fn expired_pending(key: KeyId) -> (SessionId, ReshareRecord) {
+    let fixture = insecure_committee_2of3();
+    let (share, aux) = parts(&fixture.shares[0]);
+    let session = SessionId::random();
+    let pending = ReshareRecord::Pending {
+        report: EpochReport {
+            key,
+            reshare: session,
+            kind: Kind::Refresh,
+            from_epoch: 0,
+            old_committee: vec![P1, P2, P3],
+            dealers: vec![P1, P2, P3],
+            new_committee: vec![P1, P2, P3],
+            new_threshold: 2,
+            public_key: Vec::new(),
+            confirmation: [0; 32],
+            authorisation: [0; 32],
+            aux: Some([0; 32]),
+        },
+        record: Some(Box::new(tessera_node::state::KeyRecord {
+            committee: vec![P1, P2, P3],
+            threshold: 2,
+            epoch: 1,
+            share,
+            aux: Some(aux),
+        })),
+        expires_at: now() - 10,
+    };
+    (session, pending)
+}
+
+/// The store's name of `key`'s reshare record of `session`.
+fn reshare_record(key: KeyId, session: SessionId) -> tessera_store::RecordName {
+    tessera_store::RecordName::new(format!("reshare.{key}.{session}")).unwrap()
+}
+
 /// The events of `action` in the audit log at `path`, as JSON.
 fn audited(path: &std::path::Path, action: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -1304,41 +1342,12 @@ async fn a_sweep_that_cannot_erase_a_result_audits_the_failure_and_keeps_it_unti
 
     // A reshare result held pending here (p1 receives a new share), and expired.
     let key = KeyId::random();
-    let fixture = insecure_committee_2of3();
-    let (share, aux) = parts(&fixture.shares[0]);
-    let pending = ReshareRecord::Pending {
-        report: EpochReport {
-            key,
-            reshare: SessionId::random(),
-            kind: Kind::Refresh,
-            from_epoch: 0,
-            old_committee: vec![P1, P2, P3],
-            dealers: vec![P1, P2, P3],
-            new_committee: vec![P1, P2, P3],
-            new_threshold: 2,
-            public_key: Vec::new(),
-            confirmation: [0; 32],
-            authorisation: [0; 32],
-            aux: Some([0; 32]),
-        },
-        record: Some(Box::new(tessera_node::state::KeyRecord {
-            committee: vec![P1, P2, P3],
-            threshold: 2,
-            epoch: 1,
-            share,
-            aux: Some(aux),
-        })),
-        expires_at: now() - 10,
-    };
-    let session = match &pending {
-        ReshareRecord::Pending { report, .. } => report.reshare,
-        _ => unreachable!(),
-    };
-    let name = |session: SessionId| {
-        tessera_store::RecordName::new(format!("reshare.{key}.{session}")).unwrap()
-    };
+    let (session, pending) = expired_pending(key);
     store
-        .put(&name(session), &serde_json::to_vec(&pending).unwrap())
+        .put(
+            &reshare_record(key, session),
+            &serde_json::to_vec(&pending).unwrap(),
+        )
         .unwrap();
     let state = |session| {
         node.state()
@@ -1443,6 +1452,78 @@ async fn a_sweep_that_cannot_erase_a_result_audits_the_failure_and_keeps_it_unti
         detail(&abandoned[1], "reason"),
         "the node stopped while it ran"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_reshare_record_is_reported_and_the_sweep_still_erases_the_others() {
+    // p1's store holds two keys' expired pending results; one of them is garbage (it does not
+    // decode), written before the node starts.
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = five_nodes(dir.path(), quick()).await;
+    let restart = Restart::of(&cluster);
+    let store = std::sync::Arc::new(FailingStore::new(&dir.path().join("corrupt")));
+    let net = tessera_transport::memory::MemoryNetwork::new();
+    let log = "corrupt.audit.jsonl";
+    let log_path = cluster.audit_dir().join(log);
+    let (good_key, bad_key) = (KeyId::random(), KeyId::random());
+    let (good, pending) = expired_pending(good_key);
+    store
+        .put(
+            &reshare_record(good_key, good),
+            &serde_json::to_vec(&pending).unwrap(),
+        )
+        .unwrap();
+    let bad = SessionId::random();
+    let garbage = b"\x00\xffnot a reshare record".to_vec();
+    store.put(&reshare_record(bad_key, bad), &garbage).unwrap();
+
+    // The node starts all the same; its start-up sweep erases the good key's result and
+    // audits it, and reports and audits the corrupt record, which it leaves as it was.
+    let node = restart.node(P1, store.clone(), &net, log).await;
+    assert_eq!(
+        node.state()
+            .reshare(good_key, good)
+            .unwrap()
+            .map(|r| r.state()),
+        Some("abandoned")
+    );
+    let abandoned = audited(&log_path, "reshare.abandoned");
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(detail(&abandoned[0], "key"), good_key.to_string());
+    assert_eq!(detail(&abandoned[0], "reshare"), good.to_string());
+    assert_eq!(
+        detail(&abandoned[0], "reason"),
+        "its pending result expired"
+    );
+    let failed = audited(&log_path, "reshare.abandon_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(detail(&failed[0], "key"), bad_key.to_string());
+    assert_eq!(detail(&failed[0], "reshare"), bad.to_string());
+    let record = reshare_record(bad_key, bad).to_string();
+    assert!(
+        detail(&failed[0], "error").contains(&format!("record {record} is not valid")),
+        "{}",
+        failed[0]
+    );
+    assert!(audited(&log_path, "reshare.sweep_failed").is_empty());
+    assert_eq!(*store.get(&reshare_record(bad_key, bad)).unwrap(), garbage);
+
+    // Each later sweep reports it again (a typed error, for its key and session) and
+    // abandons nothing more.
+    let swept = node.state().sweep_reshares(now(), false).unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!((swept[0].0, swept[0].1), (bad_key, bad));
+    assert!(
+        matches!(
+            &swept[0].2,
+            Err(tessera_node::state::StateError::Format(name, _)) if *name == record
+        ),
+        "{swept:?}"
+    );
+    assert_eq!(node.sweep_reshares(false).unwrap(), 0);
+    assert_eq!(audited(&log_path, "reshare.abandon_failed").len(), 2);
+    assert_eq!(audited(&log_path, "reshare.abandoned").len(), 1);
+    assert_eq!(*store.get(&reshare_record(bad_key, bad)).unwrap(), garbage);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,42 +295,54 @@ async fn sign_as_proposer(
 
 /// Prints a key for people: what holds it, its epoch, and any rotation step still due.
 fn print_key(key: &KeyView) {
-    println!("key        {} ({})", key.name, key.id);
-    println!("status     {}, epoch {}", key.status, key.epoch);
-    println!(
+    print!("{}", render_key(key));
+}
+
+/// A key for people (see [`print_key`]), one line per item.
+fn render_key(key: &KeyView) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "key        {} ({})", key.name, key.id);
+    let _ = writeln!(out, "status     {}, epoch {}", key.status, key.epoch);
+    let _ = writeln!(
+        out,
         "held by    {}-of-{} on {}",
         key.threshold,
         key.committee.len(),
         PartyId::list(&key.committee)
     );
     if let Some(public_key) = &key.public_key {
-        println!("public key {public_key}");
+        let _ = writeln!(out, "public key {public_key}");
     }
     if let Some(address) = &key.address {
-        println!("address    {address}");
+        let _ = writeln!(out, "address    {address}");
     }
     if let Some(error) = &key.error {
-        println!("error      {error}");
+        let _ = writeln!(out, "error      {error}");
     }
     if let Some(every) = key.refresh_every_secs {
-        println!(
+        let _ = writeln!(
+            out,
             "refresh    every {every} s, next at {}",
             key.next_refresh_at
                 .map_or_else(|| "-".to_owned(), |t| t.to_string())
         );
     }
     if let Some(at) = key.rotated_at {
-        println!("rotated at {at}");
+        let _ = writeln!(out, "rotated at {at}");
     }
     if let Some(session) = &key.activation_due {
-        println!(
+        let _ = writeln!(
+            out,
             "due        the activation of epoch {} (session {session}) has not reached every \
              participant; it is resent every rotation check, or now with `tessera key activate {}`",
             key.epoch, key.name
         );
     }
     if !key.erasure_unconfirmed.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "not confirmed erased: {} still may hold epoch {} or older; they are asked again \
              every rotation check (or with `tessera key activate {}`)",
             PartyId::list(&key.erasure_unconfirmed),
@@ -338,35 +350,47 @@ fn print_key(key: &KeyView) {
             key.name
         );
     }
+    out
 }
 
 /// Prints a key change for people.
 fn print_key_change(change: &KeyChangeView) {
-    println!("change   {}", change.id);
-    println!("key      {} ({})", change.key_name, change.key_id);
-    println!("does     {}", change.operation);
-    println!("state    {}", change.state);
-    println!("by       {}", change.proposed_by);
+    print!("{}", render_key_change(change));
+}
+
+/// A key change for people (see [`print_key_change`]), one line per item; the coordinator's
+/// notes (e.g. receivers without a prime set ready) each on a `note` line.
+fn render_key_change(change: &KeyChangeView) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "change   {}", change.id);
+    let _ = writeln!(out, "key      {} ({})", change.key_name, change.key_id);
+    let _ = writeln!(out, "does     {}", change.operation);
+    let _ = writeln!(out, "state    {}", change.state);
+    let _ = writeln!(out, "by       {}", change.proposed_by);
     let approvers: Vec<&str> = change
         .decisions
         .iter()
         .map(|d| d.principal.as_str())
         .collect();
     if !approvers.is_empty() {
-        println!("approved {}", approvers.join(", "));
+        let _ = writeln!(out, "approved {}", approvers.join(", "));
     }
     if let Some(error) = &change.error {
-        println!("error    {error}");
+        let _ = writeln!(out, "error    {error}");
     }
     for note in &change.notes {
-        println!("note     {note}");
+        let _ = writeln!(out, "note     {note}");
     }
     if change.state == KeyChangeState::Pending {
-        println!(
+        let _ = writeln!(
+            out,
             "next     other admins approve: tessera key approve-change {}",
             change.id
         );
     }
+    out
 }
 
 /// What a request signs.
@@ -936,4 +960,129 @@ pub fn run_policy_show(args: PolicyShowArgs) -> Result<()> {
         println!("{}", policy.document);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_coordinator::store::KeyStatus;
+    use tessera_policy::{KeyChange, KeyEpoch, PolicyHash};
+    use tessera_wire::KeyId;
+
+    fn committee() -> Vec<PartyId> {
+        vec![PartyId(1), PartyId(2), PartyId(4)]
+    }
+
+    /// A ready 2-of-3 key at epoch 2 on p1, p2, p4, with nothing due.
+    fn key_view() -> KeyView {
+        KeyView {
+            id: KeyId::random(),
+            name: "treasury".to_owned(),
+            threshold: 2,
+            committee: committee(),
+            status: KeyStatus::Ready,
+            public_key: Some("02ab".to_owned()),
+            chain_code: None,
+            address: Some("0x0000000000000000000000000000000000000001".to_owned()),
+            error: None,
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_100,
+            refresh_every_secs: None,
+            next_refresh_at: None,
+            rotated_at: Some(1_700_000_100),
+            epoch: 2,
+            activation_due: None,
+            erasure_unconfirmed: Vec::new(),
+        }
+    }
+
+    /// A refresh of `treasury` just proposed, with the coordinator's `notes`.
+    fn change_view(notes: Vec<String>) -> KeyChangeView {
+        let key = KeyId::random();
+        KeyChangeView {
+            id: ProposalId::random(),
+            key_id: key,
+            key_name: "treasury".to_owned(),
+            operation: "refresh".to_owned(),
+            state: KeyChangeState::Pending,
+            error: None,
+            proposed_by: "alice".to_owned(),
+            change_digest: "00".repeat(32),
+            decisions: Vec::new(),
+            created_at: 1_700_000_000,
+            expires_at: 1_700_003_600,
+            updated_at: 1_700_000_000,
+            change: KeyChange {
+                id: RequestId::random(),
+                policy: PolicyHash([7; 32]),
+                key,
+                from: KeyEpoch {
+                    epoch: 2,
+                    committee: committee(),
+                    threshold: 2,
+                },
+                operation: KeyOperation::Refresh,
+                proposed_by: "alice".to_owned(),
+                created_at: 1_700_000_000,
+                expires_at: 1_700_003_600,
+            },
+            notes,
+        }
+    }
+
+    #[test]
+    fn a_key_shows_the_holders_not_confirmed_erased_by_name() {
+        let mut key = key_view();
+        key.erasure_unconfirmed = vec![PartyId(3)];
+        let shown = render_key(&key);
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with("not confirmed erased: "))
+            .unwrap_or_else(|| panic!("no erasure line in:\n{shown}"));
+        assert!(
+            line.starts_with("not confirmed erased: p3 still may hold epoch 1 or older"),
+            "{line}"
+        );
+        assert!(line.contains("tessera key activate treasury"), "{line}");
+        // The rest of the key is shown as before.
+        assert!(shown.starts_with(&format!("key        treasury ({})\n", key.id)));
+        assert!(
+            shown.contains("held by    2-of-3 on p1, p2, p4\n"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_key_whose_old_epoch_is_erased_everywhere_has_no_erasure_line() {
+        let shown = render_key(&key_view());
+        assert!(!shown.contains("not confirmed erased"), "{shown}");
+        assert!(!shown.contains("p3"), "{shown}");
+    }
+
+    #[test]
+    fn a_key_change_shows_the_coordinators_note_about_prime_sets() {
+        let note = "p3 has no prime set ready now: the refresh renews the auxiliary info and \
+                    will wait for their nodes to generate one (1 to 6 minutes each) when it runs";
+        let change = change_view(vec![note.to_owned()]);
+        let shown = render_key_change(&change);
+        let notes: Vec<&str> = shown.lines().filter(|l| l.starts_with("note ")).collect();
+        assert_eq!(notes, [format!("note     {note}")], "{shown}");
+        // Before the next step, after the change itself.
+        let (note_at, next_at) = (
+            shown.find("note     ").unwrap(),
+            shown.find("next     ").unwrap(),
+        );
+        assert!(note_at < next_at, "{shown}");
+        assert!(
+            shown.starts_with(&format!("change   {}\n", change.id)),
+            "{shown}"
+        );
+        assert!(shown.contains("does     refresh\n"), "{shown}");
+    }
+
+    #[test]
+    fn a_key_change_without_notes_has_no_note_line() {
+        let shown = render_key_change(&change_view(Vec::new()));
+        assert!(!shown.contains("note "), "{shown}");
+    }
 }
