@@ -120,6 +120,7 @@ on_both_backends!(
     rotation_leases_hold_across_coordinators,
     admissions_reserve_spend_one_at_a_time_across_coordinators,
     requests_are_counted_by_state,
+    shared_windows_admit_across_keys_one_at_a_time,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -1735,9 +1736,12 @@ async fn stale_key_generations_fail(db: &Db) {
 async fn admit_within(store: &Store, requests: &[u8], amount: u64, limit: u64) -> Vec<u8> {
     let mut admitted = Vec::new();
     for &n in requests {
-        let mut admission = store.begin_admission(rid(n), kid(1)).await.unwrap();
+        let mut admission = store
+            .begin_admission(rid(n), kid(1), &Default::default())
+            .await
+            .unwrap();
         let spent: u64 = admission
-            .spends_since("eth", 0)
+            .spends_since(kid(1), "eth", 0)
             .await
             .unwrap()
             .iter()
@@ -1790,9 +1794,12 @@ async fn admissions_reserve_spend_one_at_a_time_across_coordinators(db: &Db) {
     }
     // A request no longer approved is not admitted, and nothing is reserved for it.
     let signing = all[0];
-    let mut again = second.begin_admission(rid(signing), kid(1)).await.unwrap();
+    let mut again = second
+        .begin_admission(rid(signing), kid(1), &Default::default())
+        .await
+        .unwrap();
     assert_eq!(
-        again.spends_since("eth", 0).await.unwrap(),
+        again.spends_since(kid(1), "eth", 0).await.unwrap(),
         ["10", "10", "10"],
         "an admission does not count the request's own reservation"
     );
@@ -1827,9 +1834,74 @@ async fn admissions_reserve_spend_one_at_a_time_across_coordinators(db: &Db) {
     assert_eq!(still_approved.len(), 12 - 5);
     // An unknown key is refused.
     assert!(matches!(
-        first.begin_admission(rid(1), kid(9)).await,
+        first
+            .begin_admission(rid(1), kid(9), &Default::default())
+            .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// Admits requests of keys 1 and 2, whose window of 25 is shared, counting both keys' spend
+/// inside each admission; returns the requests admitted.
+async fn admit_shared(store: &Store, requests: &[(u8, u8)]) -> Vec<u8> {
+    let shared: std::collections::BTreeSet<KeyId> = [kid(1), kid(2)].into();
+    let mut admitted = Vec::new();
+    for &(n, key) in requests {
+        let mut admission = store
+            .begin_admission(rid(n), kid(key), &shared)
+            .await
+            .unwrap();
+        let mut spent = 0u64;
+        for counted in [kid(1), kid(2)] {
+            for amount in admission.spends_since(counted, "eth", 0).await.unwrap() {
+                spent += amount.parse::<u64>().unwrap();
+            }
+        }
+        if spent + 10 > 25 {
+            continue;
+        }
+        tokio::task::yield_now().await;
+        if admission
+            .admit(&[("eth".to_owned(), "10".to_owned())], 500)
+            .await
+            .unwrap()
+        {
+            admitted.push(n);
+        }
+    }
+    admitted
+}
+
+async fn shared_windows_admit_across_keys_one_at_a_time(db: &Db) {
+    let first = store_with_key(db).await;
+    first.insert_key(&new_key(2, "ops")).await.unwrap();
+    let second = db.store().await;
+    // Requests 1-6 on key 1, 7-12 on key 2, all approved; a window of 25 shared by both keys
+    // fits two requests of 10, whichever keys they are for.
+    for n in 1..=12u8 {
+        let key = if n <= 6 { 1 } else { 2 };
+        first
+            .insert_request(&NewRequest {
+                state: RequestState::Approved,
+                ..new_request(n, kid(key), 400)
+            })
+            .await
+            .unwrap();
+    }
+    let on_key_1: Vec<(u8, u8)> = (1..=6).map(|n| (n, 1)).collect();
+    let on_key_2: Vec<(u8, u8)> = (7..=12).map(|n| (n, 2)).collect();
+    let (a, b) = tokio::join!(
+        admit_shared(&first, &on_key_1),
+        admit_shared(&second, &on_key_2)
+    );
+    assert_eq!(a.len() + b.len(), 2, "admitted {a:?} and {b:?}");
+    // A key outside the database in the shared set is no error: it has no spend here.
+    let mut outside: std::collections::BTreeSet<KeyId> = [kid(2)].into();
+    outside.insert(kid(7));
+    assert!(first
+        .begin_admission(rid(1), kid(1), &outside)
+        .await
+        .is_ok());
 }
 
 async fn requests_are_counted_by_state(db: &Db) {

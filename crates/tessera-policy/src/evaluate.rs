@@ -267,7 +267,14 @@ fn check_limit(
         });
     }
     if let Some(window) = &limit.window {
-        let spent = history.spent_since(key, &asset, now.saturating_sub(window.secs));
+        // The request's key, and every key the window is shared with.
+        let since = now.saturating_sub(window.secs);
+        let spent = window
+            .counted_keys(key)
+            .into_iter()
+            .fold(U256::ZERO, |sum, counted| {
+                sum.saturating_add(history.spent_since(counted, &asset, since))
+            });
         let within = spent
             .checked_add(amount)
             .is_some_and(|total| total <= window.amount);

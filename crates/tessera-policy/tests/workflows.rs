@@ -294,3 +294,85 @@ fn workflow_mistakes_are_refused_with_what_to_fix() {
         assert!(message.contains(expected), "{expected:?} not in {message}");
     }
 }
+
+/// Issue 16 B.8: a rolling window shared by a group of keys counts what every key of the group
+/// spent, so spreading transfers over the group's keys does not pass the limit.
+#[test]
+fn a_window_shared_by_a_group_of_keys_counts_them_all() {
+    const OTHER_TREASURY_KEY: &str = "6e1b4d2f0c8e5f3ab2d4c6e8f0a2b3c5";
+    let shared_text = EXAMPLE.replace(
+        "window_secs = 86400\nmax_fee",
+        "window_secs = 86400\nwindow_keys = \"group:treasury\"\nmax_fee",
+    );
+    assert_ne!(shared_text, EXAMPLE);
+    let shared = PolicyDocument::from_toml(shared_text.as_bytes()).unwrap();
+    let own = example();
+    let mut history = MapHistory::default();
+    // 45 ETH already went out through the other treasury key.
+    history.record(
+        key_id(OTHER_TREASURY_KEY),
+        tessera_policy::Asset::Native { chain_id: 1 },
+        MONDAY_10AM - 3600,
+        eth(45),
+    );
+    let decide = |policy: &PolicyDocument| {
+        let request = new_request(policy, TREASURY_KEY, transfer(eth(6)), MONDAY_10AM);
+        evaluate(
+            policy,
+            &request,
+            &approve(&request, &["bob", "carol"]),
+            &history,
+            MONDAY_10AM + 5,
+        )
+    };
+    // Each key's own window: 6 ETH fits on this key.
+    assert_eq!(decide(&own).verdict, Verdict::Allow);
+    // Shared by the group: 45 + 6 is over 50.
+    let decision = decide(&shared);
+    assert_eq!(decision.verdict, Verdict::Deny);
+    assert_eq!(
+        decision
+            .reasons
+            .iter()
+            .map(Reason::code)
+            .collect::<Vec<_>>(),
+        ["over_window"]
+    );
+    // Within the shared room, it passes.
+    let request = new_request(&shared, TREASURY_KEY, transfer(eth(5)), MONDAY_10AM);
+    let fits = evaluate(
+        &shared,
+        &request,
+        &approve(&request, &["bob", "carol"]),
+        &history,
+        MONDAY_10AM + 5,
+    );
+    assert_eq!(fits.verdict, Verdict::Allow, "{:?}", fits.reasons);
+
+    // Mistakes are named.
+    for (text, expected) in [
+        (
+            shared_text.replace("\"group:treasury\"\nmax_fee", "\"treasury\"\nmax_fee"),
+            "write \"group:<name>\"",
+        ),
+        (
+            shared_text.replace("\"group:treasury\"\nmax_fee", "\"group:cold\"\nmax_fee"),
+            "group 'cold', which is not defined",
+        ),
+        (
+            EXAMPLE
+                .replace(
+                    "per_request = \"500000000000000000\"     # 0.5 ETH",
+                    "per_request = \"500000000000000000\"\nwindow_keys = \"group:treasury\"",
+                )
+                .replace(
+                    "per_window = \"2000000000000000000\"     # 2 ETH\nwindow_secs = 3600\n",
+                    "",
+                ),
+            "set per_window and window_secs too",
+        ),
+    ] {
+        let message = refused(&text);
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+}

@@ -3,11 +3,12 @@
 //! `evaluate` is synchronous and the store is not, so the sums it will ask for are read first
 //! (from the store, or inside an [`Admission`] that holds the key's admission lock):
 //! for each asset the request spends (what it moves, and the native coin for its fee), one sum
-//! per rolling window of the rules covering the key. A sum
+//! per rolling window of the rules covering the key, and per key the window counts (a window
+//! shared by a group of keys counts them all). A sum
 //! that was not read (which `evaluate` never asks for) counts as unlimited spend, so a mistake
 //! here denies rather than allows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use tessera_chain::U256;
 use tessera_policy::{Asset, Derived, PolicyDocument, SpendHistory};
@@ -18,22 +19,32 @@ use crate::store::Admission;
 use crate::Store;
 use tessera_wire::RequestId;
 
-/// Sums of spend per (asset, since), read from the store for one evaluation.
+/// Sums of spend per (key, asset, since), read from the store for one evaluation.
 pub(crate) struct StoreHistory {
-    key: KeyId,
-    sums: HashMap<(Asset, u64), U256>,
+    sums: HashMap<(KeyId, Asset, u64), U256>,
 }
 
 impl SpendHistory for StoreHistory {
     fn spent_since(&self, key: KeyId, asset: &Asset, since: u64) -> U256 {
-        if key != self.key {
-            return U256::MAX;
-        }
         self.sums
-            .get(&(*asset, since))
+            .get(&(key, *asset, since))
             .copied()
             .unwrap_or(U256::MAX)
     }
+}
+
+/// Every key whose spend a request of `key` counts under `policy`: `key`, and the keys its
+/// rules' windows are shared with (`window_keys`). An admission locks them all.
+pub(crate) fn counted_keys(policy: &PolicyDocument, key: KeyId) -> BTreeSet<KeyId> {
+    let mut keys = BTreeSet::from([key]);
+    for rule in policy.rules_for(&key) {
+        for limit in &rule.limits {
+            if let Some(window) = &limit.window {
+                keys.extend(window.counted_keys(key));
+            }
+        }
+    }
+    keys
 }
 
 /// Where the reserved spend is read from.
@@ -53,7 +64,7 @@ impl Source<'_> {
     ) -> Result<Vec<String>, ServiceError> {
         Ok(match self {
             Source::Store(store, except) => store.spends_since(key, asset, since, *except).await?,
-            Source::Admission(admission) => admission.spends_since(asset, since).await?,
+            Source::Admission(admission) => admission.spends_since(key, asset, since).await?,
         })
     }
 }
@@ -73,19 +84,22 @@ pub(crate) async fn load(
                 continue;
             };
             let since = now.saturating_sub(window.secs);
-            if sums.contains_key(&(asset, since)) {
-                continue;
+            for counted in window.counted_keys(key) {
+                if sums.contains_key(&(counted, asset, since)) {
+                    continue;
+                }
+                let amounts = source
+                    .spends_since(counted, &asset.to_string(), to_db(since))
+                    .await?;
+                let total = amounts.iter().fold(U256::ZERO, |sum, amount| {
+                    // Amounts are validated when recorded; an unreadable one counts as
+                    // unlimited.
+                    let amount = amount.parse::<U256>().unwrap_or(U256::MAX);
+                    sum.saturating_add(amount)
+                });
+                sums.insert((counted, asset, since), total);
             }
-            let amounts = source
-                .spends_since(key, &asset.to_string(), to_db(since))
-                .await?;
-            let total = amounts.iter().fold(U256::ZERO, |sum, amount| {
-                // Amounts are validated when recorded; an unreadable one counts as unlimited.
-                let amount = amount.parse::<U256>().unwrap_or(U256::MAX);
-                sum.saturating_add(amount)
-            });
-            sums.insert((asset, since), total);
         }
     }
-    Ok(StoreHistory { key, sums })
+    Ok(StoreHistory { sums })
 }

@@ -147,7 +147,8 @@ impl Coordinator {
         let reasons = match request.check() {
             Err(e) => vec![format!("the request no longer checks: {e}")],
             Ok(derived) => {
-                let mut admission = self.store.begin_admission(id, request.key).await?;
+                let shared = history::counted_keys(&active.document, request.key);
+                let mut admission = self.store.begin_admission(id, request.key, &shared).await?;
                 let history = history::load(
                     history::Source::Admission(&mut admission),
                     &active.document,

@@ -6,6 +6,8 @@
 //! gives its reservation back ([`Store::fail_signing`]); the row stays, marked released.
 //! Amounts are decimal text in base units (they may exceed `u64`); the store never adds them.
 
+use std::collections::BTreeSet;
+
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use tessera_wire::{KeyId, RequestId};
@@ -141,9 +143,10 @@ impl Store {
     }
 
     /// Starts admitting request `request` of key `key` to signing: a write transaction that
-    /// first takes the key's admission lock (held until [`Admission::admit`] commits or the
-    /// admission is dropped), so admissions of one key run one at a time across every
-    /// coordinator on this database and each reads the reservations of those before it.
+    /// first takes the admission lock of `key` and of the keys its windows are `shared_with`
+    /// (held until [`Admission::admit`] commits or the admission is dropped), so admissions
+    /// that count the same keys run one at a time across every coordinator on this database
+    /// and each reads the reservations of those before it.
     ///
     /// Do not use the store otherwise while holding it: on `sqlite::memory:` the admission
     /// holds the only connection.
@@ -151,18 +154,26 @@ impl Store {
         &self,
         request: RequestId,
         key: KeyId,
+        shared_with: &BTreeSet<KeyId>,
     ) -> Result<Admission, StoreError> {
         let mut tx = self
             .begin_write(&format!("admitting request {request}"))
             .await?;
-        let locked = sqlx::query("UPDATE keys SET admissions = admissions + 1 WHERE id = $1")
-            .bind(key.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(format_args!("locking the spend of key {key}"), e))?
-            .rows_affected();
-        if locked != 1 {
-            return Err(StoreError::NotFound(format!("no key {key}")));
+        // Every key whose spend the request counts, always in the same (sorted) order, so two
+        // admissions that share keys never wait for each other in a cycle. A shared key this
+        // database does not know has no row, and no spend here either.
+        let mut keys = shared_with.clone();
+        keys.insert(key);
+        for locking in keys {
+            let locked = sqlx::query("UPDATE keys SET admissions = admissions + 1 WHERE id = $1")
+                .bind(locking.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(format_args!("locking the spend of key {locking}"), e))?
+                .rows_affected();
+            if locked != 1 && locking == key {
+                return Err(StoreError::NotFound(format!("no key {key}")));
+            }
         }
         Ok(Admission {
             tx,
@@ -279,14 +290,16 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    /// The amounts reserved by this key in `asset` at or after `since` and not released, but
-    /// for this request's own, as [`Store::spends_since`] reads them.
+    /// The amounts reserved by `key` (this request's key, or one locked with it) in `asset`
+    /// at or after `since` and not released, but for this request's own, as
+    /// [`Store::spends_since`] reads them.
     pub async fn spends_since(
         &mut self,
+        key: KeyId,
         asset: &str,
         since: i64,
     ) -> Result<Vec<String>, StoreError> {
-        window_spends(&mut self.tx, self.key, asset, since, Some(self.request)).await
+        window_spends(&mut self.tx, key, asset, since, Some(self.request)).await
     }
 
     /// Moves the request from `approved` to `signing` with `spends` reserved for it (each

@@ -99,6 +99,7 @@ pub(super) struct RawLimit {
     pub(super) per_request: String,
     pub(super) per_window: Option<String>,
     pub(super) window_secs: Option<u64>,
+    pub(super) window_keys: Option<String>,
     pub(super) max_fee: Option<String>,
 }
 

@@ -94,6 +94,19 @@ pub struct Window {
     pub amount: U256,
     /// The window's length in seconds (> 0).
     pub secs: u64,
+    /// Other keys whose spend counts in the same window (`window_keys = "group:<name>"`):
+    /// the group's members. Empty: the window is the request's key's own.
+    pub shared_with: BTreeSet<KeyId>,
+}
+
+impl Window {
+    /// The keys whose spend a request of `key` counts in this window: `key` and the keys the
+    /// window is shared with, in order.
+    pub fn counted_keys(&self, key: KeyId) -> BTreeSet<KeyId> {
+        let mut keys = self.shared_with.clone();
+        keys.insert(key);
+        keys
+    }
 }
 
 /// How much of one asset a rule lets through.

@@ -257,7 +257,7 @@ fn check_rule(
     let limits = raw
         .limits
         .into_iter()
-        .map(|l| check_limit(l, &at))
+        .map(|l| check_limit(l, groups, &at))
         .collect::<Result<Vec<_>, _>>()?;
     let mut assets = BTreeSet::new();
     for limit in &limits {
@@ -462,7 +462,11 @@ fn parse_amount(text: &str, field: &str, at: &str) -> Result<U256, PolicyError> 
     U256::from_str_radix(text, 10).map_err(|_| problem())
 }
 
-fn check_limit(raw: RawLimit, at: &str) -> Result<Limit, PolicyError> {
+fn check_limit(
+    raw: RawLimit,
+    groups: &BTreeMap<String, BTreeSet<KeyId>>,
+    at: &str,
+) -> Result<Limit, PolicyError> {
     let asset: Asset = raw
         .asset
         .parse()
@@ -485,7 +489,34 @@ fn check_limit(raw: RawLimit, at: &str) -> Result<Limit, PolicyError> {
                     ),
                 ));
             }
-            Some(Window { amount, secs })
+            let shared_with = match &raw.window_keys {
+                None => BTreeSet::new(),
+                Some(text) => {
+                    let group = text.strip_prefix("group:").ok_or_else(|| {
+                        invalid(
+                            &at,
+                            format!(
+                                "window_keys = {text:?}: write \"group:<name>\" to share the \
+                                 window among the keys of a group"
+                            ),
+                        )
+                    })?;
+                    groups.get(group).cloned().ok_or_else(|| {
+                        invalid(
+                            &at,
+                            format!(
+                                "window_keys names group '{group}', which is not defined: add \
+                                 it under [groups]"
+                            ),
+                        )
+                    })?
+                }
+            };
+            Some(Window {
+                amount,
+                secs,
+                shared_with,
+            })
         }
         _ => {
             return Err(invalid(
@@ -494,6 +525,12 @@ fn check_limit(raw: RawLimit, at: &str) -> Result<Limit, PolicyError> {
             ))
         }
     };
+    if window.is_none() && raw.window_keys.is_some() {
+        return Err(invalid(
+            at,
+            "window_keys shares a rolling window: set per_window and window_secs too",
+        ));
+    }
     let max_fee = match raw.max_fee {
         None => None,
         Some(_) if !matches!(asset, Asset::Native { .. }) => {
