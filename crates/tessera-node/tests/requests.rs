@@ -256,6 +256,150 @@ async fn an_approved_transfer_signs_and_everything_else_is_refused_with_its_reas
     f.refused("unpinned policy", id, op, "policy").await;
 }
 
+/// Issue 16 C: the other reasons a policy gives, each over the real session start, each
+/// refused by every signer with its reason before anything is signed or recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_policy_reason_is_refused_by_every_signer() {
+    let f = Fixture::new().await;
+    let dev = f.dev();
+    let submitted_as = |by: &str, created_at: u64, expires_at: u64, payload: Payload| {
+        SignRequest::new(
+            RequestId::random(),
+            f.key,
+            Vec::new(),
+            payload,
+            dev.document.hash(),
+            by,
+            created_at,
+            expires_at,
+        )
+        .unwrap()
+    };
+
+    // The same approver twice.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    approvals.push(approvals[0].clone());
+    let (id, op) = sign(request, approvals);
+    f.refused("duplicate approval", id, op, "approved more than once")
+        .await;
+
+    // An approval by a name the policy does not know.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    approvals.push(Approval::sign(
+        &request.request_digest(),
+        "mallory",
+        &OperatorKey::generate_ed25519(),
+    ));
+    let (id, op) = sign(request, approvals);
+    f.refused(
+        "unknown approver",
+        id,
+        op,
+        "'mallory', who is not a principal",
+    )
+    .await;
+
+    // More approvals than the policy has principals.
+    let request = f.request(transfer(1, RECIPIENT, 1));
+    let mut approvals = dev.approve(&request);
+    for n in 0..dev.document.principals().len() {
+        approvals.push(Approval::sign(
+            &request.request_digest(),
+            &format!("extra{n}"),
+            &OperatorKey::generate_ed25519(),
+        ));
+    }
+    let (id, op) = sign(request, approvals);
+    f.refused(
+        "too many approvals",
+        id,
+        op,
+        "some are duplicates or forged",
+    )
+    .await;
+
+    // A lifetime over the policy's cap, and a request from the future.
+    let request = submitted_as(
+        &dev.operator.name,
+        now(),
+        now() + 3 * 86_400,
+        transfer(1, RECIPIENT, 1),
+    );
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("lifetime too long", id, op, "max_request_lifetime_secs")
+        .await;
+    let request = submitted_as(
+        &dev.operator.name,
+        now() + 3_600,
+        now() + 7_200,
+        transfer(1, RECIPIENT, 1),
+    );
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("from the future", id, op, "check the clocks")
+        .await;
+
+    // A submitter the policy does not know, and one that is no operator (both signing).
+    for (who, reason) in [
+        ("mallory", "the submitter 'mallory' is not a principal"),
+        ("ana", "the submitter 'ana' does not have the operator role"),
+    ] {
+        let request = submitted_as(who, now(), now() + 600, transfer(1, RECIPIENT, 1));
+        let mut approvals = dev.approvals(&request);
+        let stranger = OperatorKey::generate_ed25519();
+        let key = dev
+            .approvers
+            .iter()
+            .find(|a| a.name == who)
+            .map_or(&stranger, |a| &a.key);
+        approvals.push(Approval::sign(&request.request_digest(), who, key));
+        let (id, op) = sign(request, approvals);
+        f.refused(who, id, op, reason).await;
+    }
+
+    // A kind the rule does not allow: a contract call.
+    let call = Eip1559Request {
+        input: vec![0xde, 0xad, 0xbe, 0xef],
+        ..Eip1559Request::transfer(DEV_CHAIN_ID, 1, RECIPIENT, U256::ZERO)
+    };
+    let request = f.request(Payload::EthereumTx { raw: call.encode() });
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("contract call", id, op, "does not allow contract_call")
+        .await;
+
+    // An asset the rule sets no limit for: ETH on mainnet.
+    let request = f.request(Payload::EthereumTx {
+        raw: Eip1559Request::transfer(1, 1, RECIPIENT, U256::from(1)).encode(),
+    });
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused("no limit", id, op, "sets no limit for eth:1")
+        .await;
+
+    // A token call that is not a canonical transfer (a trailing byte), put in a request by a
+    // coordinator that built it by hand: the nodes decode it themselves and refuse it.
+    let mut token =
+        Eip1559Request::erc20_transfer(DEV_CHAIN_ID, 1, RECIPIENT, RECIPIENT, U256::from(5));
+    token.input.push(0);
+    let mut request = f.request(transfer(1, RECIPIENT, 1));
+    request.payload = Payload::EthereumTx {
+        raw: token.encode(),
+    };
+    let approvals = dev.approve(&request);
+    let (id, op) = sign(request, approvals);
+    f.refused(
+        "ambiguous token call",
+        id,
+        op,
+        "only in their canonical ABI encoding",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_online_request_keeps_its_presignature_and_limits_span_requests() {
     let f = Fixture::new().await;
