@@ -53,128 +53,184 @@ fn cluster() -> Cluster {
     }
 }
 
-#[tokio::test]
-async fn a_party_cannot_report_for_another_party() {
-    let c = cluster();
-    let server = LocalNatsServer::start(&c.roster).unwrap();
-    let config = server
-        .coordinator_config(&c.roster, "main", &c.coordinator_seed)
-        .unwrap();
-    let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
-        .await
-        .unwrap();
-    let control = NatsControl::new(client.clone(), c.roster.cluster.clone());
-    let key = CoordinatorKey::from_json(&c.coordinator.to_json()).unwrap();
-    let starter = Starter::new(key, c.roster.clone()).unwrap();
-    let (p1, p2) = (PartyId(1), PartyId(2));
-    let party = |p: PartyId| {
+/// A real nats-server provisioned for the cluster, the coordinator connected to it, and the
+/// means to connect parties with their own credentials.
+struct Broker {
+    c: Cluster,
+    server: LocalNatsServer,
+    client: async_nats::Client,
+    control: NatsControl,
+    starter: Starter,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let c = cluster();
+        let server = LocalNatsServer::start(&c.roster).unwrap();
         let config = server
-            .client_config(&c.roster, p, &c.seeds[usize::from(p.0) - 1])
+            .coordinator_config(&c.roster, "main", &c.coordinator_seed)
             .unwrap();
-        async move {
-            let metrics = Arc::new(NatsMetrics::default());
-            (
-                connect_client(&config, metrics.clone()).await.unwrap(),
-                metrics,
-            )
-        }
-    };
-    let (n1, n1_metrics) = party(p1).await;
-    let (n2, _) = party(p2).await;
-    let cluster_id = c.roster.cluster.clone();
-    let mut starts = n1.subscribe(subject::ctrl(&cluster_id)).await.unwrap();
-    // async-nats's flush only writes the subscription out; it does not wait for the server to
-    // register it. Probe until p1 receives what the coordinator publishes on ctrl, so the
-    // start below cannot race the subscription.
-    let mut registered = false;
-    for _ in 0..100 {
-        client
-            .publish(subject::ctrl(&cluster_id), Bytes::from_static(b"probe"))
+        let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
             .await
             .unwrap();
-        client.flush().await.unwrap();
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), starts.next()).await {
-            registered = true;
-            break;
+        let control = NatsControl::new(client.clone(), c.roster.cluster.clone());
+        let key = CoordinatorKey::from_json(&c.coordinator.to_json()).unwrap();
+        let starter = Starter::new(key, c.roster.clone()).unwrap();
+        Broker {
+            c,
+            server,
+            client,
+            control,
+            starter,
         }
     }
-    assert!(registered, "p1's ctrl subscription never became active");
 
-    // Played by hand: when the start arrives, p2 reports on its own subject, and p1 (a rogue
-    // party with valid broker credentials) publishes a copy of p2's signed outcome on p2's
-    // subject (refused by the broker) and on its own (ignored by the coordinator), then its
-    // own outcome.
-    let ids: Vec<PartyIdentity> = c
-        .ids
-        .iter()
-        .map(|i| PartyIdentity::from_json(&i.to_json()).unwrap())
-        .collect();
-    let roster = c.roster.clone();
-    // Kept open: the broker reports the refusal to p1 asynchronously.
-    let n1_open = n1.clone();
-    let nodes = tokio::spawn(async move {
-        // The first signed start (probes sent while waiting for the subscription are skipped).
-        let start = loop {
-            let message = starts.next().await.unwrap();
-            if let Ok(signed) = SignedStart::from_bytes(&message.payload) {
-                break signed.verify(&roster).unwrap();
+    /// Party `p` connected with its own credentials, and the counters of its connection.
+    async fn party(&self, p: PartyId) -> (async_nats::Client, Arc<NatsMetrics>) {
+        let config = self
+            .server
+            .client_config(&self.c.roster, p, &self.c.seeds[usize::from(p.0) - 1])
+            .unwrap();
+        let metrics = Arc::new(NatsMetrics::default());
+        (
+            connect_client(&config, metrics.clone()).await.unwrap(),
+            metrics,
+        )
+    }
+
+    /// `client` subscribed to the control subject, once the server delivers on it.
+    /// async-nats's flush only writes the subscription out; it does not wait for the server to
+    /// register it. So the coordinator probes until one arrives, so that a start published
+    /// afterwards cannot race the subscription.
+    async fn ctrl_subscription(&self, client: &async_nats::Client) -> async_nats::Subscriber {
+        let ctrl = subject::ctrl(&self.c.roster.cluster);
+        let mut starts = client.subscribe(ctrl.clone()).await.unwrap();
+        for _ in 0..100 {
+            self.client
+                .publish(ctrl.clone(), Bytes::from_static(b"probe"))
+                .await
+                .unwrap();
+            self.client.flush().await.unwrap();
+            if let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(50), starts.next()).await
+            {
+                return starts;
             }
-        };
-        let outcome = |p: PartyId| {
-            SignedOutcome::sign(
-                &SessionOutcome {
-                    session: start.session,
-                    party: p,
-                    result: Ok(Output::Primes {
-                        ready: 1,
-                        generating: false,
-                    }),
-                },
-                &ids[usize::from(p.0) - 1],
-            )
-            .to_bytes()
-        };
-        let publish = |client: &async_nats::Client, on: PartyId, body: Vec<u8>| {
-            let client = client.clone();
-            let subject = subject::result(&roster.cluster, start.session, on);
-            async move {
-                client.publish(subject, Bytes::from(body)).await.unwrap();
-                client.flush().await.unwrap();
-            }
-        };
-        publish(&n2, p2, outcome(p2)).await;
-        publish(&n1, p2, outcome(p2)).await;
-        publish(&n1, p1, outcome(p2)).await;
-        publish(&n1, p1, b"not an outcome".to_vec()).await;
-        publish(&n1, p1, outcome(p1)).await;
-    });
-    let (start, signed) = starter.start(&[p1, p2], Operation::Primes);
-    let outcomes = control
-        .run(&start, &signed, Duration::from_secs(10))
-        .await
-        .unwrap();
-    nodes.await.unwrap();
-    let mut parties: Vec<PartyId> = outcomes.iter().map(|o| o.party).collect();
-    parties.sort();
-    assert_eq!(parties, [p1, p2]);
-    assert_eq!(
-        starter.check(&start, &outcomes).unwrap(),
-        Output::Primes {
-            ready: 1,
-            generating: false
         }
-    );
-    // p2's outcome relayed on p1's subject and the junk were ignored and counted; the copy on
-    // p2's subject never arrived (the broker refused p1's publication there).
-    assert_eq!(control.refused(), 2);
-    n1_open.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        n1_metrics
+        panic!("a ctrl subscription never became active");
+    }
+
+    /// A primes session of p1 and p2, played by hand. When the start arrives (on `starts`, p1's
+    /// subscription), `honest` (p2) reports on its own subject, and `rogue` (p1, a party with
+    /// valid broker credentials) publishes a copy of p2's signed outcome on p2's subject
+    /// (refused by the broker) and on its own (ignored by the coordinator), junk on its own,
+    /// then its own outcome. Checks that the session completes with both genuine outcomes and
+    /// that the coordinator ignored and counted the relayed copy and the junk.
+    async fn rogue_session(
+        &self,
+        mut starts: async_nats::Subscriber,
+        rogue: &async_nats::Client,
+        honest: &async_nats::Client,
+    ) {
+        let (p1, p2) = (PartyId(1), PartyId(2));
+        let ids: Vec<PartyIdentity> = self
+            .c
+            .ids
+            .iter()
+            .map(|i| PartyIdentity::from_json(&i.to_json()).unwrap())
+            .collect();
+        let roster = self.c.roster.clone();
+        let (rogue, honest) = (rogue.clone(), honest.clone());
+        let nodes = tokio::spawn(async move {
+            // The first signed start (probes sent while waiting for subscriptions are skipped).
+            let start = loop {
+                let message = starts.next().await.unwrap();
+                if let Ok(signed) = SignedStart::from_bytes(&message.payload) {
+                    break signed.verify(&roster).unwrap();
+                }
+            };
+            let outcome = |p: PartyId| {
+                SignedOutcome::sign(
+                    &SessionOutcome {
+                        session: start.session,
+                        party: p,
+                        result: Ok(Output::Primes {
+                            ready: 1,
+                            generating: false,
+                        }),
+                    },
+                    &ids[usize::from(p.0) - 1],
+                )
+                .to_bytes()
+            };
+            let publish = |client: &async_nats::Client, on: PartyId, body: Vec<u8>| {
+                let client = client.clone();
+                let subject = subject::result(&roster.cluster, start.session, on);
+                async move {
+                    client.publish(subject, Bytes::from(body)).await.unwrap();
+                    client.flush().await.unwrap();
+                }
+            };
+            publish(&honest, p2, outcome(p2)).await;
+            publish(&rogue, p2, outcome(p2)).await;
+            publish(&rogue, p1, outcome(p2)).await;
+            publish(&rogue, p1, b"not an outcome".to_vec()).await;
+            publish(&rogue, p1, outcome(p1)).await;
+        });
+        let (start, signed) = self.starter.start(&[p1, p2], Operation::Primes);
+        let outcomes = self
+            .control
+            .run(&start, &signed, Duration::from_secs(10))
+            .await
+            .unwrap();
+        nodes.await.unwrap();
+        let mut parties: Vec<PartyId> = outcomes.iter().map(|o| o.party).collect();
+        parties.sort();
+        assert_eq!(parties, [p1, p2]);
+        assert_eq!(
+            self.starter.check(&start, &outcomes).unwrap(),
+            Output::Primes {
+                ready: 1,
+                generating: false
+            }
+        );
+        // p2's outcome relayed on p1's subject and the junk were ignored and counted; the copy
+        // on p2's subject never arrived (the broker refused p1's publication there).
+        assert_eq!(self.control.refused(), 2);
+    }
+}
+
+/// Waits until the server has reported `n` permission violations to `metrics`, then checks
+/// that no more arrive.
+async fn expect_violations(metrics: &NatsMetrics, n: u64) {
+    let count = || {
+        metrics
             .permission_violations
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} permission violations reported",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(), n);
+}
+
+#[tokio::test]
+async fn a_party_cannot_report_for_another_party() {
+    let broker = Broker::start().await;
+    let (n1, n1_metrics) = broker.party(PartyId(1)).await;
+    let (n2, _) = broker.party(PartyId(2)).await;
+    let starts = broker.ctrl_subscription(&n1).await;
+    broker.rogue_session(starts, &n1, &n2).await;
+    // The broker reports the refusal on p2's subject to p1, asynchronously.
+    n1.flush().await.unwrap();
+    expect_violations(&n1_metrics, 1).await;
 }
 
 /// Issue 16's rogue party: p1 holds valid broker credentials (from the same provisioning as
@@ -186,57 +242,17 @@ async fn a_party_cannot_report_for_another_party() {
 /// session completes with the genuine outcomes.
 #[tokio::test]
 async fn a_rogue_party_with_broker_credentials_is_refused_or_ignored_everywhere() {
-    let c = cluster();
-    let server = LocalNatsServer::start(&c.roster).unwrap();
-    let config = server
-        .coordinator_config(&c.roster, "main", &c.coordinator_seed)
-        .unwrap();
-    let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
-        .await
-        .unwrap();
-    let control = NatsControl::new(client.clone(), c.roster.cluster.clone());
-    let key = CoordinatorKey::from_json(&c.coordinator.to_json()).unwrap();
-    let starter = Starter::new(key, c.roster.clone()).unwrap();
-    let (p1, p2, p3) = (PartyId(1), PartyId(2), PartyId(3));
-    let cluster_id = c.roster.cluster.clone();
-    let connect = |p: PartyId| {
-        let config = server
-            .client_config(&c.roster, p, &c.seeds[usize::from(p.0) - 1])
-            .unwrap();
-        async move {
-            let metrics = Arc::new(NatsMetrics::default());
-            (
-                connect_client(&config, metrics.clone()).await.unwrap(),
-                metrics,
-            )
-        }
-    };
-    let (rogue, rogue_metrics) = connect(p1).await;
-    let (honest, _) = connect(p2).await;
+    let broker = Broker::start().await;
+    let (p2, p3) = (PartyId(2), PartyId(3));
+    let cluster_id = broker.c.roster.cluster.clone();
+    let (rogue, rogue_metrics) = broker.party(PartyId(1)).await;
+    let (honest, _) = broker.party(p2).await;
     // p2 listens where the rogue would like to reach it: its inbox and the control subject.
     let mut p2_inbox = honest
         .subscribe(subject::inbox_wildcard(&cluster_id, p2))
         .await
         .unwrap();
-    let mut p2_starts = honest.subscribe(subject::ctrl(&cluster_id)).await.unwrap();
-    // Wait until p2's control subscription is live (flush does not wait for the server).
-    let mut live = false;
-    for _ in 0..100 {
-        client
-            .publish(subject::ctrl(&cluster_id), Bytes::from_static(b"probe"))
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), p2_starts.next()).await
-        {
-            live = true;
-            break;
-        }
-    }
-    assert!(live, "p2's ctrl subscription never became active");
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), p2_starts.next()).await
-    {
-    }
+    let mut p2_starts = broker.ctrl_subscription(&honest).await;
 
     // 1. Into p2's inbox in p3's name.
     rogue
@@ -260,109 +276,15 @@ async fn a_rogue_party_with_broker_credentials_is_refused_or_ignored_everywhere(
         .await
         .unwrap();
     rogue.flush().await.unwrap();
-
-    // 4. A session: p2 reports genuinely; the rogue publishes p2's signed outcome on p2's
-    //    subject (refused by the broker) and on its own (ignored and counted), junk, then its
-    //    own outcome.
-    let ids: Vec<PartyIdentity> = c
-        .ids
-        .iter()
-        .map(|i| PartyIdentity::from_json(&i.to_json()).unwrap())
-        .collect();
-    let roster = c.roster.clone();
-    let (honest_for_session, rogue_for_session) = (honest.clone(), rogue.clone());
-    let mut rogue_starts = rogue.subscribe(subject::ctrl(&cluster_id)).await.unwrap();
-    let mut rogue_live = false;
-    for _ in 0..100 {
-        client
-            .publish(subject::ctrl(&cluster_id), Bytes::from_static(b"probe"))
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
-        if let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(50), rogue_starts.next()).await
-        {
-            rogue_live = true;
-            break;
-        }
-    }
-    assert!(
-        rogue_live,
-        "the rogue's ctrl subscription never became active"
-    );
-    let nodes = tokio::spawn(async move {
-        let start = loop {
-            let message = rogue_starts.next().await.unwrap();
-            if let Ok(signed) = SignedStart::from_bytes(&message.payload) {
-                break signed.verify(&roster).unwrap();
-            }
-        };
-        let outcome = |p: PartyId| {
-            SignedOutcome::sign(
-                &SessionOutcome {
-                    session: start.session,
-                    party: p,
-                    result: Ok(Output::Primes {
-                        ready: 1,
-                        generating: false,
-                    }),
-                },
-                &ids[usize::from(p.0) - 1],
-            )
-            .to_bytes()
-        };
-        let publish = |client: &async_nats::Client, on: PartyId, body: Vec<u8>| {
-            let client = client.clone();
-            let subject = subject::result(&roster.cluster, start.session, on);
-            async move {
-                client.publish(subject, Bytes::from(body)).await.unwrap();
-                client.flush().await.unwrap();
-            }
-        };
-        publish(&honest_for_session, p2, outcome(p2)).await;
-        publish(&rogue_for_session, p2, outcome(p2)).await;
-        publish(&rogue_for_session, p1, outcome(p2)).await;
-        publish(&rogue_for_session, p1, b"not an outcome".to_vec()).await;
-        publish(&rogue_for_session, p1, outcome(p1)).await;
-    });
-    let (start, signed) = starter.start(&[p1, p2], Operation::Primes);
-    let outcomes = control
-        .run(&start, &signed, Duration::from_secs(10))
-        .await
-        .unwrap();
-    nodes.await.unwrap();
-    let mut parties: Vec<PartyId> = outcomes.iter().map(|o| o.party).collect();
-    parties.sort();
-    assert_eq!(parties, [p1, p2]);
-    assert!(starter.check(&start, &outcomes).is_ok());
-    // What the broker cannot tell apart was ignored and counted by the coordinator.
-    assert_eq!(control.refused(), 2);
+    // 4. A session in which it relays p2's outcome on p2's subject and on its own, and junk.
+    let rogue_starts = broker.ctrl_subscription(&rogue).await;
+    broker.rogue_session(rogue_starts, &rogue, &honest).await;
 
     // The broker refused the four others and told the rogue.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while rogue_metrics
-        .permission_violations
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < 4
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} permission violations",
-            rogue_metrics
-                .permission_violations
-                .load(std::sync::atomic::Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        rogue_metrics
-            .permission_violations
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    expect_violations(&rogue_metrics, 4).await;
     // Honest p2 received nothing from the rogue: no inbox frame and no forged control
-    // message (only the coordinator's signed start); the rogue read nothing of p2's.
+    // message (only the coordinator's probes and signed start); the rogue read nothing of
+    // p2's.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), p2_inbox.next())
             .await
