@@ -4,10 +4,10 @@ use crate::common;
 
 use common::*;
 use tessera_policy::{
-    evaluate_key_change, Approval, KeyChange, KeyChangeDecision, KeyEpoch, KeyOperation,
-    PolicyError, PolicyHash,
+    evaluate_key_change, Approval, KeyChange, KeyChangeDecision, KeyOperation, PolicyError,
+    PolicyHash,
 };
-use tessera_wire::{PartyId, RequestId};
+use tessera_wire::PartyId;
 
 fn reshare(committee: &[u16], threshold: u16) -> KeyOperation {
     KeyOperation::Reshare {
@@ -17,27 +17,11 @@ fn reshare(committee: &[u16], threshold: u16) -> KeyOperation {
 }
 
 fn change(operation: KeyOperation, by: &str) -> KeyChange {
-    KeyChange {
-        id: RequestId::random(),
-        policy: example().hash(),
-        key: key_id(TREASURY_KEY),
-        from: KeyEpoch {
-            epoch: 0,
-            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
-            threshold: 2,
-        },
-        operation,
-        proposed_by: by.into(),
-        created_at: MONDAY_10AM,
-        expires_at: MONDAY_10AM + 3600,
-    }
+    treasury_key_change(&example(), operation, by)
 }
 
 fn approvals(change: &KeyChange, names: &[&str]) -> Vec<Approval> {
-    names
-        .iter()
-        .map(|n| Approval::sign(&change.change_digest(), n, &key(n)))
-        .collect()
+    key_change_approvals(change, names)
 }
 
 const NOW: u64 = MONDAY_10AM + 10;

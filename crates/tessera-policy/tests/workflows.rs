@@ -7,10 +7,10 @@ use crate::common;
 use alloy_primitives::U256;
 use common::*;
 use tessera_policy::{
-    evaluate, evaluate_key_change, Approval, KeyChange, KeyChangeDecision, KeyEpoch, KeyOperation,
-    Payload, PolicyDocument, PolicyError, Reason, Verdict,
+    evaluate, evaluate_key_change, Decision, KeyChange, KeyChangeDecision, KeyOperation, Payload,
+    PolicyDocument, PolicyError, Reason, Verdict,
 };
-use tessera_wire::{PartyId, RequestId};
+use tessera_wire::PartyId;
 
 /// The example with approver groups (`heads`: bob; `compliance`: carol and frank), the
 /// treasury rule asking one approval that must include a head, a tier above 5 ETH asking two
@@ -46,15 +46,26 @@ fn transfer(wei: U256) -> Payload {
     }
 }
 
-fn decide(policy: &PolicyDocument, wei: U256, approvers: &[&str]) -> (Verdict, Vec<String>) {
-    let request = new_request(policy, TREASURY_KEY, transfer(wei), MONDAY_10AM);
-    let decision = evaluate(
+/// The decision on a treasury request doing `payload`, approved by `approvers` (and signed by
+/// its submitter), with `history` spent before, at Monday 10:00.
+fn decide_with(
+    policy: &PolicyDocument,
+    payload: Payload,
+    approvers: &[&str],
+    history: &MapHistory,
+) -> Decision {
+    let request = new_request(policy, TREASURY_KEY, payload, MONDAY_10AM);
+    evaluate(
         policy,
         &request,
         &approve(&request, approvers),
-        &MapHistory::default(),
+        history,
         MONDAY_10AM + 5,
-    );
+    )
+}
+
+fn decide(policy: &PolicyDocument, wei: U256, approvers: &[&str]) -> (Verdict, Vec<String>) {
+    let decision = decide_with(policy, transfer(wei), approvers, &MapHistory::default());
     (
         decision.verdict,
         decision.reasons.iter().map(ToString::to_string).collect(),
@@ -76,13 +87,11 @@ fn a_rule_can_require_approvals_from_named_groups() {
     assert_eq!(verdict, Verdict::Pending);
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     // The reason's code is stable for clients and metrics.
-    let request = new_request(&policy, TREASURY_KEY, transfer(eth(1)), MONDAY_10AM);
-    let decision = evaluate(
+    let decision = decide_with(
         &policy,
-        &request,
-        &approve(&request, &["carol"]),
+        transfer(eth(1)),
+        &["carol"],
         &MapHistory::default(),
-        MONDAY_10AM + 5,
     );
     assert_eq!(
         decision
@@ -132,32 +141,12 @@ fn a_tier_asks_for_more_above_an_amount() {
     let paying = Payload::EthereumTx {
         raw: eip1559_paying(DEPOSIT, eth(5), vec![], 21_000, 1_000_000_000),
     };
-    let request = new_request(&policy, TREASURY_KEY, paying, MONDAY_10AM);
-    let decision = evaluate(
-        &policy,
-        &request,
-        &approve(&request, &["bob"]),
-        &MapHistory::default(),
-        MONDAY_10AM + 5,
-    );
+    let decision = decide_with(&policy, paying, &["bob"], &MapHistory::default());
     assert_eq!(decision.verdict, Verdict::Pending, "{:?}", decision.reasons);
 }
 
 fn key_change(policy: &PolicyDocument, operation: KeyOperation) -> KeyChange {
-    KeyChange {
-        id: RequestId::random(),
-        policy: policy.hash(),
-        key: key_id(TREASURY_KEY),
-        from: KeyEpoch {
-            epoch: 0,
-            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
-            threshold: 2,
-        },
-        operation,
-        proposed_by: "dave".into(),
-        created_at: MONDAY_10AM,
-        expires_at: MONDAY_10AM + 3600,
-    }
+    treasury_key_change(policy, operation, "dave")
 }
 
 fn decide_change(
@@ -165,12 +154,15 @@ fn decide_change(
     change: &KeyChange,
     admins: &[&str],
 ) -> KeyChangeDecision {
-    let approvals: Vec<Approval> = admins
-        .iter()
-        .chain(["dave"].iter())
-        .map(|n| Approval::sign(&change.change_digest(), n, &key(n)))
-        .collect();
-    evaluate_key_change(policy, change, &approvals, MONDAY_10AM + 5).unwrap()
+    let mut names = admins.to_vec();
+    names.push("dave");
+    evaluate_key_change(
+        policy,
+        change,
+        &key_change_approvals(change, &names),
+        MONDAY_10AM + 5,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -316,14 +308,7 @@ fn a_window_shared_by_a_group_of_keys_counts_them_all() {
         eth(45),
     );
     let decide = |policy: &PolicyDocument| {
-        let request = new_request(policy, TREASURY_KEY, transfer(eth(6)), MONDAY_10AM);
-        evaluate(
-            policy,
-            &request,
-            &approve(&request, &["bob", "carol"]),
-            &history,
-            MONDAY_10AM + 5,
-        )
+        decide_with(policy, transfer(eth(6)), &["bob", "carol"], &history)
     };
     // Each key's own window: 6 ETH fits on this key.
     assert_eq!(decide(&own).verdict, Verdict::Allow);
@@ -339,14 +324,7 @@ fn a_window_shared_by_a_group_of_keys_counts_them_all() {
         ["over_window"]
     );
     // Within the shared room, it passes.
-    let request = new_request(&shared, TREASURY_KEY, transfer(eth(5)), MONDAY_10AM);
-    let fits = evaluate(
-        &shared,
-        &request,
-        &approve(&request, &["bob", "carol"]),
-        &history,
-        MONDAY_10AM + 5,
-    );
+    let fits = decide_with(&shared, transfer(eth(5)), &["bob", "carol"], &history);
     assert_eq!(fits.verdict, Verdict::Allow, "{:?}", fits.reasons);
 
     // Mistakes are named.

@@ -8,9 +8,10 @@ use alloy_consensus::{SignableTransaction, TxEip1559, TxLegacy};
 use alloy_primitives::{Address as AlloyAddress, TxKind, U256};
 use sha2::{Digest, Sha256};
 use tessera_policy::{
-    Approval, Asset, OperatorKey, Payload, PolicyDocument, SignRequest, SpendHistory,
+    Approval, Asset, KeyChange, KeyEpoch, KeyOperation, OperatorKey, Payload, PolicyDocument,
+    SignRequest, SpendHistory,
 };
-use tessera_wire::{KeyId, RequestId};
+use tessera_wire::{KeyId, PartyId, RequestId};
 
 pub const EXAMPLE: &str = include_str!("../../../../docs/examples/policy.toml");
 pub const TREASURY_KEY: &str = "5f0a3c1e9b7d4e2fa1c3b5d7e9f1a2b4";
@@ -161,4 +162,35 @@ impl SpendHistory for MapHistory {
             })
             .unwrap_or_default()
     }
+}
+
+/// A change of the treasury key (epoch 0, held 2-of-3 by p1, p2, p3) under `policy`, proposed
+/// by `by` at Monday 10:00 and living an hour.
+pub fn treasury_key_change(
+    policy: &PolicyDocument,
+    operation: KeyOperation,
+    by: &str,
+) -> KeyChange {
+    KeyChange {
+        id: RequestId::random(),
+        policy: policy.hash(),
+        key: key_id(TREASURY_KEY),
+        from: KeyEpoch {
+            epoch: 0,
+            committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+            threshold: 2,
+        },
+        operation,
+        proposed_by: by.into(),
+        created_at: MONDAY_10AM,
+        expires_at: MONDAY_10AM + 3600,
+    }
+}
+
+/// The approvals of `change` by `names`, with their test keys.
+pub fn key_change_approvals(change: &KeyChange, names: &[&str]) -> Vec<Approval> {
+    names
+        .iter()
+        .map(|n| Approval::sign(&change.change_digest(), n, &key(n)))
+        .collect()
 }
