@@ -10,12 +10,14 @@
 //! - [`certificate`]: the signed outcomes a node checks before it activates, closes or
 //!   abandons an epoch of a key;
 //! - [`nats`]: the [`ControlChannel`] over a NATS broker;
-//! - [`pool`]: presignature pools kept full by the starter, and signing online or in full.
+//! - [`pool`]: presignature pools kept full by the starter, and signing online or in full;
+//! - [`spend`]: the spend chain of a key, which every holder counts its windows from.
 
 pub mod certificate;
 pub mod messages;
 pub mod nats;
 pub mod pool;
+pub mod spend;
 pub mod starter;
 
 pub use certificate::CertificateError;
@@ -23,4 +25,5 @@ pub use messages::{
     now_unix, ControlError, EpochReport, Failure, Operation, Output, SessionOutcome, SessionStart,
     SignedOutcome, SignedStart, MAX_CONTROL_MESSAGE,
 };
+pub use spend::{SpendChain, SpendLink, SpendRecord, SpendRecordError};
 pub use starter::{agreed, all_succeeded, ControlChannel, Report, Reports, Starter, StarterError};

@@ -16,6 +16,8 @@ use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_policy::{Approval, ApprovedKeyChange, SignRequest};
 use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
 
+use crate::spend::{SpendLink, SpendRecord};
+
 /// Largest encoded control message accepted.
 pub const MAX_CONTROL_MESSAGE: usize = 256 * 1024;
 
@@ -76,6 +78,9 @@ pub enum Operation {
         request: SignRequest,
         /// The approvals the coordinator collected.
         approvals: Vec<Approval>,
+        /// The signing's place in the key's spend chain: required when a rolling window
+        /// counts the key's spend (`docs/protocols/spend-chain.md`).
+        link: Option<SpendLink>,
     },
     /// Online signing of an approved request (master key, empty path) with the presignature
     /// made in session `presignature`; re-checked like [`Operation::Sign`].
@@ -86,6 +91,18 @@ pub enum Operation {
         request: SignRequest,
         /// The approvals the coordinator collected.
         approvals: Vec<Approval>,
+        /// The signing's place in the key's spend chain, as for [`Operation::Sign`].
+        link: Option<SpendLink>,
+    },
+    /// Delivers records of `key`'s spend chain: each node that holds the key checks them
+    /// (signature, links, agreement with what it holds) and keeps them, so that it counts
+    /// in its windows what other holders signed. No protocol runs; empty `records` asks
+    /// only for the node's place in the chain ([`Output::SpendsRecorded`]).
+    RecordSpends {
+        /// The key.
+        key: KeyId,
+        /// Records, oldest first, at most [`crate::spend::MAX_RECORDS_PER_DELIVERY`].
+        records: Vec<SpendRecord>,
     },
     /// Resharing `key` to a new committee, or refreshing its committee's shares and
     /// auxiliary info (`docs/protocols/reshare.md`). The session's parties are the setup's
@@ -169,7 +186,8 @@ impl Operation {
             | Operation::Primes
             | Operation::ActivateEpoch { .. }
             | Operation::CloseEpoch { .. }
-            | Operation::AbandonReshare { .. } => Protocol::CONTROL,
+            | Operation::AbandonReshare { .. }
+            | Operation::RecordSpends { .. } => Protocol::CONTROL,
         }
     }
 }
@@ -341,6 +359,15 @@ pub enum Output {
         /// The key's public info (public key, public shares, evaluation points, chain code),
         /// as the library's JSON.
         key_info: String,
+    },
+    /// The node keeps the records delivered; where its chain of the key stands.
+    SpendsRecorded {
+        /// The key.
+        key: KeyId,
+        /// The last place up to which this node holds every record (0: none).
+        head: u64,
+        /// That record's hash (zeros for none): the `prev` of the next link.
+        hash: [u8; 32],
     },
     /// This node's prime pool.
     Primes {

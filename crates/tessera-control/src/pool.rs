@@ -22,6 +22,7 @@ use tessera_policy::{Approval, SignRequest};
 use tessera_wire::{KeyId, PartyId, SessionId};
 
 use crate::messages::{Operation, Output};
+use crate::spend::SpendLink;
 use crate::starter::{ControlChannel, Starter, StarterError};
 
 /// Pools per (key, ordered signer set): presigning sessions, oldest first, with when they were
@@ -166,12 +167,14 @@ impl PresignaturePool {
 
     /// Signs an approved `request` by `signers`: online from a pooled presignature when there
     /// is one and the request is for the master key, else (or if the online session fails)
-    /// with full interactive signing. The nodes re-check the request either way.
+    /// with full interactive signing, both at `link` in the key's spend chain. The nodes
+    /// re-check the request either way.
     pub async fn sign(
         &self,
         signers: &[PartyId],
         request: &SignRequest,
         approvals: &[Approval],
+        link: Option<SpendLink>,
     ) -> Result<(Output, SignPath), StarterError> {
         let pooled = if request.path.is_empty() {
             self.take(request.key, signers)
@@ -183,6 +186,7 @@ impl PresignaturePool {
                 presignature,
                 request: request.clone(),
                 approvals: approvals.to_vec(),
+                link,
             };
             match self
                 .starter
@@ -198,6 +202,7 @@ impl PresignaturePool {
         let operation = Operation::Sign {
             request: request.clone(),
             approvals: approvals.to_vec(),
+            link,
         };
         let output = self
             .starter

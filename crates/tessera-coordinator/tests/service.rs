@@ -24,6 +24,7 @@ use tessera_policy::{OperatorKey, Payload, PolicyChange};
 use tessera_wire::RequestId;
 
 on_both_backends!(
+    holders_are_given_the_spend_chain_before_they_sign,
     two_coordinators_admit_against_one_window_at_once,
     failed_signing_gives_its_reservation_back,
     transfer_signed_online_after_two_approvals,
@@ -1171,6 +1172,59 @@ async fn submit_and_approve(
         approved.reasons
     );
     view.id
+}
+
+/// Issue 16 A.1: every signing of a key takes the next place in the key's spend chain, in the
+/// transaction that admits it; a holder that took no part in a signing is given its record
+/// before it signs a window-limited request (which it would refuse otherwise).
+async fn holders_are_given_the_spend_chain_before_they_sign(db: &Db) {
+    let cluster = Cluster::start_with(NodeSettings {
+        round_timeout: Duration::from_secs(5),
+        ..NodeSettings::default()
+    })
+    .await;
+    let everyone = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let key = fixture_key(&everyone, "treasury").await;
+    // p1 and p2 sign the first transfer; p3 hears nothing of it.
+    let first = submit_and_approve(&everyone, &cluster, &key, 0, 1_000).await;
+    wait_for(&everyone, first, RequestState::Signed).await;
+    everyone.shutdown().await;
+    let key_id = everyone.get(first).await.unwrap().key_id;
+    let (p3_head, _) = cluster.nodes[2].ledger().chain_head(key_id).unwrap();
+    assert_eq!(p3_head, 0);
+
+    // p1 goes silent: the second transfer is signed by p2 and p3, and p3 is given the first
+    // signing's record first.
+    let c = coordinator(db, &cluster, cluster.control_without(P1), settings()).await;
+    let second = submit_and_approve(&c, &cluster, &key, 1, 1_000).await;
+    let signed = wait_for(&c, second, RequestState::Signed).await;
+    assert_eq!(signed.attempts, 2);
+    let sessions = c
+        .store()
+        .sessions_for(SessionSubject::Request(second))
+        .await
+        .unwrap();
+    assert_eq!(sessions.last().unwrap().parties, [P2, P3]);
+    for (p, node) in [(P2, &cluster.nodes[1]), (P3, &cluster.nodes[2])] {
+        let (head, _) = node.ledger().chain_head(key_id).unwrap();
+        assert_eq!(head, 2, "{p} holds both signings");
+        let record = node.ledger().chain_record(key_id, 1).unwrap().unwrap();
+        assert_eq!(record.request.id, first);
+    }
+    // The coordinator's chain: two places, linked, both signatures recorded; where the
+    // signers stand.
+    let links = c
+        .store()
+        .spend_links_after(key_id, 0, 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 2);
+    assert_eq!(links[0].link.request_id, first);
+    assert_eq!(links[1].link.prev, links[0].link.hash);
+    assert!(links.iter().all(|l| l.link.signature.is_some()));
+    let heads = c.store().spend_heads(key_id).await.unwrap();
+    assert_eq!((heads.get(&P2), heads.get(&P3)), (Some(&2), Some(&2)));
+    c.shutdown().await;
 }
 
 /// Issue 16 B.4: coordinator replicas on one database admit requests of one key one at a

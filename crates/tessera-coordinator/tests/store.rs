@@ -8,10 +8,10 @@ use std::sync::Arc;
 use sqlx::any::AnyPoolOptions;
 use tempfile::TempDir;
 use tessera_coordinator::store::{
-    AddApproval, Approval, ApprovalSubject, Backend, CommitteeStatus, Decision, InsertOutcome,
-    KeyStatus, Lifecycle, LifecyclePhase, NewKey, NewProposal, NewRequest, NewSession, PolicyRow,
-    ProposalId, ProposalState, RequestFilter, RequestKind, RequestState, SessionOutcome,
-    SessionSubject, Spend, Store, StoreError, SCHEMA_VERSION,
+    AddApproval, Admission, Approval, ApprovalSubject, Backend, CommitteeStatus, Decision,
+    InsertOutcome, KeyStatus, Lifecycle, LifecyclePhase, LinkRow, NewKey, NewProposal, NewRequest,
+    NewSession, PolicyRow, ProposalId, ProposalState, RequestFilter, RequestKind, RequestState,
+    SessionOutcome, SessionSubject, Spend, Store, StoreError, SCHEMA_VERSION,
 };
 use tessera_coordinator::testing::PostgresServer;
 use tessera_wire::{KeyId, PartyId, RequestId, SessionId};
@@ -121,6 +121,7 @@ on_both_backends!(
     admissions_reserve_spend_one_at_a_time_across_coordinators,
     requests_are_counted_by_state,
     shared_windows_admit_across_keys_one_at_a_time,
+    spend_chain_links_signatures_and_heads,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -1731,6 +1732,105 @@ async fn stale_key_generations_fail(db: &Db) {
         .is_empty());
 }
 
+/// The link that puts request `n` of key `key` after the chain's head, read inside
+/// `admission` (its hash is made up: the store keeps hashes, it does not compute them).
+async fn next_link(admission: &mut Admission, n: u8, key: u8) -> LinkRow {
+    let (seq, prev) = admission.chain_head().await.unwrap();
+    LinkRow {
+        key_id: kid(key),
+        seq: seq + 1,
+        request_id: rid(n),
+        prev,
+        hash: [n; 32],
+        signed_at: 500,
+        signature: None,
+    }
+}
+
+/// Asserts that `key`'s spend chain is places 1 to `count`, each naming the one before.
+async fn assert_one_chain(store: &Store, key: u8, count: u64) {
+    let links = store
+        .spend_links_after(kid(key), 0, u64::MAX >> 1, 100)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = links.iter().map(|l| l.link.seq).collect();
+    assert_eq!(seqs, (1..=count).collect::<Vec<_>>());
+    let mut prev = [0; 32];
+    for l in &links {
+        assert_eq!(
+            l.link.prev, prev,
+            "place {} names the one before",
+            l.link.seq
+        );
+        prev = l.link.hash;
+    }
+}
+
+async fn spend_chain_links_signatures_and_heads(db: &Db) {
+    let store = store_with_key(db).await;
+    for n in 1..=3 {
+        store
+            .insert_request(&NewRequest {
+                state: RequestState::Approved,
+                ..new_request(n, kid(1), 400)
+            })
+            .await
+            .unwrap();
+    }
+    for n in 1..=2 {
+        let mut admission = store
+            .begin_admission(rid(n), kid(1), &Default::default())
+            .await
+            .unwrap();
+        let link = next_link(&mut admission, n, 1).await;
+        assert!(admission.admit(&[], 500, &link).await.unwrap());
+    }
+    assert_one_chain(&store, 1, 2).await;
+    let link = store.spend_link(rid(2)).await.unwrap().unwrap();
+    assert_eq!((link.seq, link.prev, link.signature), (2, [1; 32], None));
+    assert_eq!(store.spend_link(rid(3)).await.unwrap(), None);
+    // The signature, once the nodes made it.
+    store.set_link_signature(rid(2), &[7; 64]).await.unwrap();
+    let linked = store.spend_links_after(kid(1), 1, 2, 10).await.unwrap();
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0].link.signature.as_deref(), Some(&[7u8; 64][..]));
+    assert_eq!(linked[0].body, new_request(2, kid(1), 400).body);
+    // A request already signing without a link (admitted before spend chains) gets the next
+    // place; one that has a link keeps it.
+    store
+        .transition_request(
+            rid(3),
+            &[RequestState::Approved],
+            RequestState::Signing,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut admission = store
+        .begin_admission(rid(3), kid(1), &Default::default())
+        .await
+        .unwrap();
+    let link = next_link(&mut admission, 3, 1).await;
+    assert!(admission.link_only(&link).await.unwrap());
+    let mut admission = store
+        .begin_admission(rid(3), kid(1), &Default::default())
+        .await
+        .unwrap();
+    let link = next_link(&mut admission, 3, 1).await;
+    assert!(!admission.link_only(&link).await.unwrap());
+    assert_one_chain(&store, 1, 3).await;
+    // Where each holder stands: recorded, and moved.
+    assert!(store.spend_heads(kid(1)).await.unwrap().is_empty());
+    store.set_spend_head(kid(1), PartyId(1), 2).await.unwrap();
+    store.set_spend_head(kid(1), PartyId(2), 1).await.unwrap();
+    store.set_spend_head(kid(1), PartyId(1), 3).await.unwrap();
+    assert_eq!(
+        store.spend_heads(kid(1)).await.unwrap(),
+        [(PartyId(1), 3), (PartyId(2), 1)].into()
+    );
+}
+
 /// Admits as many of `requests` as fit in `limit` (per asset "eth"), each reading the window
 /// inside its admission; returns the requests it admitted.
 async fn admit_within(store: &Store, requests: &[u8], amount: u64, limit: u64) -> Vec<u8> {
@@ -1752,8 +1852,9 @@ async fn admit_within(store: &Store, requests: &[u8], amount: u64, limit: u64) -
         }
         // Give the other coordinator every chance to interleave.
         tokio::task::yield_now().await;
+        let link = next_link(&mut admission, n, 1).await;
         if admission
-            .admit(&[("eth".to_owned(), amount.to_string())], 500)
+            .admit(&[("eth".to_owned(), amount.to_string())], 500, &link)
             .await
             .unwrap()
         {
@@ -1803,10 +1904,14 @@ async fn admissions_reserve_spend_one_at_a_time_across_coordinators(db: &Db) {
         ["10", "10", "10"],
         "an admission does not count the request's own reservation"
     );
+    let link = next_link(&mut again, signing, 1).await;
     assert!(!again
-        .admit(&[("eth".to_owned(), "10".to_owned())], 500)
+        .admit(&[("eth".to_owned(), "10".to_owned())], 500, &link)
         .await
         .unwrap());
+    // The four admitted requests are places 1 to 4 of the key's one spend chain, whichever
+    // coordinator admitted them.
+    assert_one_chain(&first, 1, 4).await;
     assert_eq!(first.spend_of(rid(signing)).await.unwrap().len(), 1);
     // A request whose signing fails gives its reservation back, in the same step: the row
     // stays, released, and the room is there for the next admission.
@@ -1861,8 +1966,9 @@ async fn admit_shared(store: &Store, requests: &[(u8, u8)]) -> Vec<u8> {
             continue;
         }
         tokio::task::yield_now().await;
+        let link = next_link(&mut admission, n, key).await;
         if admission
-            .admit(&[("eth".to_owned(), "10".to_owned())], 500)
+            .admit(&[("eth".to_owned(), "10".to_owned())], 500, &link)
             .await
             .unwrap()
         {

@@ -33,6 +33,7 @@ pub mod node;
 mod presignatures;
 pub mod requests;
 pub mod serve;
+pub mod spends;
 pub mod state;
 
 pub use metrics::NodeMetrics;

@@ -2,8 +2,9 @@
 //! starter, over the in-memory transport or a real `nats-server` started on loopback with the
 //! permissioned configuration. Used by `tessera demo`, `tessera bench` and tests.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tessera_audit::{AuditLog, LogOptions, StreamSink};
@@ -19,7 +20,7 @@ use tessera_transport::nats::{
     connect_client, connect_coordinator, connect_unauthenticated, NatsMetrics, NatsTransport,
 };
 use tessera_transport::{SecureTransport, Transport};
-use tessera_wire::{subject, ClusterId, KeyId, PartyId};
+use tessera_wire::{subject, ClusterId, KeyId, PartyId, SessionId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -27,12 +28,13 @@ use zeroize::Zeroizing;
 use tessera_control::certificate::verify_activation;
 use tessera_control::nats::NatsControl;
 use tessera_control::pool::PresignaturePool;
+use tessera_control::spend::MAX_RECORDS_PER_DELIVERY;
 use tessera_control::{
-    all_succeeded, ControlChannel, EpochReport, Operation, Output, SignedOutcome, Starter,
-    StarterError,
+    all_succeeded, ControlChannel, EpochReport, Operation, Output, SignedOutcome, SpendChain,
+    SpendRecord, Starter, StarterError,
 };
 use tessera_mpc::reshare::ReshareSetup;
-use tessera_policy::ApprovedKeyChange;
+use tessera_policy::{Approval, ApprovedKeyChange, SignRequest};
 
 use crate::channels::InProcessControl;
 use crate::metrics::NodeCollector;
@@ -116,6 +118,8 @@ pub struct LocalCluster {
     audit_stream: Option<(async_nats::Client, String)>,
     forwarders: Vec<JoinHandle<()>>,
     identities: Vec<Zeroizing<String>>,
+    spends: Mutex<SpendChain>,
+    spend_heads: Mutex<BTreeMap<(KeyId, PartyId), u64>>,
 }
 
 /// The passphrase of the local cluster's throwaway stores (public: never use a local
@@ -354,6 +358,8 @@ impl LocalCluster {
         let starter = Arc::new(Starter::new(coordinator, roster.clone()).map_err(setup)?);
         let memory = (nats.is_none() && dev_url.is_none()).then_some(memory);
         Ok(LocalCluster {
+            spends: Mutex::new(SpendChain::new()),
+            spend_heads: Mutex::new(BTreeMap::new()),
             identities: identity_copies,
             parties,
             nodes,
@@ -455,6 +461,95 @@ impl LocalCluster {
         self.starter
             .run(self.control.as_ref(), parties, operation, deadline)
             .await
+    }
+
+    /// Signs `request` with `parties` as a coordinator does: gives the signing the next place
+    /// in its key's spend chain (kept in memory), first delivers to the signers the records of
+    /// the chain they lack, runs online signing with `presignature` (or full signing), and
+    /// records the signature in the chain.
+    pub async fn sign(
+        &self,
+        parties: &[PartyId],
+        request: &SignRequest,
+        approvals: Vec<Approval>,
+        presignature: Option<SessionId>,
+        deadline: Duration,
+    ) -> Result<Output, StarterError> {
+        let link = self
+            .spends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .link(request, tessera_control::now_unix());
+        self.deliver_spends(request.key, parties, link.seq - 1, deadline)
+            .await?;
+        let operation = match presignature {
+            Some(presignature) => Operation::OnlineSign {
+                presignature,
+                request: request.clone(),
+                approvals,
+                link: Some(link),
+            },
+            None => Operation::Sign {
+                request: request.clone(),
+                approvals,
+                link: Some(link),
+            },
+        };
+        let output = self.run(parties, operation, deadline).await?;
+        if let Output::Signature { signature } = &output {
+            self.spends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .signed(request.key, link.seq, signature.clone());
+        }
+        Ok(output)
+    }
+
+    /// Delivers to each of `parties` the records of `key`'s spend chain up to place `upto`
+    /// that it lacks, as far as this cluster knows.
+    pub async fn deliver_spends(
+        &self,
+        key: KeyId,
+        parties: &[PartyId],
+        upto: u64,
+        deadline: Duration,
+    ) -> Result<(), StarterError> {
+        for party in parties {
+            let head = self.spend_head(key, *party);
+            let records: Vec<SpendRecord> = self
+                .spends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .records_after(key, head)
+                .into_iter()
+                .filter(|r| r.link.seq <= upto)
+                .collect();
+            for batch in records.chunks(MAX_RECORDS_PER_DELIVERY) {
+                let operation = Operation::RecordSpends {
+                    key,
+                    records: batch.to_vec(),
+                };
+                if let Output::SpendsRecorded { head, .. } =
+                    self.run(&[*party], operation, deadline).await?
+                {
+                    self.spend_heads
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((key, *party), head);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `party`'s copy of `key`'s spend chain stands, as it last said.
+    pub fn spend_head(&self, key: KeyId, party: PartyId) -> u64 {
+        self.spend_heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(key, party))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Runs a reshare or refresh of `key` through its whole life, as a coordinator does (without

@@ -115,6 +115,7 @@ pub fn session_kind(operation: &Operation) -> &'static str {
         Operation::Primes => "primes",
         Operation::ActivateEpoch { .. } => "activate_epoch",
         Operation::CloseEpoch { .. } => "close_epoch",
+        Operation::RecordSpends { .. } => "record_spends",
         Operation::AbandonReshare { .. } => "abandon_reshare",
     }
 }

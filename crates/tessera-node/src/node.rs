@@ -19,11 +19,13 @@ use tessera_wire::{KeyId, PartyId, SessionId};
 use tessera_policy::{Approval, PolicyDocument, SignRequest};
 
 use crate::metrics::NodeMetrics;
-use crate::requests::RequestLedger;
+use crate::requests::{KeyFacts, RequestLedger};
+use crate::spends::ChainError;
 use crate::state::{committee_name, KeyRecord, NodeState, ReshareStateError, StateError};
+use tessera_control::spend::MAX_RECORDS_PER_DELIVERY;
 use tessera_control::{
     now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
-    SignedOutcome, SignedStart,
+    SignedOutcome, SignedStart, SpendLink, SpendRecord,
 };
 
 /// How long a presignature may wait for its request, by default: six hours.
@@ -94,6 +96,9 @@ pub enum NodeError {
     /// A certificate or proof did not check out.
     #[error("refused: {0}")]
     Certificate(#[from] tessera_control::CertificateError),
+    /// A spend record does not check, or conflicts with the spend chain held here.
+    #[error("refused: {0}")]
+    SpendChain(#[from] crate::spends::ChainError),
     /// The audit log cannot be written: the node takes part in no session it cannot account
     /// for.
     #[error("this node's audit log cannot be written ({0}); it joins no session until it can")]
@@ -115,7 +120,17 @@ impl NodeError {
 /// A loaded key: its record and complete share.
 pub(crate) struct LoadedKey {
     committee: Vec<PartyId>,
+    threshold: u16,
     share: KeyShare,
+}
+
+impl LoadedKey {
+    /// The SEC1 public key of the child at `path` (the key itself for an empty path).
+    fn public_key_at(&self, path: &[u32]) -> Option<Vec<u8>> {
+        tessera_mpc::child_public_key(&self.share, path)
+            .ok()
+            .map(|point| point.to_bytes(true).to_vec())
+    }
 }
 
 /// One party node.
@@ -154,6 +169,9 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
         | Operation::CloseEpoch { key, reshare, .. }
         | Operation::AbandonReshare { key, reshare, .. } => {
             event.detail("key", key).detail("reshare", reshare)
+        }
+        Operation::RecordSpends { key, records } => {
+            event.detail("key", key).detail("records", records.len())
         }
         Operation::Sign { request, .. } | Operation::OnlineSign { request, .. } => event
             .detail("request", request.id)
@@ -409,6 +427,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         let (record, share) = self.state.key_share(key)?;
         let loaded = Arc::new(LoadedKey {
             committee: record.committee,
+            threshold: record.threshold,
             share,
         });
         self.keys
@@ -524,8 +543,12 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     presignature: spec.session,
                 })
             }
-            Operation::Sign { request, approvals } => {
-                self.sign_request(request, approvals, |admitted, loaded| {
+            Operation::Sign {
+                request,
+                approvals,
+                link,
+            } => {
+                self.sign_request(request, approvals, link.as_ref(), |admitted, loaded| {
                     let (net, spec) = (net.clone(), spec.clone());
                     async move {
                         tessera_mpc::sign(
@@ -582,10 +605,12 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 reshare,
                 proof,
             } => self.abandon_reshare(*key, *reshare, proof.as_deref()),
+            Operation::RecordSpends { key, records } => self.record_spends(*key, records),
             Operation::OnlineSign {
                 presignature,
                 request,
                 approvals,
+                link,
             } => {
                 if !request.path.is_empty() {
                     self.metrics.policy_refusal("online_child_path");
@@ -593,7 +618,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                         "presignatures are made for the master key; a child key (non-empty derivation path) signs with full signing".into(),
                     ));
                 }
-                self.sign_request(request, approvals, |admitted, loaded| {
+                self.sign_request(request, approvals, link.as_ref(), |admitted, loaded| {
                     let (net, spec) = (net.clone(), spec.clone());
                     async move {
                         // Durably removed from the store before any partial signature leaves.
@@ -641,6 +666,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         &self,
         request: &SignRequest,
         approvals: &[Approval],
+        link: Option<&SpendLink>,
         sign: F,
     ) -> Result<Output, NodeError>
     where
@@ -649,10 +675,17 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         NodeError: From<E>,
     {
         let loaded = self.load_key(request.key)?;
+        let public_key_at = |path: &[u32]| loaded.public_key_at(path);
+        let facts = KeyFacts {
+            holders: loaded.committee.len(),
+            threshold: loaded.threshold,
+            public_key_at: &public_key_at,
+        };
         let admitted = self
             .ledger
-            .admit(&self.policy, request, approvals, now_unix())
+            .admit(&self.policy, request, approvals, link, &facts, now_unix())
             .inspect_err(|e| {
+                self.note_fork(request.key, e);
                 self.audit.note(
                     NewEvent::new(
                         "system",
@@ -663,8 +696,9 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     .detail("reason", e),
                 );
             })?;
-        let signature = sign(admitted.input.clone(), loaded).await?;
-        admitted.signed()?;
+        let signature = sign(admitted.input.clone(), loaded.clone()).await?;
+        let signature = signature_bytes(&signature);
+        admitted.signed(&signature)?;
         self.audit.note(
             NewEvent::new(
                 "system",
@@ -681,8 +715,49 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     .join(", "),
             ),
         );
-        Ok(Output::Signature {
-            signature: signature_bytes(&signature),
-        })
+        Ok(Output::Signature { signature })
+    }
+
+    /// Checks and keeps delivered records of `key`'s spend chain, in order, and says where the
+    /// chain stands here. The first record refused stops the delivery (those before it are
+    /// kept).
+    fn record_spends(&self, key: KeyId, records: &[SpendRecord]) -> Result<Output, NodeError> {
+        if records.len() > MAX_RECORDS_PER_DELIVERY {
+            return Err(NodeError::Refused(format!(
+                "{} spend records in one delivery; at most {MAX_RECORDS_PER_DELIVERY}",
+                records.len()
+            )));
+        }
+        let loaded = self.load_key(key)?;
+        for record in records {
+            let public_key = loaded.public_key_at(&record.request.path).ok_or_else(|| {
+                NodeError::Refused(format!(
+                    "spend record {} of key {key}: the key has no child at {:?}",
+                    record.link.seq, record.request.path
+                ))
+            })?;
+            self.ledger
+                .accept_record(key, record, &public_key)
+                .inspect_err(|e| self.note_fork(key, e))?;
+        }
+        let (head, hash) = self.ledger.chain_head(key)?;
+        Ok(Output::SpendsRecorded { key, head, hash })
+    }
+
+    /// Audits a fork of `key`'s spend chain, if `error` is one.
+    fn note_fork(&self, key: KeyId, error: &NodeError) {
+        if let NodeError::SpendChain(ChainError::Fork {
+            seq, held, offered, ..
+        }) = error
+        {
+            tracing::error!(%key, seq, held, offered, "spend chain fork refused");
+            self.audit.note(
+                NewEvent::new("system", "spend_chain.fork", format!("key:{key}"))
+                    .detail("key", key)
+                    .detail("seq", seq)
+                    .detail("held", held)
+                    .detail("offered", offered),
+            );
+        }
     }
 }

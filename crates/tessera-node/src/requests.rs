@@ -14,11 +14,13 @@
 //! started but unfinished request may be retried, for the very same request only; rolling-window
 //! limits count both, so a signature this node may have helped produce is never forgotten.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
+use tessera_control::{SpendLink, SpendRecord};
 use tessera_mpc::SigningInput;
 use tessera_policy::{
     evaluate, Approval, Asset, Payload, PolicyDocument, SignRequest, SpendHistory, Verdict,
@@ -29,7 +31,14 @@ use zeroize::Zeroizing;
 
 use crate::metrics::NodeMetrics;
 use crate::node::NodeError;
+use crate::spends::{ChainError, Chains};
 use crate::state::StateError;
+
+/// How old a signing's spend link may be when a signer admits it (seconds): a coordinator
+/// cannot backdate a spend to make it leave a window early by more than this.
+pub const MAX_SPEND_LINK_AGE_SECS: u64 = 900;
+/// How far in the future a spend link's time may be (clock skew).
+pub const SPEND_LINK_SKEW_SECS: u64 = 60;
 
 /// How far a request has come on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,14 +75,33 @@ pub struct LedgerEntry {
     pub spends: Vec<(String, String)>,
     /// Unix seconds when this node agreed to sign it.
     pub at: u64,
+    /// Its place in the key's spend chain, if the signing had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// How far it came.
     pub status: LedgerStatus,
+}
+
+/// What the ledger holds in memory: its entries and the spend chains.
+struct LedgerState<S: SecretStore> {
+    entries: BTreeMap<RequestId, LedgerEntry>,
+    chains: Chains<S>,
+}
+
+/// What the ledger needs to know of the key a request signs with.
+pub struct KeyFacts<'a> {
+    /// How many parties hold it.
+    pub holders: usize,
+    /// How many sign.
+    pub threshold: u16,
+    /// The SEC1 public key at a derivation path (`None` for a path it has no child at).
+    pub public_key_at: &'a (dyn Fn(&[u32]) -> Option<Vec<u8>> + Sync),
 }
 
 /// The node's durable record of the requests it agreed to sign.
 pub struct RequestLedger<S: SecretStore> {
     store: Arc<S>,
-    entries: Mutex<Option<BTreeMap<RequestId, LedgerEntry>>>,
+    state: Mutex<Option<LedgerState<S>>>,
     in_flight: Mutex<HashSet<RequestId>>,
     metrics: NodeMetrics,
 }
@@ -86,6 +114,8 @@ fn record(id: RequestId, suffix: &str) -> RecordName {
 pub struct Admitted<'a, S: SecretStore> {
     ledger: &'a RequestLedger<S>,
     id: RequestId,
+    key: KeyId,
+    seq: Option<u64>,
     /// What the signers sign.
     pub input: SigningInput,
 }
@@ -101,24 +131,39 @@ impl<S: SecretStore> Drop for Admitted<'_, S> {
 }
 
 impl<S: SecretStore> Admitted<'_, S> {
-    /// Records that the signature completed and verified.
-    pub fn signed(&self) -> Result<(), NodeError> {
-        self.ledger.mark_signed(self.id)
+    /// Records that the signature (`r || s`) completed and verified.
+    pub fn signed(&self, signature: &[u8]) -> Result<(), NodeError> {
+        self.ledger
+            .mark_signed(self.id, self.key, self.seq, signature)
     }
 }
 
-struct History<'a>(&'a BTreeMap<RequestId, LedgerEntry>);
+/// What a request's windows count: the spend chains' records, and the ledger's entries of
+/// signings that have no record (made before spend chains), but for the request's own.
+struct History<'a, S: SecretStore> {
+    entries: &'a BTreeMap<RequestId, LedgerEntry>,
+    chains: &'a Chains<S>,
+    except: RequestId,
+    /// Whether the policy read a window (the request is amount-limited over time).
+    consulted: Cell<bool>,
+}
 
-impl SpendHistory for History<'_> {
+impl<S: SecretStore> SpendHistory for History<'_, S> {
     fn spent_since(&self, key: KeyId, asset: &Asset, since: u64) -> U256 {
+        self.consulted.set(true);
         let asset = asset.to_string();
-        self.0
-            .values()
-            .filter(|e| e.key == key && e.at >= since)
-            .flat_map(|e| e.spend.iter().chain(&e.spends))
+        let chained = self.chains.requests(key);
+        let unchained = self
+            .entries
+            .iter()
+            .filter(|(id, e)| {
+                e.key == key && e.at >= since && **id != self.except && !chained.contains(id)
+            })
+            .flat_map(|(_, e)| e.spend.iter().chain(&e.spends))
             .filter(|(a, _)| *a == asset)
             .filter_map(|(_, amount)| amount.parse::<U256>().ok())
-            .fold(U256::ZERO, |sum, amount| sum.saturating_add(amount))
+            .fold(U256::ZERO, |sum, amount| sum.saturating_add(amount));
+        unchained.saturating_add(self.chains.spent_since(key, &asset, since, self.except))
     }
 }
 
@@ -146,7 +191,7 @@ impl<S: SecretStore> RequestLedger<S> {
     pub(crate) fn with_metrics(store: Arc<S>, metrics: NodeMetrics) -> Self {
         RequestLedger {
             store,
-            entries: Mutex::new(None),
+            state: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
             metrics,
         }
@@ -186,16 +231,70 @@ impl<S: SecretStore> RequestLedger<S> {
         Ok(entries)
     }
 
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut LedgerState<S>) -> Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(LedgerState {
+                entries: self.load()?,
+                chains: Chains::load(self.store.clone())?,
+            });
+        }
+        f(guard.as_mut().expect("loaded above"))
+    }
+
     fn with_entries<T>(
         &self,
         f: impl FnOnce(&mut BTreeMap<RequestId, LedgerEntry>) -> Result<T, NodeError>,
     ) -> Result<T, NodeError> {
-        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(self.load()?);
+        self.with_state(|state| f(&mut state.entries))
+    }
+
+    /// Checks spend record `record` of `key` (with `public_key`, the SEC1 key at its path)
+    /// and keeps it (see [`crate::spends`]).
+    pub fn accept_record(
+        &self,
+        key: KeyId,
+        record: &SpendRecord,
+        public_key: &[u8],
+    ) -> Result<(), NodeError> {
+        self.with_state(|state| {
+            state
+                .chains
+                .accept(key, record, public_key)
+                .map_err(|e| self.chain_refusal(e))
+        })
+    }
+
+    /// Where `key`'s spend chain stands here: the last place up to which every record is held
+    /// (0 for none) and its hash.
+    pub fn chain_head(&self, key: KeyId) -> Result<(u64, [u8; 32]), NodeError> {
+        self.with_state(|state| Ok(state.chains.head(key)))
+    }
+
+    /// The record held at place `seq` of `key`'s spend chain.
+    pub fn chain_record(&self, key: KeyId, seq: u64) -> Result<Option<SpendRecord>, NodeError> {
+        self.with_state(|state| Ok(state.chains.get(key, seq).cloned()))
+    }
+
+    fn chain_refusal(&self, error: ChainError) -> NodeError {
+        match error {
+            ChainError::State(e) => e.into(),
+            ChainError::Fork { .. } => {
+                self.metrics.policy_refusal("spend_chain_fork");
+                NodeError::SpendChain(error)
+            }
+            ChainError::Broken { .. } => {
+                self.metrics.policy_refusal("spend_chain_broken");
+                NodeError::SpendChain(error)
+            }
+            ChainError::Record(_) => {
+                self.metrics.policy_refusal("spend_record_invalid");
+                NodeError::SpendChain(error)
+            }
         }
-        let entries = guard.as_mut().expect("loaded above");
-        f(entries)
     }
 
     /// What the ledger holds for `id`.
@@ -208,14 +307,23 @@ impl<S: SecretStore> RequestLedger<S> {
         self.with_entries(|entries| Ok(entries.values().filter(|e| e.status == status).count()))
     }
 
-    /// Re-checks `request` and its approvals against `policy` at `now`, and if everything
-    /// holds, records it durably as started before returning what to sign. Nothing is recorded
-    /// for a refused request.
+    /// Re-checks `request` and its approvals against `policy` at `now`, and its place `link`
+    /// in the key's spend chain, and if everything holds, records it durably as started (and
+    /// its spend record) before returning what to sign. Nothing is recorded for a refused
+    /// request.
+    ///
+    /// A request that spends from a key whose spend a window counts is signed only with a
+    /// link (a message, which spends nothing, may come without). A request the policy limits
+    /// by a window is admitted only if this node holds every record of the chain before the
+    /// link, and only on a key where any two signer sets share a holder (2t > n): otherwise
+    /// two signer sets could each spend the window unseen by the other.
     pub fn admit(
         &self,
         policy: &PolicyDocument,
         request: &SignRequest,
         approvals: &[Approval],
+        link: Option<&SpendLink>,
+        key: &KeyFacts<'_>,
         now: u64,
     ) -> Result<Admitted<'_, S>, NodeError> {
         let derived = request
@@ -247,9 +355,12 @@ impl<S: SecretStore> RequestLedger<S> {
         let admitted = Admitted {
             ledger: self,
             id: request.id,
+            key: request.key,
+            seq: link.map(|l| l.seq),
             input,
         };
-        self.with_entries(|entries| {
+        self.with_state(|state| {
+            let LedgerState { entries, chains } = state;
             if let Some(entry) = entries.get(&request.id) {
                 if entry.request_digest != request_digest {
                     return Err(self.refuse(
@@ -271,12 +382,14 @@ impl<S: SecretStore> RequestLedger<S> {
                 }
             }
             // Retrying a started request must not count its own amount twice.
-            let others: BTreeMap<RequestId, LedgerEntry> = entries
-                .iter()
-                .filter(|(id, _)| **id != request.id)
-                .map(|(id, e)| (*id, e.clone()))
-                .collect();
-            let decision = evaluate(policy, request, approvals, &History(&others), now);
+            let history = History {
+                entries,
+                chains,
+                except: request.id,
+                consulted: Cell::new(false),
+            };
+            let decision = evaluate(policy, request, approvals, &history, now);
+            let limited = history.consulted.get();
             match decision.verdict {
                 Verdict::Allow => {}
                 Verdict::Pending | Verdict::Deny => {
@@ -293,6 +406,8 @@ impl<S: SecretStore> RequestLedger<S> {
                     )));
                 }
             }
+            let spends = !derived.spends().is_empty();
+            self.check_link(policy, request, link, key, (spends, limited), chains, now)?;
             if let std::collections::btree_map::Entry::Vacant(vacant) = entries.entry(request.id)
             {
                 // Whatever the policy counts against its limits (transfers, value sent with
@@ -308,6 +423,7 @@ impl<S: SecretStore> RequestLedger<S> {
                     spend: None,
                     spends,
                     at: now,
+                    seq: link.map(|l| l.seq),
                     status: LedgerStatus::Started,
                 };
                 let bytes =
@@ -322,13 +438,109 @@ impl<S: SecretStore> RequestLedger<S> {
         Ok(admitted)
     }
 
-    fn mark_signed(&self, id: RequestId) -> Result<(), NodeError> {
-        self.with_entries(|entries| {
+    /// Checks `request`'s spend link (see [`Self::admit`]) and takes the signing's record into
+    /// the key's chain, durably, before anything is signed.
+    #[allow(clippy::too_many_arguments)]
+    fn check_link(
+        &self,
+        policy: &PolicyDocument,
+        request: &SignRequest,
+        link: Option<&SpendLink>,
+        key: &KeyFacts<'_>,
+        (spends, limited): (bool, bool),
+        chains: &mut Chains<S>,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let Some(link) = link else {
+            if spends && policy.windows_count(&request.key) {
+                return Err(self.refuse(
+                    "spend_link_missing",
+                    format!(
+                        "a rolling window counts what key {} spends, so every signing of it must \
+                            carry its place in the key's spend chain, and this one carries none; \
+                            sign through a coordinator that keeps spend chains",
+                        request.key
+                    ),
+                ));
+            }
+            return Ok(());
+        };
+        if link.signed_at > now.saturating_add(SPEND_LINK_SKEW_SECS)
+            || link.signed_at.saturating_add(MAX_SPEND_LINK_AGE_SECS) < now
+        {
+            return Err(self.refuse(
+                "spend_link_stale",
+                format!(
+                    "the signing's spend link is dated {} and this node's clock says {now}; a \
+                        link must be at most {MAX_SPEND_LINK_AGE_SECS} s old (check the \
+                        coordinator's clock, or submit a new request)",
+                    link.signed_at
+                ),
+            ));
+        }
+        if limited {
+            if 2 * usize::from(key.threshold) <= key.holders {
+                return Err(self.refuse(
+                    "limits_need_majority",
+                    format!(
+                        "key {} is {}-of-{}: two signer sets that share no holder could each \
+                            spend a rolling window unseen by the other, so its requests cannot be \
+                            limited by a window; give limited keys a threshold above half their \
+                            holders, or remove the window from the rules covering it",
+                        request.key, key.threshold, key.holders
+                    ),
+                ));
+            }
+            let (head, _) = chains.head(request.key);
+            if head.saturating_add(1) < link.seq {
+                return Err(self.refuse(
+                    "spend_chain_incomplete",
+                    format!(
+                        "this request is limited by a rolling window, and this node holds \
+                            key {}'s spend chain only up to record {head} while the signing is \
+                            record {}: it cannot count what others signed in between; deliver \
+                            records {} to {} first",
+                        request.key,
+                        link.seq,
+                        head + 1,
+                        link.seq - 1
+                    ),
+                ));
+            }
+        }
+        let public_key = (key.public_key_at)(&request.path).ok_or_else(|| {
+            self.refuse(
+                "invalid_request",
+                format!("key {} has no child key at {:?}", request.key, request.path),
+            )
+        })?;
+        let record = SpendRecord {
+            link: *link,
+            request: request.clone(),
+            signature: None,
+        };
+        chains
+            .accept(request.key, &record, &public_key)
+            .map_err(|e| self.chain_refusal(e))
+    }
+
+    fn mark_signed(
+        &self,
+        id: RequestId,
+        key: KeyId,
+        seq: Option<u64>,
+        signature: &[u8],
+    ) -> Result<(), NodeError> {
+        self.with_state(|state| {
             self.store
                 .put(&record(id, "signed"), b"signed")
                 .map_err(StateError::from)?;
-            if let Some(entry) = entries.get_mut(&id) {
+            if let Some(entry) = state.entries.get_mut(&id) {
                 entry.status = LedgerStatus::Signed;
+            }
+            if let Some(seq) = seq {
+                // The signature verified against the key before it got here.
+                state.chains.add_signature(key, seq, signature)?;
             }
             Ok(())
         })

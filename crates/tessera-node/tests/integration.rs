@@ -8,3 +8,4 @@ mod node;
 mod processes;
 mod requests;
 mod reshare;
+mod spend_chain;

@@ -102,11 +102,15 @@ async fn sessions_refusals_pools_and_refused_frames_are_rendered() {
         .await
         .unwrap();
     let (request, approvals) = approved_payload(&cluster, key, transfer(0, 1_000));
-    let signed = Operation::Sign { request, approvals };
     cluster
-        .run(&[P1, P2], signed.clone(), DEADLINE)
+        .sign(&[P1, P2], &request, approvals.clone(), None, DEADLINE)
         .await
         .unwrap();
+    let signed = Operation::Sign {
+        request,
+        approvals,
+        link: None,
+    };
 
     // Refused by both signers: the same request again, and an amount over the limit.
     cluster
@@ -116,7 +120,15 @@ async fn sessions_refusals_pools_and_refused_frames_are_rendered() {
     let (request, approvals) =
         approved_payload(&cluster, key, transfer(1, DEV_PER_REQUEST_WEI + 1));
     cluster
-        .run(&[P1, P2], Operation::Sign { request, approvals }, DEADLINE)
+        .run(
+            &[P1, P2],
+            Operation::Sign {
+                request,
+                approvals,
+                link: None,
+            },
+            DEADLINE,
+        )
         .await
         .expect_err("over the limit");
 

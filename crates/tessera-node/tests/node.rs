@@ -74,6 +74,7 @@ async fn keygen_presign_online_and_full_signing() {
         presignature,
         request,
         approvals,
+        link: None,
     };
     let signature = cluster
         .run(&[P1, P2], online.clone(), DEADLINE)
@@ -87,6 +88,7 @@ async fn keygen_presign_online_and_full_signing() {
         presignature,
         request,
         approvals,
+        link: None,
     };
     let err = cluster.run(&[P1, P2], again, DEADLINE).await.unwrap_err();
     let StarterError::Failed { failures, .. } = &err else {
@@ -273,7 +275,10 @@ async fn the_pool_refills_in_the_background_and_signing_falls_back_to_full() {
         let (pool, cluster) = (pool.clone(), &cluster);
         async move {
             let (request, approvals) = approved(cluster, key, b"from the pool");
-            let (output, path) = pool.sign(&signers, &request, &approvals).await.unwrap();
+            let (output, path) = pool
+                .sign(&signers, &request, &approvals, None)
+                .await
+                .unwrap();
             assert!(k256_verifies(public_key, &request.digest, &output));
             path
         }
@@ -354,6 +359,7 @@ async fn three_of_five_over_a_real_nats_server() {
         presignature,
         request,
         approvals,
+        link: None,
     };
     let signature = cluster.run(&[p2, p3, p4], online, DEADLINE).await.unwrap();
     assert!(k256_verifies(&public_key, &digest, &signature));

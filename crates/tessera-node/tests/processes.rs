@@ -16,7 +16,7 @@ use tessera_chain::{Eip1559Request, UnsignedTx, U256};
 use tessera_channel::identity::{AdminKey, CoordinatorKey, PartyIdentity};
 use tessera_channel::{Roster, SignedRoster};
 use tessera_control::nats::NatsControl;
-use tessera_control::{ControlChannel, Operation, Output, Starter, StarterError};
+use tessera_control::{ControlChannel, Operation, Output, SpendChain, Starter, StarterError};
 use tessera_mpc::fixtures::insecure_test_primes;
 use tessera_mpc::PrimePool;
 use tessera_policy::dev::{DevPolicy, DEV_CHAIN_ID};
@@ -347,17 +347,27 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
         };
         presignatures.push(presignature);
     }
+    // The test is the coordinator: a transfer takes the next place in the key's spend chain
+    // (a message, which moves nothing, takes none).
+    let chain = std::sync::Mutex::new(SpendChain::new());
     let online = |presignature: SessionId, payload: Payload| {
         let (request, approvals) = approved(&dev, key, payload);
+        let link = matches!(request.payload, Payload::EthereumTx { .. })
+            .then(|| chain.lock().unwrap().link(&request, now()));
         Operation::OnlineSign {
             presignature,
             request,
             approvals,
+            link,
         }
     };
     let full = |payload: Payload| {
         let (request, approvals) = approved(&dev, key, payload);
-        Operation::Sign { request, approvals }
+        Operation::Sign {
+            request,
+            approvals,
+            link: None,
+        }
     };
     // An EIP-1559 transfer on Sepolia, online: the signed transaction's sender is the key.
     let to = [0x42; 20];

@@ -7,8 +7,9 @@ use crate::common;
 
 use common::*;
 use tessera_chain::{Eip1559Request, U256};
-use tessera_control::{Operation, Output, StarterError};
+use tessera_control::{Operation, Output, SpendChain, StarterError};
 use tessera_node::local::{LocalCluster, LocalOptions};
+use tessera_node::NodeSettings;
 use tessera_policy::dev::{DevPolicy, DEV_CHAIN_ID, DEV_DENIED, DEV_PER_REQUEST_WEI};
 use tessera_policy::{Approval, OperatorKey, Payload, PolicyHash, SignRequest};
 use tessera_store::KdfParams;
@@ -35,18 +36,25 @@ fn address(text: &str) -> [u8; 20] {
     out
 }
 
-struct Fixture {
-    cluster: LocalCluster,
-    key: KeyId,
-    public_key: Vec<u8>,
+/// A local 2-of-3 cluster under the development policy, with the fixture key installed.
+pub(crate) struct Fixture {
+    pub(crate) cluster: LocalCluster,
+    pub(crate) key: KeyId,
+    pub(crate) public_key: Vec<u8>,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with(NodeSettings::default()).await
+    }
+
+    /// The cluster's nodes run with `settings`.
+    pub(crate) async fn with(settings: NodeSettings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let options = LocalOptions {
             kdf: KdfParams::MINIMUM,
+            settings,
             ..LocalOptions::default()
         };
         let cluster = LocalCluster::start(dir.path(), options).await.unwrap();
@@ -59,7 +67,7 @@ impl Fixture {
         }
     }
 
-    fn dev(&self) -> &DevPolicy {
+    pub(crate) fn dev(&self) -> &DevPolicy {
         self.cluster.dev.as_ref().unwrap()
     }
 
@@ -102,7 +110,14 @@ impl Fixture {
 }
 
 fn sign(request: SignRequest, approvals: Vec<Approval>) -> (RequestId, Operation) {
-    (request.id, Operation::Sign { request, approvals })
+    (
+        request.id,
+        Operation::Sign {
+            request,
+            approvals,
+            link: None,
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +129,12 @@ async fn an_approved_transfer_signs_and_everything_else_is_refused_with_its_reas
     // transaction's sender is the key's address.
     let request = f.request(transfer(0, RECIPIENT, 1_000));
     let approvals = dev.approve(&request);
-    let (id, operation) = sign(request.clone(), approvals.clone());
-    let output = f.cluster.run(&[P1, P2], operation, DEADLINE).await.unwrap();
+    let id = request.id;
+    let output = f
+        .cluster
+        .sign(&[P1, P2], &request, approvals.clone(), None, DEADLINE)
+        .await
+        .unwrap();
     assert!(k256_verifies(&f.public_key, &request.digest, &output));
     let Output::Signature { signature } = &output else {
         unreachable!()
@@ -154,6 +173,7 @@ async fn an_approved_transfer_signs_and_everything_else_is_refused_with_its_reas
             Operation::Sign {
                 request: reused,
                 approvals: approvals_reused,
+                link: None,
             },
             DEADLINE,
         )
@@ -422,6 +442,7 @@ async fn a_refused_online_request_keeps_its_presignature_and_limits_span_request
         presignature,
         request,
         approvals,
+        link: None,
     };
     f.refused("online, one approval", id, op, "approval").await;
     for p in [P1, P2] {
@@ -480,18 +501,21 @@ async fn a_node_restored_from_a_snapshot_cannot_use_a_consumed_presignature_agai
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
     }
-    let online = |request: SignRequest| Operation::OnlineSign {
-        presignature,
-        approvals: dev.approve(&request),
-        request,
+    // Signed as a coordinator signs: at the next place of the key's spend chain, with the
+    // records the signers lack delivered first.
+    let online = |request: SignRequest| {
+        let cluster = &cluster;
+        async move {
+            let approvals = dev.approve(&request);
+            cluster
+                .sign(&[P1, P2], &request, approvals, Some(presignature), DEADLINE)
+                .await
+        }
     };
     let request = dev
         .request(key, Vec::new(), transfer(0, RECIPIENT, 1), now())
         .unwrap();
-    let output = cluster
-        .run(&[P1, P2], online(request.clone()), DEADLINE)
-        .await
-        .unwrap();
+    let output = online(request.clone()).await.unwrap();
     assert!(k256_verifies(&public_key, &request.digest, &output));
 
     // p1's disk is restored from the backup: the presignature is back, and p1 has no memory
@@ -510,8 +534,7 @@ async fn a_node_restored_from_a_snapshot_cannot_use_a_consumed_presignature_agai
     let other = dev
         .request(key, Vec::new(), transfer(1, RECIPIENT, 1), now())
         .unwrap();
-    let err = cluster
-        .run(&[P1, P2], online(other), DEADLINE)
+    let err = online(other)
         .await
         .expect_err("a consumed presignature must not sign again");
     // p2 remembers it used it, refuses, and says why; no signature comes of it.
@@ -550,7 +573,7 @@ fn concurrent_identical_requests_are_admitted_once() {
             now(),
         )
         .unwrap();
-    let approvals = dev.approve(&request);
+    let link = SpendChain::new().link(&request, now());
     // Eight sessions offer the same request at the same instant (a coordinator starting it
     // twice, or replaying a start): one is admitted, the others are refused as in flight.
     const RACERS: usize = 8;
@@ -560,11 +583,11 @@ fn concurrent_identical_requests_are_admitted_once() {
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    match ledger.admit(&dev.document, &request, &approvals, now()) {
+                    match admit(&ledger, &dev, &request, Some(&link), now()) {
                         // Held until every racer tried.
                         Ok(admitted) => {
                             std::thread::sleep(std::time::Duration::from_millis(200));
-                            admitted.signed().unwrap();
+                            admitted.signed(&[0; 64]).unwrap();
                             None
                         }
                         Err(e) => Some(e.to_string()),
@@ -585,8 +608,7 @@ fn concurrent_identical_requests_are_admitted_once() {
     }
     // Signed once; never again.
     assert_eq!(ledger.count(LedgerStatus::Signed).unwrap(), 1);
-    let err = ledger
-        .admit(&dev.document, &request, &approvals, now())
+    let err = admit(&ledger, &dev, &request, Some(&link), now())
         .err()
         .expect("already signed");
     assert!(err.to_string().contains("already signed"), "{err}");
@@ -604,69 +626,62 @@ fn the_ledger_counts_the_rolling_window_and_survives_a_restart() {
     let dev = DevPolicy::generate().unwrap();
     let key = KeyId::random();
     let ledger = RequestLedger::new(store);
-    let approved = |nonce: u64| {
+    let mut chain = SpendChain::new();
+    let mut approved = |nonce: u64, at: u64| {
         let request = dev
             .request(
                 key,
                 Vec::new(),
                 // With its maximum fee, each spends exactly the per-request limit.
                 transfer(nonce, RECIPIENT, DEV_PER_REQUEST_WEI - transfer_fee()),
-                now(),
+                at,
             )
             .unwrap();
-        let approvals = dev.approve(&request);
-        (request, approvals)
+        let link = chain.link(&request, at);
+        (request, link)
     };
     // 10 x 10 ETH fill the 100 ETH window; signed or only started, both count.
     let mut started_only = Vec::new();
     for nonce in 0..10u64 {
-        let (request, approvals) = approved(nonce);
-        let admitted = ledger
-            .admit(&dev.document, &request, &approvals, now())
-            .unwrap();
+        let (request, link) = approved(nonce, now());
+        let admitted = admit(&ledger, &dev, &request, Some(&link), now()).unwrap();
         if nonce % 2 == 0 {
-            admitted.signed().unwrap();
+            admitted.signed(&[0; 64]).unwrap();
         } else {
-            started_only.push((request, approvals));
+            started_only.push((request, link));
         }
     }
-    let (request, approvals) = approved(10);
-    let err = ledger
-        .admit(&dev.document, &request, &approvals, now())
+    let (request, link) = approved(10, now());
+    let err = admit(&ledger, &dev, &request, Some(&link), now())
         .err()
         .expect("over the window");
     assert!(err.to_string().contains("already spent"), "{err}");
     // A started request may be retried (the same request): its own amount is not counted
     // twice, so it still fits.
-    let (retry, retry_approvals) = &started_only[0];
+    let (retry, retry_link) = &started_only[0];
     drop(
-        ledger
-            .admit(&dev.document, retry, retry_approvals, now())
-            .expect("a retry of a started request"),
+        admit(&ledger, &dev, retry, Some(retry_link), now()).expect("a retry of a started request"),
     );
     drop(ledger);
 
     // Reopened from disk: the same decisions.
     let store = Arc::new(FileStore::open(dir.path(), pass).unwrap());
     let ledger = RequestLedger::new(store);
-    let err = ledger
-        .admit(&dev.document, &request, &approvals, now())
+    let err = admit(&ledger, &dev, &request, Some(&link), now())
         .err()
         .expect("still over the window after a restart");
     assert!(err.to_string().contains("already spent"), "{err}");
     // A day later the window has room again, and a signed request is never signed twice.
     let later = now() + 86_400 + 1;
-    let request = dev
-        .request(key, Vec::new(), transfer(12, RECIPIENT, 1), later)
-        .unwrap();
-    let approvals = dev.approve(&request);
-    let admitted = ledger
-        .admit(&dev.document, &request, &approvals, later)
-        .unwrap();
-    admitted.signed().unwrap();
+    let (request, link) = approved(12, later);
+    // The refused request kept its place in the chain (it counts as spent where it is known);
+    // this node is given its record before it signs the next.
+    let eleventh = chain.records_after(key, 10).remove(0);
+    ledger.accept_record(key, &eleventh, &[2; 33]).unwrap();
+    let admitted = admit(&ledger, &dev, &request, Some(&link), later).unwrap();
+    admitted.signed(&[0; 64]).unwrap();
     drop(admitted);
-    let err = ledger
-        .admit(&dev.document, &request, &approvals, later)
+    let err = admit(&ledger, &dev, &request, Some(&link), later)
         .err()
         .expect("signed once");
     assert!(err.to_string().contains("already signed"), "{err}");

@@ -550,6 +550,7 @@ async fn a_refresh_renews_share_and_auxiliary_info_and_retires_the_old_epoch() {
         presignature,
         request,
         approvals,
+        link: None,
     };
     let err = cluster.run(&[P1, P2], stale, DEADLINE).await.unwrap_err();
     assert!(err.to_string().contains(&presignature.to_string()), "{err}");
@@ -569,6 +570,7 @@ async fn a_refresh_renews_share_and_auxiliary_info_and_retires_the_old_epoch() {
                 presignature,
                 request,
                 approvals,
+                link: None,
             },
             DEADLINE,
         )

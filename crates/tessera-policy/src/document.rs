@@ -157,4 +157,19 @@ impl PolicyDocument {
             .iter()
             .filter(move |r| r.covers(&key, &self.groups))
     }
+
+    /// Whether any rolling window counts what `key` spends: a window of a rule covering
+    /// `key`, or one shared with it (`window_keys`). Every signing of such a key is a link of
+    /// its spend chain (`docs/protocols/spend-chain.md`).
+    pub fn windows_count(&self, key: &KeyId) -> bool {
+        self.rules.iter().any(|rule| {
+            let covers = rule.covers(key, &self.groups);
+            rule.limits.iter().any(|limit| {
+                limit
+                    .window
+                    .as_ref()
+                    .is_some_and(|w| covers || w.shared_with.contains(key))
+            })
+        })
+    }
 }

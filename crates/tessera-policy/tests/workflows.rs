@@ -354,3 +354,20 @@ fn a_window_shared_by_a_group_of_keys_counts_them_all() {
         assert!(message.contains(expected), "{expected:?} not in {message}");
     }
 }
+
+/// Issue 16 A.1: the keys whose signings take a place in their spend chain are those a rolling
+/// window counts: covered by a rule with a window, or sharing one.
+#[test]
+fn windows_count_the_keys_they_limit_and_the_keys_they_are_shared_with() {
+    let own = example();
+    assert!(own.windows_count(&key_id("5f0a3c1e9b7d4e2fa1c3b5d7e9f1a2b4")));
+    assert!(own.windows_count(&key_id("7a2c5e3b1d9f6a4bc3e5d7f9a1b3c4d6")));
+    let elsewhere = key_id("00000000000000000000000000000001");
+    assert!(!own.windows_count(&elsewhere), "no rule covers it");
+    // A rule without any window counts nothing.
+    let unlimited = EXAMPLE
+        .replace("per_window = ", "# per_window = ")
+        .replace("window_secs = ", "# window_secs = ");
+    let unlimited = PolicyDocument::from_toml(unlimited.as_bytes()).unwrap();
+    assert!(!unlimited.windows_count(&key_id("5f0a3c1e9b7d4e2fa1c3b5d7e9f1a2b4")));
+}

@@ -294,10 +294,12 @@ async fn bench_tessera(
     let bar = progress(format!("{name}: online sign (warm pool)"), args.runs);
     for presignature in presignatures {
         let (request, approvals) = approved(dev, key)?;
+        // A message moves nothing, so it takes no place in the key's spend chain.
         let operation = Operation::OnlineSign {
             presignature,
             request,
             approvals,
+            link: None,
         };
         let t = Instant::now();
         let output = cluster.run(&signers, operation, DEADLINE).await?;
@@ -315,7 +317,11 @@ async fn bench_tessera(
     let bar = progress(format!("{name}: full sign"), args.runs);
     for _ in 0..args.runs {
         let (request, approvals) = approved(dev, key)?;
-        let operation = Operation::Sign { request, approvals };
+        let operation = Operation::Sign {
+            request,
+            approvals,
+            link: None,
+        };
         let t = Instant::now();
         let output = cluster.run(&signers, operation, DEADLINE).await?;
         let Output::Signature { signature } = &output else {
@@ -365,7 +371,15 @@ async fn bench_tessera(
     bar.finish_and_clear();
     let (request, approvals) = approved(dev, key)?;
     let output = cluster
-        .run(&signers, Operation::Sign { request, approvals }, DEADLINE)
+        .run(
+            &signers,
+            Operation::Sign {
+                request,
+                approvals,
+                link: None,
+            },
+            DEADLINE,
+        )
         .await?;
     let Output::Signature { signature } = &output else {
         bail!("signing after the refresh returned no signature");

@@ -206,12 +206,16 @@ async fn demo(args: DemoArgs) -> Result<()> {
         hex::encode(request.digest)
     );
     let t = Instant::now();
-    let online = Operation::OnlineSign {
-        presignature,
-        request: request.clone(),
-        approvals: approvals.clone(),
-    };
-    let output = cluster.run(&[P1, P2], online, DEADLINE).await?;
+    // As a coordinator does: the signing takes the next place in the key's spend chain.
+    let output = cluster
+        .sign(
+            &[P1, P2],
+            &request,
+            approvals.clone(),
+            Some(presignature),
+            DEADLINE,
+        )
+        .await?;
     let signature = signature_of(&output)?;
     verify_with_k256(&public_key, &request.digest, signature)?;
     let signed = UnsignedTx::decode(&raw)?.assemble(signature, &public_key)?;
@@ -225,6 +229,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
     if sender != tessera_chain::address(&public_key)? {
         bail!("the signed transaction's sender is not the key's address");
     }
+    cluster.deliver_spends(key, &[P3], 1, DEADLINE).await?;
+    println!(
+        "      p3, which did not sign, now holds this signing as record {} of the key's spend \
+         chain: its rolling windows count it",
+        cluster.spend_head(key, P3)
+    );
 
     step(
         6,
@@ -244,6 +254,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
             Operation::Sign {
                 request: request.clone(),
                 approvals: approvals.clone(),
+                // A message moves nothing: it has no place in the spend chain.
+                link: None,
             },
             DEADLINE,
         )
@@ -256,7 +268,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
     );
 
     step(7, "what the nodes refuse, each with its reason");
-    let replay = Operation::Sign { request, approvals };
+    let replay = Operation::Sign {
+        request,
+        approvals,
+        link: None,
+    };
     refused(
         "the same request again",
         cluster.run(&[P2, P3], replay, DEADLINE).await,
@@ -274,8 +290,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
                 .encode();
         let request = dev.request(key, Vec::new(), Payload::EthereumTx { raw }, now_unix())?;
         let approvals = dev.approve(&request);
-        let operation = Operation::Sign { request, approvals };
-        refused(what, cluster.run(&[P1, P2], operation, DEADLINE).await)?;
+        refused(
+            what,
+            cluster
+                .sign(&[P1, P2], &request, approvals, None, DEADLINE)
+                .await,
+        )?;
     }
     let raw = Eip1559Request::transfer(dev::DEV_CHAIN_ID, 2, to, U256::from(1u64)).encode();
     let request = dev.request(key, Vec::new(), Payload::EthereumTx { raw }, now_unix())?;
@@ -284,7 +304,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     refused(
         "a request with one approval of two",
         cluster
-            .run(&[P1, P2], Operation::Sign { request, approvals }, DEADLINE)
+            .sign(&[P1, P2], &request, approvals, None, DEADLINE)
             .await,
     )?;
 

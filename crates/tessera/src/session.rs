@@ -82,7 +82,9 @@ pub enum SessionCommand {
         count: u32,
     },
     /// Sign an approved request: online with `--presignature`, else full signing. Every node
-    /// re-checks the request, its approvals and its policy before it signs.
+    /// re-checks the request, its approvals and its policy before it signs. This command
+    /// keeps no spend chain, so the nodes refuse here a transfer that a rolling window limits
+    /// (sign those through the coordinator); messages and unlimited keys sign.
     Sign {
         /// The signers, in order (for a presignature: the ones that made it).
         #[arg(long, value_delimiter = ',', required = true)]
@@ -209,12 +211,19 @@ async fn session(args: SessionArgs) -> Result<()> {
                 .with_context(|| format!("{} is not an approved request", request.display()))?;
             let digest = request.digest;
             let operation = match presignature {
+                // No place in a spend chain: nodes refuse a request that a rolling window
+                // limits without one (sign those through the coordinator).
                 Some(presignature) => Operation::OnlineSign {
                     presignature,
                     request,
                     approvals,
+                    link: None,
                 },
-                None => Operation::Sign { request, approvals },
+                None => Operation::Sign {
+                    request,
+                    approvals,
+                    link: None,
+                },
             };
             let Output::Signature { signature } = run(parties, operation).await? else {
                 bail!("signing returned no signature");

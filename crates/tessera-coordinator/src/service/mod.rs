@@ -40,6 +40,7 @@ mod requests;
 mod rotation;
 mod settings;
 mod signing;
+mod spend_chain;
 mod views;
 
 use std::sync::{Arc, Mutex, RwLock, Weak};

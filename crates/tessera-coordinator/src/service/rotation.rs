@@ -603,15 +603,21 @@ impl Coordinator {
 
     /// Runs a control session with `parties` and returns the verified reports that came back
     /// (none where the session could not run).
-    async fn collect(&self, parties: &[PartyId], operation: Operation) -> Reports {
+    pub(super) async fn collect(&self, parties: &[PartyId], operation: Operation) -> Reports {
+        self.collect_within(parties, operation, self.settings.session_deadline)
+            .await
+    }
+
+    /// [`collect`](Self::collect), waiting at most `deadline` for the answers.
+    pub(super) async fn collect_within(
+        &self,
+        parties: &[PartyId],
+        operation: Operation,
+        deadline: Duration,
+    ) -> Reports {
         match self
             .starter
-            .run_collect(
-                self.control.as_ref(),
-                parties,
-                operation,
-                self.settings.session_deadline,
-            )
+            .run_collect(self.control.as_ref(), parties, operation, deadline)
             .await
         {
             Ok((_, reports)) => reports,

@@ -28,7 +28,7 @@ use tokio::sync::{watch, Notify};
 
 use super::keys::public_key_at;
 use super::requests::decode;
-use super::{history, now_unix, to_db, Coordinator, ServiceError, SYSTEM};
+use super::{history, now_unix, spend_chain, to_db, Coordinator, ServiceError, SYSTEM};
 use crate::store::{NewSession, RequestRow, RequestState, SessionOutcome, SessionSubject, Spend};
 
 /// What became of an approved request offered for admission to signing.
@@ -164,7 +164,9 @@ impl Coordinator {
                         .into_iter()
                         .map(|(asset, amount)| (asset.to_string(), amount.to_string()))
                         .collect();
-                    return Ok(if admission.admit(&spends, to_db(now)).await? {
+                    let head = admission.chain_head().await?;
+                    let link = spend_chain::next_link(&request, head, now);
+                    return Ok(if admission.admit(&spends, to_db(now), &link).await? {
                         Admitted::Yes
                     } else {
                         Admitted::Taken
@@ -279,6 +281,7 @@ impl Coordinator {
                 .check()
                 .map_err(|e| format!("the request no longer checks: {e}"))?
         };
+        let link = self.link_of(&request).await.map_err(|e| e.to_string())?;
         let limit = if resumed {
             self.settings
                 .signing_attempts
@@ -306,6 +309,12 @@ impl Coordinator {
                 .increment_attempts(id)
                 .await
                 .map_err(|e| e.to_string())?;
+            // Each signer must hold the chain before this signing (a window-limited request
+            // is refused otherwise); one that cannot be brought up to date says so when it
+            // refuses.
+            if let Err(e) = self.catch_up(key.id, &quorum, link.seq - 1).await {
+                tracing::warn!(request = %id, error = %e, "cannot deliver the key's spend chain");
+            }
             let presignature = match &self.pool {
                 Some(pool) if request.path.is_empty() && !online_tried => {
                     pool.take(key.id, &quorum)
@@ -320,6 +329,7 @@ impl Coordinator {
                             presignature,
                             request: request.clone(),
                             approvals: approvals.clone(),
+                            link: Some(link),
                         },
                         "online_sign",
                     )
@@ -328,6 +338,7 @@ impl Coordinator {
                     Operation::Sign {
                         request: request.clone(),
                         approvals: approvals.clone(),
+                        link: Some(link),
                     },
                     "sign",
                 ),
@@ -336,10 +347,20 @@ impl Coordinator {
                 |signature: &[u8]| verify_signature(&target, &derived, signature).is_ok();
             match self.attempt(id, &quorum, operation, name, &verifies).await {
                 Attempt::Signed(signature) => {
+                    if let Err(e) = self.store.set_link_signature(id, &signature).await {
+                        tracing::warn!(request = %id, error = %e, "cannot record the signature in the key's spend chain; its record is delivered without it");
+                    }
+                    if let Err(e) = self.signed_at_place(key.id, &quorum, link.seq).await {
+                        tracing::warn!(request = %id, error = %e, "cannot record where the signers' spend chains stand");
+                    }
                     return assemble(&request, &derived, &target, &signature);
                 }
-                Attempt::Fatal(error) => return Err(error),
+                Attempt::Fatal(error) => {
+                    self.refresh_heads_quietly(key.id, &quorum).await;
+                    return Err(error);
+                }
                 Attempt::Failed { error, exclude } => {
+                    self.refresh_heads_quietly(key.id, &quorum).await;
                     tracing::warn!(request = %id, attempt = attempts, %error, excluded = %PartyId::list(&exclude), "signing attempt failed; retrying");
                     excluded.extend(exclude);
                     last_error = error;
@@ -349,6 +370,14 @@ impl Coordinator {
         Err(format!(
             "signing failed after {attempts} attempt(s); last error: {last_error}"
         ))
+    }
+
+    /// [`refresh_heads`](Self::refresh_heads), logging a failure (the next catch-up starts
+    /// from what was known).
+    async fn refresh_heads_quietly(&self, key: tessera_wire::KeyId, parties: &[PartyId]) {
+        if let Err(e) = self.refresh_heads(key, parties).await {
+            tracing::warn!(%key, error = %e, "cannot learn where the signers' spend chains stand");
+        }
     }
 
     /// Before resuming a request another coordinator left `signing`: re-evaluates the policy

@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "spend reservations",
         include_str!("../../migrations/0008_spend_reservations.sql"),
     ),
+    (
+        9,
+        "spend chain",
+        include_str!("../../migrations/0009_spend_chain.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.

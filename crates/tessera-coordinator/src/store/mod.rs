@@ -28,6 +28,7 @@ mod requests;
 mod row;
 mod sessions;
 mod spend;
+mod spend_chain;
 mod types;
 
 use std::fmt;
@@ -47,6 +48,7 @@ pub use policies::{NewProposal, PolicyRow, ProposalRow};
 pub use requests::{NewRequest, RequestFilter, RequestRow};
 pub use sessions::{NewSession, SessionOutcome, SessionRow};
 pub use spend::{Admission, Spend};
+pub use spend_chain::{LinkRow, LinkedRequest};
 pub use types::{
     ApprovalSubject, CommitteeStatus, Decision, InsertOutcome, KeyChangeState, KeyStatus,
     ProposalId, ProposalState, RequestKind, RequestState, SessionSubject,

@@ -14,6 +14,7 @@ use tessera_wire::{KeyId, RequestId};
 
 use super::error::is_foreign_key_violation;
 use super::row::Cols;
+use super::spend_chain::{insert_link, LinkRow};
 use super::{InsertOutcome, RequestState, Store, StoreError};
 
 /// An amount a request spends (reserved when it was admitted to signing).
@@ -290,6 +291,37 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
+    /// The key admitted.
+    pub(super) fn key(&self) -> KeyId {
+        self.key
+    }
+
+    /// The admission's connection, inside its transaction.
+    pub(super) fn connection(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Gives a request that is already `signing` but has no spend link (admitted before spend
+    /// chains) its `link`, and commits. False, and nothing changed, if it has one already.
+    pub async fn link_only(mut self, link: &LinkRow) -> Result<bool, StoreError> {
+        let id = self.request;
+        let linked: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM spend_links WHERE request_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(|e| StoreError::db(format_args!("reading the link of request {id}"), e))?;
+        if linked.is_some() {
+            return Ok(false);
+        }
+        insert_link(&mut self.tx, link).await?;
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| StoreError::db(format_args!("linking request {id}"), e))?;
+        Ok(true)
+    }
+
     /// The amounts reserved by `key` (this request's key, or one locked with it) in `asset`
     /// at or after `since` and not released, but for this request's own, as
     /// [`Store::spends_since`] reads them.
@@ -303,12 +335,15 @@ impl Admission {
     }
 
     /// Moves the request from `approved` to `signing` with `spends` reserved for it (each
-    /// `(asset, amount)` at `reserved_at`), and commits. False, and nothing changed, if the
-    /// request was no longer `approved` (another coordinator took it, or it was cancelled).
+    /// `(asset, amount)` at `reserved_at`) and its place `link` in the key's spend chain (read
+    /// the chain's head with [`chain_head`](Self::chain_head) first), and commits. False, and
+    /// nothing changed, if the request was no longer `approved` (another coordinator took it,
+    /// or it was cancelled).
     pub async fn admit(
         mut self,
         spends: &[(String, String)],
         reserved_at: i64,
+        link: &LinkRow,
     ) -> Result<bool, StoreError> {
         let id = self.request;
         let moved = sqlx::query(
@@ -345,6 +380,7 @@ impl Admission {
                 )
             })?;
         }
+        insert_link(&mut self.tx, link).await?;
         self.tx
             .commit()
             .await

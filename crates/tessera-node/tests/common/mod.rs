@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use tessera_control::{Operation, Output};
+use tessera_control::{Operation, Output, SpendLink};
 use tessera_mpc::fixtures::{insecure_committee_2of3, CommitteeFixture};
 use tessera_mpc::{AuxInfo, IncompleteKeyShare};
 use tessera_node::local::LocalCluster;
+use tessera_node::requests::{Admitted, KeyFacts, RequestLedger};
 use tessera_node::state::KeyRecord;
+use tessera_node::NodeError;
+use tessera_policy::dev::DevPolicy;
 use tessera_policy::{Approval, Payload, SignRequest};
+use tessera_store::FileStore;
 use tessera_wire::{KeyId, PartyId};
 
 pub const P1: PartyId = PartyId(1);
@@ -91,7 +95,48 @@ pub fn approved_payload(
 pub fn sign_message(cluster: &LocalCluster, key: KeyId, text: &[u8]) -> (Operation, [u8; 32]) {
     let (request, approvals) = approved(cluster, key, text);
     let digest = request.digest;
-    (Operation::Sign { request, approvals }, digest)
+    (
+        Operation::Sign {
+            request,
+            approvals,
+            link: None,
+        },
+        digest,
+    )
+}
+
+/// Any public key: the records that ledger tests keep carry no signature to check.
+pub fn any_public_key(_path: &[u32]) -> Option<Vec<u8>> {
+    Some(vec![2; 33])
+}
+
+/// A 2-of-3 key, as a request ledger needs to know it (for ledger tests without a cluster).
+pub fn two_of_three() -> KeyFacts<'static> {
+    KeyFacts {
+        holders: 3,
+        threshold: 2,
+        public_key_at: &any_public_key,
+    }
+}
+
+/// Offers `request`, approved by `dev`'s principals, to `ledger` at `link` of a 2-of-3 key's
+/// spend chain, at `at`.
+pub fn admit<'l>(
+    ledger: &'l RequestLedger<FileStore>,
+    dev: &DevPolicy,
+    request: &SignRequest,
+    link: Option<&SpendLink>,
+    at: u64,
+) -> Result<Admitted<'l, FileStore>, NodeError> {
+    let approvals = dev.approve(request);
+    ledger.admit(
+        &dev.document,
+        request,
+        &approvals,
+        link,
+        &two_of_three(),
+        at,
+    )
 }
 
 /// Unix seconds now.
