@@ -155,6 +155,25 @@ impl std::fmt::Debug for CoordinatorClient {
     }
 }
 
+/// The query of a paged list: `state`, `limit` and `after`, those given.
+fn list_params(
+    state: Option<impl std::fmt::Display>,
+    limit: Option<u32>,
+    after: Option<ProposalId>,
+) -> Vec<(&'static str, String)> {
+    let mut params = Vec::new();
+    if let Some(state) = state {
+        params.push(("state", state.to_string()));
+    }
+    if let Some(limit) = limit {
+        params.push(("limit", limit.to_string()));
+    }
+    if let Some(after) = after {
+        params.push(("after", after.to_string()));
+    }
+    params
+}
+
 /// The request target as it will be sent: path and query, exactly.
 fn target(url: &Url) -> String {
     match url.query() {
@@ -415,21 +434,16 @@ impl CoordinatorClient {
             .await
     }
 
-    /// `GET /v1/key-changes?state=&limit=`.
+    /// `GET /v1/key-changes?state=&limit=&after=`: a page of summaries, newest first (pass a
+    /// page's `next_after` as `after` for the next).
     pub async fn list_key_changes(
         &self,
         state: Option<KeyChangeState>,
         limit: Option<u32>,
-    ) -> Result<Vec<KeyChangeView>, ClientError> {
-        let mut params = Vec::new();
-        if let Some(state) = state {
-            params.push(("state", state.to_string()));
-        }
-        if let Some(limit) = limit {
-            params.push(("limit", limit.to_string()));
-        }
-        let list: KeyChangeList = self.get(&["v1", "key-changes"], &params).await?;
-        Ok(list.changes)
+        after: Option<ProposalId>,
+    ) -> Result<KeyChangeList, ClientError> {
+        let params = list_params(state, limit, after);
+        self.get(&["v1", "key-changes"], &params).await
     }
 
     /// `GET /v1/key-changes/{id}`.
@@ -574,21 +588,16 @@ impl CoordinatorClient {
         self.post(&["v1", "policy", "proposals"], &body).await
     }
 
-    /// `GET /v1/policy/proposals?state=&limit=`.
+    /// `GET /v1/policy/proposals?state=&limit=&after=`: a page of summaries, newest first
+    /// (pass a page's `next_after` as `after` for the next).
     pub async fn list_proposals(
         &self,
         state: Option<ProposalState>,
         limit: Option<u32>,
-    ) -> Result<Vec<ProposalView>, ClientError> {
-        let mut params = Vec::new();
-        if let Some(state) = state {
-            params.push(("state", state.to_string()));
-        }
-        if let Some(limit) = limit {
-            params.push(("limit", limit.to_string()));
-        }
-        let list: ProposalList = self.get(&["v1", "policy", "proposals"], &params).await?;
-        Ok(list.proposals)
+        after: Option<ProposalId>,
+    ) -> Result<ProposalList, ClientError> {
+        let params = list_params(state, limit, after);
+        self.get(&["v1", "policy", "proposals"], &params).await
     }
 
     /// `GET /v1/audit?…`: a page of the coordinator's audit events matching `filter` (its

@@ -1458,10 +1458,27 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         Some(7 * 86_400)
     );
     let changes = aude
-        .list_key_changes(Some(KeyChangeState::Applied), None)
+        .list_key_changes(Some(KeyChangeState::Applied), None, None)
         .await
         .unwrap();
-    assert_eq!(changes.len(), 2, "the refresh and the schedule");
+    assert_eq!(changes.changes.len(), 2, "the refresh and the schedule");
+    assert_eq!(changes.next_after, None, "one page holds them");
+    // A page at a time: the newest, then the one after it, then nothing.
+    let first = aude
+        .list_key_changes(Some(KeyChangeState::Applied), Some(1), None)
+        .await
+        .unwrap();
+    assert_eq!(first.changes, changes.changes[..1]);
+    let second = aude
+        .list_key_changes(Some(KeyChangeState::Applied), Some(1), first.next_after)
+        .await
+        .unwrap();
+    assert_eq!(second.changes, changes.changes[1..]);
+    let last = aude
+        .list_key_changes(Some(KeyChangeState::Applied), Some(1), second.next_after)
+        .await
+        .unwrap();
+    assert!(last.changes.is_empty() && last.next_after.is_none());
     // Nothing is due: activating again is a no-op answering with the key.
     assert_eq!(
         ada.activate_key("hot wallet/1")
@@ -1591,10 +1608,12 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         .unwrap();
     assert_eq!(signed.state, ProposalState::Pending);
     let listed = aude
-        .list_proposals(Some(ProposalState::Pending), None)
+        .list_proposals(Some(ProposalState::Pending), None, None)
         .await
         .unwrap();
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.proposals.len(), 1);
+    assert_eq!(listed.proposals[0].id, id);
+    assert_eq!(listed.proposals[0].document_hash, proposal.document_hash);
     let applied = abe
         .approve_proposal(id, &abe.policy_approval_for(&proposal.change))
         .await

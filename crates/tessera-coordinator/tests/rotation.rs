@@ -281,7 +281,7 @@ async fn keys_are_refreshed_and_reshared_once_another_admin_approves(db: &Db) {
         Err(ServiceError::NotFound(_))
     ));
     // Every change is listed; each rotation is a recorded session.
-    let listed = c.list_key_changes(None, 10).await.unwrap();
+    let listed = c.list_key_changes(None, None, 10).await.unwrap();
     assert_eq!(
         listed.len(),
         4,

@@ -1114,7 +1114,7 @@ async fn policy_proposals_lifecycle(db: &Db) {
     ));
 
     let listed: Vec<_> = store
-        .list_proposals(None, 10)
+        .list_proposals(None, None, 10)
         .await
         .unwrap()
         .into_iter()
@@ -1122,14 +1122,45 @@ async fn policy_proposals_lifecycle(db: &Db) {
         .collect();
     assert_eq!(listed, [3, 2, 1]);
     let pending: Vec<_> = store
-        .list_proposals(Some(Pending), 10)
+        .list_proposals(Some(Pending), None, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|p| p.id.0[0])
         .collect();
     assert_eq!(pending, [3, 1]);
-    assert_eq!(store.list_proposals(None, 1).await.unwrap().len(), 1);
+    assert_eq!(store.list_proposals(None, None, 1).await.unwrap().len(), 1);
+    // Pages continue after the last row of the one before, with or without a filter.
+    let after = |id: u8| Some(ProposalId([id; 16]));
+    let page = |rows: Vec<tessera_coordinator::store::ProposalRow>| -> Vec<u8> {
+        rows.into_iter().map(|p| p.id.0[0]).collect()
+    };
+    assert_eq!(
+        page(store.list_proposals(None, after(3), 1).await.unwrap()),
+        [2]
+    );
+    assert_eq!(
+        page(store.list_proposals(None, after(2), 10).await.unwrap()),
+        [1]
+    );
+    assert_eq!(
+        page(
+            store
+                .list_proposals(Some(Pending), after(3), 10)
+                .await
+                .unwrap()
+        ),
+        [1]
+    );
+    assert!(store
+        .list_proposals(None, after(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        store.list_proposals(None, after(9), 10).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     // 1 expires at 110, 3 at 130; 2 is applied.
     assert_eq!(

@@ -178,6 +178,12 @@ pub enum KeyCommand {
         /// Only changes in this state: pending, running, applied, failed or expired.
         #[arg(long)]
         state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The page after this change (the id the previous page named as next).
+        #[arg(long)]
+        after: Option<ProposalId>,
     },
     /// Approve a key change, as an admin other than its proposer (the proposer's own
     /// signature is made when it proposes). The change is checked (its id, its policy against
@@ -494,6 +500,9 @@ pub enum RequestCommand {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// The page after this request (the id the previous page named as next).
+        #[arg(long)]
+        after: Option<RequestId>,
     },
 }
 
@@ -635,21 +644,30 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 let view = sign_as_proposer(&client, &api, id, &key, &operation, view).await?;
                 print_change_or_json(&api, &view)?;
             }
-            KeyCommand::Changes { api, state } => {
+            KeyCommand::Changes {
+                api,
+                state,
+                limit,
+                after,
+            } => {
                 let state = state
                     .map(|s| s.parse::<KeyChangeState>())
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("--state: {e}"))?;
-                let changes = api.client()?.list_key_changes(state, None).await?;
+                let page = api
+                    .client()?
+                    .list_key_changes(state, Some(limit), after)
+                    .await?;
                 if api.json {
-                    return print_json(&changes);
+                    return print_json(&page);
                 }
-                for c in changes {
+                for c in page.changes {
                     println!(
                         "{} {} {} {} (by {})",
                         c.id, c.key_name, c.state, c.operation, c.proposed_by
                     );
                 }
+                print_next_page(page.next_after);
             }
             KeyCommand::ApproveChange { api, confirm, id } => {
                 let client = api.client()?;
@@ -842,6 +860,7 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
                 state,
                 key,
                 limit,
+                after,
             } => {
                 let query = RequestQuery {
                     state: state
@@ -850,7 +869,7 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
                         .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
                     key,
                     limit: Some(limit),
-                    after: None,
+                    after,
                 };
                 let page = api.client()?.list_requests(&query).await?;
                 if api.json {
@@ -859,10 +878,18 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
                 for r in page.requests {
                     println!("{} {} {} {}", r.id, r.state, r.key_name, r.action);
                 }
+                print_next_page(page.next_after);
             }
         }
         Ok(())
     })
+}
+
+/// Says how to see the next page of a list, if there is one.
+fn print_next_page(next: Option<impl std::fmt::Display>) {
+    if let Some(next) = next {
+        println!("(more: add --after {next})");
+    }
 }
 
 /// Signs the request the coordinator answered a submission with, as its submitter, after

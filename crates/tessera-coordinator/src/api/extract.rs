@@ -61,6 +61,26 @@ pub(crate) fn limit_param(value: Option<String>, default: u32, max: u32) -> Resu
     Ok(limit)
 }
 
+/// An optional query value, parsed (absent or empty means none), naming it in the error.
+pub(crate) fn optional_param<T>(name: &str, value: Option<String>) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    non_empty(value)
+        .map(|text| parse_param(name, &text))
+        .transpose()
+}
+
+/// The `next_after` of a page of `limit` items: the last item's id (by `id`) when the page is
+/// full, since there may be more.
+pub(crate) fn next_after<T, I>(items: &[T], limit: u32, id: impl Fn(&T) -> I) -> Option<I> {
+    items
+        .last()
+        .filter(|_| items.len() >= limit as usize)
+        .map(id)
+}
+
 /// Parses a text parameter, naming it in the error.
 pub(crate) fn parse_param<T>(name: &str, value: &str) -> Result<T, ApiError>
 where

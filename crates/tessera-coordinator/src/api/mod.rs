@@ -21,18 +21,20 @@
 //! | POST | `/v1/keys/{key}/reshare` | `CreateKeys` | the key handed to a ready committee and threshold; the key |
 //! | GET | `/v1/keys/{key}` | `ReadKeys` | one key, by name or id |
 //! | GET | `/v1/keys/{key}/address?path=0/7` | `ReadKeys` | public key and address at a path |
+//! | GET | `/v1/key-changes?state=&limit=&after=` | `ReadKeys` | a page of summaries, newest first, and `next_after` |
+//! | GET | `/v1/key-changes/{id}` | `ReadKeys` | one key change |
 //! | POST | `/v1/requests` | `SubmitRequests` | submit; idempotent by the client's id |
-//! | GET | `/v1/requests?state=&key=&limit=&after=` | `ReadRequests` | a page, newest first |
+//! | GET | `/v1/requests?state=&key=&limit=&after=` | `ReadRequests` | a page of summaries, newest first, and `next_after` |
 //! | GET | `/v1/requests/{id}` | `ReadRequests` | one request |
 //! | POST | `/v1/requests/{id}/approve` | `ApproveRequests` | the caller's approval |
 //! | POST | `/v1/requests/{id}/reject` | `ApproveRequests` | the caller's rejection |
 //! | POST | `/v1/requests/{id}/cancel` | `CancelRequests` | cancel (the submitter) |
 //! | GET | `/v1/policy` | `ReadPolicy` | the active policy |
 //! | POST | `/v1/policy/proposals` | `ProposePolicy` | propose a new document |
-//! | GET | `/v1/policy/proposals?state=&limit=` | `ReadPolicy` | `{"proposals": [..]}` |
+//! | GET | `/v1/policy/proposals?state=&limit=&after=` | `ReadPolicy` | a page of summaries, newest first, and `next_after` |
 //! | GET | `/v1/policy/proposals/{id}` | `ReadPolicy` | one proposal |
 //! | POST | `/v1/policy/proposals/{id}/approve` | `ApprovePolicy` | the caller's approval |
-//! | GET | `/v1/audit?request=&key=&actor=&action=&since=&until=&limit=` | `ReadAudit` | the coordinator's audit events, its chain verified |
+//! | GET | `/v1/audit?request=&key=&actor=&action=&since=&until=&limit=&before=` | `ReadAudit` | the coordinator's audit events, its chain verified |
 //!
 //! Bodies and responses are the types of [`model`].
 //!

@@ -538,11 +538,73 @@ impl From<service::RequestView> for RequestView {
     }
 }
 
+/// A request as a list shows it: see [`service::RequestSummary`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSummary {
+    /// The client-chosen id.
+    #[serde(with = "text")]
+    pub id: RequestId,
+    /// The key's id.
+    #[serde(with = "text")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// What it signs.
+    #[serde(with = "text")]
+    pub kind: RequestKind,
+    /// What it does, in words.
+    pub action: String,
+    /// Where it is in its life.
+    #[serde(with = "text")]
+    pub state: RequestState,
+    /// The operator who submitted it.
+    pub submitted_by: String,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+    /// Signing sessions started for it.
+    pub attempts: u32,
+    /// The last signing error.
+    pub error: Option<String>,
+}
+
+impl From<service::RequestSummary> for RequestSummary {
+    fn from(view: service::RequestSummary) -> Self {
+        let service::RequestSummary {
+            id,
+            key_id,
+            key_name,
+            kind,
+            action,
+            state,
+            submitted_by,
+            created_at,
+            updated_at,
+            attempts,
+            error,
+        } = view;
+        RequestSummary {
+            id,
+            key_id,
+            key_name,
+            kind,
+            action,
+            state,
+            submitted_by,
+            created_at,
+            updated_at,
+            attempts,
+            error,
+        }
+    }
+}
+
 /// A page of requests (`GET /v1/requests`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestPage {
-    /// The requests, newest first.
-    pub requests: Vec<RequestView>,
+    /// The requests, newest first; `GET /v1/requests/{id}` shows one whole.
+    pub requests: Vec<RequestSummary>,
     /// When the page is full: pass it as `after` for the next page.
     #[serde(with = "opt_text")]
     pub next_after: Option<RequestId>,
@@ -812,11 +874,54 @@ impl From<service::ProposalView> for ProposalView {
     }
 }
 
-/// The policy proposals (`GET /v1/policy/proposals`).
+/// A policy proposal as a list shows it: see [`service::ProposalSummary`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalSummary {
+    /// The proposal's id.
+    #[serde(with = "text")]
+    pub id: ProposalId,
+    /// `pending`, `applied`, `rejected` or `expired`.
+    #[serde(with = "text")]
+    pub state: ProposalState,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// The proposed document's hash (hex).
+    pub document_hash: String,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+}
+
+impl From<service::ProposalSummary> for ProposalSummary {
+    fn from(view: service::ProposalSummary) -> Self {
+        let service::ProposalSummary {
+            id,
+            state,
+            proposed_by,
+            document_hash,
+            created_at,
+            expires_at,
+        } = view;
+        ProposalSummary {
+            id,
+            state,
+            proposed_by,
+            document_hash,
+            created_at,
+            expires_at,
+        }
+    }
+}
+
+/// A page of policy proposals (`GET /v1/policy/proposals`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalList {
-    /// Newest first.
-    pub proposals: Vec<ProposalView>,
+    /// Newest first; `GET /v1/policy/proposals/{id}` shows one whole.
+    pub proposals: Vec<ProposalSummary>,
+    /// When the page is full: pass it as `after` for the next page.
+    #[serde(with = "opt_text", default)]
+    pub next_after: Option<ProposalId>,
 }
 
 /// A key change: see [`service::KeyChangeView`].
@@ -893,11 +998,71 @@ impl From<service::KeyChangeView> for KeyChangeView {
     }
 }
 
-/// The key changes (`GET /v1/key-changes`).
+/// A key change as a list shows it: see [`service::KeyChangeSummary`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChangeSummary {
+    /// Its id.
+    #[serde(with = "text")]
+    pub id: ProposalId,
+    /// The key's id.
+    #[serde(with = "text")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// What it does, in words.
+    pub operation: String,
+    /// `pending`, `running`, `applied`, `failed` or `expired`.
+    #[serde(with = "text")]
+    pub state: KeyChangeState,
+    /// Why carrying it out failed.
+    pub error: Option<String>,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+impl From<service::KeyChangeSummary> for KeyChangeSummary {
+    fn from(view: service::KeyChangeSummary) -> Self {
+        let service::KeyChangeSummary {
+            id,
+            key_id,
+            key_name,
+            operation,
+            state,
+            error,
+            proposed_by,
+            created_at,
+            expires_at,
+            updated_at,
+        } = view;
+        KeyChangeSummary {
+            id,
+            key_id,
+            key_name,
+            operation,
+            state,
+            error,
+            proposed_by,
+            created_at,
+            expires_at,
+            updated_at,
+        }
+    }
+}
+
+/// A page of key changes (`GET /v1/key-changes`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyChangeList {
-    /// Newest first.
-    pub changes: Vec<KeyChangeView>,
+    /// Newest first; `GET /v1/key-changes/{id}` shows one whole.
+    pub changes: Vec<KeyChangeSummary>,
+    /// When the page is full: pass it as `after` for the next page.
+    #[serde(with = "opt_text", default)]
+    pub next_after: Option<ProposalId>,
 }
 
 #[cfg(test)]

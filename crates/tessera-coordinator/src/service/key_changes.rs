@@ -13,6 +13,8 @@ use tessera_policy::{
 use tessera_wire::{PartyId, RequestId};
 
 use super::approvals::{require_admin, AdminApproval};
+use super::keys::KeyNames;
+use super::views::KeyChangeSummary;
 use super::{expires_at, now_unix, to_db, Coordinator, KeyChangeView, ServiceError};
 use crate::store::{
     ApprovalSubject, InsertOutcome, KeyChangeRow, KeyChangeState, KeyRow, NewKeyChange, ProposalId,
@@ -301,17 +303,31 @@ impl Coordinator {
         self.key_change_view(self.key_change_row(id).await?).await
     }
 
-    /// Key changes, newest first, optionally only those in `state`; at most `limit`.
+    /// Key changes, newest first, optionally only those in `state`, after change `after` (the
+    /// last of the previous page); at most `limit`.
     pub async fn list_key_changes(
         &self,
         state: Option<KeyChangeState>,
+        after: Option<ProposalId>,
         limit: u32,
-    ) -> Result<Vec<KeyChangeView>, ServiceError> {
-        let mut views = Vec::new();
-        for row in self.store.list_key_changes(state, limit).await? {
-            views.push(self.key_change_view(row).await?);
+    ) -> Result<Vec<KeyChangeSummary>, ServiceError> {
+        let mut names = KeyNames::default();
+        let mut summaries = Vec::new();
+        for row in self.store.list_key_changes(state, after, limit).await? {
+            summaries.push(KeyChangeSummary {
+                id: row.id,
+                key_id: row.key,
+                key_name: names.name(self, row.key).await?,
+                operation: row.operation,
+                state: row.state,
+                error: row.error,
+                proposed_by: row.proposed_by,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+                updated_at: row.updated_at,
+            });
         }
-        Ok(views)
+        Ok(summaries)
     }
 
     async fn key_change_row(&self, id: ProposalId) -> Result<KeyChangeRow, ServiceError> {

@@ -63,6 +63,26 @@ pub(super) struct KeySession {
 }
 
 /// The compressed public key of `key` at `path` (the master key for an empty path).
+/// Key names, each looked up once (for a list whose rows name keys by id).
+#[derive(Default)]
+pub(super) struct KeyNames(std::collections::HashMap<KeyId, String>);
+
+impl KeyNames {
+    /// The name of `key`.
+    pub(super) async fn name(
+        &mut self,
+        coordinator: &Coordinator,
+        key: KeyId,
+    ) -> Result<String, ServiceError> {
+        if let Some(name) = self.0.get(&key) {
+            return Ok(name.clone());
+        }
+        let name = coordinator.key_row(key).await?.name;
+        self.0.insert(key, name.clone());
+        Ok(name)
+    }
+}
+
 pub(crate) fn public_key_at(key: &KeyRow, path: &[u32]) -> Result<Vec<u8>, ServiceError> {
     let public_key = key.public_key.as_deref().ok_or_else(|| {
         ServiceError::Unavailable(format!(

@@ -64,8 +64,8 @@ pub use policy::ProposePolicy;
 pub use requests::Submit;
 pub use settings::CoordinatorSettings;
 pub use views::{
-    CommitteeView, DecisionView, KeyAddress, KeyChangeView, KeyView, PartyHealthView, PolicyView,
-    ProposalView, RequestView,
+    CommitteeView, DecisionView, KeyAddress, KeyChangeSummary, KeyChangeView, KeyView,
+    PartyHealthView, PolicyView, ProposalSummary, ProposalView, RequestSummary, RequestView,
 };
 
 /// The policy in force, parsed once per document.

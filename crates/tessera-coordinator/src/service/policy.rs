@@ -14,6 +14,7 @@ use tessera_policy::{
 use tessera_wire::RequestId;
 
 use super::approvals::{require_admin, AdminApproval};
+use super::views::ProposalSummary;
 use super::{
     expires_at, now_unix, to_db, Coordinator, PolicyView, ProposalView, ServiceError, SYSTEM,
 };
@@ -269,17 +270,28 @@ impl Coordinator {
         self.proposal_view(self.proposal_row(id).await?).await
     }
 
-    /// Policy proposals, newest first, optionally only those in `state`; at most `limit`.
+    /// Policy proposals, newest first, optionally only those in `state`, after proposal `after`
+    /// (the last of the previous page); at most `limit`.
     pub async fn list_proposals(
         &self,
         state: Option<ProposalState>,
+        after: Option<ProposalId>,
         limit: u32,
-    ) -> Result<Vec<ProposalView>, ServiceError> {
-        let mut views = Vec::new();
-        for row in self.store.list_proposals(state, limit).await? {
-            views.push(self.proposal_view(row).await?);
-        }
-        Ok(views)
+    ) -> Result<Vec<ProposalSummary>, ServiceError> {
+        Ok(self
+            .store
+            .list_proposals(state, after, limit)
+            .await?
+            .into_iter()
+            .map(|row| ProposalSummary {
+                id: row.id,
+                state: row.state,
+                proposed_by: row.proposed_by,
+                document_hash: PolicyHash::of(row.document.as_bytes()).to_string(),
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+            })
+            .collect())
     }
 
     async fn proposal_row(&self, id: ProposalId) -> Result<ProposalRow, ServiceError> {

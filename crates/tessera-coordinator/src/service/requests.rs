@@ -5,9 +5,10 @@ use tessera_policy::{evaluate, ActionKind, Payload, Role, SignRequest, Verdict};
 use tessera_wire::RequestId;
 
 use super::decisions::principal;
-use super::keys::{eth_address, public_key_at};
+use super::keys::{eth_address, public_key_at, KeyNames};
 use super::{
-    expires_at, hash_hex, history, now_unix, to_db, Coordinator, RequestView, ServiceError,
+    expires_at, hash_hex, history, now_unix, to_db, Coordinator, RequestSummary, RequestView,
+    ServiceError,
 };
 use crate::store::{
     ApprovalSubject, InsertOutcome, KeyRow, KeyStatus, NewRequest, RequestFilter, RequestKind,
@@ -215,13 +216,31 @@ impl Coordinator {
     }
 
     /// Requests matching `filter`, newest first (see [`RequestFilter`] for paging).
-    pub async fn list(&self, filter: &RequestFilter) -> Result<Vec<RequestView>, ServiceError> {
+    pub async fn list(&self, filter: &RequestFilter) -> Result<Vec<RequestSummary>, ServiceError> {
         let rows = self.store.list_requests(filter).await?;
-        let mut views = Vec::with_capacity(rows.len());
+        let mut names = KeyNames::default();
+        let mut summaries = Vec::with_capacity(rows.len());
         for row in rows {
-            views.push(self.view(row).await?);
+            let action = match decode(&row).map(|r| tessera_policy::derive(&r.payload)) {
+                Ok(Ok(derived)) => derived.action.to_string(),
+                Ok(Err(e)) => format!("undecodable payload: {e}"),
+                Err(e) => e.to_string(),
+            };
+            summaries.push(RequestSummary {
+                id: row.id,
+                key_id: row.key_id,
+                key_name: names.name(self, row.key_id).await?,
+                kind: row.kind,
+                action,
+                state: row.state,
+                submitted_by: row.submitted_by,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                attempts: row.attempts,
+                error: row.error,
+            });
         }
-        Ok(views)
+        Ok(summaries)
     }
 
     pub(crate) async fn request_row(&self, id: RequestId) -> Result<RequestRow, ServiceError> {

@@ -234,6 +234,87 @@ pub struct KeyChangeView {
     pub notes: Vec<String>,
 }
 
+/// A signing request as a list shows it: what it does and where it stands, without the
+/// request itself or the decisions on it ([`RequestView`] has them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestSummary {
+    /// The client-chosen id.
+    #[serde(serialize_with = "display")]
+    pub id: RequestId,
+    /// The key's id.
+    #[serde(serialize_with = "display")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// What it signs.
+    #[serde(serialize_with = "display")]
+    pub kind: RequestKind,
+    /// What it does, in words.
+    pub action: String,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub state: RequestState,
+    /// The operator who submitted it.
+    pub submitted_by: String,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+    /// Signing sessions started for it.
+    pub attempts: u32,
+    /// The last signing error.
+    pub error: Option<String>,
+}
+
+/// A key change as a list shows it, without the change itself or its approvals
+/// ([`KeyChangeView`] has them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyChangeSummary {
+    /// Its id.
+    #[serde(serialize_with = "display")]
+    pub id: ProposalId,
+    /// The key's id.
+    #[serde(serialize_with = "display")]
+    pub key_id: KeyId,
+    /// The key's name.
+    pub key_name: String,
+    /// What it does, in words.
+    pub operation: String,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub state: KeyChangeState,
+    /// Why carrying it out failed.
+    pub error: Option<String>,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+    /// When its record last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// A policy proposal as a list shows it, without the document or its approvals
+/// ([`ProposalView`] has them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProposalSummary {
+    /// The proposal's id.
+    #[serde(serialize_with = "display")]
+    pub id: ProposalId,
+    /// Where it is in its life.
+    #[serde(serialize_with = "display")]
+    pub state: ProposalState,
+    /// The proposing admin.
+    pub proposed_by: String,
+    /// The proposed document's hash (hex).
+    pub document_hash: String,
+    /// When it was proposed (Unix seconds).
+    pub created_at: i64,
+    /// When it expires unapproved (Unix seconds).
+    pub expires_at: i64,
+}
+
 /// What the coordinator knows of a party's recent sessions (kept in memory).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartyHealthView {

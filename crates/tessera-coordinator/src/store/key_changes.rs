@@ -4,6 +4,7 @@
 use sqlx::any::AnyRow;
 use tessera_wire::KeyId;
 
+use super::page::{Arg, Page};
 use super::row::Cols;
 use super::{placeholders, InsertOutcome, KeyChangeState, ProposalId, Store, StoreError};
 
@@ -126,33 +127,38 @@ impl Store {
             .transpose()
     }
 
-    /// Key changes, newest first, optionally only those in `state`; at most `limit`.
+    /// Key changes, newest first, optionally only those in `state`, after change `after` (the
+    /// last of the previous page); at most `limit` (capped at 1000). An unknown `after` is
+    /// [`StoreError::NotFound`].
     pub async fn list_key_changes(
         &self,
         state: Option<KeyChangeState>,
+        after: Option<ProposalId>,
         limit: u32,
     ) -> Result<Vec<KeyChangeRow>, StoreError> {
-        let limit = i64::from(limit.min(1000));
-        let where_clause = if state.is_some() {
-            "WHERE state = $2"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM key_changes {where_clause} \
-             ORDER BY created_at DESC, id DESC LIMIT $1"
-        );
-        let mut query = sqlx::query(&sql).bind(limit);
+        let mut page = Page::default();
         if let Some(state) = state {
-            query = query.bind(state.as_str());
+            page.filter("state", Arg::Text(state.as_str().to_owned()));
         }
-        query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing key changes", e))?
-            .iter()
-            .map(key_change_row)
-            .collect()
+        if let Some(after) = after {
+            let row = self.get_key_change(after).await?.ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "no key change {after} to list after; start again from the first page"
+                ))
+            })?;
+            page.after(row.created_at, after.to_string());
+        }
+        page.fetch(
+            &self.pool,
+            COLUMNS,
+            "key_changes",
+            limit.min(1000),
+            "key changes",
+        )
+        .await?
+        .iter()
+        .map(key_change_row)
+        .collect()
     }
 
     /// Moves every pending change whose expiry is at or before `now` to

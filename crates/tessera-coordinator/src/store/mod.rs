@@ -23,6 +23,7 @@ mod key_changes;
 mod keys;
 mod migrate;
 mod nonces;
+mod page;
 mod policies;
 mod requests;
 mod row;

@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 
+use super::page::{Arg, Page};
 use super::row::Cols;
 use super::{placeholders, InsertOutcome, ProposalId, ProposalState, Store, StoreError};
 
@@ -282,33 +283,38 @@ impl Store {
         .transpose()
     }
 
-    /// Proposals, newest first, optionally only those in `state`; at most `limit`.
+    /// Proposals, newest first, optionally only those in `state`, after proposal `after` (the
+    /// last of the previous page); at most `limit` (capped at 1000). An unknown `after` is
+    /// [`StoreError::NotFound`].
     pub async fn list_proposals(
         &self,
         state: Option<ProposalState>,
+        after: Option<ProposalId>,
         limit: u32,
     ) -> Result<Vec<ProposalRow>, StoreError> {
-        let limit = i64::from(limit.min(1000));
-        let where_clause = if state.is_some() {
-            "WHERE state = $2"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT {PROPOSAL_COLUMNS} FROM policy_proposals {where_clause} \
-             ORDER BY created_at DESC, id DESC LIMIT $1"
-        );
-        let mut query = sqlx::query(&sql).bind(limit);
+        let mut page = Page::default();
         if let Some(state) = state {
-            query = query.bind(state.as_str());
+            page.filter("state", Arg::Text(state.as_str().to_owned()));
         }
-        query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing policy proposals", e))?
-            .iter()
-            .map(proposal_row)
-            .collect()
+        if let Some(after) = after {
+            let row = self.get_proposal(after).await?.ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "no policy proposal {after} to list after; start again from the first page"
+                ))
+            })?;
+            page.after(row.created_at, after.to_string());
+        }
+        page.fetch(
+            &self.pool,
+            PROPOSAL_COLUMNS,
+            "policy_proposals",
+            limit.min(1000),
+            "policy proposals",
+        )
+        .await?
+        .iter()
+        .map(proposal_row)
+        .collect()
     }
 
     /// Compare-and-set: moves the proposal to `to` if it is in one of `from`, bumping

@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use tessera_wire::{KeyId, RequestId};
 
 use super::error::is_foreign_key_violation;
+use super::page::{Arg, Page};
 use super::row::Cols;
 use super::{placeholders, InsertOutcome, RequestKind, RequestState, Store, StoreError};
 
@@ -224,15 +225,12 @@ impl Store {
         &self,
         filter: &RequestFilter,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let mut conditions = Vec::new();
-        let mut args: Vec<Arg> = Vec::new();
+        let mut page = Page::default();
         if let Some(state) = filter.state {
-            args.push(Arg::Text(state.as_str().to_owned()));
-            conditions.push(format!("state = ${}", args.len()));
+            page.filter("state", Arg::Text(state.as_str().to_owned()));
         }
         if let Some(key_id) = filter.key_id {
-            args.push(Arg::Text(key_id.to_string()));
-            conditions.push(format!("key_id = ${}", args.len()));
+            page.filter("key_id", Arg::Text(key_id.to_string()));
         }
         if let Some(after) = filter.after {
             let created_at = self
@@ -244,38 +242,11 @@ impl Store {
                     ))
                 })?
                 .created_at;
-            args.push(Arg::Int(created_at));
-            let t = args.len();
-            args.push(Arg::Text(after.to_string()));
-            let i = args.len();
-            conditions.push(format!(
-                "(created_at < ${t} OR (created_at = ${t} AND id < ${i}))"
-            ));
+            page.after(created_at, after.to_string());
         }
-        args.push(Arg::Int(i64::from(
-            filter.limit.min(RequestFilter::MAX_LIMIT),
-        )));
-        let limit = args.len();
-        let where_clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM requests {where_clause} \
-             ORDER BY created_at DESC, id DESC LIMIT ${limit}"
-        );
-        let mut query = sqlx::query(&sql);
-        for arg in args {
-            query = match arg {
-                Arg::Text(t) => query.bind(t),
-                Arg::Int(i) => query.bind(i),
-            };
-        }
-        query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing requests", e))?
+        let limit = filter.limit.min(RequestFilter::MAX_LIMIT);
+        page.fetch(&self.pool, COLUMNS, "requests", limit, "requests")
+            .await?
             .iter()
             .map(request_row)
             .collect()
@@ -522,10 +493,4 @@ impl Store {
         }
         Ok(ids)
     }
-}
-
-/// A value bound to a dynamically built query.
-enum Arg {
-    Text(String),
-    Int(i64),
 }

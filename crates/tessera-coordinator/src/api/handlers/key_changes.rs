@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::super::extract::{limit_param, non_empty, parse_param, ApiPath, ApiQuery};
+use super::super::extract::{
+    limit_param, next_after, optional_param, parse_param, ApiPath, ApiQuery,
+};
 use super::super::guard::Authenticated;
 use super::super::model::{DecisionBody, KeyChangeList, KeyChangeView};
 use super::super::{ApiError, ApiState};
@@ -22,21 +24,25 @@ const MAX_CHANGES: u32 = 1000;
 pub(super) struct ListQuery {
     state: Option<String>,
     limit: Option<String>,
+    after: Option<String>,
 }
 
-/// `GET /v1/key-changes?state=&limit=`: newest first.
+/// `GET /v1/key-changes?state=&limit=&after=`: newest first, a page at a time.
 pub(super) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<KeyChangeList>, ApiError> {
-    let filter = match non_empty(query.state) {
-        Some(text) => Some(parse_param::<KeyChangeState>("state", &text)?),
-        None => None,
-    };
+    let filter = optional_param::<KeyChangeState>("state", query.state)?;
     let limit = limit_param(query.limit, DEFAULT_CHANGES, MAX_CHANGES)?;
-    let changes = state.coordinator().list_key_changes(filter, limit).await?;
+    let after = optional_param::<ProposalId>("after", query.after)?;
+    let changes = state
+        .coordinator()
+        .list_key_changes(filter, after, limit)
+        .await?;
+    let next_after = next_after(&changes, limit, |c| c.id);
     Ok(Json(KeyChangeList {
         changes: changes.into_iter().map(Into::into).collect(),
+        next_after,
     }))
 }
 

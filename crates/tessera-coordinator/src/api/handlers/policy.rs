@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::super::extract::{limit_param, non_empty, parse_param, ApiPath, ApiQuery};
+use super::super::extract::{
+    limit_param, next_after, optional_param, parse_param, ApiPath, ApiQuery,
+};
 use super::super::guard::Authenticated;
 use super::super::model::{DecisionBody, PolicyView, ProposalList, ProposalView, ProposeBody};
 use super::super::{ApiError, ApiState};
@@ -49,21 +51,25 @@ pub(super) async fn propose(
 pub(super) struct ListQuery {
     state: Option<String>,
     limit: Option<String>,
+    after: Option<String>,
 }
 
-/// `GET /v1/policy/proposals?state=&limit=`: newest first.
+/// `GET /v1/policy/proposals?state=&limit=&after=`: newest first, a page at a time.
 pub(super) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ProposalList>, ApiError> {
-    let filter = match non_empty(query.state) {
-        Some(text) => Some(parse_param::<ProposalState>("state", &text)?),
-        None => None,
-    };
+    let filter = optional_param::<ProposalState>("state", query.state)?;
     let limit = limit_param(query.limit, DEFAULT_PROPOSALS, MAX_PROPOSALS)?;
-    let proposals = state.coordinator().list_proposals(filter, limit).await?;
+    let after = optional_param::<ProposalId>("after", query.after)?;
+    let proposals = state
+        .coordinator()
+        .list_proposals(filter, after, limit)
+        .await?;
+    let next_after = next_after(&proposals, limit, |c| c.id);
     Ok(Json(ProposalList {
         proposals: proposals.into_iter().map(Into::into).collect(),
+        next_after,
     }))
 }
 

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use tessera_policy::PrincipalSignature;
 use tessera_wire::RequestId;
 
-use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
+use super::super::extract::{next_after, non_empty, parse_param, ApiPath, ApiQuery};
 use super::super::guard::Authenticated;
-use super::super::model::{DecisionBody, RequestPage, RequestView, SubmitBody};
+use super::super::model::{DecisionBody, RequestPage, RequestSummary, RequestView, SubmitBody};
 use super::super::{ApiError, ApiState};
 use crate::service::Submit;
 use crate::store::{RequestFilter, RequestState};
@@ -74,15 +74,14 @@ pub(super) async fn list(
     if let Some(text) = non_empty(query.after) {
         filter.after = Some(parse_param("after", &text)?);
     }
-    let requests: Vec<RequestView> = state
+    let requests: Vec<RequestSummary> = state
         .coordinator()
         .list(&filter)
         .await?
         .into_iter()
         .map(Into::into)
         .collect();
-    let full = requests.len() >= filter.limit as usize;
-    let next_after = requests.last().filter(|_| full).map(|r| r.id);
+    let next_after = next_after(&requests, filter.limit, |r| r.id);
     Ok(Json(RequestPage {
         requests,
         next_after,
