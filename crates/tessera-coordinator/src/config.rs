@@ -45,6 +45,7 @@
 //! aux_info_deadline_secs = 900              # committee set-up (auxiliary info)
 //! expiry_sweep_interval_secs = 30
 //! rotation_check_interval_secs = 60         # scheduled refreshes, activations to resend
+//! spend_delivery_interval_secs = 30         # spend chain records to holders that lack them
 //! worker_poll_interval_secs = 5
 //! stale_signing_after_secs = 60             # take over requests a stopped replica left
 //! presignature_pool_target = 0              # presignatures kept per key (0: full signing)
@@ -191,6 +192,7 @@ pub struct ServiceSection {
     pub aux_info_deadline_secs: u64,
     pub expiry_sweep_interval_secs: u64,
     pub rotation_check_interval_secs: u64,
+    pub spend_delivery_interval_secs: u64,
     pub worker_poll_interval_secs: u64,
     pub stale_signing_after_secs: u64,
     pub presignature_pool_target: usize,
@@ -211,6 +213,7 @@ impl Default for ServiceSection {
             aux_info_deadline_secs: d.aux_info_deadline.as_secs(),
             expiry_sweep_interval_secs: d.expiry_sweep_interval.as_secs(),
             rotation_check_interval_secs: d.rotation_check_interval.as_secs(),
+            spend_delivery_interval_secs: d.spend_delivery_interval.as_secs(),
             worker_poll_interval_secs: d.worker_poll_interval.as_secs(),
             stale_signing_after_secs: d.stale_signing_after.as_secs(),
             presignature_pool_target: d.presignature_pool_target,
@@ -234,6 +237,7 @@ impl ServiceSection {
             aux_info_deadline: secs(self.aux_info_deadline_secs),
             expiry_sweep_interval: secs(self.expiry_sweep_interval_secs),
             rotation_check_interval: secs(self.rotation_check_interval_secs),
+            spend_delivery_interval: secs(self.spend_delivery_interval_secs),
             worker_poll_interval: secs(self.worker_poll_interval_secs),
             stale_signing_after: secs(self.stale_signing_after_secs),
             presignature_pool_target: self.presignature_pool_target,

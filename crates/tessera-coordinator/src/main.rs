@@ -51,6 +51,7 @@ Example coordinator.toml (paths relative to the file):
   aux_info_deadline_secs = 900
   expiry_sweep_interval_secs = 30
   rotation_check_interval_secs = 60
+  spend_delivery_interval_secs = 30
   worker_poll_interval_secs = 5
   stale_signing_after_secs = 60
   presignature_pool_target = 0

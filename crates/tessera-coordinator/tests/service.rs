@@ -25,6 +25,7 @@ use tessera_wire::RequestId;
 
 on_both_backends!(
     holders_are_given_the_spend_chain_before_they_sign,
+    every_holder_learns_each_signing_in_the_background,
     two_coordinators_admit_against_one_window_at_once,
     failed_signing_gives_its_reservation_back,
     transfer_signed_online_after_two_approvals,
@@ -1183,7 +1184,12 @@ async fn holders_are_given_the_spend_chain_before_they_sign(db: &Db) {
         ..NodeSettings::default()
     })
     .await;
-    let everyone = coordinator(db, &cluster, cluster.control(), settings()).await;
+    // No background delivery here: what p3 learns, it learns before it signs.
+    let no_background = CoordinatorSettings {
+        spend_delivery_interval: Duration::from_secs(3600),
+        ..settings()
+    };
+    let everyone = coordinator(db, &cluster, cluster.control(), no_background.clone()).await;
     let key = fixture_key(&everyone, "treasury").await;
     // p1 and p2 sign the first transfer; p3 hears nothing of it.
     let first = submit_and_approve(&everyone, &cluster, &key, 0, 1_000).await;
@@ -1195,7 +1201,7 @@ async fn holders_are_given_the_spend_chain_before_they_sign(db: &Db) {
 
     // p1 goes silent: the second transfer is signed by p2 and p3, and p3 is given the first
     // signing's record first.
-    let c = coordinator(db, &cluster, cluster.control_without(P1), settings()).await;
+    let c = coordinator(db, &cluster, cluster.control_without(P1), no_background).await;
     let second = submit_and_approve(&c, &cluster, &key, 1, 1_000).await;
     let signed = wait_for(&c, second, RequestState::Signed).await;
     assert_eq!(signed.attempts, 2);
@@ -1224,6 +1230,32 @@ async fn holders_are_given_the_spend_chain_before_they_sign(db: &Db) {
     assert!(links.iter().all(|l| l.link.signature.is_some()));
     let heads = c.store().spend_heads(key_id).await.unwrap();
     assert_eq!((heads.get(&P2), heads.get(&P3)), (Some(&2), Some(&2)));
+    c.shutdown().await;
+}
+
+/// Issue 16 A.1: a holder that takes no part in a signing is given its record in the
+/// background, without waiting to sign itself.
+async fn every_holder_learns_each_signing_in_the_background(db: &Db) {
+    let cluster = Cluster::start().await;
+    let c = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let key = fixture_key(&c, "treasury").await;
+    let first = submit_and_approve(&c, &cluster, &key, 0, 1_000).await;
+    wait_for(&c, first, RequestState::Signed).await;
+    let key_id = c.get(first).await.unwrap().key_id;
+    let started = std::time::Instant::now();
+    while cluster.nodes[2].ledger().chain_head(key_id).unwrap().0 < 1 {
+        assert!(started.elapsed() < WAIT, "p3 never learned of the signing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = cluster.nodes[2]
+        .ledger()
+        .chain_record(key_id, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.request.id, first);
+    assert!(record.signature.is_some(), "with its signature");
+    let heads = c.store().spend_heads(key_id).await.unwrap();
+    assert_eq!(heads.get(&P3), Some(&1));
     c.shutdown().await;
 }
 

@@ -1817,6 +1817,24 @@ async fn spend_chain_links_signatures_and_heads(db: &Db) {
         assert!(admission.admit(&[], 500, &link).await.unwrap());
     }
     assert_one_chain(&store, 1, 2).await;
+    // Both are signing: nothing has settled. Once the first is signed, it has.
+    assert_eq!(store.spend_chain_settled(kid(1)).await.unwrap(), 0);
+    store
+        .transition_request(
+            rid(1),
+            &[RequestState::Signing],
+            RequestState::Signed,
+            Some(&[1]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.spend_chain_settled(kid(1)).await.unwrap(), 1);
+    assert_eq!(
+        store.spend_chain_settled(kid(2)).await.unwrap(),
+        0,
+        "no chain"
+    );
     let link = store.spend_link(rid(2)).await.unwrap().unwrap();
     assert_eq!((link.seq, link.prev, link.signature), (2, [1; 32], None));
     assert_eq!(store.spend_link(rid(3)).await.unwrap(), None);

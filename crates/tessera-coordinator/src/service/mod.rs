@@ -225,6 +225,12 @@ impl Coordinator {
                 coordinator.settings.rotation_check_interval,
                 Job::Rotation,
             )),
+            tokio::spawn(periodic(
+                Arc::downgrade(&coordinator),
+                coordinator.stop.subscribe(),
+                coordinator.settings.spend_delivery_interval,
+                Job::Spends,
+            )),
         ];
         if let Some(pool) = &coordinator.pool {
             for key in coordinator.store.list_keys().await? {
@@ -467,6 +473,8 @@ enum Job {
     Sweep,
     /// [`Coordinator::rotation_check`]: scheduled refreshes and activations to resend.
     Rotation,
+    /// [`Coordinator::deliver_spends`]: spend chain records to the holders that lack them.
+    Spends,
 }
 
 /// Runs `job` every `interval` until stopped or dropped.
@@ -490,6 +498,7 @@ async fn periodic(
         let outcome = match job {
             Job::Sweep => coordinator.sweep().await,
             Job::Rotation => coordinator.rotation_check().await,
+            Job::Spends => coordinator.deliver_spends().await,
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, ?job, "background job failed; retrying at the next interval");

@@ -23,6 +23,10 @@ pub struct CoordinatorSettings {
     /// How often keys are checked for a scheduled refresh that is due and for an activation
     /// that did not reach every party (resent until it does). Default 60 s.
     pub rotation_check_interval: Duration,
+    /// How often every holder of each key is given the records of the key's spend chain it
+    /// lacks (`docs/protocols/spend-chain.md`), so that holders that did not sign learn of
+    /// each signing before they sign themselves. Default 30 s.
+    pub spend_delivery_interval: Duration,
     /// How often the signing worker looks for work when nothing woke it (requests approved
     /// by another replica, requests left signing by a stopped coordinator). Default 5 s.
     pub worker_poll_interval: Duration,
@@ -59,6 +63,7 @@ impl Default for CoordinatorSettings {
             aux_info_deadline: Duration::from_secs(15 * 60),
             expiry_sweep_interval: Duration::from_secs(30),
             rotation_check_interval: Duration::from_secs(60),
+            spend_delivery_interval: Duration::from_secs(30),
             worker_poll_interval: Duration::from_secs(5),
             stale_signing_after: Duration::from_secs(60),
             presignature_pool_target: 0,
@@ -89,6 +94,7 @@ impl CoordinatorSettings {
             ("expiry_sweep_interval", self.expiry_sweep_interval),
             ("worker_poll_interval", self.worker_poll_interval),
             ("rotation_check_interval", self.rotation_check_interval),
+            ("spend_delivery_interval", self.spend_delivery_interval),
             (
                 "presignature_refill_interval",
                 self.presignature_refill_interval,

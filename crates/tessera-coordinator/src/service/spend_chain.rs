@@ -18,7 +18,7 @@ use tessera_policy::SignRequest;
 use tessera_wire::{KeyId, PartyId};
 
 use super::{now_unix, Coordinator, ServiceError};
-use crate::store::{LinkRow, LinkedRequest};
+use crate::store::{KeyStatus, LinkRow, LinkedRequest};
 
 /// How long a delivery waits for the holders' answers: no protocol runs, so a holder that has
 /// not answered by then is down (and the signing goes on without waiting the session deadline).
@@ -141,6 +141,25 @@ impl Coordinator {
             tracing::warn!(%key, %party, upto, why, "cannot bring a holder's spend chain up to date");
         }
         Ok(stuck)
+    }
+
+    /// Gives every holder of every ready key the records of the key's spend chain it lacks
+    /// (as far as the coordinator knows), up to the last signing that has ended (so that a
+    /// record goes out with its signature), so that holders that did not sign learn of each
+    /// signing before they sign themselves. A holder that cannot be reached is logged and
+    /// tried again at the next round.
+    pub async fn deliver_spends(&self) -> Result<(), ServiceError> {
+        for key in self.store.list_keys().await? {
+            if key.status != KeyStatus::Ready {
+                continue;
+            }
+            let head = self.store.spend_chain_settled(key.id).await?;
+            if head == 0 {
+                continue;
+            }
+            self.catch_up(key.id, &key.committee, head).await?;
+        }
+        Ok(())
     }
 
     /// Asks `parties` where their copy of `key`'s spend chain stands and records it (after a

@@ -12,7 +12,7 @@ use tessera_wire::{KeyId, PartyId, RequestId};
 
 use super::row::Cols;
 use super::spend::Admission;
-use super::{Store, StoreError};
+use super::{RequestState, Store, StoreError};
 
 /// One signing's place in its key's spend chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +111,26 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The last place of `key`'s spend chain up to which every signing has ended (signed or
+    /// failed): the places before the first one still `signing` (0: none).
+    pub async fn spend_chain_settled(&self, key: KeyId) -> Result<u64, StoreError> {
+        let (last, first_open): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MAX(l.seq), MIN(CASE WHEN r.state = $2 THEN l.seq END) \
+             FROM spend_links l JOIN requests r ON r.id = l.request_id WHERE l.key_id = $1",
+        )
+        .bind(key.to_string())
+        .bind(RequestState::Signing.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::db(format_args!("reading the spend chain of key {key}"), e))?;
+        let settled = match first_open {
+            Some(open) => open - 1,
+            None => last.unwrap_or(0),
+        };
+        u64::try_from(settled)
+            .map_err(|_| StoreError::corrupt("spend_links", "seq", "a place is never negative"))
     }
 
     /// Records the signature of request `id`'s signing in its link.

@@ -222,6 +222,7 @@ pub fn settings() -> CoordinatorSettings {
         worker_poll_interval: Duration::from_millis(200),
         expiry_sweep_interval: Duration::from_millis(200),
         rotation_check_interval: Duration::from_millis(300),
+        spend_delivery_interval: Duration::from_millis(300),
         shutdown_grace: Duration::from_secs(1),
         ..CoordinatorSettings::default()
     }
