@@ -8,11 +8,15 @@
 //! parties that did not deliver named ([`MpcError::Timeout`]).
 //!
 //! Signatures are verified against the public key with `k256` before they are returned.
+//!
+//! FROST threshold Schnorr keys (Ed25519, BIP-340 Taproot) come from the `givre` crate, by the
+//! same authors and over the same key generation ([`frost`]).
 
 pub mod baseline;
 pub mod delivery;
 mod error;
 pub mod fixtures;
+pub mod frost;
 mod online;
 pub mod presignatures;
 pub mod primes;

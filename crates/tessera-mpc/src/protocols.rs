@@ -40,7 +40,7 @@ pub(crate) type SignMsg = cggmp24::signing::msg::Msg<Curve, Sha256>;
 
 /// Runs a protocol future on a blocking thread: the library's proofs are long synchronous
 /// computations that must not starve the transport's tasks.
-async fn run_blocking<T, E, F>(future: F) -> Result<Result<T, E>, MpcError>
+pub(crate) async fn run_blocking<T, E, F>(future: F) -> Result<Result<T, E>, MpcError>
 where
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
@@ -52,7 +52,7 @@ where
         .map_err(|e| MpcError::InvalidSession(format!("protocol task failed: {e}")))
 }
 
-fn finish<T, E: std::fmt::Debug>(
+pub(crate) fn finish<T, E: std::fmt::Debug>(
     result: Result<T, E>,
     failure: &FailureSlot,
     spec: &SessionSpec,

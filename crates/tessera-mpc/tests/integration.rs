@@ -3,5 +3,6 @@
 
 mod common;
 mod ecdsa;
+mod frost;
 mod primes;
 mod reshare;

@@ -169,6 +169,10 @@ impl Protocol {
     pub const RESHARE: Protocol = Protocol(6);
     /// Online signing: each signer sends its partial signature from a presignature.
     pub const ONLINE_SIGN: Protocol = Protocol(7);
+    /// Distributed key generation of a FROST (Schnorr, EdDSA) key.
+    pub const FROST_KEYGEN: Protocol = Protocol(8);
+    /// Interactive FROST signing.
+    pub const FROST_SIGN: Protocol = Protocol(9);
 }
 
 impl fmt::Display for Protocol {
@@ -182,6 +186,8 @@ impl fmt::Display for Protocol {
             Protocol::SIGN => "sign",
             Protocol::RESHARE => "reshare",
             Protocol::ONLINE_SIGN => "online-sign",
+            Protocol::FROST_KEYGEN => "frost-keygen",
+            Protocol::FROST_SIGN => "frost-sign",
             Protocol(other) => return write!(f, "protocol-{other}"),
         };
         f.write_str(name)

@@ -1,0 +1,206 @@
+//! FROST threshold Schnorr signatures (the `givre` crate), run over secure sessions like the
+//! ECDSA protocols: Ed25519 (Solana) and BIP-340 on secp256k1 with the Taproot key tweak
+//! (Bitcoin key-path spends).
+//!
+//! Key generation is the same distributed key generation as for ECDSA keys (`cggmp24-keygen`,
+//! reliable broadcast enforced, HD wallets on) on the scheme's curve; FROST keys need no
+//! auxiliary info. Signing takes the signers' commitments in one round and their signature
+//! shares in a second; the signature is checked against the (child, tweaked) public key
+//! before it is returned.
+
+use std::sync::Arc;
+
+use cggmp24_keygen::ExecutionId;
+use givre::ciphersuite::{Ciphersuite, NormalizedPoint};
+use givre::generic_ec::{NonZero, Point};
+use rand_core::OsRng;
+use round_based::MpcParty;
+use sha2::Sha256;
+use tessera_transport::SecureTransport;
+use tessera_wire::{PartyId, Protocol};
+
+use crate::delivery::{connect, MpcConfig, SessionSpec};
+use crate::protocols::{expect_protocol, finish, run_blocking};
+use crate::MpcError;
+
+pub use givre::ciphersuite::{Bitcoin, Ed25519};
+
+/// A party's share of a FROST key on the scheme `C`'s curve.
+pub type FrostKeyShare<C> = givre::KeyShare<<C as Ciphersuite>::Curve>;
+
+type KeygenMsg<C> = cggmp24_keygen::msg::threshold::Msg<
+    <C as Ciphersuite>::Curve,
+    cggmp24_keygen::security_level::SecurityLevel128,
+    Sha256,
+>;
+type SignMsg<C> = givre::signing::full_signing::Msg<<C as Ciphersuite>::Curve>;
+/// A public key as FROST verifies against it: non-zero and normalized for the scheme.
+type VerifyingKey<C> = NormalizedPoint<C, NonZero<Point<<C as Ciphersuite>::Curve>>>;
+
+/// A FROST scheme Tessera signs with: Ed25519 or BIP-340 (Taproot).
+pub trait Scheme: Ciphersuite + Send + Sync + 'static {
+    /// A short name, for errors and logs.
+    const LABEL: &'static str;
+}
+
+impl Scheme for Ed25519 {
+    const LABEL: &'static str = "ed25519";
+}
+
+impl Scheme for Bitcoin {
+    const LABEL: &'static str = "bip340-taproot";
+}
+
+/// Distributed key generation of a `threshold`-of-`spec.parties.len()` FROST key for scheme
+/// `C`: HD wallets enabled, reliable broadcast enforced. Nobody ever holds the whole key.
+pub async fn frost_keygen<C: Scheme>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    threshold: u16,
+    config: &MpcConfig,
+) -> Result<FrostKeyShare<C>, MpcError> {
+    expect_protocol(spec, Protocol::FROST_KEYGEN)?;
+    let me = net.party();
+    let i = spec.my_index(me)?;
+    let n = spec.parties.len() as u16;
+    if threshold < 2 || threshold > n {
+        return Err(MpcError::InvalidSession(format!(
+            "threshold {threshold} must be between 2 and {n}"
+        )));
+    }
+    let (incoming, outgoing, failure) = connect::<KeygenMsg<C>>(net, spec, me, config);
+    let eid = spec.execution_id();
+    let result = run_blocking(async move {
+        let party = MpcParty::connected((incoming, outgoing));
+        cggmp24_keygen::keygen::<C::Curve>(ExecutionId::new(&eid), i, n)
+            .set_threshold(threshold)
+            .hd_wallet(true)
+            .enforce_reliable_broadcast(true)
+            .start(&mut OsRng, party)
+            .await
+    })
+    .await?;
+    finish(result, &failure, spec)
+}
+
+/// The public key a chain sees for the child at `path` of the key `share` belongs to (the key
+/// itself for an empty path): for Ed25519 the 32-byte point, for Taproot the 32-byte x-only
+/// output key (the internal key tweaked with an empty script tree, BIP-341 key-path).
+pub fn frost_public_key<C: Scheme>(
+    share: &FrostKeyShare<C>,
+    path: &[u32],
+) -> Result<Vec<u8>, MpcError> {
+    Ok(verifying_key::<C>(share, path)?
+        .to_bytes()
+        .as_ref()
+        .to_vec())
+}
+
+/// The normalized (child, tweaked) public key signatures are checked against.
+fn verifying_key<C: Scheme>(
+    share: &FrostKeyShare<C>,
+    path: &[u32],
+) -> Result<VerifyingKey<C>, MpcError> {
+    let child = share
+        .derive_child_public_key::<C::HdAlgo, _>(path.iter().copied())
+        .map_err(|e| MpcError::InvalidPath(format!("{e:?}")))?
+        .public_key;
+    let child = NonZero::from_point(child)
+        .ok_or_else(|| MpcError::InvalidPath("the child public key is zero".into()))?;
+    let child = C::normalize_point(child);
+    if !C::IS_TAPROOT {
+        return Ok(child);
+    }
+    let tweaked = givre::signing::taproot::tweak_public_key::<C>(child, None)
+        .ok_or_else(|| MpcError::InvalidPath("the Taproot tweak is undefined".into()))?;
+    Ok(C::normalize_point(tweaked))
+}
+
+/// The key-generation indices of the signers (where each session participant sits in the
+/// key's committee) and this party's position among them; checks that `share` is this
+/// party's and that exactly the key's threshold signs (FROST signs with exactly `t`).
+fn signers<C: Scheme>(
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &FrostKeyShare<C>,
+    me: PartyId,
+) -> Result<(u16, Vec<u16>), MpcError> {
+    let i = spec.my_index(me)?;
+    let indices = spec
+        .parties
+        .iter()
+        .map(|p| {
+            committee
+                .iter()
+                .position(|c| c == p)
+                .map(|x| x as u16)
+                .ok_or_else(|| {
+                    MpcError::InvalidSession(format!("{p} is not in the key's committee"))
+                })
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    if indices[usize::from(i)] != share.i {
+        return Err(MpcError::InvalidSession(format!(
+            "the key share belongs to committee index {}, but {me} is index {}",
+            share.i,
+            indices[usize::from(i)]
+        )));
+    }
+    if indices.len() != usize::from(share.min_signers()) {
+        return Err(MpcError::InvalidSession(format!(
+            "{} signers, but a FROST signing takes exactly the key's threshold of {}",
+            indices.len(),
+            share.min_signers()
+        )));
+    }
+    Ok((i, indices))
+}
+
+/// Interactive FROST signing of `message` by the session's parties (exactly the key's
+/// threshold, in any order the coordinator chose) with the child key at `path` (the Taproot
+/// output key for BIP-340). Returns the 64-byte signature (`R || z`), verified against the
+/// public key before it is returned.
+///
+/// For BIP-340 `message` is the 32-byte sighash; for Ed25519 it is the message itself.
+pub async fn frost_sign<C: Scheme>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &FrostKeyShare<C>,
+    path: &[u32],
+    message: &[u8],
+    config: &MpcConfig,
+) -> Result<Vec<u8>, MpcError> {
+    expect_protocol(spec, Protocol::FROST_SIGN)?;
+    let me = net.party();
+    let (i, indices) = signers::<C>(spec, committee, share, me)?;
+    let key = verifying_key::<C>(share, path)?;
+    let (incoming, outgoing, failure) = connect::<SignMsg<C>>(net, spec, me, config);
+    let (share_for_task, path, message_for_task) = (share.clone(), path.to_vec(), message.to_vec());
+    let result = run_blocking(async move {
+        let party = MpcParty::connected((incoming, outgoing));
+        let mut builder = givre::signing::<C>(i, &share_for_task, &indices, &message_for_task)
+            .set_derivation_path(path.iter().copied())
+            .map_err(|e| format!("derivation path {path:?}: {e:?}"))?;
+        if C::IS_TAPROOT {
+            builder = builder
+                .set_taproot_tweak(None)
+                .map_err(|e| format!("{e:?}"))?;
+        }
+        builder
+            .sign(&mut OsRng, party)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    })
+    .await?;
+    let signature = finish(result, &failure, spec)?;
+    signature.verify(&key, message).map_err(|_| {
+        MpcError::InvalidSession(format!(
+            "the {} signature does not verify against the key; a signer misbehaved",
+            C::LABEL
+        ))
+    })?;
+    let mut bytes = vec![0u8; givre::signing::aggregate::Signature::<C>::serialized_len()];
+    signature.write_to_slice(&mut bytes);
+    Ok(bytes)
+}
