@@ -4,9 +4,10 @@
 //!
 //! Key generation is the same distributed key generation as for ECDSA keys (`cggmp24-keygen`,
 //! reliable broadcast enforced, HD wallets on) on the scheme's curve; FROST keys need no
-//! auxiliary info. Signing takes the signers' commitments in one round and their signature
-//! shares in a second; the signature is checked against the (child, tweaked) public key
-//! before it is returned.
+//! auxiliary info. Interactive signing takes the signers' nonce commitments in one round and
+//! their signature shares in a second ([`frost_sign`]); online signing takes commitments made
+//! ahead of time ([`frost_commit`]) and needs only the second ([`frost_online_sign`]). Every
+//! signature is checked against the (child, tweaked) public key before it is returned.
 
 use std::sync::Arc;
 
@@ -27,6 +28,12 @@ pub use givre::ciphersuite::{Bitcoin, Ed25519};
 
 /// A party's share of a FROST key on the scheme `C`'s curve.
 pub type FrostKeyShare<C> = givre::KeyShare<<C as Ciphersuite>::Curve>;
+/// A signer's secret nonces for one future signing: secret, and used at most once (a nonce
+/// used for two messages gives the signer's share away).
+pub type FrostNonces<C> = givre::signing::round1::SecretNonces<<C as Ciphersuite>::Curve>;
+/// The public commitments to a signer's nonces, which the other signers use.
+pub type FrostCommitments<C> = givre::signing::round1::PublicCommitments<<C as Ciphersuite>::Curve>;
+type SigShare<C> = givre::signing::round2::SigShare<<C as Ciphersuite>::Curve>;
 
 type KeygenMsg<C> = cggmp24_keygen::msg::threshold::Msg<
     <C as Ciphersuite>::Curve,
@@ -200,6 +207,100 @@ pub async fn frost_sign<C: Scheme>(
             C::LABEL
         ))
     })?;
+    let mut bytes = vec![0u8; givre::signing::aggregate::Signature::<C>::serialized_len()];
+    signature.write_to_slice(&mut bytes);
+    Ok(bytes)
+}
+
+/// Fresh nonces for one future signing with `share`, and their public commitments. Keep the
+/// nonces secret and take them out of storage durably before they are used, once.
+pub fn frost_commit<C: Scheme>(share: &FrostKeyShare<C>) -> (FrostNonces<C>, FrostCommitments<C>) {
+    givre::signing::round1::commit::<C>(&mut OsRng, share)
+}
+
+/// One-round FROST signing of `message` by the session's parties (exactly the key's
+/// threshold) with the child key at `path`, from nonces committed ahead of time: `nonces` are
+/// this party's (handed over by value: they are never used again), `commitments` every
+/// signer's, in the session's party order. This party refuses if its own entry is not the
+/// commitment to its nonces. Each signer sends its signature share as a signed broadcast; the
+/// shares are aggregated and the signature verified against the public key before it is
+/// returned (a share that spoils it aborts the session).
+#[allow(clippy::too_many_arguments)]
+pub async fn frost_online_sign<C: Scheme>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &FrostKeyShare<C>,
+    nonces: FrostNonces<C>,
+    commitments: &[FrostCommitments<C>],
+    path: &[u32],
+    message: &[u8],
+    config: &MpcConfig,
+) -> Result<Vec<u8>, MpcError> {
+    expect_protocol(spec, Protocol::FROST_ONLINE_SIGN)?;
+    let me = net.party();
+    let (i, indices) = signers::<C>(spec, committee, share, me)?;
+    if commitments.len() != indices.len() {
+        return Err(MpcError::InvalidSession(format!(
+            "{} nonce commitments for {} signers",
+            commitments.len(),
+            indices.len()
+        )));
+    }
+    if commitments[usize::from(i)] != nonces.public_commitments() {
+        return Err(MpcError::InvalidSession(
+            "the session names another nonce commitment for this party than the one its \
+             nonces make; nothing was signed"
+                .into(),
+        ));
+    }
+    let key = verifying_key::<C>(share, path)?;
+    let listed: Vec<(u16, FrostCommitments<C>)> = indices
+        .iter()
+        .copied()
+        .zip(commitments.iter().copied())
+        .collect();
+    let aborted = |detail: String| MpcError::Aborted {
+        protocol: spec.protocol,
+        session: spec.session,
+        detail,
+    };
+    let mut options =
+        givre::signing::round2::SigningOptions::<C>::new(share, nonces, message, &listed)
+            .set_derivation_path(path.iter().copied())
+            .map_err(|e| MpcError::InvalidPath(format!("{path:?}: {e:?}")))?;
+    if C::IS_TAPROOT {
+        options = options
+            .set_taproot_tweak(None)
+            .map_err(|e| aborted(format!("{e:?}")))?;
+    }
+    let mine: SigShare<C> = options.sign().map_err(|e| aborted(format!("{e:?}")))?;
+    let shares =
+        crate::online::exchange_one_round(&net, spec, &mine, "signature share", config).await?;
+    let with_shares: Vec<(u16, FrostCommitments<C>, SigShare<C>)> = spec
+        .parties
+        .iter()
+        .zip(&listed)
+        .map(|(p, (index, commitment))| (*index, *commitment, shares[p]))
+        .collect();
+    let mut aggregate = givre::signing::aggregate::AggregateOptions::<C>::new(
+        share.as_ref(),
+        &with_shares,
+        message,
+    )
+    .set_derivation_path(path.iter().copied())
+    .map_err(|e| MpcError::InvalidPath(format!("{path:?}: {e:?}")))?;
+    if C::IS_TAPROOT {
+        aggregate = aggregate
+            .set_taproot_tweak(None)
+            .map_err(|e| aborted(format!("{e:?}")))?;
+    }
+    let signature = aggregate
+        .aggregate()
+        .map_err(|e| aborted(format!("the signature shares do not aggregate: {e:?}")))?;
+    signature
+        .verify(&key, message)
+        .map_err(|_| MpcError::SignatureInvalid)?;
     let mut bytes = vec![0u8; givre::signing::aggregate::Signature::<C>::serialized_len()];
     signature.write_to_slice(&mut bytes);
     Ok(bytes)

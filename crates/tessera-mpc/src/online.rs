@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use cggmp24::generic_ec::Point;
 use cggmp24::{DataToSign, PartialSignature};
 use tessera_channel::FrameContext;
@@ -47,63 +50,10 @@ pub async fn online_sign(
             presignature.signers, spec.parties
         )));
     }
-    let mut inbox = net.open_session(spec.session);
     let data = input.data();
     let public = presignature.public;
     let mine = presignature.presignature.issue_partial_signature(data);
-    let context = FrameContext {
-        session: spec.session,
-        round: 0,
-        protocol: Protocol::ONLINE_SIGN,
-    };
-    let others: Vec<PartyId> = spec.parties.iter().copied().filter(|p| *p != me).collect();
-    net.broadcast(&others, context, &tessera_wire::encode(&mine))
-        .await
-        .map_err(|e| MpcError::Send(e.to_string()))?;
-
-    let mut partials: BTreeMap<PartyId, PartialSignature<Curve>> = BTreeMap::new();
-    partials.insert(me, mine);
-    while partials.len() < spec.parties.len() {
-        let delivery = match tokio::time::timeout(config.round_timeout, inbox.recv()).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(MpcError::Send("the transport stopped".into())),
-            Err(_) => {
-                let missing = others
-                    .iter()
-                    .copied()
-                    .filter(|p| !partials.contains_key(p))
-                    .collect();
-                return Err(MpcError::Timeout {
-                    protocol: spec.protocol,
-                    session: spec.session,
-                    round: 0,
-                    missing,
-                });
-            }
-        };
-        let from = delivery.from;
-        if !others.contains(&from) || delivery.context.protocol != Protocol::ONLINE_SIGN {
-            tracing::warn!(session = %spec.session, %from, "online-sign frame from a non-signer ignored");
-            continue;
-        }
-        let invalid = |reason: String| MpcError::InvalidMessage {
-            protocol: spec.protocol,
-            session: spec.session,
-            from,
-            reason,
-        };
-        if delivery.broadcast.is_none() || delivery.context.round != 0 {
-            return Err(invalid(
-                "partial signature not sent as a signed round-0 broadcast".into(),
-            ));
-        }
-        let partial: PartialSignature<Curve> =
-            tessera_wire::decode(&delivery.payload, DEFAULT_MAX_PAYLOAD)
-                .map_err(|e| invalid(e.to_string()))?;
-        if partials.insert(from, partial).is_some() {
-            return Err(invalid("sent two partial signatures".into()));
-        }
-    }
+    let partials = exchange_one_round(&net, spec, &mine, "partial signature", config).await?;
     blame_bad_partials(spec, &public, data, &partials)?;
     // Combine in the presignature's signer order.
     let ordered: Vec<PartialSignature<Curve>> = spec.parties.iter().map(|p| partials[p]).collect();
@@ -117,6 +67,75 @@ pub async fn online_sign(
         return Err(MpcError::SignatureInvalid);
     }
     Ok(signature)
+}
+
+/// Sends `mine` to the other parties of `spec` as a signed round-0 broadcast and collects
+/// theirs (`what` names it in errors): one value per party, `mine` included, or the error
+/// that names who did not deliver or sent something invalid.
+pub(crate) async fn exchange_one_round<T>(
+    net: &Arc<SecureTransport>,
+    spec: &SessionSpec,
+    mine: &T,
+    what: &str,
+    config: &MpcConfig,
+) -> Result<BTreeMap<PartyId, T>, MpcError>
+where
+    T: Serialize + DeserializeOwned + Clone,
+{
+    let me = net.party();
+    let mut inbox = net.open_session(spec.session);
+    let context = FrameContext {
+        session: spec.session,
+        round: 0,
+        protocol: spec.protocol,
+    };
+    let others: Vec<PartyId> = spec.parties.iter().copied().filter(|p| *p != me).collect();
+    net.broadcast(&others, context, &tessera_wire::encode(mine))
+        .await
+        .map_err(|e| MpcError::Send(e.to_string()))?;
+    let mut received: BTreeMap<PartyId, T> = BTreeMap::new();
+    received.insert(me, mine.clone());
+    while received.len() < spec.parties.len() {
+        let delivery = match tokio::time::timeout(config.round_timeout, inbox.recv()).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(MpcError::Send("the transport stopped".into())),
+            Err(_) => {
+                let missing = others
+                    .iter()
+                    .copied()
+                    .filter(|p| !received.contains_key(p))
+                    .collect();
+                return Err(MpcError::Timeout {
+                    protocol: spec.protocol,
+                    session: spec.session,
+                    round: 0,
+                    missing,
+                });
+            }
+        };
+        let from = delivery.from;
+        if !others.contains(&from) || delivery.context.protocol != spec.protocol {
+            tracing::warn!(session = %spec.session, %from, protocol = %spec.protocol, "frame from a non-signer ignored");
+            continue;
+        }
+        let invalid = |reason: String| MpcError::InvalidMessage {
+            protocol: spec.protocol,
+            session: spec.session,
+            from,
+            reason,
+        };
+        if delivery.broadcast.is_none() || delivery.context.round != 0 {
+            return Err(invalid(format!(
+                "{what} not sent as a signed round-0 broadcast"
+            )));
+        }
+        let value: T = tessera_wire::decode(&delivery.payload, DEFAULT_MAX_PAYLOAD)
+            .map_err(|e| invalid(e.to_string()))?;
+        if received.insert(from, value).is_some() {
+            return Err(invalid(format!("sent a second {what}")));
+        }
+    }
+    Ok(received)
 }
 
 /// Checks each partial signature against its signer's presignature commitment (the same check

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use tessera_mpc::frost::{
-    frost_keygen, frost_public_key, frost_sign, Bitcoin, Ed25519, FrostKeyShare, Scheme,
+    frost_commit, frost_keygen, frost_online_sign, frost_public_key, frost_sign, Bitcoin, Ed25519,
+    FrostCommitments, FrostKeyShare, FrostNonces, Scheme,
 };
 use tessera_mpc::{MpcConfig, MpcError};
 use tessera_transport::SecureTransport;
@@ -179,4 +180,152 @@ async fn a_frost_session_with_the_wrong_signers_is_refused_before_anything_is_se
     };
     assert!(err.to_string().contains("frost-sign"), "{err}");
     assert!(frost_public_key::<Ed25519>(&shares[0], &[1 << 31]).is_err());
+}
+
+/// Signs online with `signers`, each using the nonces it committed to ahead of time;
+/// `commitments` is what the session start lists (in signer order).
+#[allow(clippy::too_many_arguments)]
+async fn sign_online<C: Scheme>(
+    nodes: &[Arc<SecureTransport>],
+    shares: &[FrostKeyShare<C>],
+    signers: &[PartyId],
+    nonces: Vec<FrostNonces<C>>,
+    commitments: &[FrostCommitments<C>],
+    path: &[u32],
+    message: &[u8],
+    config: &MpcConfig,
+) -> Vec<Result<Vec<u8>, MpcError>> {
+    let committee: Vec<PartyId> = (1..=nodes.len() as u16).map(PartyId).collect();
+    let s = spec(Protocol::FROST_ONLINE_SIGN, signers);
+    let runs = signers.iter().zip(nonces).map(|(p, nonces)| {
+        let (net, s, share) = (nodes[idx(*p)].clone(), s.clone(), shares[idx(*p)].clone());
+        let committee = committee.clone();
+        async move {
+            frost_online_sign::<C>(
+                net,
+                &s,
+                &committee,
+                &share,
+                nonces,
+                commitments,
+                path,
+                message,
+                config,
+            )
+            .await
+        }
+    });
+    futures::future::join_all(runs).await
+}
+
+/// Each signer's nonces and commitments, made ahead of time.
+fn commit_all<C: Scheme>(
+    shares: &[FrostKeyShare<C>],
+    signers: &[PartyId],
+) -> (Vec<FrostNonces<C>>, Vec<FrostCommitments<C>>) {
+    signers
+        .iter()
+        .map(|p| frost_commit::<C>(&shares[idx(*p)]))
+        .unzip()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_signs_in_one_round_from_commitments_made_ahead_of_time() {
+    let config = MpcConfig::default();
+    // Ed25519, 2-of-3, the master key.
+    let keys3 = keys(3);
+    let nodes = memory_nodes(&keys3, 3).await;
+    let shares = keygen::<Ed25519>(&nodes, 2).await;
+    let signers = [PartyId(3), PartyId(1)];
+    let (nonces, commitments) = commit_all::<Ed25519>(&shares, &signers);
+    let message = b"one online round";
+    let key = frost_public_key::<Ed25519>(&shares[0], &[]).unwrap();
+    for result in sign_online::<Ed25519>(
+        &nodes,
+        &shares,
+        &signers,
+        nonces,
+        &commitments,
+        &[],
+        message,
+        &config,
+    )
+    .await
+    {
+        assert!(ed25519_verifies(&key, message, &result.expect("signed")));
+    }
+    // BIP-340 Taproot, 3-of-5, a child key.
+    let keys5 = keys(5);
+    let nodes = memory_nodes(&keys5, 5).await;
+    let shares = keygen::<Bitcoin>(&nodes, 3).await;
+    let signers = [PartyId(2), PartyId(4), PartyId(5)];
+    let (nonces, commitments) = commit_all::<Bitcoin>(&shares, &signers);
+    let sighash = [0x11; 32];
+    let key = frost_public_key::<Bitcoin>(&shares[0], &[3, 9]).unwrap();
+    for result in sign_online::<Bitcoin>(
+        &nodes,
+        &shares,
+        &signers,
+        nonces,
+        &commitments,
+        &[3, 9],
+        &sighash,
+        &config,
+    )
+    .await
+    {
+        assert!(bip340_verifies(&key, &sighash, &result.expect("signed")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_refuses_a_session_that_lists_another_commitment_for_it() {
+    let config = MpcConfig {
+        round_timeout: std::time::Duration::from_secs(2),
+    };
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
+    let shares = keygen::<Ed25519>(&nodes, 2).await;
+    let signers = [PartyId(1), PartyId(3)];
+    let (nonces, mut commitments) = commit_all::<Ed25519>(&shares, &signers);
+    // The coordinator lists a commitment p3 never made: p3 refuses and signs nothing; p1,
+    // whose entry is right, waits for p3's share in vain and names it.
+    commitments[1] = frost_commit::<Ed25519>(&shares[2]).1;
+    let results = sign_online::<Ed25519>(
+        &nodes,
+        &shares,
+        &signers,
+        nonces,
+        &commitments,
+        &[],
+        b"m",
+        &config,
+    )
+    .await;
+    let p3 = results[1].as_ref().unwrap_err().to_string();
+    assert!(p3.contains("another nonce commitment"), "{p3}");
+    match &results[0] {
+        Err(MpcError::Timeout { missing, .. }) => assert_eq!(missing, &[PartyId(3)]),
+        other => panic!("p1: {other:?}"),
+    }
+    // A list of the wrong length is refused at once.
+    let (nonces, commitments) = commit_all::<Ed25519>(&shares, &signers);
+    let err = frost_online_sign::<Ed25519>(
+        nodes[0].clone(),
+        &spec(Protocol::FROST_ONLINE_SIGN, &signers),
+        &[PartyId(1), PartyId(2), PartyId(3)],
+        &shares[0],
+        nonces.into_iter().next().unwrap(),
+        &commitments[..1],
+        &[],
+        b"m",
+        &config,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 nonce commitments for 2 signers"),
+        "{err}"
+    );
 }

@@ -173,6 +173,8 @@ impl Protocol {
     pub const FROST_KEYGEN: Protocol = Protocol(8);
     /// Interactive FROST signing.
     pub const FROST_SIGN: Protocol = Protocol(9);
+    /// One-round FROST signing from nonces committed ahead of time.
+    pub const FROST_ONLINE_SIGN: Protocol = Protocol(10);
 }
 
 impl fmt::Display for Protocol {
@@ -188,6 +190,7 @@ impl fmt::Display for Protocol {
             Protocol::ONLINE_SIGN => "online-sign",
             Protocol::FROST_KEYGEN => "frost-keygen",
             Protocol::FROST_SIGN => "frost-sign",
+            Protocol::FROST_ONLINE_SIGN => "frost-online-sign",
             Protocol(other) => return write!(f, "protocol-{other}"),
         };
         f.write_str(name)
