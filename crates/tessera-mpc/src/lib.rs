@@ -26,7 +26,10 @@ pub mod reshare;
 pub use delivery::{MpcConfig, SessionSpec};
 pub use error::{Blame, MpcError};
 pub use online::online_sign;
-pub use presignatures::{PresignatureError, PresignatureStore, StoredPresignature, Swept};
+pub use presignatures::{
+    FrostNonceStore, PresignatureError, PresignatureStore, SingleUseError, SingleUseStore,
+    StoredPresignature, Swept,
+};
 pub use primes::{PrimeError, PrimePool};
 pub use protocols::{
     aux_info, child_public_key, derive_child_public_key, keygen, presign, sign, verify_signature,

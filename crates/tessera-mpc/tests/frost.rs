@@ -329,3 +329,74 @@ async fn a_signer_refuses_a_session_that_lists_another_commitment_for_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_nonces_are_stored_durably_and_used_at_most_once() {
+    use tessera_mpc::{FrostNonceStore, PresignatureError};
+    use tessera_store::{FileStore, KdfParams};
+    use tessera_wire::{KeyId, SessionId};
+
+    const NOW: u64 = 1_000_000;
+    const LIFETIME: u64 = 3600;
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
+    let shares = keygen::<Ed25519>(&nodes, 2).await;
+    let key = KeyId::random();
+    let dir = tempfile::tempdir().unwrap();
+    let pass = b"node passphrase";
+    let stores: Vec<FrostNonceStore<FileStore, Ed25519>> = [1, 2]
+        .iter()
+        .map(|p| {
+            let path = dir.path().join(format!("p{p}"));
+            let store = FileStore::create(&path, pass, KdfParams::MINIMUM).unwrap();
+            FrostNonceStore::new(Arc::new(store), key)
+        })
+        .collect();
+    // Each signer commits ahead of time and keeps its nonces; the commitments are public.
+    let id = SessionId::random();
+    let mut commitments = Vec::new();
+    for (store, share) in stores.iter().zip(&shares) {
+        let (nonces, commitment) = frost_commit::<Ed25519>(share);
+        store.put(id, &nonces, NOW, LIFETIME).unwrap();
+        commitments.push(commitment);
+    }
+    assert_eq!(stores[0].available().unwrap(), [id]);
+    // Taken (durably consumed) before use, they sign once.
+    let mut taken = Vec::new();
+    for store in &stores {
+        taken.push(store.take(id, NOW + 1, LIFETIME).unwrap());
+    }
+    let signers = [PartyId(1), PartyId(2)];
+    let key_bytes = frost_public_key::<Ed25519>(&shares[0], &[]).unwrap();
+    for result in sign_online::<Ed25519>(
+        &nodes,
+        &shares,
+        &signers,
+        taken,
+        &commitments,
+        &[],
+        b"once",
+        &MpcConfig::default(),
+    )
+    .await
+    {
+        assert!(ed25519_verifies(&key_bytes, b"once", &result.unwrap()));
+    }
+    // Never again: gone, and a record put back (a restored copy) is refused as consumed.
+    assert!(matches!(
+        stores[0].take(id, NOW + 2, LIFETIME),
+        Err(PresignatureError::Consumed { .. })
+    ));
+    let (again, _) = frost_commit::<Ed25519>(&shares[0]);
+    let err = stores[0].put(id, &again, NOW + 3, LIFETIME).unwrap_err();
+    assert!(err.to_string().contains("FROST nonce"), "{err}");
+    assert!(err.to_string().contains("already used here"), "{err}");
+    // Nonces past their lifetime are erased unused.
+    let late = SessionId::random();
+    stores[1].put(late, &again, NOW, LIFETIME).unwrap();
+    assert!(matches!(
+        stores[1].take(late, NOW + LIFETIME, LIFETIME),
+        Err(PresignatureError::Expired { .. })
+    ));
+    assert!(stores[1].available().unwrap().is_empty());
+}
