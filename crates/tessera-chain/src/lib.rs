@@ -1,4 +1,5 @@
-//! Ethereum for Tessera: what a node needs to sign a transaction it understands.
+//! Chains for Tessera: what a node needs to sign a transaction it understands. Bitcoin PSBTs
+//! are in [`bitcoin`]; Ethereum is at the crate root:
 //!
 //! - [`UnsignedTx::decode`]: an unsigned legacy (EIP-155) or EIP-1559 transaction, decoded
 //!   strictly: one canonical encoding only, no trailing bytes, a chain id always.
@@ -12,6 +13,7 @@
 //! - [`personal_message_digest`]: EIP-191 `personal_sign` digest for off-chain messages.
 
 mod address;
+pub mod bitcoin;
 mod build;
 mod tx;
 
