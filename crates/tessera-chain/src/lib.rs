@@ -1,5 +1,5 @@
 //! Chains for Tessera: what a node needs to sign a transaction it understands. Bitcoin PSBTs
-//! are in [`bitcoin`]; Ethereum is at the crate root:
+//! are in [`bitcoin`], Solana transfers in [`solana`]; Ethereum is at the crate root:
 //!
 //! - [`UnsignedTx::decode`]: an unsigned legacy (EIP-155) or EIP-1559 transaction, decoded
 //!   strictly: one canonical encoding only, no trailing bytes, a chain id always.
@@ -15,6 +15,7 @@
 mod address;
 pub mod bitcoin;
 mod build;
+pub mod solana;
 mod tx;
 
 pub use address::{address, checksummed, Address};

@@ -3,3 +3,4 @@
 
 mod bitcoin;
 mod ethereum;
+mod solana;
