@@ -3,6 +3,7 @@
 
 mod audit_stream;
 mod common;
+mod frost_chains;
 mod metrics;
 mod node;
 mod processes;
