@@ -10,8 +10,8 @@
 //!   address, and the fee (inputs minus outputs).
 //! - [`Psbt::finalize`]: the network transaction, from one signature per input.
 //!
-//! Independent checking of the finalized transaction (script interpretation) is issue 17's
-//! next step; the tests here verify every signature against its input's digest.
+//! The tests check finalized transactions with Bitcoin Core's script interpreter
+//! (`bitcoinconsensus`, Taproot rules on): every input spends its previous output.
 
 use std::str::FromStr;
 

@@ -80,6 +80,30 @@ fn raw_psbt(keys: &Keys) -> RawPsbt {
     psbt
 }
 
+/// Checks with Bitcoin Core's script interpreter (libbitcoinconsensus, Taproot rules on) that
+/// the transaction `raw` spends each of `prevouts`.
+pub fn consensus_verifies(raw: &[u8], prevouts: &[TxOut]) -> Result<(), String> {
+    let utxos: Vec<bitcoinconsensus::Utxo> = prevouts
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    for (index, out) in prevouts.iter().enumerate() {
+        bitcoinconsensus::verify(
+            out.script_pubkey.as_bytes(),
+            out.value.to_sat(),
+            raw,
+            Some(&utxos),
+            index,
+        )
+        .map_err(|e| format!("input {index}: {e:?}"))?;
+    }
+    Ok(())
+}
+
 /// Signs each input as the threshold keys would: ECDSA `r || s`, and BIP-340 with the
 /// Taproot-tweaked key.
 fn sign(keys: &Keys, psbt: &Psbt) -> Vec<InputSignature> {
@@ -163,6 +187,18 @@ fn a_mixed_psbt_is_decoded_signed_and_finalized() {
             .is_ok());
     }
     let raw = psbt.clone().finalize(&signatures).unwrap();
+    // Bitcoin Core's interpreter agrees that every input spends its output; a changed
+    // transaction spends none.
+    let prevouts: Vec<TxOut> = raw_psbt(&keys)
+        .inputs
+        .iter()
+        .map(|i| i.witness_utxo.clone().unwrap())
+        .collect();
+    consensus_verifies(&raw, &prevouts).unwrap();
+    let mut changed: Transaction = bitcoin::consensus::encode::deserialize(&raw).unwrap();
+    changed.output[0].value = Amount::from_sat(59_000);
+    let changed = bitcoin::consensus::encode::serialize(&changed);
+    assert!(consensus_verifies(&changed, &prevouts).is_err());
     let tx: Transaction = bitcoin::consensus::encode::deserialize(&raw).unwrap();
     assert_eq!(tx.input[0].witness.len(), 2, "P2WPKH: signature and key");
     assert_eq!(

@@ -1,6 +1,6 @@
 //! FROST keys spending on their chains (issue 17), over a local cluster's secure transports:
-//! a 2-of-3 Taproot key signs a PSBT's key-path input, finalized into a transaction whose
-//! signature libsecp256k1 checks; a 2-of-3 Ed25519 key signs a Solana transfer that
+//! a 2-of-3 Taproot key signs a PSBT's key-path input, finalized into a transaction that
+//! Bitcoin Core's script interpreter accepts; a 2-of-3 Ed25519 key signs a Solana transfer that
 //! ed25519-dalek checks. (Nodes do not run FROST sessions from a coordinator's start yet.)
 
 use crate::common;
@@ -117,10 +117,11 @@ async fn a_frost_taproot_key_spends_a_psbt_key_path_input() {
         }],
     };
     let mut raw = RawPsbt::from_unsigned_tx(tx).unwrap();
-    raw.inputs[0].witness_utxo = Some(TxOut {
+    let spent = TxOut {
         value: Amount::from_sat(100_000),
         script_pubkey: script,
-    });
+    };
+    raw.inputs[0].witness_utxo = Some(spent.clone());
     let psbt = Psbt::decode(&raw.to_string(), BitcoinNetwork::Regtest).unwrap();
     assert_eq!(psbt.fee(), 1_000);
     let input = &psbt.inputs()[0];
@@ -132,6 +133,20 @@ async fn a_frost_taproot_key_spends_a_psbt_key_path_input() {
         .unwrap();
     let tx: Transaction = bitcoin::consensus::encode::deserialize(&signed).unwrap();
     assert_eq!(tx.input[0].witness.len(), 1);
+    // Bitcoin Core's script interpreter (Taproot rules on) agrees that it spends the output.
+    let utxo = [bitcoinconsensus::Utxo {
+        script_pubkey: spent.script_pubkey.as_bytes().as_ptr(),
+        script_pubkey_len: spent.script_pubkey.len() as u32,
+        value: spent.value.to_sat() as i64,
+    }];
+    bitcoinconsensus::verify(
+        spent.script_pubkey.as_bytes(),
+        spent.value.to_sat(),
+        &signed,
+        Some(&utxo),
+        0,
+    )
+    .expect("the FROST key-path spend is valid by consensus rules");
     cluster.shutdown().await;
 }
 
