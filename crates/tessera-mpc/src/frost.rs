@@ -21,7 +21,7 @@ use tessera_transport::SecureTransport;
 use tessera_wire::{PartyId, Protocol};
 
 use crate::delivery::{connect, MpcConfig, SessionSpec};
-use crate::protocols::{expect_protocol, finish, run_blocking};
+use crate::protocols::{committee_indices, expect_protocol, finish, run_blocking};
 use crate::MpcError;
 
 pub use givre::ciphersuite::{Bitcoin, Ed25519};
@@ -132,27 +132,7 @@ fn signers<C: Scheme>(
     share: &FrostKeyShare<C>,
     me: PartyId,
 ) -> Result<(u16, Vec<u16>), MpcError> {
-    let i = spec.my_index(me)?;
-    let indices = spec
-        .parties
-        .iter()
-        .map(|p| {
-            committee
-                .iter()
-                .position(|c| c == p)
-                .map(|x| x as u16)
-                .ok_or_else(|| {
-                    MpcError::InvalidSession(format!("{p} is not in the key's committee"))
-                })
-        })
-        .collect::<Result<Vec<u16>, _>>()?;
-    if indices[usize::from(i)] != share.i {
-        return Err(MpcError::InvalidSession(format!(
-            "the key share belongs to committee index {}, but {me} is index {}",
-            share.i,
-            indices[usize::from(i)]
-        )));
-    }
+    let (i, indices) = committee_indices(spec, committee, share.i, me)?;
     if indices.len() != usize::from(share.min_signers()) {
         return Err(MpcError::InvalidSession(format!(
             "{} signers, but a FROST signing takes exactly the key's threshold of {}",

@@ -144,12 +144,13 @@ pub(crate) async fn aux_info_bound(
     finish(result, &failure, spec)
 }
 
-/// The key-generation indices of the signers: where each session participant sits in the
-/// committee that generated the key. Also checks that `share` is this party's.
-fn signer_indices(
+/// Where each session participant sits in the committee that generated a key (its
+/// key-generation index) and this party's position in the session; checks that this party's
+/// share, whose index is `share_index`, is the one its committee position says.
+pub(crate) fn committee_indices(
     spec: &SessionSpec,
     committee: &[PartyId],
-    share: &KeyShare,
+    share_index: u16,
     me: PartyId,
 ) -> Result<(u16, Vec<u16>), MpcError> {
     let i = spec.my_index(me)?;
@@ -166,13 +167,24 @@ fn signer_indices(
                 })
         })
         .collect::<Result<Vec<u16>, _>>()?;
-    if indices[usize::from(i)] != share.core.i {
+    if indices[usize::from(i)] != share_index {
         return Err(MpcError::InvalidSession(format!(
-            "the key share belongs to committee index {}, but {me} is index {}",
-            share.core.i,
+            "the key share belongs to committee index {share_index}, but {me} is index {}",
             indices[usize::from(i)]
         )));
     }
+    Ok((i, indices))
+}
+
+/// The key-generation indices of the signers: where each session participant sits in the
+/// committee that generated the key. Also checks that `share` is this party's.
+fn signer_indices(
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &KeyShare,
+    me: PartyId,
+) -> Result<(u16, Vec<u16>), MpcError> {
+    let (i, indices) = committee_indices(spec, committee, share.core.i, me)?;
     if indices.len() < usize::from(share.min_signers()) {
         return Err(MpcError::InvalidSession(format!(
             "{} signers, but the key needs {}",
