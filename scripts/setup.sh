@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tessera needs, skipping whatever is already there:
-# Debian packages (nats-server; m4, which the GMP build behind cggmp24 needs; postgresql, whose
+# Debian packages (nats-server; m4, which the GMP build behind cggmp24 needs; g++, which the
+# tests' Bitcoin Core script interpreter (bitcoinconsensus) is built with; postgresql, whose
 # initdb/postgres the coordinator's tests run in temp dirs) and cargo-nextest. Safe to run again.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# A C++ compiler counts as present whatever package brought it.
+command -v g++ >/dev/null || command -v c++ >/dev/null || missing+=(g++)
 
 # PostgreSQL counts as present when an initdb is found where the coordinator's tests look for it:
 # Debian's /usr/lib/postgresql/<version>/bin, or the PATH.

@@ -83,10 +83,13 @@ pub enum BitcoinError {
         /// Why.
         reason: String,
     },
+    /// An address, network name or key that is not one.
+    #[error("{0}")]
+    Address(String),
 }
 
 /// Which Bitcoin network addresses are shown for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BitcoinNetwork {
     /// Mainnet (`bc1…`).
     Mainnet,
@@ -99,6 +102,24 @@ pub enum BitcoinNetwork {
 }
 
 impl BitcoinNetwork {
+    /// Every network, in order.
+    pub const ALL: [BitcoinNetwork; 4] = [
+        BitcoinNetwork::Mainnet,
+        BitcoinNetwork::Testnet,
+        BitcoinNetwork::Signet,
+        BitcoinNetwork::Regtest,
+    ];
+
+    /// The name used in text: `mainnet`, `testnet`, `signet`, `regtest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BitcoinNetwork::Mainnet => "mainnet",
+            BitcoinNetwork::Testnet => "testnet",
+            BitcoinNetwork::Signet => "signet",
+            BitcoinNetwork::Regtest => "regtest",
+        }
+    }
+
     fn network(self) -> Network {
         match self {
             BitcoinNetwork::Mainnet => Network::Bitcoin,
@@ -107,6 +128,81 @@ impl BitcoinNetwork {
             BitcoinNetwork::Regtest => Network::Regtest,
         }
     }
+}
+
+impl std::fmt::Display for BitcoinNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BitcoinNetwork {
+    type Err = BitcoinError;
+    fn from_str(s: &str) -> Result<Self, BitcoinError> {
+        BitcoinNetwork::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| {
+                BitcoinError::Address(format!(
+                    "unknown network {s:?}; expected mainnet, testnet, signet or regtest"
+                ))
+            })
+    }
+}
+
+/// The P2WPKH output script that pays the compressed secp256k1 key `public_key` (33 bytes).
+pub fn p2wpkh_script(public_key: &[u8]) -> Result<Vec<u8>, BitcoinError> {
+    let key = bitcoin::secp256k1::PublicKey::from_slice(public_key)
+        .ok()
+        .filter(|_| public_key.len() == 33)
+        .ok_or_else(|| BitcoinError::Address("not a compressed secp256k1 public key".into()))?;
+    Ok(
+        bitcoin::ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(key).wpubkey_hash())
+            .to_bytes(),
+    )
+}
+
+/// The P2TR output script that pays the x-only Taproot output key `output_key` (32 bytes,
+/// already tweaked: the key a FROST Taproot key reports).
+pub fn p2tr_script(output_key: &[u8]) -> Result<Vec<u8>, BitcoinError> {
+    let key = bitcoin::secp256k1::XOnlyPublicKey::from_slice(output_key)
+        .map_err(|_| BitcoinError::Address("not an x-only secp256k1 public key".into()))?;
+    Ok(bitcoin::ScriptBuf::new_p2tr_tweaked(
+        bitcoin::key::TweakedPublicKey::dangerous_assume_tweaked(key),
+    )
+    .to_bytes())
+}
+
+/// The Taproot output key (x-only, 32 bytes) of internal key `internal` (SEC1 compressed, 33
+/// bytes) with no script tree (BIP-341 key path only, BIP-86): what a P2TR output pays.
+pub fn taproot_output_key(internal: &[u8]) -> Result<[u8; 32], BitcoinError> {
+    use bitcoin::key::TapTweak;
+    let key = bitcoin::secp256k1::PublicKey::from_slice(internal)
+        .ok()
+        .filter(|_| internal.len() == 33)
+        .ok_or_else(|| BitcoinError::Address("not a compressed secp256k1 public key".into()))?;
+    let (x_only, _) = key.x_only_public_key();
+    let (tweaked, _) = x_only.tap_tweak(&bitcoin::secp256k1::Secp256k1::verification_only(), None);
+    Ok(tweaked.to_x_only_public_key().serialize())
+}
+
+/// The address of output script `script` on `network` (bech32 for SegWit v0, bech32m for
+/// Taproot), if it has one.
+pub fn address_of_script(script: &[u8], network: BitcoinNetwork) -> Option<String> {
+    Address::from_script(bitcoin::Script::from_bytes(script), network.network())
+        .ok()
+        .map(|a| a.to_string())
+}
+
+/// The output script an address pays, checked to be an address of `network` (testnet and
+/// signet share their addresses).
+pub fn script_of_address(address: &str, network: BitcoinNetwork) -> Result<Vec<u8>, BitcoinError> {
+    let unchecked = Address::from_str(address)
+        .map_err(|e| BitcoinError::Address(format!("{address:?} is not an address: {e}")))?;
+    let checked = unchecked.require_network(network.network()).map_err(|_| {
+        BitcoinError::Address(format!("{address:?} is not an address on {network}"))
+    })?;
+    Ok(checked.script_pubkey().to_bytes())
 }
 
 /// How an input is spent, and so which key kind signs it.
@@ -131,6 +227,10 @@ pub struct InputToSign {
     pub script_pubkey: Vec<u8>,
     /// The digest to sign (BIP-143 or BIP-341), derived from the PSBT here.
     pub sighash: [u8; 32],
+    /// For P2WPKH: the single SHA-256 of the BIP-143 preimage. The sighash is its SHA-256, so
+    /// an ECDSA signer that hashes what it signs (as the threshold ECDSA library does) is given
+    /// this and never a bare digest.
+    pub preimage_hash: Option<[u8; 32]>,
 }
 
 /// One output as the policy sees it.
@@ -181,7 +281,7 @@ impl Psbt {
                 input: index,
                 reason,
             };
-            let (kind, sighash) = if script.is_p2wpkh() {
+            let (kind, sighash, preimage_hash) = if script.is_p2wpkh() {
                 if let Some(found) = input.sighash_type {
                     if found.ecdsa_hash_ty().ok() != Some(EcdsaSighashType::All) {
                         return Err(BitcoinError::SighashType {
@@ -190,10 +290,26 @@ impl Psbt {
                         });
                     }
                 }
-                let digest = cache
-                    .p2wpkh_signature_hash(index, script, utxo.value, EcdsaSighashType::All)
+                let code = script
+                    .p2wpkh_script_code()
+                    .ok_or_else(|| sighash_error("no P2WPKH script code".into()))?;
+                let mut preimage = Vec::new();
+                cache
+                    .segwit_v0_encode_signing_data_to(
+                        &mut preimage,
+                        index,
+                        &code,
+                        utxo.value,
+                        EcdsaSighashType::All,
+                    )
                     .map_err(|e| sighash_error(e.to_string()))?;
-                (SpendKind::P2wpkh, digest.to_byte_array())
+                let once = bitcoin::hashes::sha256::Hash::hash(&preimage);
+                let digest = bitcoin::hashes::sha256::Hash::hash(once.as_byte_array());
+                (
+                    SpendKind::P2wpkh,
+                    digest.to_byte_array(),
+                    Some(once.to_byte_array()),
+                )
             } else if script.is_p2tr() {
                 if let Some(found) = input.sighash_type {
                     if found.taproot_hash_ty().ok() != Some(TapSighashType::Default) {
@@ -210,7 +326,7 @@ impl Psbt {
                         TapSighashType::Default,
                     )
                     .map_err(|e| sighash_error(e.to_string()))?;
-                (SpendKind::P2trKeyPath, digest.to_byte_array())
+                (SpendKind::P2trKeyPath, digest.to_byte_array(), None)
             } else {
                 return Err(BitcoinError::UnsupportedScript {
                     input: index,
@@ -223,6 +339,7 @@ impl Psbt {
                 value: utxo.value.to_sat(),
                 script_pubkey: script.to_bytes(),
                 sighash,
+                preimage_hash,
             });
         }
         let network = network.network();
@@ -277,7 +394,6 @@ impl Psbt {
     /// compressed public key (its hash must be the script's); for P2TR a 64-byte BIP-340
     /// signature. Each signature is checked against its input's digest first.
     pub fn finalize(self, signatures: &[InputSignature]) -> Result<Vec<u8>, BitcoinError> {
-        use bitcoin::secp256k1::{ecdsa, schnorr, Message, PublicKey, Secp256k1, XOnlyPublicKey};
         if signatures.len() != self.inputs.len() {
             return Err(BitcoinError::Signature {
                 input: signatures.len().min(self.inputs.len()),
@@ -288,14 +404,30 @@ impl Psbt {
                 ),
             });
         }
+        let numbered: Vec<(usize, InputSignature)> =
+            signatures.iter().cloned().enumerate().collect();
+        match self.sign_inputs(&numbered)? {
+            Signed::Transaction(tx) => Ok(tx),
+            Signed::Psbt(_) => unreachable!("every input was given a signature"),
+        }
+    }
+
+    /// Finalizes the inputs named in `signatures` (input index, signature; each checked
+    /// against its input's digest first, as for [`finalize`](Self::finalize)). If every input
+    /// of the PSBT is then final (others may have been finalized before, by other keys), the
+    /// network transaction; otherwise the PSBT, base64, to give to the other inputs' keys.
+    pub fn sign_inputs(
+        self,
+        signatures: &[(usize, InputSignature)],
+    ) -> Result<Signed, BitcoinError> {
+        use bitcoin::secp256k1::{ecdsa, schnorr, Message, PublicKey, Secp256k1, XOnlyPublicKey};
         let secp = Secp256k1::verification_only();
         let mut raw = self.raw;
-        for ((input, signature), psbt_input) in self
-            .inputs
-            .iter()
-            .zip(signatures)
-            .zip(raw.inputs.iter_mut())
-        {
+        for (index, signature) in signatures {
+            let input = self.inputs.get(*index).ok_or(BitcoinError::Signature {
+                input: *index,
+                reason: format!("the PSBT has {} inputs", self.inputs.len()),
+            })?;
             let bad = |reason: &str| BitcoinError::Signature {
                 input: input.index,
                 reason: reason.to_owned(),
@@ -349,13 +481,84 @@ impl Psbt {
                     return Err(bad("a P2TR input needs a BIP-340 signature"))
                 }
             };
+            let psbt_input = &mut raw.inputs[*index];
             psbt_input.final_script_witness = Some(witness);
             psbt_input.partial_sigs.clear();
             psbt_input.tap_key_sig = None;
         }
-        let tx = raw.extract_tx_unchecked_fee_rate();
-        Ok(bitcoin::consensus::encode::serialize(&tx))
+        if raw.inputs.iter().all(|i| i.final_script_witness.is_some()) {
+            let tx = raw.extract_tx_unchecked_fee_rate();
+            Ok(Signed::Transaction(bitcoin::consensus::encode::serialize(
+                &tx,
+            )))
+        } else {
+            Ok(Signed::Psbt(raw.to_string()))
+        }
     }
+}
+
+/// What signing some of a PSBT's inputs gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signed {
+    /// Every input is final: the network transaction (consensus bytes).
+    Transaction(Vec<u8>),
+    /// Inputs of other keys are not final yet: the PSBT (base64) with these inputs final.
+    Psbt(String),
+}
+
+/// An output a transaction spends: where it is and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpentOutput {
+    /// The transaction that made it (internal byte order, as in the transaction).
+    pub txid: [u8; 32],
+    /// Its position in that transaction.
+    pub vout: u32,
+    /// What it holds, in satoshis.
+    pub value: u64,
+    /// Its script.
+    pub script_pubkey: Vec<u8>,
+}
+
+/// An unsigned PSBT (BIP-174, base64): a version 2 transaction (replaceable, no lock time)
+/// spending `inputs`, each with the output it spends recorded (`witness_utxo`), and paying
+/// `outputs` (script, satoshis).
+pub fn unsigned_psbt(
+    inputs: &[SpentOutput],
+    outputs: &[(Vec<u8>, u64)],
+) -> Result<String, BitcoinError> {
+    use bitcoin::hashes::Hash as _;
+    let tx = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: inputs
+            .iter()
+            .map(|i| bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint {
+                    txid: bitcoin::Txid::from_byte_array(i.txid),
+                    vout: i.vout,
+                },
+                script_sig: bitcoin::ScriptBuf::new(),
+                sequence: bitcoin::Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            })
+            .collect(),
+        output: outputs
+            .iter()
+            .map(|(script, value)| TxOut {
+                value: Amount::from_sat(*value),
+                script_pubkey: bitcoin::ScriptBuf::from_bytes(script.clone()),
+            })
+            .collect(),
+    };
+    let mut psbt =
+        RawPsbt::from_unsigned_tx(tx).map_err(|e| BitcoinError::Malformed(e.to_string()))?;
+    for (input, spent) in psbt.inputs.iter_mut().zip(inputs) {
+        input.witness_utxo = Some(TxOut {
+            value: Amount::from_sat(spent.value),
+            script_pubkey: bitcoin::ScriptBuf::from_bytes(spent.script_pubkey.clone()),
+        });
+    }
+    Ok(psbt.to_string())
 }
 
 /// A signature for one input of a [`Psbt`].

@@ -11,16 +11,19 @@
 //! - [`address`], [`checksummed`]: a key's Ethereum address (EIP-55).
 //! - [`Eip1559Request`]: builds unsigned EIP-1559 transfers (native and ERC-20).
 //! - [`personal_message_digest`]: EIP-191 `personal_sign` digest for off-chain messages.
+//! - [`address_of_key`]: a key's address on Ethereum, Bitcoin or Solana ([`Chain`]).
 
 mod address;
 pub mod bitcoin;
 mod build;
+mod chain;
 pub mod solana;
 mod tx;
 
 pub use address::{address, checksummed, Address};
 pub use alloy_primitives::U256;
 pub use build::Eip1559Request;
+pub use chain::{address_of_key, AddressError, Chain};
 pub use tx::{
     personal_message_digest, personal_message_preimage, recover_sender, TxKind, UnsignedTx,
 };

@@ -29,6 +29,27 @@ pub enum SolanaError {
     Unsupported(String),
 }
 
+/// Lamports per signature, the base fee of a transaction (a plain transfer pays only this: it
+/// carries no compute-budget instruction).
+pub const FEE_LAMPORTS_PER_SIGNATURE: u64 = 5_000;
+
+/// The text form of a Solana account address (an Ed25519 public key): base58.
+pub fn address(key: &[u8; 32]) -> String {
+    bitcoin::base58::encode(key)
+}
+
+/// Reads a base58 Solana address (32 bytes).
+pub fn parse_address(text: &str) -> Result<[u8; 32], SolanaError> {
+    let bytes = bitcoin::base58::decode(text)
+        .map_err(|_| SolanaError::Malformed(format!("{text:?} is not base58")))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        SolanaError::Malformed(format!(
+            "{text:?} is {} bytes, a Solana address is 32",
+            b.len()
+        ))
+    })
+}
+
 /// A SOL transfer, as the policy sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {

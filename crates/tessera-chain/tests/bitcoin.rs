@@ -307,3 +307,96 @@ fn malformed_and_unsupported_psbts_are_refused_naming_the_input() {
         Err(BitcoinError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn an_ecdsa_signer_is_given_the_bip143_preimage_hash_never_the_bare_sighash() {
+    let keys = keys();
+    let psbt = Psbt::decode(&raw_psbt(&keys).to_string(), BitcoinNetwork::Regtest).unwrap();
+    let [wpkh, tr] = psbt.inputs() else {
+        panic!("two inputs")
+    };
+    let once = wpkh
+        .preimage_hash
+        .expect("P2WPKH carries the preimage hash");
+    assert_eq!(
+        bitcoin::hashes::sha256::Hash::hash(&once).to_byte_array(),
+        wpkh.sighash,
+        "the sighash is SHA-256 of the preimage hash (BIP-143 double SHA-256)"
+    );
+    assert_eq!(tr.preimage_hash, None);
+}
+
+#[test]
+fn key_scripts_and_addresses_round_trip_on_every_network() {
+    use tessera_chain::bitcoin::{
+        address_of_script, p2tr_script, p2wpkh_script, script_of_address,
+    };
+    let keys = keys();
+    let secp = Secp256k1::new();
+    let compressed = keys.ecdsa.public_key(&secp).serialize();
+    assert_eq!(
+        p2wpkh_script(&compressed).unwrap(),
+        p2wpkh(&keys).to_bytes()
+    );
+    let output_key = p2tr(&keys).as_bytes()[2..].to_vec();
+    assert_eq!(p2tr_script(&output_key).unwrap(), p2tr(&keys).to_bytes());
+    for (network, wpkh_prefix, tr_prefix) in [
+        (BitcoinNetwork::Mainnet, "bc1q", "bc1p"),
+        (BitcoinNetwork::Testnet, "tb1q", "tb1p"),
+        (BitcoinNetwork::Signet, "tb1q", "tb1p"),
+        (BitcoinNetwork::Regtest, "bcrt1q", "bcrt1p"),
+    ] {
+        assert_eq!(
+            network.to_string().parse::<BitcoinNetwork>().unwrap(),
+            network
+        );
+        for (script, prefix) in [(p2wpkh(&keys), wpkh_prefix), (p2tr(&keys), tr_prefix)] {
+            let address = address_of_script(script.as_bytes(), network).unwrap();
+            assert!(address.starts_with(prefix), "{address}");
+            assert_eq!(
+                script_of_address(&address, network).unwrap(),
+                script.to_bytes()
+            );
+        }
+    }
+    let mainnet = address_of_script(p2tr(&keys).as_bytes(), BitcoinNetwork::Mainnet).unwrap();
+    let err = script_of_address(&mainnet, BitcoinNetwork::Regtest).unwrap_err();
+    assert!(
+        err.to_string().contains("not an address on regtest"),
+        "{err}"
+    );
+    assert!(script_of_address("bc1qnotanaddress", BitcoinNetwork::Mainnet).is_err());
+    assert!(p2wpkh_script(&compressed[1..]).is_err());
+    assert!(p2wpkh_script(&keys.ecdsa.public_key(&secp).serialize_uncompressed()).is_err());
+    assert!(p2tr_script(&[0xff; 32]).is_err());
+    assert!("bitcoin".parse::<BitcoinNetwork>().is_err());
+}
+
+#[test]
+fn a_key_has_an_address_on_the_chains_its_form_fits() {
+    use tessera_chain::{address_of_key, Chain};
+    let keys = keys();
+    let compressed = keys.ecdsa.public_key(&Secp256k1::new()).serialize();
+    let output_key = p2tr(&keys).as_bytes()[2..].to_vec();
+    let eth = address_of_key(&compressed, Chain::Ethereum, BitcoinNetwork::Mainnet).unwrap();
+    assert!(eth.starts_with("0x") && eth.len() == 42, "{eth}");
+    let wpkh = address_of_key(&compressed, Chain::Bitcoin, BitcoinNetwork::Regtest).unwrap();
+    assert!(wpkh.starts_with("bcrt1q"), "{wpkh}");
+    let tr = address_of_key(&output_key, Chain::Bitcoin, BitcoinNetwork::Mainnet).unwrap();
+    assert!(tr.starts_with("bc1p"), "{tr}");
+    let sol = address_of_key(&[0; 32], Chain::Solana, BitcoinNetwork::Mainnet).unwrap();
+    assert_eq!(sol, "11111111111111111111111111111111");
+    for (key, chain) in [
+        (&output_key[..], Chain::Ethereum),
+        (&compressed[..], Chain::Solana),
+        (&compressed[..20], Chain::Bitcoin),
+    ] {
+        let err = address_of_key(key, chain, BitcoinNetwork::Mainnet).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("no {chain} address")),
+            "{err}"
+        );
+    }
+    assert_eq!("bitcoin".parse::<Chain>().unwrap(), Chain::Bitcoin);
+    assert!("dogecoin".parse::<Chain>().is_err());
+}

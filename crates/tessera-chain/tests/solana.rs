@@ -108,3 +108,14 @@ fn anything_but_a_plain_transfer_is_refused() {
     assert!(Transfer::assemble(&trailing, &[0; 64]).is_err());
     assert_eq!(SYSTEM_PROGRAM, [0; 32]);
 }
+
+#[test]
+fn addresses_are_base58_of_32_bytes() {
+    use tessera_chain::solana::{address, parse_address};
+    // The System Program's address is 32 zero bytes.
+    assert_eq!(address(&[0; 32]), "11111111111111111111111111111111");
+    let key = [0x5a; 32];
+    assert_eq!(parse_address(&address(&key)).unwrap(), key);
+    assert!(parse_address("0OIl").is_err());
+    assert!(parse_address("111").is_err());
+}

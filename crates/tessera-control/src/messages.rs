@@ -14,7 +14,7 @@ use tessera_channel::identity::{CoordinatorKey, PartyIdentity};
 use tessera_channel::Roster;
 use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_policy::{Approval, ApprovedKeyChange, SignRequest};
-use tessera_wire::{ClusterId, KeyId, PartyId, Protocol, SessionId};
+use tessera_wire::{ClusterId, KeyId, KeyKind, PartyId, Protocol, SessionId};
 
 use crate::spend::{SpendLink, SpendRecord};
 
@@ -59,12 +59,15 @@ pub enum Operation {
     /// Auxiliary info for the committee of the session's parties (slow; consumes one prime set
     /// from each party's pool).
     AuxInfo,
-    /// Distributed key generation of a `threshold`-of-n key.
+    /// Distributed key generation of a `threshold`-of-n key of `kind` (ECDSA keys need
+    /// their committee's auxiliary info first; FROST keys need none).
     Keygen {
         /// The new key's id.
         key: KeyId,
         /// Signers needed.
         threshold: u16,
+        /// What kind of key.
+        kind: KeyKind,
     },
     /// A presignature for `key`, to be used by exactly these signers.
     Presign {
@@ -72,7 +75,10 @@ pub enum Operation {
         key: KeyId,
     },
     /// Full interactive signing of an approved request. Every signer re-checks the request,
-    /// its approvals and the policy before it takes part.
+    /// its approvals and the policy before it takes part. The key's kind picks the protocol
+    /// (CGGMP24 for ECDSA keys, FROST for Taproot and Ed25519 keys); a request that asks for
+    /// several signatures (a PSBT with several of the key's inputs) runs it once per signature
+    /// in one session ([`tessera_mpc::SessionSpec::part`]).
     Sign {
         /// The request, as approvers signed it.
         request: SignRequest,
@@ -177,6 +183,7 @@ impl Operation {
     pub fn protocol(&self) -> Protocol {
         match self {
             Operation::AuxInfo => Protocol::AUX_INFO,
+            Operation::Keygen { kind, .. } if kind.is_frost() => Protocol::FROST_KEYGEN,
             Operation::Keygen { .. } => Protocol::KEYGEN,
             Operation::Presign { .. } => Protocol::PRESIGN,
             Operation::Sign { .. } => Protocol::SIGN,
@@ -296,9 +303,10 @@ impl SignedStart {
 pub enum Output {
     /// Auxiliary info is stored for the committee.
     AuxInfo,
-    /// The key share is stored; the key's public key (SEC1 compressed) and HD chain code.
+    /// The key share is stored; the key's public key and HD chain code.
     Keygen {
-        /// Compressed public key.
+        /// The (master, untweaked) public key: SEC1 compressed on secp256k1 (ECDSA, Taproot),
+        /// 32 bytes for Ed25519.
         public_key: Vec<u8>,
         /// The SLIP-10 chain code child keys are derived with (public).
         chain_code: Vec<u8>,
@@ -308,9 +316,12 @@ pub enum Output {
         /// The presigning session (use it in [`Operation::OnlineSign`]).
         presignature: SessionId,
     },
-    /// A signature verified against the key's public key: `r || s`, 64 bytes, low-s.
+    /// The request's signatures, verified against the key at the request's path: one
+    /// 64-byte signature per signing the request asks for ([`tessera_policy::Derived`]), in
+    /// order: ECDSA `r || s` (low-s), BIP-340, or Ed25519. One signature for every payload but
+    /// a PSBT with several of the key's inputs.
     Signature {
-        /// `r || s`.
+        /// The signatures, concatenated.
         signature: Vec<u8>,
     },
     /// The reshare ran here; the result is pending. Signed, it is this party's part of the

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tessera_policy::{Derived, SignRequest};
@@ -125,8 +124,8 @@ impl SpendRecord {
     }
 
     /// Checks the record on its own: that it is of `key`, that its link is well formed, that
-    /// its request checks, and that its signature (if any) verifies against `public_key` (the
-    /// SEC1 public key at the request's path). Returns what the request does (its spends).
+    /// its request checks, and that its signatures (if any) verify against `public_key` (the
+    /// key at the request's path as [`tessera_policy::Signing::verify`] takes it). Returns what the request does (its spends).
     pub fn check(&self, key: KeyId, public_key: &[u8]) -> Result<Derived, SpendRecordError> {
         let seq = self.link.seq;
         if self.key() != key {
@@ -159,11 +158,7 @@ impl SpendRecord {
                 reason: e.to_string(),
             })?;
         if let Some(signature) = &self.signature {
-            let verifies = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
-                .ok()
-                .zip(k256::ecdsa::Signature::from_slice(signature).ok())
-                .is_some_and(|(pk, sig)| pk.verify_prehash(&derived.digest, &sig).is_ok());
-            if !verifies {
+            if !derived.verify(public_key, signature) {
                 return Err(SpendRecordError::BadSignature { key, seq });
             }
         }

@@ -30,10 +30,12 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tessera_chain::bitcoin::BitcoinNetwork;
+use tessera_chain::Chain;
 use tessera_policy::{
     Approval, KeyChange, OperatorKey, PolicyChange, PrincipalSignature, SignRequest,
 };
-use tessera_wire::{PartyId, RequestId};
+use tessera_wire::{KeyKind, PartyId, RequestId};
 
 use crate::api::model::{
     parties_segment, AuditEvents, CommitteeList, CommitteeView, CreateKeyBody, DecisionBody,
@@ -369,11 +371,13 @@ impl CoordinatorClient {
         name: &str,
         committee: &[PartyId],
         threshold: u16,
+        kind: KeyKind,
     ) -> Result<KeyView, ClientError> {
         let body = CreateKeyBody {
             name: name.to_owned(),
             committee: committee.iter().copied().map(PartyRef).collect(),
             threshold,
+            kind,
         };
         self.post(&["v1", "keys"], &body).await
     }
@@ -469,11 +473,23 @@ impl CoordinatorClient {
         self.get(&["v1", "keys", key], &[]).await
     }
 
-    /// `GET /v1/keys/{key}/address?path=…`.
-    pub async fn key_address(&self, key: &str, path: &[u32]) -> Result<KeyAddress, ClientError> {
-        let path = DerivationPath(path.to_vec()).to_string();
-        self.get(&["v1", "keys", key, "address"], &[("path", path)])
-            .await
+    /// `GET /v1/keys/{key}/address?path=…&chain=…&network=…`: the key at `path` on `chain`
+    /// (the key's default chain if `None`; Bitcoin addresses on `network`, default mainnet).
+    pub async fn key_address(
+        &self,
+        key: &str,
+        path: &[u32],
+        chain: Option<Chain>,
+        network: Option<BitcoinNetwork>,
+    ) -> Result<KeyAddress, ClientError> {
+        let mut query = vec![("path", DerivationPath(path.to_vec()).to_string())];
+        if let Some(chain) = chain {
+            query.push(("chain", chain.to_string()));
+        }
+        if let Some(network) = network {
+            query.push(("network", network.to_string()));
+        }
+        self.get(&["v1", "keys", key, "address"], &query).await
     }
 
     // ----- requests -------------------------------------------------------------------------

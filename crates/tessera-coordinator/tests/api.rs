@@ -1342,7 +1342,7 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         [P1, P2, P3]
     );
     let err = olivia
-        .create_key("hot", &[P1, P2, P3], 2)
+        .create_key("hot", &[P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
         .await
         .unwrap_err();
     assert_eq!(
@@ -1351,19 +1351,32 @@ async fn client_over_tcp_signs_a_child_key_transfer_and_changes_the_policy(db: &
         "{err}"
     );
     let key = ada
-        .create_key("hot wallet/1", &[P1, P2, P3], 2)
+        .create_key(
+            "hot wallet/1",
+            &[P1, P2, P3],
+            2,
+            tessera_wire::KeyKind::Ecdsa,
+        )
         .await
         .unwrap();
     assert_eq!(
-        ada.create_key("hot wallet/1", &[P1, P2, P3], 2)
-            .await
-            .unwrap()
-            .id,
+        ada.create_key(
+            "hot wallet/1",
+            &[P1, P2, P3],
+            2,
+            tessera_wire::KeyKind::Ecdsa
+        )
+        .await
+        .unwrap()
+        .id,
         key.id
     );
     assert_eq!(aude.list_keys().await.unwrap(), vec![key.clone()]);
     assert_eq!(olivia.get_key("hot wallet/1").await.unwrap(), key);
-    let child = olivia.key_address("hot wallet/1", &[0, 7]).await.unwrap();
+    let child = olivia
+        .key_address("hot wallet/1", &[0, 7], None, None)
+        .await
+        .unwrap();
     assert_eq!(child.path, [0, 7]);
 
     // Rotation is a key change: an admin proposes, another approves (signing the digest

@@ -4,6 +4,7 @@
 mod api;
 mod audit_flow;
 mod auth;
+mod chains;
 mod rotation;
 mod service;
 mod service_support;

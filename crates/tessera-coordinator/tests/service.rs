@@ -302,8 +302,24 @@ async fn message_on_a_child_key_signed_by_the_child_key(db: &Db) {
     let c = coordinator(db, &cluster, cluster.control(), settings()).await;
     let key = fixture_key(&c, "hot").await;
     let path = vec![0, 7];
-    let child = c.key_address(&key, &path).await.unwrap();
-    let master = c.key_address(&key, &[]).await.unwrap();
+    let child = c
+        .key_address(
+            &key,
+            &path,
+            None,
+            tessera_chain::bitcoin::BitcoinNetwork::Mainnet,
+        )
+        .await
+        .unwrap();
+    let master = c
+        .key_address(
+            &key,
+            &[],
+            None,
+            tessera_chain::bitcoin::BitcoinNetwork::Mainnet,
+        )
+        .await
+        .unwrap();
     assert_ne!(child.address, master.address);
     assert_eq!(
         Some(master.address.clone()),
@@ -658,7 +674,10 @@ async fn a_silent_party_is_replaced_by_another_quorum(db: &Db) {
     assert_eq!(p1.consecutive_failures, 1);
 
     // Key generation needs every party: without p1 it fails, naming p1; the name stays taken.
-    match c.create_key("nope", vec![P1, P2, P3], 2).await {
+    match c
+        .create_key("nope", vec![P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
+        .await
+    {
         Err(ServiceError::Unavailable(m)) => assert!(m.contains("p1"), "{m}"),
         other => panic!("key generation without p1 succeeded? {other:?}"),
     }
@@ -949,7 +968,8 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
         ));
     }
     assert!(matches!(
-        c.create_key("early", vec![P1, P2, P3], 2).await,
+        c.create_key("early", vec![P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
+            .await,
         Err(ServiceError::NotFound(_))
     ));
     let committee = c.register_committee_ready(vec![P3, P1, P2]).await.unwrap();
@@ -976,18 +996,28 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
     );
     assert!(failed.error.unwrap().contains("prime pool is empty"));
     assert!(matches!(
-        c.create_key("on-failed", vec![P1, P2], 2).await,
+        c.create_key("on-failed", vec![P1, P2], 2, tessera_wire::KeyKind::Ecdsa)
+            .await,
         Err(ServiceError::Unavailable(_))
     ));
 
     // Keys: a real key generation on the committee; idempotent by name.
     for threshold in [1, 4] {
         assert!(matches!(
-            c.create_key("bad", vec![P1, P2, P3], threshold).await,
+            c.create_key(
+                "bad",
+                vec![P1, P2, P3],
+                threshold,
+                tessera_wire::KeyKind::Ecdsa
+            )
+            .await,
             Err(ServiceError::Invalid(_))
         ));
     }
-    let key = c.create_key("vault", vec![P1, P2, P3], 2).await.unwrap();
+    let key = c
+        .create_key("vault", vec![P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
+        .await
+        .unwrap();
     assert_eq!(key.status, tessera_coordinator::store::KeyStatus::Ready);
     let public_key = hex::decode(key.public_key.as_deref().unwrap()).unwrap();
     assert_eq!(key.chain_code.as_deref().map(str::len), Some(64));
@@ -996,11 +1026,14 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
         Some(checksummed(&address(&public_key).unwrap()).as_str())
     );
     assert_eq!(
-        c.create_key("vault", vec![P1, P2, P3], 2).await.unwrap(),
+        c.create_key("vault", vec![P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
+            .await
+            .unwrap(),
         key
     );
     assert_conflict(
-        c.create_key("vault", vec![P1, P2, P3], 3).await,
+        c.create_key("vault", vec![P1, P2, P3], 3, tessera_wire::KeyKind::Ecdsa)
+            .await,
         "already exists",
     );
     assert_eq!(c.get_key("vault").await.unwrap(), key);
@@ -1012,9 +1045,25 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
     assert_eq!(c.list_keys().await.unwrap(), std::slice::from_ref(&key));
 
     // Addresses: master and child, derived from the public key and chain code.
-    let master = c.key_address("vault", &[]).await.unwrap();
+    let master = c
+        .key_address(
+            "vault",
+            &[],
+            None,
+            tessera_chain::bitcoin::BitcoinNetwork::Mainnet,
+        )
+        .await
+        .unwrap();
     assert_eq!(Some(master.address.clone()), key.address);
-    let child = c.key_address("vault", &[0, 7]).await.unwrap();
+    let child = c
+        .key_address(
+            "vault",
+            &[0, 7],
+            None,
+            tessera_chain::bitcoin::BitcoinNetwork::Mainnet,
+        )
+        .await
+        .unwrap();
     let expected = tessera_mpc::derive_child_public_key(
         &public_key,
         &hex::decode(key.chain_code.unwrap()).unwrap(),
@@ -1023,7 +1072,13 @@ async fn committees_keys_and_the_pinned_policy(db: &Db) {
     .unwrap();
     assert_eq!(child.public_key, hex::encode(&expected));
     assert!(matches!(
-        c.key_address("vault", &[1 << 31]).await,
+        c.key_address(
+            "vault",
+            &[1 << 31],
+            None,
+            tessera_chain::bitcoin::BitcoinNetwork::Mainnet
+        )
+        .await,
         Err(ServiceError::Invalid(_))
     ));
     c.shutdown().await;
@@ -1081,7 +1136,10 @@ async fn real_committee_setup_key_generation_and_signing() {
         committee.status,
         tessera_coordinator::store::CommitteeStatus::Ready
     );
-    let key = c.create_key("real", vec![P1, P2, P3], 2).await.unwrap();
+    let key = c
+        .create_key("real", vec![P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
+        .await
+        .unwrap();
     let view = c
         .submit("olivia", submit("real", vec![], message("real committee")))
         .await

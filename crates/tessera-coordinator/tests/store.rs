@@ -138,6 +138,7 @@ fn new_key(n: u8, name: &str) -> NewKey {
         name: name.to_owned(),
         threshold: 2,
         committee: vec![PartyId(1), PartyId(2), PartyId(3)],
+        kind: tessera_wire::KeyKind::Ecdsa,
         created_at: 100,
     }
 }
@@ -261,7 +262,25 @@ async fn keys_lifecycle(db: &Db) {
     };
     assert_eq!(existing.status, KeyStatus::Creating);
     assert_eq!(existing.committee, vec![PartyId(1), PartyId(2), PartyId(3)]);
+    assert_eq!(existing.kind, tessera_wire::KeyKind::Ecdsa);
     assert_eq!(existing.public_key, None);
+    // The same id and name for another kind of key is another key.
+    let mut other_kind = new_key(1, "alpha");
+    other_kind.kind = tessera_wire::KeyKind::Ed25519;
+    assert!(matches!(
+        store.insert_key(&other_kind).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Every kind is stored and read back.
+    for (n, kind) in [
+        (5, tessera_wire::KeyKind::Taproot),
+        (6, tessera_wire::KeyKind::Ed25519),
+    ] {
+        let mut key = new_key(n, &format!("{kind}-key"));
+        key.kind = kind;
+        store.insert_key(&key).await.unwrap();
+        assert_eq!(store.get_key(kid(n)).await.unwrap().unwrap().kind, kind);
+    }
     // The name is taken; the id is taken by another key.
     let err = store.insert_key(&new_key(3, "alpha")).await.unwrap_err();
     assert!(
@@ -294,7 +313,7 @@ async fn keys_lifecycle(db: &Db) {
         .into_iter()
         .map(|k| k.name)
         .collect();
-    assert_eq!(names, ["alpha", "zeta"]);
+    assert_eq!(names, ["alpha", "ed25519-key", "taproot-key", "zeta"]);
     assert_eq!(
         store.get_key_by_name("zeta").await.unwrap().unwrap().id,
         kid(2)

@@ -77,6 +77,28 @@ impl SessionSpec {
         })
     }
 
+    /// Part `index` of a session that runs its protocol several times in a row (one
+    /// signature per PSBT input): part 0 is the session itself, a later part is the same
+    /// protocol and parties under a session id derived from the session's and the index, so
+    /// no two parts share an execution id or a frame.
+    pub fn part(&self, index: usize) -> SessionSpec {
+        if index == 0 {
+            return self.clone();
+        }
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"tessera/session-part/v1");
+        hasher.update(self.session.as_bytes());
+        hasher.update((index as u64).to_be_bytes());
+        let digest = hasher.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        SessionSpec {
+            session: SessionId(id),
+            ..self.clone()
+        }
+    }
+
     /// The library's execution id: binds the session id, protocol and participants, so
     /// messages of one execution can never be replayed into another.
     pub fn execution_id(&self) -> Vec<u8> {
@@ -87,6 +109,26 @@ impl SessionSpec {
             eid.extend_from_slice(&p.to_be_bytes());
         }
         eid
+    }
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::*;
+
+    #[test]
+    fn parts_of_a_session_have_distinct_ids_and_the_same_parties() {
+        let spec = SessionSpec {
+            session: SessionId([7; 16]),
+            protocol: Protocol::SIGN,
+            parties: vec![PartyId(1), PartyId(3)],
+        };
+        assert_eq!(spec.part(0), spec);
+        let ids: BTreeSet<SessionId> = (0..5).map(|i| spec.part(i).session).collect();
+        assert_eq!(ids.len(), 5);
+        assert_eq!(spec.part(2), spec.part(2));
+        assert_eq!(spec.part(3).parties, spec.parties);
+        assert_ne!(spec.part(1).execution_id(), spec.execution_id());
     }
 }
 

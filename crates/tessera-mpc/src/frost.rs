@@ -103,6 +103,53 @@ pub fn frost_public_key<C: Scheme>(
         .to_vec())
 }
 
+/// As [`frost_public_key`], from the key's public information alone: its public key as key
+/// generation reports it (SEC1 compressed on secp256k1, 32 bytes for Ed25519) and its HD chain
+/// code. What a coordinator or client derives addresses with, holding no share.
+pub fn frost_child_public_key<C: Scheme>(
+    public_key: &[u8],
+    chain_code: &[u8],
+    path: &[u32],
+) -> Result<Vec<u8>, MpcError> {
+    use givre::hd_wallet::{ExtendedPublicKey, HdWallet, NonHardenedIndex};
+    let public_key = Point::<C::Curve>::from_bytes(public_key)
+        .map_err(|_| MpcError::InvalidPath(format!("not a public key of a {} key", C::LABEL)))?;
+    if path.is_empty() {
+        return Ok(chain_form::<C>(public_key)?.to_bytes().as_ref().to_vec());
+    }
+    let chain_code: [u8; 32] = chain_code
+        .try_into()
+        .map_err(|_| MpcError::InvalidPath("a chain code is 32 bytes".into()))?;
+    let parent = ExtendedPublicKey {
+        public_key,
+        chain_code,
+    };
+    let child = <C::HdAlgo as HdWallet<C::Curve>>::try_derive_child_public_key_with_path(
+        &parent,
+        path.iter().map(|&i| {
+            NonHardenedIndex::try_from(i)
+                .map_err(|_| MpcError::InvalidPath(format!("index {i} is hardened")))
+        }),
+    )?;
+    Ok(chain_form::<C>(child.public_key)?
+        .to_bytes()
+        .as_ref()
+        .to_vec())
+}
+
+/// `point` normalized for the scheme, and tweaked for Taproot (BIP-341 key path).
+fn chain_form<C: Scheme>(point: Point<C::Curve>) -> Result<VerifyingKey<C>, MpcError> {
+    let point = NonZero::from_point(point)
+        .ok_or_else(|| MpcError::InvalidPath("the child public key is zero".into()))?;
+    let point = C::normalize_point(point);
+    if !C::IS_TAPROOT {
+        return Ok(point);
+    }
+    let tweaked = givre::signing::taproot::tweak_public_key::<C>(point, None)
+        .ok_or_else(|| MpcError::InvalidPath("the Taproot tweak is undefined".into()))?;
+    Ok(C::normalize_point(tweaked))
+}
+
 /// The normalized (child, tweaked) public key signatures are checked against.
 fn verifying_key<C: Scheme>(
     share: &FrostKeyShare<C>,
@@ -112,15 +159,7 @@ fn verifying_key<C: Scheme>(
         .derive_child_public_key::<C::HdAlgo, _>(path.iter().copied())
         .map_err(|e| MpcError::InvalidPath(format!("{e:?}")))?
         .public_key;
-    let child = NonZero::from_point(child)
-        .ok_or_else(|| MpcError::InvalidPath("the child public key is zero".into()))?;
-    let child = C::normalize_point(child);
-    if !C::IS_TAPROOT {
-        return Ok(child);
-    }
-    let tweaked = givre::signing::taproot::tweak_public_key::<C>(child, None)
-        .ok_or_else(|| MpcError::InvalidPath("the Taproot tweak is undefined".into()))?;
-    Ok(C::normalize_point(tweaked))
+    chain_form::<C>(child)
 }
 
 /// The key-generation indices of the signers (where each session participant sits in the

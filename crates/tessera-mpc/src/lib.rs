@@ -17,6 +17,7 @@ pub mod delivery;
 mod error;
 pub mod fixtures;
 pub mod frost;
+mod keys;
 mod online;
 pub mod presignatures;
 pub mod primes;
@@ -25,6 +26,7 @@ pub mod reshare;
 
 pub use delivery::{MpcConfig, SessionSpec};
 pub use error::{Blame, MpcError};
+pub use keys::chain_public_key;
 pub use online::online_sign;
 pub use presignatures::{
     FrostNonceStore, PresignatureError, PresignatureStore, SingleUseError, SingleUseStore,

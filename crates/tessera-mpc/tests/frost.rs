@@ -111,6 +111,24 @@ async fn ed25519_keys_of_a_2_of_3_committee_sign_with_any_pair_and_child_keys() 
         frost_public_key::<Ed25519>(&shares[0], &[0, 7]).unwrap(),
         public_key
     );
+    // Anyone with the public key and chain code derives the same keys, holding no share.
+    share_free_derivation_agrees::<Ed25519>(&shares[1], tessera_wire::KeyKind::Ed25519);
+}
+
+/// `chain_public_key` from the public key and chain code gives what the share gives.
+fn share_free_derivation_agrees<C: Scheme>(share: &FrostKeyShare<C>, kind: tessera_wire::KeyKind) {
+    let public_key = share.shared_public_key.to_bytes(true).to_vec();
+    let chain_code = share.chain_code.expect("HD keys have a chain code");
+    for path in [vec![], vec![0], vec![0, 7], vec![(1 << 31) - 1, 3]] {
+        assert_eq!(
+            tessera_mpc::chain_public_key(kind, &public_key, &chain_code, &path).unwrap(),
+            frost_public_key::<C>(share, &path).unwrap(),
+            "{kind} at {path:?}"
+        );
+    }
+    assert!(tessera_mpc::chain_public_key(kind, &public_key, &chain_code, &[1 << 31]).is_err());
+    assert!(tessera_mpc::chain_public_key(kind, &public_key, &chain_code[..31], &[1]).is_err());
+    assert!(tessera_mpc::chain_public_key(kind, &[2; 5], &chain_code, &[]).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +152,15 @@ async fn taproot_keys_of_a_3_of_5_committee_sign_bip340_key_path_spends() {
             assert!(!bip340_verifies(&output_key, &[0x5b; 32], &signature));
         }
     }
+    share_free_derivation_agrees::<Bitcoin>(&shares[2], tessera_wire::KeyKind::Taproot);
+    // The output key of the master key is BIP-341's tweak of the internal key.
+    let internal = shares[0].shared_public_key.to_bytes(true).to_vec();
+    assert_eq!(
+        tessera_chain::bitcoin::taproot_output_key(&internal)
+            .unwrap()
+            .to_vec(),
+        frost_public_key::<Bitcoin>(&shares[0], &[]).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,10 +11,12 @@ use tessera_mpc::reshare::{AuxInput, Kind, ReshareSetup};
 use tessera_mpc::{MpcConfig, SessionSpec};
 use tessera_policy::{evaluate_key_change, ApprovedKeyChange, KeyChangeDecision, KeyOperation};
 use tessera_store::SecretStore;
-use tessera_wire::{KeyId, PartyId, SessionId};
+use tessera_wire::{KeyId, KeyKind, PartyId, SessionId};
 
 use crate::node::{Node, NodeError};
-use crate::state::{Abandonment, Activation, Closure, KeyRecord, ReshareRecord, StateError};
+use crate::state::{
+    Abandonment, Activation, Closure, KeyRecord, ReshareRecord, StateError, StoredShare,
+};
 
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
@@ -58,7 +60,15 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     record.epoch, setup.epoch
                 )));
             }
-            Some(record.share)
+            match (record.kind, record.share) {
+                (KeyKind::Ecdsa, StoredShare::Secp256k1(share)) => Some(share),
+                (kind, _) => {
+                    return Err(NodeError::Refused(format!(
+                        "key {key} is a {kind} key; refresh and resharing run for ECDSA keys \
+                         only so far"
+                    )))
+                }
+            }
         } else {
             if self.state.has_key(key)? {
                 return Err(NodeError::Refused(format!(
@@ -166,7 +176,8 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             committee: setup.new_committee.clone(),
             threshold: setup.new_threshold,
             epoch: report.to_epoch(),
-            share: s.core,
+            kind: KeyKind::Ecdsa,
+            share: StoredShare::Secp256k1(s.core),
             aux: Some(s.aux),
         });
         let expires_at =

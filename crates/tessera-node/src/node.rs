@@ -8,20 +8,23 @@ use cggmp24::key_share::AnyKeyShare;
 use tessera_audit::{AuditLog, NewEvent};
 use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
+use tessera_mpc::frost::{self, Bitcoin, Ed25519, FrostKeyShare};
 use tessera_mpc::{
     KeyShare, MpcConfig, MpcError, PresignatureError, PrimeError, PrimePool, SessionSpec,
     StoredPresignature,
 };
 use tessera_store::SecretStore;
 use tessera_transport::SecureTransport;
-use tessera_wire::{KeyId, PartyId, SessionId};
+use tessera_wire::{KeyId, KeyKind, PartyId, Protocol, SessionId};
 
-use tessera_policy::{Approval, PolicyDocument, SignRequest};
+use tessera_policy::{Approval, EcdsaHash, PolicyDocument, SignRequest, Signing};
 
 use crate::metrics::NodeMetrics;
 use crate::requests::{KeyFacts, RequestLedger};
 use crate::spends::ChainError;
-use crate::state::{committee_name, KeyRecord, NodeState, ReshareStateError, StateError};
+use crate::state::{
+    committee_name, KeyRecord, NodeState, ReshareStateError, StateError, StoredShare,
+};
 use tessera_control::spend::MAX_RECORDS_PER_DELIVERY;
 use tessera_control::{
     now_unix, ControlError, Failure, Operation, Output, SessionOutcome, SessionStart,
@@ -117,19 +120,55 @@ impl NodeError {
     }
 }
 
+/// A key's share, ready to sign with.
+pub(crate) enum KeyMaterial {
+    /// An ECDSA key's complete share (with its auxiliary info).
+    Ecdsa(KeyShare),
+    /// A Taproot key's share.
+    Taproot(FrostKeyShare<Bitcoin>),
+    /// An Ed25519 key's share.
+    Ed25519(FrostKeyShare<Ed25519>),
+}
+
 /// A loaded key: its record and complete share.
 pub(crate) struct LoadedKey {
     committee: Vec<PartyId>,
     threshold: u16,
-    share: KeyShare,
+    material: KeyMaterial,
 }
 
 impl LoadedKey {
-    /// The SEC1 public key of the child at `path` (the key itself for an empty path).
+    /// The key's kind.
+    fn kind(&self) -> KeyKind {
+        match self.material {
+            KeyMaterial::Ecdsa(_) => KeyKind::Ecdsa,
+            KeyMaterial::Taproot(_) => KeyKind::Taproot,
+            KeyMaterial::Ed25519(_) => KeyKind::Ed25519,
+        }
+    }
+
+    /// The public key of the child at `path` (the key itself for an empty path) as its chain
+    /// sees it: SEC1 compressed for ECDSA, the x-only Taproot output key, the 32-byte Ed25519
+    /// key.
     fn public_key_at(&self, path: &[u32]) -> Option<Vec<u8>> {
-        tessera_mpc::child_public_key(&self.share, path)
-            .ok()
-            .map(|point| point.to_bytes(true).to_vec())
+        match &self.material {
+            KeyMaterial::Ecdsa(share) => tessera_mpc::child_public_key(share, path)
+                .ok()
+                .map(|point| point.to_bytes(true).to_vec()),
+            KeyMaterial::Taproot(share) => frost::frost_public_key::<Bitcoin>(share, path).ok(),
+            KeyMaterial::Ed25519(share) => frost::frost_public_key::<Ed25519>(share, path).ok(),
+        }
+    }
+
+    /// The ECDSA share, or a refusal naming what `what` needs.
+    fn ecdsa(&self, what: &str) -> Result<&KeyShare, NodeError> {
+        match &self.material {
+            KeyMaterial::Ecdsa(share) => Ok(share),
+            _ => Err(NodeError::Refused(format!(
+                "{what} is for ECDSA keys; this is a {} key",
+                self.kind()
+            ))),
+        }
     }
 }
 
@@ -178,6 +217,99 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
             .detail("key", request.key)
             .detail("digest", hex::encode(request.request_digest())),
     }
+}
+
+/// What the ECDSA library is given for `signing`: the preimage, which it hashes itself.
+fn ecdsa_input(signing: &Signing) -> Result<tessera_mpc::SigningInput, NodeError> {
+    match signing {
+        Signing::Ecdsa {
+            preimage,
+            hash: EcdsaHash::Keccak256,
+            ..
+        } => Ok(tessera_mpc::SigningInput::Keccak256(preimage.clone())),
+        Signing::Ecdsa {
+            preimage,
+            hash: EcdsaHash::Sha256,
+            ..
+        } => Ok(tessera_mpc::SigningInput::Sha256(preimage.clone())),
+        other => Err(NodeError::Refused(format!(
+            "an ECDSA key cannot make a {} signature",
+            other.kind()
+        ))),
+    }
+}
+
+/// Runs one signing protocol per signing of a request, in order, each in its own part of
+/// the session, with `loaded`'s child key at `path`; returns the signatures concatenated.
+async fn sign_each(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    loaded: &LoadedKey,
+    path: &[u32],
+    signings: &[Signing],
+    config: &MpcConfig,
+) -> Result<Vec<u8>, NodeError> {
+    let mut signatures = Vec::with_capacity(64 * signings.len());
+    for (index, signing) in signings.iter().enumerate() {
+        let part = spec.part(index);
+        let signature = match (&loaded.material, signing) {
+            (KeyMaterial::Ecdsa(share), _) => {
+                let input = ecdsa_input(signing)?;
+                let signature = tessera_mpc::sign(
+                    net.clone(),
+                    &part,
+                    &loaded.committee,
+                    share,
+                    path,
+                    &input,
+                    config,
+                )
+                .await?;
+                signature_bytes(&signature)
+            }
+            (KeyMaterial::Taproot(share), Signing::Taproot { sighash }) => {
+                let part = SessionSpec {
+                    protocol: Protocol::FROST_SIGN,
+                    ..part
+                };
+                frost::frost_sign::<Bitcoin>(
+                    net.clone(),
+                    &part,
+                    &loaded.committee,
+                    share,
+                    path,
+                    sighash,
+                    config,
+                )
+                .await?
+            }
+            (KeyMaterial::Ed25519(share), Signing::Ed25519 { message }) => {
+                let part = SessionSpec {
+                    protocol: Protocol::FROST_SIGN,
+                    ..part
+                };
+                frost::frost_sign::<Ed25519>(
+                    net.clone(),
+                    &part,
+                    &loaded.committee,
+                    share,
+                    path,
+                    message,
+                    config,
+                )
+                .await?
+            }
+            (_, other) => {
+                return Err(NodeError::Refused(format!(
+                    "a {} key cannot make a {} signature",
+                    loaded.kind(),
+                    other.kind()
+                )))
+            }
+        };
+        signatures.extend_from_slice(&signature);
+    }
+    Ok(signatures)
 }
 
 fn signature_bytes(signature: &tessera_mpc::Signature) -> Vec<u8> {
@@ -424,11 +556,25 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         {
             return Ok(k.clone());
         }
-        let (record, share) = self.state.key_share(key)?;
+        let record = self.state.key_record(key)?;
+        let material = match (record.kind, &record.share) {
+            (KeyKind::Ecdsa, _) => KeyMaterial::Ecdsa(self.state.key_share(key)?.1),
+            (KeyKind::Taproot, StoredShare::Secp256k1(share)) => {
+                KeyMaterial::Taproot(share.clone())
+            }
+            (KeyKind::Ed25519, StoredShare::Ed25519(share)) => KeyMaterial::Ed25519(share.clone()),
+            (kind, _) => {
+                return Err(StateError::InvalidShare {
+                    key,
+                    reason: format!("the share is not on the curve of a {kind} key"),
+                }
+                .into())
+            }
+        };
         let loaded = Arc::new(LoadedKey {
             committee: record.committee,
             threshold: record.threshold,
-            share,
+            material,
         });
         self.keys
             .lock()
@@ -484,44 +630,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 ));
                 Ok(Output::AuxInfo)
             }
-            Operation::Keygen { key, threshold } => {
-                if self.state.has_key(*key)? {
-                    return Err(StateError::Exists(format!("key {key}")).into());
-                }
-                // The key's epoch 0 gets a copy of the committee's auxiliary info (or, if the
-                // committee has none yet, uses the committee's once it has).
-                let aux = match self.state.has_aux(&spec.parties)? {
-                    true => Some(self.state.aux(&spec.parties)?),
-                    false => None,
-                };
-                let share = tessera_mpc::keygen(net, &spec, *threshold, config).await?;
-                let public_key = share.shared_public_key().to_bytes(true).to_vec();
-                let chain_code = share.chain_code.map(|c| c.to_vec()).unwrap_or_default();
-                let record = KeyRecord {
-                    committee: spec.parties.clone(),
-                    threshold: *threshold,
-                    epoch: 0,
-                    share,
-                    aux,
-                };
-                self.state.put_key(*key, &record)?;
-                self.audit.note(
-                    NewEvent::new("system", "share.stored", format!("key:{key}"))
-                        .detail("key", key)
-                        .detail("public_key", hex::encode(&public_key))
-                        .detail("threshold", threshold)
-                        .detail("committee", PartyId::list(&spec.parties)),
-                );
-                Ok(Output::Keygen {
-                    public_key,
-                    chain_code,
-                })
-            }
+            Operation::Keygen {
+                key,
+                threshold,
+                kind,
+            } => self.keygen(net, &spec, *key, *threshold, *kind, config).await,
             Operation::Presign { key } => {
                 let loaded = self.load_key(*key)?;
+                let share = loaded.ecdsa("presigning")?;
                 let (presignature, public) =
-                    tessera_mpc::presign(net, &spec, &loaded.committee, &loaded.share, config)
-                        .await?;
+                    tessera_mpc::presign(net, &spec, &loaded.committee, share, config).await?;
                 let item = StoredPresignature {
                     presignature,
                     public,
@@ -548,19 +666,10 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 approvals,
                 link,
             } => {
-                self.sign_request(request, approvals, link.as_ref(), |admitted, loaded| {
+                self.sign_request(request, approvals, link.as_ref(), |signings, loaded| {
                     let (net, spec) = (net.clone(), spec.clone());
                     async move {
-                        tessera_mpc::sign(
-                            net,
-                            &spec,
-                            &loaded.committee,
-                            &loaded.share,
-                            &request.path,
-                            &admitted,
-                            config,
-                        )
-                        .await
+                        sign_each(net, &spec, &loaded, &request.path, &signings, config).await
                     }
                 })
                 .await
@@ -575,7 +684,9 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             }
             Operation::DescribeKey { key } => {
                 let record = self.state.key_record(*key)?;
-                let key_info = serde_json::to_string(&record.share.key_info)
+                let key_info = record
+                    .share
+                    .key_info_json()
                     .map_err(|e| NodeError::Refused(format!("key {key} does not encode: {e}")))?;
                 Ok(Output::KeyInfo {
                     committee: record.committee,
@@ -618,9 +729,21 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                         "presignatures are made for the master key; a child key (non-empty derivation path) signs with full signing".into(),
                     ));
                 }
-                self.sign_request(request, approvals, link.as_ref(), |admitted, loaded| {
+                // Refused before the request is admitted: nothing is recorded for it.
+                self.load_key(request.key)?
+                    .ecdsa("online signing from a presignature")?;
+                let signings = request.check().map(|d| d.signings.len()).unwrap_or(1);
+                if signings != 1 {
+                    return Err(NodeError::Refused(format!(
+                        "a presignature makes one signature and this request asks for \
+                         {signings}; sign it with full signing"
+                    )));
+                }
+                self.sign_request(request, approvals, link.as_ref(), |signings, loaded| {
                     let (net, spec) = (net.clone(), spec.clone());
                     async move {
+                        let share = loaded.ecdsa("online signing from a presignature")?;
+                        let input = ecdsa_input(&signings[0])?;
                         // Durably removed from the store before any partial signature leaves.
                         let item = self
                             .state
@@ -641,18 +764,11 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                             .detail("presignature", presignature)
                             .detail("request", request.id),
                         );
-                        let public_key = *loaded.share.shared_public_key();
-                        Ok::<_, NodeError>(
-                            tessera_mpc::online_sign(
-                                net,
-                                &spec,
-                                item,
-                                &public_key,
-                                &admitted,
-                                config,
-                            )
-                            .await?,
-                        )
+                        let public_key = *share.shared_public_key();
+                        let signature =
+                            tessera_mpc::online_sign(net, &spec, item, &public_key, &input, config)
+                                .await?;
+                        Ok::<_, NodeError>(signature_bytes(&signature))
                     }
                 })
                 .await
@@ -660,9 +776,70 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         }
     }
 
+    /// Distributed key generation of a `threshold`-of-n key of `kind` over the session's
+    /// parties; stores the share.
+    async fn keygen(
+        &self,
+        net: Arc<SecureTransport>,
+        spec: &SessionSpec,
+        key: KeyId,
+        threshold: u16,
+        kind: KeyKind,
+        config: &MpcConfig,
+    ) -> Result<Output, NodeError> {
+        if self.state.has_key(key)? {
+            return Err(StateError::Exists(format!("key {key}")).into());
+        }
+        let (share, chain_code, aux) = match kind {
+            KeyKind::Ecdsa => {
+                // The key's epoch 0 gets a copy of the committee's auxiliary info (or, if the
+                // committee has none yet, uses the committee's once it has).
+                let aux = match self.state.has_aux(&spec.parties)? {
+                    true => Some(self.state.aux(&spec.parties)?),
+                    false => None,
+                };
+                let share = tessera_mpc::keygen(net, spec, threshold, config).await?;
+                let chain_code = share.chain_code;
+                (StoredShare::Secp256k1(share), chain_code, aux)
+            }
+            KeyKind::Taproot => {
+                let share = frost::frost_keygen::<Bitcoin>(net, spec, threshold, config).await?;
+                let chain_code = share.chain_code;
+                (StoredShare::Secp256k1(share), chain_code, None)
+            }
+            KeyKind::Ed25519 => {
+                let share = frost::frost_keygen::<Ed25519>(net, spec, threshold, config).await?;
+                let chain_code = share.chain_code;
+                (StoredShare::Ed25519(share), chain_code, None)
+            }
+        };
+        let public_key = share.public_key();
+        let record = KeyRecord {
+            committee: spec.parties.clone(),
+            threshold,
+            epoch: 0,
+            kind,
+            share,
+            aux,
+        };
+        self.state.put_key(key, &record)?;
+        self.audit.note(
+            NewEvent::new("system", "share.stored", format!("key:{key}"))
+                .detail("key", key)
+                .detail("kind", kind)
+                .detail("public_key", hex::encode(&public_key))
+                .detail("threshold", threshold)
+                .detail("committee", PartyId::list(&spec.parties)),
+        );
+        Ok(Output::Keygen {
+            public_key,
+            chain_code: chain_code.map(|c| c.to_vec()).unwrap_or_default(),
+        })
+    }
+
     /// Re-checks `request` (digest, policy, approvals, ledger), records it as started, runs
     /// `sign`, and records it as signed once the signature verified.
-    async fn sign_request<F, Fut, E>(
+    async fn sign_request<F, Fut>(
         &self,
         request: &SignRequest,
         approvals: &[Approval],
@@ -670,15 +847,15 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         sign: F,
     ) -> Result<Output, NodeError>
     where
-        F: FnOnce(tessera_mpc::SigningInput, Arc<LoadedKey>) -> Fut,
-        Fut: std::future::Future<Output = Result<tessera_mpc::Signature, E>>,
-        NodeError: From<E>,
+        F: FnOnce(Vec<Signing>, Arc<LoadedKey>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, NodeError>>,
     {
         let loaded = self.load_key(request.key)?;
         let public_key_at = |path: &[u32]| loaded.public_key_at(path);
         let facts = KeyFacts {
             holders: loaded.committee.len(),
             threshold: loaded.threshold,
+            kind: loaded.kind(),
             public_key_at: &public_key_at,
         };
         let admitted = self
@@ -696,8 +873,15 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     .detail("reason", e),
                 );
             })?;
-        let signature = sign(admitted.input.clone(), loaded.clone()).await?;
-        let signature = signature_bytes(&signature);
+        let signature = sign(admitted.derived.signings.clone(), loaded.clone()).await?;
+        // Each protocol verified its own signature; this checks them all together, as the
+        // request's spend record and the coordinator will, against the key at the path.
+        let verifies = loaded
+            .public_key_at(&request.path)
+            .is_some_and(|key| admitted.derived.verify(&key, &signature));
+        if !verifies {
+            return Err(NodeError::Mpc(MpcError::SignatureInvalid));
+        }
         admitted.signed(&signature)?;
         self.audit.note(
             NewEvent::new(

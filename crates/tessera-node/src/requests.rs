@@ -21,12 +21,11 @@ use std::sync::{Arc, Mutex};
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
 use tessera_control::{SpendLink, SpendRecord};
-use tessera_mpc::SigningInput;
 use tessera_policy::{
-    evaluate, Approval, Asset, Payload, PolicyDocument, SignRequest, SpendHistory, Verdict,
+    evaluate, Approval, Asset, Derived, PolicyDocument, SignRequest, SpendHistory, Verdict,
 };
 use tessera_store::{RecordName, SecretStore};
-use tessera_wire::{KeyId, RequestId};
+use tessera_wire::{KeyId, KeyKind, RequestId};
 use zeroize::Zeroizing;
 
 use crate::metrics::NodeMetrics;
@@ -94,7 +93,11 @@ pub struct KeyFacts<'a> {
     pub holders: usize,
     /// How many sign.
     pub threshold: u16,
-    /// The SEC1 public key at a derivation path (`None` for a path it has no child at).
+    /// Its kind: a request must ask for signatures of this kind.
+    pub kind: KeyKind,
+    /// The public key at a derivation path as its chain sees it (SEC1 compressed for ECDSA,
+    /// the x-only output key for Taproot, 32 bytes for Ed25519); `None` for a path it has no
+    /// child at.
     pub public_key_at: &'a (dyn Fn(&[u32]) -> Option<Vec<u8>> + Sync),
 }
 
@@ -116,8 +119,8 @@ pub struct Admitted<'a, S: SecretStore> {
     id: RequestId,
     key: KeyId,
     seq: Option<u64>,
-    /// What the signers sign.
-    pub input: SigningInput,
+    /// What the request was checked to be: what the signers sign, in order.
+    pub derived: Derived,
 }
 
 impl<S: SecretStore> Drop for Admitted<'_, S> {
@@ -131,7 +134,7 @@ impl<S: SecretStore> Drop for Admitted<'_, S> {
 }
 
 impl<S: SecretStore> Admitted<'_, S> {
-    /// Records that the signature (`r || s`) completed and verified.
+    /// Records that the signatures (one 64-byte signature per signing) completed and verified.
     pub fn signed(&self, signature: &[u8]) -> Result<(), NodeError> {
         self.ledger
             .mark_signed(self.id, self.key, self.seq, signature)
@@ -164,20 +167,6 @@ impl<S: SecretStore> SpendHistory for History<'_, S> {
             .filter_map(|(_, amount)| amount.parse::<U256>().ok())
             .fold(U256::ZERO, |sum, amount| sum.saturating_add(amount));
         unchained.saturating_add(self.chains.spent_since(key, &asset, since, self.except))
-    }
-}
-
-/// The bytes the signers hash (with Keccak-256, inside the protocol library) for `payload`.
-pub fn signing_input(payload: &Payload) -> Result<SigningInput, NodeError> {
-    match payload {
-        Payload::EthereumTx { raw } => {
-            let tx = tessera_chain::UnsignedTx::decode(raw)
-                .map_err(|e| NodeError::Refused(format!("the transaction does not decode: {e}")))?;
-            Ok(SigningInput::Keccak256(tx.encoded_for_signing()))
-        }
-        Payload::Message { bytes } => Ok(SigningInput::Keccak256(
-            tessera_chain::personal_message_preimage(bytes),
-        )),
     }
 }
 
@@ -329,15 +318,33 @@ impl<S: SecretStore> RequestLedger<S> {
         let derived = request
             .check()
             .map_err(|e| self.refuse("invalid_request", e.to_string()))?;
-        let input = signing_input(&request.payload).map_err(|e| match e {
-            NodeError::Refused(message) => self.refuse("undecodable", message),
-            other => other,
-        })?;
-        if input.digest() != derived.digest {
+        if derived.kind() != key.kind {
             return Err(self.refuse(
-                "digest_mismatch",
-                "the digest to sign does not match the transaction".into(),
+                "key_kind_mismatch",
+                format!(
+                    "request {} asks for {} signatures, but key {} is of kind {}",
+                    request.id,
+                    derived.kind(),
+                    request.key,
+                    key.kind
+                ),
             ));
+        }
+        if let Some(signer) = &derived.signer {
+            let own = (key.public_key_at)(&request.path);
+            if own.as_deref() != Some(signer.as_slice()) {
+                return Err(self.refuse(
+                    "signer_mismatch",
+                    format!(
+                        "request {} names signer {}, but key {} at path {:?} is {}",
+                        request.id,
+                        hex::encode(signer),
+                        request.key,
+                        request.path,
+                        own.map_or_else(|| "not derivable".to_owned(), hex::encode)
+                    ),
+                ));
+            }
         }
         let request_digest = hex::encode(request.request_digest());
         {
@@ -357,7 +364,7 @@ impl<S: SecretStore> RequestLedger<S> {
             id: request.id,
             key: request.key,
             seq: link.map(|l| l.seq),
-            input,
+            derived: derived.clone(),
         };
         self.with_state(|state| {
             let LedgerState { entries, chains } = state;

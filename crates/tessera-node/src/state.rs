@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use tessera_control::{EpochReport, SignedOutcome};
+use tessera_mpc::frost::{Ed25519, FrostKeyShare};
 use tessera_mpc::{AuxInfo, IncompleteKeyShare, KeyShare, PresignatureStore, PrimePool};
 use tessera_store::{RecordName, SecretStore, StoreError};
-use tessera_wire::{KeyId, PartyId, RequestId, SessionId};
+use tessera_wire::{KeyId, KeyKind, PartyId, RequestId, SessionId};
 use zeroize::Zeroizing;
 
 /// Why the node state could not be read or written.
@@ -108,6 +109,61 @@ impl From<StoreError> for ReshareStateError {
     }
 }
 
+/// This party's share of a key, on the key's curve.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoredShare {
+    /// A secp256k1 share: ECDSA and Taproot keys (the same key-share format for both).
+    Secp256k1(IncompleteKeyShare),
+    /// An Ed25519 share.
+    Ed25519(FrostKeyShare<Ed25519>),
+}
+
+impl StoredShare {
+    /// The secp256k1 share, if the key is on secp256k1.
+    pub fn secp256k1(&self) -> Option<&IncompleteKeyShare> {
+        match self {
+            StoredShare::Secp256k1(share) => Some(share),
+            StoredShare::Ed25519(_) => None,
+        }
+    }
+
+    /// This party's index in the key's committee.
+    pub fn index(&self) -> u16 {
+        match self {
+            StoredShare::Secp256k1(share) => share.i,
+            StoredShare::Ed25519(share) => share.i,
+        }
+    }
+
+    /// The key's (master, untweaked) public key: SEC1 compressed on secp256k1, 32 bytes for
+    /// Ed25519.
+    pub fn public_key(&self) -> Vec<u8> {
+        match self {
+            StoredShare::Secp256k1(share) => share.shared_public_key.to_bytes(true).to_vec(),
+            StoredShare::Ed25519(share) => share.shared_public_key.to_bytes(true).to_vec(),
+        }
+    }
+
+    /// The key's public info (public key, public shares, evaluation points, chain code) as the
+    /// library's JSON.
+    pub fn key_info_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            StoredShare::Secp256k1(share) => serde_json::to_string(&share.key_info),
+            StoredShare::Ed25519(share) => serde_json::to_string(&share.key_info),
+        }
+    }
+
+    /// Whether the share's curve is the one keys of `kind` live on.
+    pub fn fits(&self, kind: KeyKind) -> bool {
+        matches!(
+            (self, kind),
+            (StoredShare::Secp256k1(_), KeyKind::Ecdsa | KeyKind::Taproot)
+                | (StoredShare::Ed25519(_), KeyKind::Ed25519)
+        )
+    }
+}
+
 /// One epoch of a key as this party holds it.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -119,8 +175,11 @@ pub struct KeyRecord {
     /// written before epochs existed read as 0.)
     #[serde(default)]
     pub epoch: u64,
+    /// The key's kind. (Records written before kinds existed are ECDSA keys.)
+    #[serde(default)]
+    pub kind: KeyKind,
     /// This party's share (without auxiliary info).
-    pub share: IncompleteKeyShare,
+    pub share: StoredShare,
     /// The auxiliary info of this epoch (Paillier keys, ring-Pedersen parameters). `None` in
     /// records written before keys had their own: those use their committee's.
     #[serde(default)]
@@ -318,10 +377,19 @@ impl<S: SecretStore + 'static> NodeState<S> {
         self.put_new_json(&Self::key_name(key), record)
     }
 
-    /// The key record of `key` (committee, threshold, share without auxiliary info).
+    /// The key record of `key` (committee, threshold, share without auxiliary info); refused
+    /// if its share is not on its kind's curve.
     pub fn key_record(&self, key: KeyId) -> Result<KeyRecord, StateError> {
-        self.get_json(&Self::key_name(key))?
-            .ok_or(StateError::UnknownKey(key))
+        let record: KeyRecord = self
+            .get_json(&Self::key_name(key))?
+            .ok_or(StateError::UnknownKey(key))?;
+        if !record.share.fits(record.kind) {
+            return Err(StateError::InvalidShare {
+                key,
+                reason: format!("the share is not on the curve of a {} key", record.kind),
+            });
+        }
+        Ok(record)
     }
 
     fn reshare_name(key: KeyId, session: SessionId) -> RecordName {
@@ -767,20 +835,29 @@ impl<S: SecretStore + 'static> NodeState<S> {
             .collect())
     }
 
-    /// Loads `key`'s active epoch with its auxiliary info as a complete, validated key share.
+    /// Loads ECDSA key `key`'s active epoch with its auxiliary info as a complete, validated
+    /// key share (refused for other kinds: they have no auxiliary info).
     pub fn key_share(&self, key: KeyId) -> Result<(KeyRecord, KeyShare), StateError> {
-        let record: KeyRecord = self
-            .get_json(&Self::key_name(key))?
-            .ok_or(StateError::UnknownKey(key))?;
+        let record = self.key_record(key)?;
+        let core = match (&record.share, record.kind) {
+            (StoredShare::Secp256k1(core), KeyKind::Ecdsa) => core.clone(),
+            _ => {
+                return Err(StateError::InvalidShare {
+                    key,
+                    reason: format!(
+                        "it is a {} key: only ECDSA keys have auxiliary info",
+                        record.kind
+                    ),
+                })
+            }
+        };
         let aux = match &record.aux {
             Some(aux) => aux.clone(),
             None => self.aux(&record.committee)?,
         };
-        let share = KeyShare::from_parts((record.share.clone(), aux)).map_err(|e| {
-            StateError::InvalidShare {
-                key,
-                reason: e.to_string(),
-            }
+        let share = KeyShare::from_parts((core, aux)).map_err(|e| StateError::InvalidShare {
+            key,
+            reason: e.to_string(),
         })?;
         Ok((record, share))
     }

@@ -89,6 +89,7 @@ async fn sessions_refusals_pools_and_refused_frames_are_rendered() {
             Operation::Keygen {
                 key: new_key,
                 threshold: 2,
+                kind: tessera_wire::KeyKind::Ecdsa,
             },
             DEADLINE,
         )

@@ -35,7 +35,11 @@ async fn keygen_presign_online_and_full_signing() {
     let Output::Keygen { public_key, .. } = cluster
         .run(
             &[P1, P2, P3],
-            Operation::Keygen { key, threshold: 2 },
+            Operation::Keygen {
+                key,
+                threshold: 2,
+                kind: tessera_wire::KeyKind::Ecdsa,
+            },
             DEADLINE,
         )
         .await
@@ -217,7 +221,11 @@ async fn existing_keys_and_aux_info_are_never_overwritten() {
     let err = cluster
         .run(
             &[P1, P2, P3],
-            Operation::Keygen { key, threshold: 2 },
+            Operation::Keygen {
+                key,
+                threshold: 2,
+                kind: tessera_wire::KeyKind::Ecdsa,
+            },
             DEADLINE,
         )
         .await
@@ -331,7 +339,15 @@ async fn three_of_five_over_a_real_nats_server() {
     // A fresh 3-of-5 key on the committee, over the broker's control subjects.
     let key = KeyId::random();
     let Output::Keygen { public_key, .. } = cluster
-        .run(&all, Operation::Keygen { key, threshold: 3 }, DEADLINE)
+        .run(
+            &all,
+            Operation::Keygen {
+                key,
+                threshold: 3,
+                kind: tessera_wire::KeyKind::Ecdsa,
+            },
+            DEADLINE,
+        )
         .await
         .unwrap()
     else {

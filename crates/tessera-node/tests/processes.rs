@@ -326,7 +326,11 @@ async fn three_node_processes_over_a_permissioned_nats_server() {
         .run(
             &control,
             &parties,
-            Operation::Keygen { key, threshold: 2 },
+            Operation::Keygen {
+                key,
+                threshold: 2,
+                kind: tessera_wire::KeyKind::Ecdsa,
+            },
             DEADLINE,
         )
         .await

@@ -528,9 +528,13 @@ async fn a_refresh_renews_share_and_auxiliary_info_and_retires_the_old_epoch() {
     for (p, old) in committee.iter().zip(&before) {
         let now = cluster.node(*p).state().key_record(key).unwrap();
         assert_eq!(now.epoch, 1);
-        assert_eq!(now.share.shared_public_key, old.share.shared_public_key);
+        let (now_share, old_share) = (
+            now.share.secp256k1().unwrap(),
+            old.share.secp256k1().unwrap(),
+        );
+        assert_eq!(now_share.shared_public_key, old_share.shared_public_key);
         assert_ne!(
-            now.share.public_shares, old.share.public_shares,
+            now_share.public_shares, old_share.public_shares,
             "{p}'s share renewed"
         );
         let (new_aux, old_aux) = (now.aux.as_ref().unwrap(), old.aux.as_ref().unwrap());
@@ -1300,7 +1304,8 @@ fn expired_pending(key: KeyId) -> (SessionId, ReshareRecord) {
             committee: vec![P1, P2, P3],
             threshold: 2,
             epoch: 1,
-            share,
+            kind: tessera_wire::KeyKind::Ecdsa,
+            share: tessera_node::state::StoredShare::Secp256k1(share),
             aux: Some(aux),
         })),
         expires_at: now() - 10,

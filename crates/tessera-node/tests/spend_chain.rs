@@ -310,6 +310,7 @@ fn a_window_limited_request_on_a_key_without_a_signing_majority_is_refused() {
     let two_of_four = KeyFacts {
         holders: 4,
         threshold: 2,
+        kind: tessera_wire::KeyKind::Ecdsa,
         public_key_at: &any_public_key,
     };
     let err = ledger

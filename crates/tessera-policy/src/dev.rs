@@ -2,9 +2,10 @@
 //! benchmarks and tests. Its keys live in memory only; never use it for value.
 //!
 //! Principals: `olivia` (operator), `ana` and `ben` (approvers), `ada` and `abe` (admins),
-//! `aude` (auditor). One rule covers every key: transfers and EIP-191 messages, two approvals
-//! by approvers, at most 10 ETH per request and 100 ETH per 24 h on Sepolia, and the
-//! "dead" address denied.
+//! `aude` (auditor). One rule covers every key: transfers, EIP-191 messages and raw Ed25519
+//! messages, two approvals by approvers, at most 10 ETH per request and 100 ETH per 24 h on
+//! Sepolia, at most 1 BTC per request on regtest with fees capped at 100 000 sat, at most
+//! 10 SOL per request, and the "dead" address denied.
 
 use tessera_wire::{KeyId, RequestId};
 
@@ -19,6 +20,14 @@ pub const DEV_CHAIN_ID: u64 = 11_155_111;
 pub const DEV_PER_REQUEST_WEI: u128 = 10_000_000_000_000_000_000;
 /// The address the development policy denies.
 pub const DEV_DENIED: &str = "0x000000000000000000000000000000000000dEaD";
+/// The Bitcoin network the development policy allows.
+pub const DEV_BITCOIN_NETWORK: &str = "regtest";
+/// The per-request bitcoin limit of the development policy, in satoshis (1 BTC).
+pub const DEV_PER_REQUEST_SAT: u64 = 100_000_000;
+/// The bitcoin fee cap of the development policy, in satoshis.
+pub const DEV_FEE_CAP_SAT: u64 = 100_000;
+/// The per-request SOL limit of the development policy, in lamports (10 SOL).
+pub const DEV_PER_REQUEST_LAMPORTS: u64 = 10_000_000_000;
 /// How long development requests live.
 pub const DEV_REQUEST_LIFETIME_SECS: u64 = 3600;
 
@@ -82,10 +91,14 @@ impl DevPolicy {
         }
         text.push_str(&principal_toml(&auditor, "auditor"));
         text.push_str(&format!(
-            "[[rules]]\nname = \"development\"\nkeys = [\"*\"]\nkinds = [\"transfer\", \"message\"]\n\
+            "[[rules]]\nname = \"development\"\nkeys = [\"*\"]\n\
+             kinds = [\"transfer\", \"message\", \"raw_message\"]\n\
              approvals = {{ count = 2, roles = [\"approver\"] }}\n\n\
              [[rules.limits]]\nasset = \"eth:{DEV_CHAIN_ID}\"\nper_request = \"{DEV_PER_REQUEST_WEI}\"\n\
              per_window = \"{}\"\nwindow_secs = 86400\n\n\
+             [[rules.limits]]\nasset = \"btc:{DEV_BITCOIN_NETWORK}\"\n\
+             per_request = \"{DEV_PER_REQUEST_SAT}\"\nmax_fee = \"{DEV_FEE_CAP_SAT}\"\n\n\
+             [[rules.limits]]\nasset = \"sol\"\nper_request = \"{DEV_PER_REQUEST_LAMPORTS}\"\n\n\
              [rules.destinations]\ndeny = [\"{DEV_DENIED}\"]\n",
             DEV_PER_REQUEST_WEI * 10
         ));

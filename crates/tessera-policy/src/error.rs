@@ -12,6 +12,19 @@ pub enum PolicyError {
     #[error("transaction refused: {0}")]
     Chain(#[from] ChainError),
 
+    /// The PSBT in a payload is not one Tessera signs (the error names the input or field).
+    #[error("PSBT refused: {0}")]
+    Bitcoin(#[from] tessera_chain::bitcoin::BitcoinError),
+
+    /// The Solana message in a payload is not a transfer Tessera signs.
+    #[error("Solana transaction refused: {0}")]
+    Solana(#[from] tessera_chain::solana::SolanaError),
+
+    /// A payload's signer does not fit it (no input of the PSBT is the signer's, or a key of
+    /// the wrong length).
+    #[error("{0}")]
+    Signer(String),
+
     /// Bytes that should hold an encoded value do not.
     #[error("malformed encoded value: {0}")]
     Codec(#[from] CodecError),

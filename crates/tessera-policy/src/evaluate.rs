@@ -218,7 +218,7 @@ fn check_action(
             });
         }
     }
-    if let Some(to) = action.destination() {
+    for to in action.destinations() {
         match rule.destinations.check(&to, action.chain_id()) {
             Ok(()) => {}
             Err(true) => reasons.push(Reason::DestinationDenied {

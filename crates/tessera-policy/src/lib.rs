@@ -40,7 +40,7 @@ pub use key_change::{
 };
 pub use principal::{OperatorKey, Principal, PrincipalKey, PrincipalSignature, Role};
 pub use request::{
-    derive, Action, ActionKind, Asset, Derived, Payload, PolicyHash, SignRequest,
-    ERC20_TRANSFER_FROM_SELECTOR, ERC20_TRANSFER_SELECTOR, MAX_MESSAGE_BYTES, MAX_TX_BYTES,
-    REQUEST_DIGEST_LABEL,
+    derive, Action, ActionKind, Asset, Derived, Destination, EcdsaHash, Payload, PolicyHash,
+    SignRequest, Signing, ERC20_TRANSFER_FROM_SELECTOR, ERC20_TRANSFER_SELECTOR, MAX_MESSAGE_BYTES,
+    MAX_TX_BYTES, REQUEST_DIGEST_LABEL, SIGNATURE_LEN, SIGNINGS_DIGEST_LABEL,
 };

@@ -1,6 +1,7 @@
 //! Sign requests: what is asked, under which policy, by whom, until when.
 
 mod action;
+mod destination;
 mod payload;
 
 use std::fmt;
@@ -18,7 +19,11 @@ use crate::PolicyError;
 pub use action::{
     Action, ActionKind, Asset, ERC20_TRANSFER_FROM_SELECTOR, ERC20_TRANSFER_SELECTOR,
 };
-pub use payload::{derive, Derived, Payload, MAX_MESSAGE_BYTES, MAX_TX_BYTES};
+pub use destination::Destination;
+pub use payload::{
+    derive, Derived, EcdsaHash, Payload, Signing, MAX_MESSAGE_BYTES, MAX_TX_BYTES, SIGNATURE_LEN,
+    SIGNINGS_DIGEST_LABEL,
+};
 
 /// Most levels in a derivation path.
 pub const MAX_PATH_LEN: usize = 16;

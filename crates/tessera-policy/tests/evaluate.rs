@@ -58,7 +58,7 @@ fn actions_are_derived_from_the_decoded_transaction() {
         Action::Transfer {
             asset: usdc(),
             amount: U256::from(500 * USDC_UNIT),
-            to: DEPOSIT,
+            to: tessera_policy::Destination::Ethereum(DEPOSIT),
         }
     );
     assert_eq!(
@@ -133,7 +133,7 @@ fn actions_are_derived_from_the_decoded_transaction() {
         Action::Transfer {
             asset: usdc(),
             amount: U256::from(7u8),
-            to: DEPOSIT,
+            to: tessera_policy::Destination::Ethereum(DEPOSIT),
         }
     );
     let to_dead = {
@@ -167,7 +167,7 @@ fn actions_are_derived_from_the_decoded_transaction() {
         Action::Transfer {
             asset: Asset::Native { chain_id: 11155111 },
             amount: eth(2),
-            to: DEPOSIT,
+            to: tessera_policy::Destination::Ethereum(DEPOSIT),
         }
     );
     let short = derive(&Payload::EthereumTx {

@@ -3,6 +3,7 @@
 
 mod approvals;
 mod canonical;
+mod chains;
 mod change;
 mod common;
 mod document;

@@ -285,3 +285,77 @@ mod tests {
         assert!(ClusterId::new("x".repeat(33)).is_err());
     }
 }
+
+/// What kind of threshold key a key is: its curve, its signature scheme, and so the protocol
+/// that signs with it. Shown as `ecdsa`, `taproot`, `ed25519`; a key's kind never changes.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// ECDSA on secp256k1 (CGGMP24): Ethereum transactions and messages, Bitcoin P2WPKH.
+    #[default]
+    Ecdsa,
+    /// BIP-340 Schnorr on secp256k1 with the BIP-341 key-path tweak (FROST): Bitcoin P2TR.
+    Taproot,
+    /// Ed25519 (FROST): Solana and raw Ed25519 messages.
+    Ed25519,
+}
+
+impl KeyKind {
+    /// Every kind, in order.
+    pub const ALL: [KeyKind; 3] = [KeyKind::Ecdsa, KeyKind::Taproot, KeyKind::Ed25519];
+
+    /// The name used in text, JSON and the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Ecdsa => "ecdsa",
+            KeyKind::Taproot => "taproot",
+            KeyKind::Ed25519 => "ed25519",
+        }
+    }
+
+    /// Whether the key is a FROST (Schnorr or EdDSA) key.
+    pub fn is_frost(self) -> bool {
+        !matches!(self, KeyKind::Ecdsa)
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyKind {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        KeyKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| IdError::Invalid {
+                kind: "key kind",
+                text: s.to_owned(),
+                reason: "expected ecdsa, taproot or ed25519",
+            })
+    }
+}
+
+#[cfg(test)]
+mod key_kind_tests {
+    use super::*;
+
+    #[test]
+    fn key_kinds_have_one_text_form() {
+        for kind in KeyKind::ALL {
+            assert_eq!(kind.to_string().parse::<KeyKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::String(kind.to_string())
+            );
+        }
+        assert_eq!(KeyKind::default(), KeyKind::Ecdsa);
+        assert!("schnorr".parse::<KeyKind>().is_err());
+        assert!(KeyKind::Taproot.is_frost() && !KeyKind::Ecdsa.is_frost());
+    }
+}

@@ -21,4 +21,4 @@ pub use frame::{
     DEFAULT_MAX_PAYLOAD, FRAME_HEADER_LEN, HANDSHAKE_HEADER_LEN, MAX_WIRE_MESSAGE, TAG_LEN,
     WIRE_VERSION,
 };
-pub use ids::{ClusterId, IdError, KeyId, PartyId, Protocol, RequestId, Round, SessionId};
+pub use ids::{ClusterId, IdError, KeyId, KeyKind, PartyId, Protocol, RequestId, Round, SessionId};

@@ -5,13 +5,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use tessera_chain::{Eip1559Request, U256};
-use tessera_coordinator::api::model::{DerivationPath, MessageBody, PayloadBody, SubmitBody};
+use tessera_chain::bitcoin::BitcoinNetwork;
+use tessera_chain::{Chain, Eip1559Request, U256};
+use tessera_coordinator::api::model::{
+    DerivationPath, MessageBody, PayloadBody, PsbtBody, SubmitBody,
+};
 use tessera_coordinator::api::model::{KeyChangeView, KeyView};
 use tessera_coordinator::client::{CoordinatorClient, RequestQuery};
 use tessera_coordinator::store::{KeyChangeState, ProposalId, RequestState};
 use tessera_policy::KeyOperation;
-use tessera_wire::{PartyId, RequestId};
+use tessera_wire::{KeyKind, PartyId, RequestId};
 
 use crate::confirm::{describe_key_change, describe_request, ConfirmArgs};
 use crate::operator::load_key;
@@ -104,9 +107,13 @@ pub enum KeyCommand {
         /// The committee, e.g. p1,p2,p3.
         #[arg(long, value_delimiter = ',', required = true)]
         committee: Vec<PartyId>,
-        /// Signers needed.
+        /// Signers needed (a taproot or ed25519 key signs with exactly this many).
         #[arg(long)]
         threshold: u16,
+        /// The key's kind: ecdsa (Ethereum; Bitcoin P2WPKH), taproot (Bitcoin P2TR key path,
+        /// FROST) or ed25519 (Solana, FROST).
+        #[arg(long, default_value = "ecdsa")]
+        kind: KeyKind,
     },
     /// List keys.
     List {
@@ -208,7 +215,9 @@ pub enum KeyCommand {
         /// The key's name or id.
         key: String,
     },
-    /// The Ethereum address of a key, or of its HD child at `--path`.
+    /// The address of a key, or of its HD child at `--path`, on a chain: Ethereum or Bitcoin
+    /// (P2WPKH) for an ECDSA key, Bitcoin (P2TR) for a taproot key, Solana for an ed25519 key.
+    /// With --json, also the public key a PSBT names as its signer.
     Address {
         #[command(flatten)]
         api: ApiArgs,
@@ -217,6 +226,13 @@ pub enum KeyCommand {
         /// A non-hardened derivation path, e.g. 0/7 (default: the master key).
         #[arg(long, default_value = "")]
         path: String,
+        /// ethereum, bitcoin or solana (default: the key's own: ethereum for ecdsa, bitcoin
+        /// for taproot, solana for ed25519).
+        #[arg(long)]
+        chain: Option<Chain>,
+        /// The Bitcoin network: mainnet, testnet, signet or regtest.
+        #[arg(long, default_value = "mainnet")]
+        network: BitcoinNetwork,
     },
 }
 
@@ -310,6 +326,7 @@ fn render_key(key: &KeyView) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "key        {} ({})", key.name, key.id);
+    let _ = writeln!(out, "kind       {}", key.kind);
     let _ = writeln!(out, "status     {}, epoch {}", key.status, key.epoch);
     let _ = writeln!(
         out,
@@ -413,9 +430,23 @@ pub struct WhatToSign {
     /// An EIP-191 message (text) to sign.
     #[arg(long)]
     message: Option<String>,
+    /// A PSBT file (BIP-174, base64): the inputs that spend the key's output (at --path) are
+    /// signed; with --network. The answer is the network transaction, or, if other keys'
+    /// inputs remain, the PSBT to submit for them.
+    #[arg(long, requires = "network")]
+    psbt: Option<PathBuf>,
+    /// Build a Solana SOL transfer from the key's address to this address (base58), with
+    /// --lamports and --recent-blockhash.
+    #[arg(long, requires_all = ["lamports", "recent_blockhash"])]
+    solana_transfer: Option<String>,
+    /// Raw bytes (text) to sign with an ed25519 key (policy kind raw_message).
+    #[arg(long)]
+    ed25519_message: Option<String>,
 }
 
 /// Request commands.
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum RequestCommand {
     /// Submit a signing request (operators), then sign the request the coordinator answered
@@ -443,6 +474,15 @@ pub enum RequestCommand {
         /// The sender's nonce, for `--transfer-to`.
         #[arg(long)]
         nonce: Option<u64>,
+        /// The Bitcoin network, for `--psbt`: mainnet, testnet, signet or regtest.
+        #[arg(long)]
+        network: Option<BitcoinNetwork>,
+        /// Lamports to send, for `--solana-transfer`.
+        #[arg(long)]
+        lamports: Option<u64>,
+        /// The recent blockhash (base58) the transfer is bound to, for `--solana-transfer`.
+        #[arg(long)]
+        recent_blockhash: Option<String>,
         /// The request id (32 hex digits; default random). Resubmitting with the same id is
         /// safe: the stored request is returned.
         #[arg(long)]
@@ -587,15 +627,17 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 name,
                 committee,
                 threshold,
+                kind,
             } => {
                 let key = api
                     .client()?
-                    .create_key(&name, &committee, threshold)
+                    .create_key(&name, &committee, threshold, kind)
                     .await?;
                 if api.json {
                     return print_json(&key);
                 }
                 println!("key      {} ({})", key.name, key.id);
+                println!("kind     {}", key.kind);
                 println!("status   {}", key.status);
                 if let Some(address) = &key.address {
                     println!("address  {address}");
@@ -738,9 +780,18 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
                 }
                 print_key(&key);
             }
-            KeyCommand::Address { api, key, path } => {
+            KeyCommand::Address {
+                api,
+                key,
+                path,
+                chain,
+                network,
+            } => {
                 let path = parse_path(&path)?;
-                let address = api.client()?.key_address(&key, &path.0).await?;
+                let address = api
+                    .client()?
+                    .key_address(&key, &path.0, chain, Some(network))
+                    .await?;
                 if api.json {
                     return print_json(&address);
                 }
@@ -749,6 +800,61 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// What to sign besides an Ethereum transaction or message: a PSBT, a Solana transfer or a raw
+/// Ed25519 message, built with the key's own public key where the payload names it.
+async fn chain_payload(
+    client: &CoordinatorClient,
+    key: &str,
+    path: &[u32],
+    what: &WhatToSign,
+    network: Option<BitcoinNetwork>,
+    lamports: Option<u64>,
+    recent_blockhash: Option<&str>,
+) -> Result<Option<PayloadBody>> {
+    if let Some(file) = &what.psbt {
+        let network = network.context("--network is needed with --psbt")?;
+        let psbt = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the PSBT {}", file.display()))?;
+        let signer = client
+            .key_address(key, path, Some(Chain::Bitcoin), Some(network))
+            .await?
+            .public_key;
+        return Ok(Some(PayloadBody::BitcoinPsbt(PsbtBody {
+            network: network.to_string(),
+            psbt: psbt.trim().to_owned(),
+            signer,
+        })));
+    }
+    if let Some(to) = &what.solana_transfer {
+        let to = tessera_chain::solana::parse_address(to).context("--solana-transfer")?;
+        let blockhash = recent_blockhash.context("--recent-blockhash is needed")?;
+        let recent_blockhash =
+            tessera_chain::solana::parse_address(blockhash).context("--recent-blockhash")?;
+        let from = client
+            .key_address(key, path, Some(Chain::Solana), None)
+            .await?
+            .public_key;
+        let from: [u8; 32] = hex::decode(&from)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .context("the coordinator answered with a malformed Solana key")?;
+        let message = tessera_chain::solana::Transfer {
+            from,
+            to,
+            lamports: lamports.context("--lamports is needed with --solana-transfer")?,
+            recent_blockhash,
+        }
+        .build();
+        return Ok(Some(PayloadBody::SolanaTransfer(hex::encode(message))));
+    }
+    if let Some(text) = &what.ed25519_message {
+        return Ok(Some(PayloadBody::Ed25519Message(MessageBody::Utf8(
+            text.clone(),
+        ))));
+    }
+    Ok(None)
 }
 
 fn payload(
@@ -766,7 +872,9 @@ fn payload(
         return Ok(PayloadBody::Message(MessageBody::Utf8(text.clone())));
     }
     let Some(to) = &what.transfer_to else {
-        bail!("give --tx, --transfer-to or --message");
+        bail!(
+            "give --tx, --transfer-to, --message, --psbt, --solana-transfer or --ed25519-message"
+        );
     };
     let to = tessera_policy::parse_address(to).context("--transfer-to")?;
     let value: U256 = value_wei
@@ -802,7 +910,17 @@ fn print_request(view: &tessera_coordinator::api::model::RequestView) {
         println!("address   {address}");
     }
     if let Some(result) = &view.result {
-        println!("result    0x{result}");
+        match hex::decode(result)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            // A PSBT (base64 of "psbt\xff...") whose other keys' inputs are still to sign.
+            Some(psbt) if psbt.starts_with("cHNidP") => {
+                println!("psbt      {psbt}");
+                println!("next      the inputs of other keys are not signed yet: submit this PSBT for them");
+            }
+            _ => println!("result    0x{result}"),
+        }
     }
     if let Some(error) = &view.error {
         println!("error     {error}");
@@ -821,17 +939,35 @@ pub fn run_request(cmd: RequestCommand) -> Result<()> {
                 value_wei,
                 chain_id,
                 nonce,
+                network,
+                lamports,
+                recent_blockhash,
                 id,
                 lifetime_secs,
             } => {
+                let client = api.client()?;
+                let path = parse_path(&path)?;
+                let payload = match chain_payload(
+                    &client,
+                    &key,
+                    &path.0,
+                    &what,
+                    network,
+                    lamports,
+                    recent_blockhash.as_deref(),
+                )
+                .await?
+                {
+                    Some(payload) => payload,
+                    None => payload(&what, value_wei.as_deref(), chain_id, nonce)?,
+                };
                 let body = SubmitBody {
                     id: id.unwrap_or_else(RequestId::random),
                     key,
-                    path: parse_path(&path)?,
-                    payload: payload(&what, value_wei.as_deref(), chain_id, nonce)?,
+                    path,
+                    payload,
                     lifetime_secs,
                 };
-                let client = api.client()?;
                 let view = client.submit(&body).await?;
                 let view = sign_as_submitter(&client, &api, &confirm, &body, view).await?;
                 if api.json {
@@ -1008,6 +1144,7 @@ mod tests {
             threshold: 2,
             committee: committee(),
             status: KeyStatus::Ready,
+            kind: KeyKind::Ecdsa,
             public_key: Some("02ab".to_owned()),
             chain_code: None,
             address: Some("0x0000000000000000000000000000000000000001".to_owned()),

@@ -18,7 +18,7 @@ use tessera_mpc::{AuxInfo, KeyShare};
 use tessera_node::config::NodeConfig;
 use tessera_node::state::{committee_name, KeyRecord, NodeState, ReshareRecord};
 use tessera_store::FileStore;
-use tessera_wire::KeyId;
+use tessera_wire::{KeyId, KeyKind};
 use zeroize::Zeroizing;
 
 use crate::files::{read_secret, read_text, write_file};
@@ -252,7 +252,7 @@ fn signed_by(roster: &Roster, party: &str, digest: &[u8; 32], signature: &[u8]) 
 }
 
 fn public_key_hex(record: &KeyRecord) -> String {
-    hex::encode(record.share.shared_public_key.to_bytes(true))
+    hex::encode(record.share.public_key())
 }
 
 fn create(args: CreateArgs) -> Result<()> {
@@ -271,7 +271,7 @@ fn create(args: CreateArgs) -> Result<()> {
     };
     let state = open_state(&args.store, config.as_ref())?;
     let mut record = state.key_record(args.key)?;
-    let party = record.committee[usize::from(record.share.i)];
+    let party = record.committee[usize::from(record.share.index())];
     if party != identity.party() {
         bail!(
             "the store holds {party}'s share of key {} but the identity is {}'s",
@@ -480,13 +480,22 @@ fn restore(args: RestoreArgs) -> Result<()> {
     {
         bail!("the restored share is not of the key and epoch the backup names; refusing it");
     }
-    let aux = contents
-        .record
-        .aux
-        .clone()
-        .context("the backup holds no auxiliary info for the share")?;
-    KeyShare::from_parts((contents.record.share.clone(), aux))
-        .map_err(|e| anyhow::anyhow!("the restored share does not validate: {e}"))?;
+    if !contents.record.share.fits(contents.record.kind) {
+        bail!(
+            "the restored share is not on the curve of a {} key; refusing it",
+            contents.record.kind
+        );
+    }
+    if let (KeyKind::Ecdsa, Some(core)) = (contents.record.kind, contents.record.share.secp256k1())
+    {
+        let aux = contents
+            .record
+            .aux
+            .clone()
+            .context("the backup holds no auxiliary info for the share")?;
+        KeyShare::from_parts((core.clone(), aux))
+            .map_err(|e| anyhow::anyhow!("the restored share does not validate: {e}"))?;
+    }
 
     let state = open_state(&args.store, config.as_ref())?;
     if state.has_key(contents.key)? {

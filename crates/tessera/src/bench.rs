@@ -18,7 +18,7 @@ use tessera_node::local::{LocalCluster, LocalOptions, Network};
 use tessera_policy::dev::DevPolicy;
 use tessera_policy::{Approval, Payload, SignRequest};
 use tessera_store::KdfParams;
-use tessera_wire::{KeyId, PartyId};
+use tessera_wire::{KeyId, KeyKind, PartyId};
 
 use crate::eth::verify_with_k256;
 
@@ -252,6 +252,7 @@ async fn bench_tessera(
                 Operation::Keygen {
                     key,
                     threshold: args.t,
+                    kind: KeyKind::Ecdsa,
                 },
                 DEADLINE,
             )
@@ -355,7 +356,12 @@ async fn bench_tessera(
             kind: Kind::Refresh,
             key_id: key,
             epoch: record.epoch,
-            key: record.share.key_info.clone(),
+            key: record
+                .share
+                .secp256k1()
+                .context("the benchmark key is an ECDSA key")?
+                .key_info
+                .clone(),
             old_committee: committee.clone(),
             dealers: committee.clone(),
             new_committee: committee.clone(),

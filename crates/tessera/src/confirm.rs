@@ -108,7 +108,7 @@ pub fn describe_request(request: &SignRequest, key_name: &str) -> Result<Vec<Str
             match &derived.action {
                 Action::Transfer { asset, amount, to } => {
                     lines.push(format!("transfer {amount} {asset}"));
-                    lines.push(format!("to {}", checksummed(to)));
+                    lines.push(format!("to {to}"));
                 }
                 other => {
                     lines.push(other.to_string());
@@ -128,6 +128,52 @@ pub fn describe_request(request: &SignRequest, key_name: &str) -> Result<Vec<Str
                 Err(_) => format!("0x{}", hex::encode(bytes)),
             };
             lines.push(format!("EIP-191 message of {} bytes: {text}", bytes.len()));
+        }
+        Payload::Ed25519Message { bytes } => {
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => format!("{text:?}"),
+                Err(_) => format!("0x{}", hex::encode(bytes)),
+            };
+            lines.push(format!(
+                "raw Ed25519 message of {} bytes: {text}",
+                bytes.len()
+            ));
+        }
+        Payload::BitcoinPsbt {
+            network, signer, ..
+        } => {
+            let inputs: Vec<String> = derived.inputs.iter().map(ToString::to_string).collect();
+            lines.push(format!(
+                "Bitcoin transaction on {network}: signs input(s) {} for key {}",
+                inputs.join(", "),
+                hex::encode(signer)
+            ));
+            if let Action::BitcoinTransfer {
+                payments, change, ..
+            } = &derived.action
+            {
+                for (to, amount) in payments {
+                    lines.push(format!("pay {amount} sat to {to}"));
+                }
+                lines.push(format!("change {change} sat back to the key (no spend)"));
+            }
+            if let Some((_, fee)) = &derived.max_fee {
+                lines.push(format!("fee {fee} sat (inputs minus outputs)"));
+            }
+        }
+        Payload::SolanaTransfer { .. } => {
+            lines.push(format!("Solana {}", derived.action));
+            if let Some(from) = &derived.signer {
+                lines.push(format!(
+                    "from {}",
+                    <[u8; 32]>::try_from(from.as_slice())
+                        .map(|k| tessera_chain::solana::address(&k))
+                        .unwrap_or_else(|_| hex::encode(from))
+                ));
+            }
+            if let Some((_, fee)) = &derived.max_fee {
+                lines.push(format!("fee {fee} lamports"));
+            }
         }
     }
     lines.push(format!(

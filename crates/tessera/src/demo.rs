@@ -15,7 +15,7 @@ use tessera_mpc::fixtures::insecure_test_primes;
 use tessera_node::local::{LocalCluster, LocalOptions, Network};
 use tessera_policy::{dev, Payload};
 use tessera_store::KdfParams;
-use tessera_wire::{KeyId, PartyId};
+use tessera_wire::{KeyId, KeyKind, PartyId};
 
 use crate::eth::{ethereum_address, verify_with_k256};
 
@@ -39,7 +39,7 @@ pub struct DemoArgs {
     dir: Option<std::path::PathBuf>,
 }
 
-const STEPS: u8 = 8;
+const STEPS: u8 = 9;
 const DEADLINE: Duration = Duration::from_secs(600);
 const P1: PartyId = PartyId(1);
 const P2: PartyId = PartyId(2);
@@ -142,7 +142,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
     } = cluster
         .run(
             &committee,
-            Operation::Keygen { key, threshold: 2 },
+            Operation::Keygen {
+                key,
+                threshold: 2,
+                kind: KeyKind::Ecdsa,
+            },
             DEADLINE,
         )
         .await?
@@ -162,8 +166,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         "the policy every node pins, and a presignature with p1 and p2",
     );
     println!(
-        "      policy {} (development): 2 approvals by approvers ({}), at most 10 ETH per \
-         request on Sepolia, {} denied",
+        "      policy {} (development): 2 approvals by approvers ({}); per request at most \
+         10 ETH on Sepolia, 1 BTC on regtest (fee at most 100 000 sat) and 10 SOL; {} denied",
         cluster.policy.hash(),
         dev.approvers
             .iter()
@@ -267,7 +271,14 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ethereum_address(&child)?
     );
 
-    step(7, "what the nodes refuse, each with its reason");
+    step(
+        7,
+        "FROST keys: a Taproot key spends two P2TR outputs (PSBT, regtest), an Ed25519 key \
+         signs a Solana transfer",
+    );
+    frost_keys(&cluster, dev).await?;
+
+    step(8, "what the nodes refuse, each with its reason");
     let replay = Operation::Sign {
         request,
         approvals,
@@ -309,7 +320,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     )?;
 
     step(
-        8,
+        9,
         "the nodes' audit logs: hash chains signed by each node, checked against the roster",
     );
     let keys = TrustedKeys::from_roster(&cluster.roster)?;
@@ -362,6 +373,149 @@ async fn demo(args: DemoArgs) -> Result<()> {
 }
 
 const RECIPIENT: &str = "0x6069a6c32cf691f5982febae4faf8a6f3ab2f0f6";
+
+/// Generates a 2-of-3 key of `kind` (FROST: no auxiliary info needed) and returns its id and
+/// public key.
+async fn frost_key(cluster: &LocalCluster, kind: KeyKind) -> Result<(KeyId, Vec<u8>)> {
+    let key = KeyId::random();
+    let t = Instant::now();
+    let Output::Keygen { public_key, .. } = cluster
+        .run(
+            &[P1, P2, P3],
+            Operation::Keygen {
+                key,
+                threshold: 2,
+                kind,
+            },
+            DEADLINE,
+        )
+        .await?
+    else {
+        bail!("key generation returned no public key");
+    };
+    println!(
+        "      {kind} key {key} generated in {:.1?} by p1, p2, p3",
+        t.elapsed()
+    );
+    Ok((key, public_key))
+}
+
+/// Step 7: a Taproot key's key-path spend of two outputs, and a Solana transfer, each
+/// approved, re-checked by the signers, signed with FROST and verified.
+async fn frost_keys(cluster: &LocalCluster, dev: &dev::DevPolicy) -> Result<()> {
+    use tessera_chain::bitcoin::{self as btc, BitcoinNetwork, InputSignature, SpentOutput};
+
+    let (key, internal) = frost_key(cluster, KeyKind::Taproot).await?;
+    let output_key = btc::taproot_output_key(&internal)?;
+    let own = btc::p2tr_script(&output_key)?;
+    let network = BitcoinNetwork::Regtest;
+    println!(
+        "      its address {}",
+        btc::address_of_script(&own, network).context("a P2TR address")?
+    );
+    let spent = |n: u8, value: u64| SpentOutput {
+        txid: [n; 32],
+        vout: 0,
+        value,
+        script_pubkey: own.clone(),
+    };
+    let away = btc::p2wpkh_script(&public_key_of(RECIPIENT_BTC_KEY)?)?;
+    let psbt = btc::unsigned_psbt(
+        &[spent(1, 600_000), spent(2, 400_000)],
+        &[(away, 700_000), (own.clone(), 298_000)],
+    )?;
+    let payload = Payload::BitcoinPsbt {
+        network,
+        psbt: psbt.clone(),
+        signer: output_key.to_vec(),
+    };
+    let derived = tessera_policy::derive(&payload)?;
+    println!(
+        "      olivia asks: {}; fee {} sat",
+        derived.action,
+        derived.max_fee.map(|(_, fee)| fee).unwrap_or_default()
+    );
+    let request = dev.request(key, Vec::new(), payload, now_unix())?;
+    let t = Instant::now();
+    let output = cluster
+        .sign(&[P1, P3], &request, dev.approve(&request), None, DEADLINE)
+        .await?;
+    let signatures = signature_of(&output)?;
+    let verifying = k256::schnorr::VerifyingKey::from_bytes(&output_key)?;
+    for (signing, signature) in derived.signings.iter().zip(signatures.chunks(64)) {
+        let tessera_policy::Signing::Taproot { sighash } = signing else {
+            bail!("a Taproot key signs BIP-340");
+        };
+        verifying
+            .verify_raw(sighash, &k256::schnorr::Signature::try_from(signature)?)
+            .context("a BIP-340 signature does not verify with k256")?;
+    }
+    let tx = btc::Psbt::decode(&psbt, network)?.finalize(
+        &signatures
+            .chunks(64)
+            .map(|s| InputSignature::Schnorr {
+                signature: s.to_vec(),
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    println!(
+        "      p1 and p3 signed both inputs in {:.1?} (one BIP-340 signature each, verified \
+         with k256); finalized key-path spend of {} bytes",
+        t.elapsed(),
+        tx.len()
+    );
+
+    let (key, public_key) = frost_key(cluster, KeyKind::Ed25519).await?;
+    let from: [u8; 32] = public_key
+        .as_slice()
+        .try_into()
+        .context("an Ed25519 key is 32 bytes")?;
+    println!(
+        "      its Solana address {}",
+        tessera_chain::solana::address(&from)
+    );
+    let message = tessera_chain::solana::Transfer {
+        from,
+        to: [0x42; 32],
+        lamports: 1_500_000_000,
+        recent_blockhash: [0x24; 32],
+    }
+    .build();
+    let payload = Payload::SolanaTransfer {
+        message: message.clone(),
+    };
+    let request = dev.request(key, Vec::new(), payload, now_unix())?;
+    println!(
+        "      olivia asks: {}",
+        tessera_policy::derive(&request.payload)?.action
+    );
+    let t = Instant::now();
+    let output = cluster
+        .sign(&[P2, P3], &request, dev.approve(&request), None, DEADLINE)
+        .await?;
+    let signature: [u8; 64] = signature_of(&output)?
+        .try_into()
+        .context("one Ed25519 signature")?;
+    ed25519_dalek::VerifyingKey::from_bytes(&from)?
+        .verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&signature))
+        .context("the Ed25519 signature does not verify")?;
+    let tx = tessera_chain::solana::Transfer::assemble(&message, &signature)?;
+    println!(
+        "      p2 and p3 signed in {:.1?}; verified with ed25519-dalek; signed transaction of \
+         {} bytes",
+        t.elapsed(),
+        tx.len()
+    );
+    Ok(())
+}
+
+/// A public test key the demo's bitcoin goes to (SEC1 compressed; nobody's).
+const RECIPIENT_BTC_KEY: &str =
+    "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+fn public_key_of(text: &str) -> Result<Vec<u8>> {
+    hex::decode(text).context("a hex public key")
+}
 
 fn parse_address(text: &str) -> Result<tessera_chain::Address> {
     let mut address = [0u8; 20];

@@ -177,7 +177,12 @@ async fn dev(args: DevArgs) -> Result<()> {
         }
     }
     let key = coordinator
-        .create_key(&args.key_name, committee.to_vec(), 2)
+        .create_key(
+            &args.key_name,
+            committee.to_vec(),
+            2,
+            tessera_wire::KeyKind::Ecdsa,
+        )
         .await?;
     println!(
         "[4/4] key {} (2-of-3): {}",

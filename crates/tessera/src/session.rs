@@ -16,7 +16,7 @@ use tessera_control::nats::NatsControl;
 use tessera_control::{Operation, Output, Starter};
 use tessera_policy::{Approval, SignRequest};
 use tessera_transport::nats::{connect_coordinator, CoordinatorNatsConfig, NatsMetrics};
-use tessera_wire::{KeyId, PartyId, SessionId};
+use tessera_wire::{KeyId, KeyKind, PartyId, SessionId};
 use zeroize::Zeroizing;
 
 use crate::eth::{ethereum_address, verify_with_k256};
@@ -57,7 +57,7 @@ pub enum SessionCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         parties: Vec<PartyId>,
     },
-    /// Distributed key generation on a committee that has auxiliary info.
+    /// Distributed key generation (an ECDSA key needs its committee's auxiliary info first).
     Keygen {
         /// The committee, in the same order as for aux info.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -65,6 +65,10 @@ pub enum SessionCommand {
         /// Signers needed.
         #[arg(long)]
         threshold: u16,
+        /// The key's kind: ecdsa (Ethereum, Bitcoin P2WPKH), taproot (Bitcoin P2TR, FROST) or
+        /// ed25519 (Solana, FROST).
+        #[arg(long, default_value = "ecdsa")]
+        kind: KeyKind,
         /// The new key's id (default: random).
         #[arg(long)]
         key: Option<KeyId>,
@@ -174,17 +178,45 @@ async fn session(args: SessionArgs) -> Result<()> {
         SessionCommand::Keygen {
             parties,
             threshold,
+            kind,
             key,
         } => {
             let key = key.unwrap_or_else(KeyId::random);
-            let Output::Keygen { public_key, .. } =
-                run(parties, Operation::Keygen { key, threshold }).await?
+            let Output::Keygen { public_key, .. } = run(
+                parties,
+                Operation::Keygen {
+                    key,
+                    threshold,
+                    kind,
+                },
+            )
+            .await?
             else {
                 bail!("key generation returned no public key");
             };
             println!("key              {key}");
+            println!("kind             {kind}");
             println!("public key       {}", hex::encode(&public_key));
-            println!("Ethereum address {}", ethereum_address(&public_key)?);
+            match kind {
+                KeyKind::Ecdsa => println!("Ethereum address {}", ethereum_address(&public_key)?),
+                KeyKind::Taproot => {
+                    let output_key = tessera_chain::bitcoin::taproot_output_key(&public_key)?;
+                    let script = tessera_chain::bitcoin::p2tr_script(&output_key)?;
+                    let address = tessera_chain::bitcoin::address_of_script(
+                        &script,
+                        tessera_chain::bitcoin::BitcoinNetwork::Mainnet,
+                    )
+                    .context("a Taproot output has an address")?;
+                    println!("Bitcoin address  {address} (mainnet, key path)");
+                }
+                KeyKind::Ed25519 => {
+                    let key: [u8; 32] = public_key
+                        .as_slice()
+                        .try_into()
+                        .context("an Ed25519 public key is 32 bytes")?;
+                    println!("Solana address   {}", tessera_chain::solana::address(&key));
+                }
+            }
         }
         SessionCommand::Presign {
             key,

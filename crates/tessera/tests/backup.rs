@@ -98,7 +98,8 @@ fn a_share_backed_up_for_three_officers_is_restored_by_two_and_not_by_one() {
         committee: fixture.committee.clone(),
         threshold: 2,
         epoch: 0,
-        share,
+        kind: tessera_wire::KeyKind::Ecdsa,
+        share: tessera_node::state::StoredShare::Secp256k1(share),
         aux: Some(aux),
     };
     state.put_key(key, &record).unwrap();
@@ -285,7 +286,8 @@ fn a_store_that_saw_the_epoch_replaced_refuses_it_and_the_override_is_audited() 
                 committee: fixture.committee.clone(),
                 threshold: 2,
                 epoch: 0,
-                share,
+                kind: tessera_wire::KeyKind::Ecdsa,
+                share: tessera_node::state::StoredShare::Secp256k1(share),
                 aux: Some(aux),
             },
         )

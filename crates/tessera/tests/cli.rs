@@ -486,7 +486,7 @@ async fn operator_flow_to_a_working_permissioned_broker() {
 #[test]
 fn demo_creates_a_key_and_signs_on_the_embedded_default() {
     let out = ok(&["demo"]);
-    assert!(out.contains("[8/8]"), "{out}");
+    assert!(out.contains("[9/9]"), "{out}");
     // Each node's audit chain verifies; the two signers of each refused request recorded it.
     for party in ["p1", "p2", "p3"] {
         assert!(out.contains(&format!("      {party}: ")), "{out}");
@@ -494,7 +494,11 @@ fn demo_creates_a_key_and_signs_on_the_embedded_default() {
     assert_eq!(out.matches(" events verified (").count(), 3, "{out}");
     assert!(out.contains("INSECURE DEMO SHORTCUT"), "{out}");
     assert!(out.contains("Ethereum address 0x"), "{out}");
-    assert_eq!(out.matches("verified with k256").count(), 2, "{out}");
+    // ECDSA online and child-key signatures, and the Taproot key's BIP-340 signatures.
+    assert_eq!(out.matches("verified with k256").count(), 3, "{out}");
+    assert!(out.contains("finalized key-path spend"), "{out}");
+    assert!(out.contains("its address bcrt1p"), "{out}");
+    assert!(out.contains("verified with ed25519-dalek"), "{out}");
     assert!(out.contains("(the key's address)"), "{out}");
     assert!(out.contains("signed transaction 0x02"), "{out}");
     // Every refusal comes from both signers, with the nodes' reason.
@@ -542,7 +546,8 @@ fn demo_runs_over_a_development_broker() {
         out.contains(&format!("development broker at {url}")),
         "{out}"
     );
-    assert_eq!(out.matches("verified with k256").count(), 2, "{out}");
+    assert_eq!(out.matches("verified with k256").count(), 3, "{out}");
+    assert!(out.contains("verified with ed25519-dalek"), "{out}");
     assert_eq!(out.matches("refused by 2 signer(s)").count(), 4, "{out}");
     assert!(out.contains("NATS transport, 0 frames refused"), "{out}");
     // Nothing listening: a clear error, not a hang.
@@ -1007,6 +1012,160 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         .unwrap();
     let sender = tessera_chain::recover_sender(&hex::decode(raw).unwrap()).unwrap();
     assert_eq!(tessera_chain::checksummed(&sender), address);
+
+    // Taproot and Ed25519 keys through the CLI: an admin creates them, their addresses are
+    // shown, a PSBT and a Solana transfer are submitted, approved and signed into network
+    // transactions that Bitcoin Core's script interpreter and ed25519-dalek accept.
+    let wait_signed = |id: &str| {
+        let started = Instant::now();
+        loop {
+            let out = run("aude", &["request", "show"], &[id]);
+            let text = stdout(&out);
+            if text.contains("state     signed") {
+                let raw = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("result    0x"))
+                    .unwrap_or_else(|| panic!("no result: {text}"));
+                break hex::decode(raw).unwrap();
+            }
+            assert!(
+                !text.contains("state     failed") && started.elapsed() < Duration::from_secs(120),
+                "{text}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let submit_and_approve = |args: &[&str]| {
+        let mut all = vec!["--yes"];
+        all.extend_from_slice(args);
+        let out = run("olivia", &["request", "submit"], &all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id = stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("request"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut shown = String::new();
+        for approver in ["ana", "ben"] {
+            let out = run(
+                approver,
+                &["request", "approve"],
+                &["--policy-pin", &pin, "--yes", &id],
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            shown = stderr(&out);
+        }
+        (id, shown)
+    };
+    let key_address = |name: &str, chain: &str| {
+        let out = run(
+            "aude",
+            &["key", "address"],
+            &[name, "--chain", chain, "--network", "regtest", "--json"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let view: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        (
+            hex::decode(view["public_key"].as_str().unwrap()).unwrap(),
+            view["address"].as_str().unwrap().to_owned(),
+        )
+    };
+    for (name, kind) in [("cold-btc", "taproot"), ("hot-sol", "ed25519")] {
+        let out = run(
+            "ada",
+            &["key", "create"],
+            &[
+                "--name",
+                name,
+                "--committee",
+                "p1,p2,p3",
+                "--threshold",
+                "2",
+                "--kind",
+                kind,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("kind     {kind}")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let (output_key, btc_address) = key_address("cold-btc", "bitcoin");
+    assert!(btc_address.starts_with("bcrt1p"), "{btc_address}");
+    let own = tessera_chain::bitcoin::p2tr_script(&output_key).unwrap();
+    let away = tessera_chain::bitcoin::p2wpkh_script(
+        &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap(),
+    )
+    .unwrap();
+    let spent = tessera_chain::bitcoin::SpentOutput {
+        txid: [9; 32],
+        vout: 1,
+        value: 100_000,
+        script_pubkey: own.clone(),
+    };
+    let psbt =
+        tessera_chain::bitcoin::unsigned_psbt(&[spent], &[(away, 60_000), (own.clone(), 39_000)])
+            .unwrap();
+    let psbt_file = d.join("spend.psbt");
+    std::fs::write(&psbt_file, &psbt).unwrap();
+    let (id, shown) = submit_and_approve(&[
+        "--signing-key",
+        "cold-btc",
+        "--psbt",
+        s(&psbt_file),
+        "--network",
+        "regtest",
+    ]);
+    for says in [
+        "pay 60000 sat to btc:regtest:bcrt1q",
+        "change 39000 sat",
+        "fee 1000 sat",
+    ] {
+        assert!(shown.contains(says), "{says}: {shown}");
+    }
+    let tx = wait_signed(&id);
+    let utxo = [bitcoinconsensus::Utxo {
+        script_pubkey: own.as_ptr(),
+        script_pubkey_len: own.len() as u32,
+        value: 100_000,
+    }];
+    bitcoinconsensus::verify(&own, 100_000, &tx, Some(&utxo), 0)
+        .expect("the CLI's Taproot spend is valid by consensus rules");
+
+    let (sol_key, sol_address) = key_address("hot-sol", "solana");
+    let to = tessera_chain::solana::address(&[5; 32]);
+    let blockhash = tessera_chain::solana::address(&[6; 32]);
+    let (id, shown) = submit_and_approve(&[
+        "--signing-key",
+        "hot-sol",
+        "--solana-transfer",
+        &to,
+        "--lamports",
+        "1000000",
+        "--recent-blockhash",
+        &blockhash,
+    ]);
+    assert!(shown.contains(&format!("from {sol_address}")), "{shown}");
+    let tx = wait_signed(&id);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&sol_key.try_into().unwrap()).unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&tx[1..65]).unwrap();
+    key.verify_strict(&tx[65..], &signature)
+        .expect("the CLI's Solana transfer is signed by the key");
+    // A key of another kind refuses the payload before anyone approves.
+    let out = run(
+        "olivia",
+        &["request", "submit"],
+        &["--yes", "--signing-key", "hot-sol", "--message", "hi"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("asks for ecdsa signatures"),
+        "{}",
+        stderr(&out)
+    );
 
     // Denied by policy at submission, with the reason.
     let out = submit("0x000000000000000000000000000000000000dead", "1", "1");

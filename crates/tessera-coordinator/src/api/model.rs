@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use tessera_policy::{KeyChange, PolicyChange, PrincipalSignature, SignRequest};
-use tessera_wire::{KeyId, PartyId, RequestId};
+use tessera_wire::{KeyId, KeyKind, PartyId, RequestId};
 
 use crate::service;
 use crate::store::{
@@ -228,8 +228,12 @@ pub struct CreateKeyBody {
     pub name: String,
     /// The committee's parties.
     pub committee: Vec<PartyRef>,
-    /// Signers needed (2 to the committee's size).
+    /// Signers needed (2 to the committee's size; a Taproot or Ed25519 key signs with exactly
+    /// this many).
     pub threshold: u16,
+    /// `ecdsa` (default), `taproot` or `ed25519`.
+    #[serde(default, with = "text")]
+    pub kind: KeyKind,
 }
 
 /// `POST /v1/keys/{key}/refresh`: propose to refresh the key's shares.
@@ -287,14 +291,35 @@ pub enum MessageBody {
 }
 
 /// What a sign request signs: `{"ethereum_tx": "<hex>"}`, `{"message": {"utf8": "<text>"}}`
-/// or `{"message": {"hex": "<hex>"}}`.
+/// or `{"message": {"hex": "<hex>"}}` (EIP-191), `{"bitcoin_psbt": {"network": "regtest",
+/// "psbt": "<base64>", "signer": "<hex>"}}`, `{"solana_transfer": "<hex message>"}`, or
+/// `{"ed25519_message": {"utf8": "<text>"}}` (raw Ed25519).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum PayloadBody {
     /// An unsigned legacy (EIP-155) or EIP-1559 transaction, hex.
     EthereumTx(String),
-    /// A message.
+    /// A message, signed as EIP-191 `personal_sign`.
     Message(MessageBody),
+    /// A PSBT whose inputs of the key are signed.
+    BitcoinPsbt(PsbtBody),
+    /// A Solana legacy message holding one SOL transfer, hex.
+    SolanaTransfer(String),
+    /// Raw bytes signed by an Ed25519 key.
+    Ed25519Message(MessageBody),
+}
+
+/// A PSBT to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PsbtBody {
+    /// `mainnet`, `testnet`, `signet` or `regtest`.
+    pub network: String,
+    /// The PSBT (BIP-174), base64.
+    pub psbt: String,
+    /// The key at the request's path as its outputs pay it (hex; `public_key` of
+    /// `GET /v1/keys/{key}/address?chain=bitcoin`): the inputs spending its output are signed.
+    pub signer: String,
 }
 
 impl PayloadBody {
@@ -310,6 +335,27 @@ impl PayloadBody {
             PayloadBody::Message(MessageBody::Hex(hex)) => tessera_policy::Payload::Message {
                 bytes: decode_hex("payload.message.hex", hex)?,
             },
+            PayloadBody::BitcoinPsbt(body) => tessera_policy::Payload::BitcoinPsbt {
+                network: body
+                    .network
+                    .parse()
+                    .map_err(|e| format!("payload.bitcoin_psbt.network: {e}"))?,
+                psbt: body.psbt.trim().to_owned(),
+                signer: decode_hex("payload.bitcoin_psbt.signer", &body.signer)?,
+            },
+            PayloadBody::SolanaTransfer(hex) => tessera_policy::Payload::SolanaTransfer {
+                message: decode_hex("payload.solana_transfer", hex)?,
+            },
+            PayloadBody::Ed25519Message(MessageBody::Utf8(text)) => {
+                tessera_policy::Payload::Ed25519Message {
+                    bytes: text.as_bytes().to_vec(),
+                }
+            }
+            PayloadBody::Ed25519Message(MessageBody::Hex(hex)) => {
+                tessera_policy::Payload::Ed25519Message {
+                    bytes: decode_hex("payload.ed25519_message.hex", hex)?,
+                }
+            }
         })
     }
 }
@@ -685,11 +731,16 @@ pub struct KeyView {
     /// `creating`, `ready` or `failed`.
     #[serde(with = "text")]
     pub status: KeyStatus,
-    /// The compressed secp256k1 public key (hex).
+    /// `ecdsa`, `taproot` or `ed25519`.
+    #[serde(with = "text")]
+    pub kind: KeyKind,
+    /// The public key (hex): SEC1 compressed on secp256k1 (a Taproot key's internal key), 32
+    /// bytes for Ed25519.
     pub public_key: Option<String>,
     /// The HD chain code (hex).
     pub chain_code: Option<String>,
-    /// The master key's Ethereum address (EIP-55).
+    /// The master key's address on its default chain (Ethereum for ECDSA, Bitcoin mainnet
+    /// P2TR for Taproot, Solana for Ed25519).
     pub address: Option<String>,
     /// Why key generation failed.
     pub error: Option<String>,
@@ -719,6 +770,7 @@ impl From<service::KeyView> for KeyView {
             threshold,
             committee,
             status,
+            kind,
             public_key,
             chain_code,
             address,
@@ -738,6 +790,7 @@ impl From<service::KeyView> for KeyView {
             threshold,
             committee,
             status,
+            kind,
             public_key,
             chain_code,
             address,
@@ -767,11 +820,19 @@ pub struct KeyAddress {
     /// The key.
     #[serde(with = "text")]
     pub key_id: KeyId,
+    /// The key's kind.
+    #[serde(with = "text")]
+    pub kind: KeyKind,
     /// The path (empty = the master key).
     pub path: Vec<u32>,
-    /// The compressed public key at the path (hex).
+    /// `ethereum`, `bitcoin` or `solana`.
+    pub chain: String,
+    /// The Bitcoin network (Bitcoin only).
+    pub network: Option<String>,
+    /// The public key at the path as the chain sees it (hex): SEC1 compressed for ECDSA, the
+    /// x-only Taproot output key, the Ed25519 key; a PSBT request's `signer`.
     pub public_key: String,
-    /// Its Ethereum address (EIP-55).
+    /// The address.
     pub address: String,
 }
 
@@ -779,13 +840,19 @@ impl From<service::KeyAddress> for KeyAddress {
     fn from(view: service::KeyAddress) -> Self {
         let service::KeyAddress {
             key_id,
+            kind,
             path,
+            chain,
+            network,
             public_key,
             address,
         } = view;
         KeyAddress {
             key_id,
+            kind,
             path,
+            chain,
+            network,
             public_key,
             address,
         }

@@ -55,6 +55,13 @@ impl Coordinator {
         let current = &active.document;
         require_admin(current, principal)?;
         let row = self.ready_key(&proposal.key).await?;
+        if row.kind != tessera_wire::KeyKind::Ecdsa {
+            return Err(ServiceError::Invalid(format!(
+                "key '{}' is a {} key; refresh and resharing run for ECDSA keys only so far \
+                 (the nodes refuse them for other kinds)",
+                row.name, row.kind
+            )));
+        }
         if let Some(existing) = self.store.get_key_change(proposal.id).await? {
             let change = decode_change(&existing)?;
             return if change.key == row.id

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use tessera_audit::NewEvent;
-use tessera_chain::{address, checksummed};
+use tessera_chain::bitcoin::BitcoinNetwork;
+use tessera_chain::{address_of_key, Chain};
 use tessera_control::{agreed, Operation, Output, StarterError};
-use tessera_wire::{KeyId, PartyId};
+use tessera_wire::{KeyId, KeyKind, PartyId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyAddress, KeyView, ServiceError, SYSTEM};
 use crate::store::{
@@ -14,20 +15,63 @@ use crate::store::{
     SessionOutcome, SessionSubject,
 };
 
-/// The Ethereum address of a compressed public key, EIP-55.
-pub(crate) fn eth_address(public_key: &[u8]) -> Option<String> {
-    address(public_key).ok().map(|a| checksummed(&a))
+/// The chain a key of `kind` has its address on unless another is asked for: Ethereum for
+/// ECDSA keys, Bitcoin for Taproot keys, Solana for Ed25519 keys.
+pub(crate) fn default_chain(kind: KeyKind) -> Chain {
+    match kind {
+        KeyKind::Ecdsa => Chain::Ethereum,
+        KeyKind::Taproot => Chain::Bitcoin,
+        KeyKind::Ed25519 => Chain::Solana,
+    }
+}
+
+/// Whether a key of `kind` signs for `chain`: ECDSA keys for Ethereum and Bitcoin (P2WPKH),
+/// Taproot keys for Bitcoin (P2TR), Ed25519 keys for Solana.
+fn signs_for(kind: KeyKind, chain: Chain) -> bool {
+    matches!(
+        (kind, chain),
+        (KeyKind::Ecdsa, Chain::Ethereum | Chain::Bitcoin)
+            | (KeyKind::Taproot, Chain::Bitcoin)
+            | (KeyKind::Ed25519, Chain::Solana)
+    )
+}
+
+/// The address of `key` at `path` on `chain` (its default chain if `None`; Bitcoin addresses
+/// on `network`), with the key at the path as its chain sees it.
+pub(crate) fn key_address_at(
+    key: &KeyRow,
+    path: &[u32],
+    chain: Option<Chain>,
+    network: BitcoinNetwork,
+) -> Result<(Chain, Vec<u8>, String), ServiceError> {
+    let chain = chain.unwrap_or_else(|| default_chain(key.kind));
+    if !signs_for(key.kind, chain) {
+        return Err(ServiceError::Invalid(format!(
+            "key '{}' is a {} key and has no {chain} address (ecdsa keys sign for ethereum and \
+             bitcoin, taproot keys for bitcoin, ed25519 keys for solana)",
+            key.name, key.kind
+        )));
+    }
+    let public_key = public_key_at(key, path)?;
+    let address = address_of_key(&public_key, chain, network).map_err(|e| {
+        ServiceError::corrupt(format_args!("key {} has no {chain} address: {e}", key.id))
+    })?;
+    Ok((chain, public_key, address))
 }
 
 impl From<KeyRow> for KeyView {
     fn from(row: KeyRow) -> Self {
+        let address = key_address_at(&row, &[], None, BitcoinNetwork::Mainnet)
+            .ok()
+            .map(|(_, _, address)| address);
         KeyView {
+            address,
             id: row.id,
             name: row.name,
             threshold: row.threshold,
             committee: row.committee,
             status: row.status,
-            address: row.public_key.as_deref().and_then(eth_address),
+            kind: row.kind,
             public_key: row.public_key.as_deref().map(hex::encode),
             chain_code: row.chain_code.as_deref().map(hex::encode),
             error: row.error,
@@ -83,6 +127,9 @@ impl KeyNames {
     }
 }
 
+/// The public key of `key` at `path` as its chain sees it: SEC1 compressed for ECDSA, the
+/// x-only Taproot output key, the 32-byte Ed25519 key (what the nodes check signatures and a
+/// payload's signer against).
 pub(crate) fn public_key_at(key: &KeyRow, path: &[u32]) -> Result<Vec<u8>, ServiceError> {
     let public_key = key.public_key.as_deref().ok_or_else(|| {
         ServiceError::Unavailable(format!(
@@ -90,18 +137,16 @@ pub(crate) fn public_key_at(key: &KeyRow, path: &[u32]) -> Result<Vec<u8>, Servi
             key.name, key.status
         ))
     })?;
-    if path.is_empty() {
-        return Ok(public_key.to_vec());
-    }
     tessera_policy::request::check_path(path)
         .map_err(|e| ServiceError::Invalid(format!("derivation path: {e}")))?;
-    let chain_code = key.chain_code.as_deref().ok_or_else(|| {
-        ServiceError::Invalid(format!(
+    let chain_code = key.chain_code.as_deref().unwrap_or_default();
+    if !path.is_empty() && chain_code.is_empty() {
+        return Err(ServiceError::Invalid(format!(
             "key '{}' has no HD chain code, so it has no child keys; use the empty path",
             key.name
-        ))
-    })?;
-    tessera_mpc::derive_child_public_key(public_key, chain_code, path)
+        )));
+    }
+    tessera_mpc::chain_public_key(key.kind, public_key, chain_code, path)
         .map_err(|e| ServiceError::Invalid(format!("derivation path {path:?}: {e}")))
 }
 
@@ -120,6 +165,7 @@ impl Coordinator {
         name: &str,
         committee: Vec<PartyId>,
         threshold: u16,
+        kind: KeyKind,
     ) -> Result<KeyView, ServiceError> {
         let committee = self.committee_parties(&committee)?;
         if threshold < 2 || usize::from(threshold) > committee.len() {
@@ -139,13 +185,18 @@ impl Coordinator {
             )));
         }
         if let Some(existing) = self.store.get_key_by_name(name).await? {
-            return if existing.committee == committee && existing.threshold == threshold {
+            return if existing.committee == committee
+                && existing.threshold == threshold
+                && existing.kind == kind
+            {
                 Ok(existing.into())
             } else {
                 Err(ServiceError::Conflict(format!(
-                    "a key named '{name}' already exists ({}-of-{} on {}); choose another name",
+                    "a key named '{name}' already exists (a {}-of-{} {} key on {}); choose \
+                     another name",
                     existing.threshold,
                     existing.committee.len(),
+                    existing.kind,
                     PartyId::list(&existing.committee)
                 )))
             };
@@ -155,20 +206,23 @@ impl Coordinator {
             name: name.to_owned(),
             threshold,
             committee: committee.clone(),
+            kind,
             created_at: to_db(now_unix()),
         };
         if let InsertOutcome::Existing(existing) = self.store.insert_key(&new).await? {
             return Ok(existing.into());
         }
-        tracing::info!(key = %new.id, %name, threshold, committee = %PartyId::list(&committee), "key generation started");
+        tracing::info!(key = %new.id, %name, threshold, %kind, committee = %PartyId::list(&committee), "key generation started");
         self.audit_note(
             NewEvent::new(SYSTEM, "key.generation_started", format!("key:{}", new.id))
                 .detail("name", name)
+                .detail("kind", kind)
                 .detail("threshold", threshold)
                 .detail("committee", PartyId::list(&committee)),
         );
         let this = self.clone();
-        let task = tokio::spawn(async move { this.generate(new.id, &committee, threshold).await });
+        let task =
+            tokio::spawn(async move { this.generate(new.id, &committee, threshold, kind).await });
         task.await.map_err(|e| {
             ServiceError::Unavailable(format!("the key generation task failed: {e}"))
         })??;
@@ -221,13 +275,18 @@ impl Coordinator {
         id: KeyId,
         committee: &[PartyId],
         threshold: u16,
+        kind: KeyKind,
     ) -> Result<(), ServiceError> {
         let run = self
             .start_key_session(
                 id,
                 "keygen",
                 committee,
-                Operation::Keygen { key: id, threshold },
+                Operation::Keygen {
+                    key: id,
+                    threshold,
+                    kind,
+                },
                 self.settings.session_deadline,
             )
             .await?;
@@ -240,9 +299,14 @@ impl Coordinator {
                 public_key,
                 chain_code,
             }) => {
-                if address(&public_key).is_err() {
+                let readable = tessera_mpc::chain_public_key(kind, &public_key, &[], &[])
+                    .ok()
+                    .filter(|key| {
+                        address_of_key(key, default_chain(kind), BitcoinNetwork::Mainnet).is_ok()
+                    });
+                if readable.is_none() {
                     Err((
-                        "the nodes reported a public key that is not secp256k1".to_owned(),
+                        format!("the nodes reported a public key that is not a {kind} key"),
                         vec![],
                     ))
                 } else if !(chain_code.is_empty() || chain_code.len() == 32) {
@@ -266,10 +330,11 @@ impl Coordinator {
                 self.store
                     .set_key_ready(id, &public_key, chain_code)
                     .await?;
-                if let Some(pool) = &self.pool {
+                // Presignatures are for ECDSA keys.
+                if let (Some(pool), KeyKind::Ecdsa) = (&self.pool, kind) {
                     pool.track(id, &quorum::preferred(committee, threshold));
                 }
-                tracing::info!(key = %id, "key generated");
+                tracing::info!(key = %id, %kind, "key generated");
                 self.audit_note(
                     NewEvent::new(SYSTEM, "key.created", format!("key:{id}"))
                         .detail("session", session)
@@ -310,17 +375,24 @@ impl Coordinator {
         Ok(self.resolve_key(name_or_id).await?.into())
     }
 
-    /// The public key and Ethereum address of `key` (name or id) at `path` (non-hardened
-    /// indices; empty = the master key), derived from the key's public key and chain code.
-    pub async fn key_address(&self, key: &str, path: &[u32]) -> Result<KeyAddress, ServiceError> {
+    /// The public key and address of `key` (name or id) at `path` (non-hardened indices;
+    /// empty = the master key) on `chain` (the key's default chain if `None`; Bitcoin
+    /// addresses on `network`), derived from the key's public key and chain code.
+    pub async fn key_address(
+        &self,
+        key: &str,
+        path: &[u32],
+        chain: Option<Chain>,
+        network: BitcoinNetwork,
+    ) -> Result<KeyAddress, ServiceError> {
         let key = self.resolve_key(key).await?;
-        let public_key = public_key_at(&key, path)?;
-        let address = eth_address(&public_key).ok_or_else(|| {
-            ServiceError::corrupt(format_args!("key {} has an unreadable public key", key.id))
-        })?;
+        let (chain, public_key, address) = key_address_at(&key, path, chain, network)?;
         Ok(KeyAddress {
             key_id: key.id,
+            kind: key.kind,
             path: path.to_vec(),
+            chain: chain.to_string(),
+            network: (chain == Chain::Bitcoin).then(|| network.to_string()),
             public_key: hex::encode(&public_key),
             address,
         })

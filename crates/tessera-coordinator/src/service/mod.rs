@@ -234,7 +234,8 @@ impl Coordinator {
         ];
         if let Some(pool) = &coordinator.pool {
             for key in coordinator.store.list_keys().await? {
-                if key.status == KeyStatus::Ready {
+                // Presignatures are for ECDSA keys.
+                if key.status == KeyStatus::Ready && key.kind == tessera_wire::KeyKind::Ecdsa {
                     pool.track(key.id, &quorum::preferred(&key.committee, key.threshold));
                 }
             }

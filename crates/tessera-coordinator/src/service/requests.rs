@@ -1,11 +1,13 @@
 //! Sign requests: submission (policy evaluated at once), reading, and how requests are shown.
 //! Decisions on them are in `decisions`.
 
-use tessera_policy::{evaluate, ActionKind, Payload, Role, SignRequest, Verdict};
+use tessera_chain::bitcoin::BitcoinNetwork;
+use tessera_chain::Chain;
+use tessera_policy::{evaluate, ActionKind, Derived, Payload, Role, SignRequest, Verdict};
 use tessera_wire::RequestId;
 
 use super::decisions::principal;
-use super::keys::{eth_address, public_key_at, KeyNames};
+use super::keys::{key_address_at, public_key_at, KeyNames};
 use super::{
     expires_at, hash_hex, history, now_unix, to_db, Coordinator, RequestSummary, RequestView,
     ServiceError,
@@ -38,8 +40,60 @@ pub(crate) fn kind_of(kind: ActionKind) -> RequestKind {
         ActionKind::Transfer => RequestKind::Transfer,
         ActionKind::ContractCall => RequestKind::ContractCall,
         ActionKind::ContractCreation => RequestKind::ContractCreation,
-        ActionKind::Message => RequestKind::Message,
+        ActionKind::Message | ActionKind::RawMessage => RequestKind::Message,
     }
+}
+
+/// Refuses a request the key cannot sign: signatures of another kind than the key's, or a
+/// payload naming another signer than the key at the request's path (the nodes refuse both
+/// too; refusing here says so before anyone approves).
+fn check_signer(
+    key: &KeyRow,
+    request: &SignRequest,
+    derived: &Derived,
+) -> Result<(), ServiceError> {
+    if derived.kind() != key.kind {
+        return Err(ServiceError::Invalid(format!(
+            "key '{}' is of kind {} and this payload asks for {} signatures; submit it with \
+             a {} key",
+            key.name,
+            key.kind,
+            derived.kind(),
+            derived.kind()
+        )));
+    }
+    if let Some(signer) = &derived.signer {
+        let own = public_key_at(key, &request.path)?;
+        if own != *signer {
+            return Err(ServiceError::Invalid(format!(
+                "the payload's signer is {} but key '{}' at path {:?} is {}; for a PSBT, set \
+                 its signer to the key's public key (`tessera key address`)",
+                hex::encode(signer),
+                key.name,
+                request.path,
+                hex::encode(own)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The address a request spends from: the key's at the request's path, on the payload's
+/// chain (Bitcoin on the PSBT's network).
+fn request_address(key: &KeyRow, request: &SignRequest) -> Option<String> {
+    let (chain, network) = match &request.payload {
+        Payload::EthereumTx { .. } | Payload::Message { .. } => (Chain::Ethereum, None),
+        Payload::BitcoinPsbt { network, .. } => (Chain::Bitcoin, Some(*network)),
+        Payload::SolanaTransfer { .. } | Payload::Ed25519Message { .. } => (Chain::Solana, None),
+    };
+    key_address_at(
+        key,
+        &request.path,
+        Some(chain),
+        network.unwrap_or(BitcoinNetwork::Mainnet),
+    )
+    .ok()
+    .map(|(_, _, address)| address)
 }
 
 /// The stored request, decoded.
@@ -106,6 +160,7 @@ impl Coordinator {
         let derived = request
             .check()
             .map_err(|e| ServiceError::Invalid(format!("the request is invalid: {e}")))?;
+        check_signer(&key, &request, &derived)?;
         let history = history::load(
             history::Source::Store(&self.store, None),
             policy,
@@ -260,9 +315,7 @@ impl Coordinator {
             Err(e) => format!("undecodable payload: {e}"),
         };
         let address = if key.status == KeyStatus::Ready {
-            public_key_at(&key, &request.path)
-                .ok()
-                .and_then(|pk| eth_address(&pk))
+            request_address(&key, &request)
         } else {
             None
         };

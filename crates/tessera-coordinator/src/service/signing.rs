@@ -18,12 +18,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+use tessera_chain::bitcoin::{InputSignature, Psbt, Signed};
 use tessera_chain::{address, recover_sender, UnsignedTx};
 use tessera_control::{agreed, Operation, Output, Reports, StarterError};
-use tessera_policy::{evaluate, Approval, Derived, Payload, SignRequest};
-use tessera_wire::{PartyId, RequestId};
+use tessera_policy::{evaluate, Approval, Derived, Payload, SignRequest, SIGNATURE_LEN};
+use tessera_wire::{KeyKind, PartyId, RequestId};
 use tokio::sync::{watch, Notify};
 
 use super::keys::public_key_at;
@@ -316,7 +316,13 @@ impl Coordinator {
                 tracing::warn!(request = %id, error = %e, "cannot deliver the key's spend chain");
             }
             let presignature = match &self.pool {
-                Some(pool) if request.path.is_empty() && !online_tried => {
+                // A presignature makes one ECDSA signature of the master key.
+                Some(pool)
+                    if request.path.is_empty()
+                        && derived.signings.len() == 1
+                        && key.kind == KeyKind::Ecdsa
+                        && !online_tried =>
+                {
                     pool.take(key.id, &quorum)
                 }
                 _ => None,
@@ -602,19 +608,20 @@ fn check_signatures(reports: &Reports, verifies: &(dyn Fn(&[u8]) -> bool + Sync)
     checked
 }
 
-/// Checks `signature` (`r || s`) against the (child) public key and the request's digest.
+/// Checks the nodes' signatures (one 64-byte signature per signing of the request) against
+/// the public key at the request's path, as its chain sees it.
 fn verify_signature(public_key: &[u8], derived: &Derived, signature: &[u8]) -> Result<(), String> {
-    let key = VerifyingKey::from_sec1_bytes(public_key)
-        .map_err(|_| "the key's public key is not a secp256k1 point".to_owned())?;
-    let sig = Signature::from_slice(signature)
-        .map_err(|_| "the nodes returned a malformed signature".to_owned())?;
-    key.verify_prehash(&derived.digest, &sig)
-        .map_err(|_| "the nodes' signature does not verify against the key".to_owned())
+    if derived.verify(public_key, signature) {
+        Ok(())
+    } else {
+        Err("the nodes' signatures do not verify against the key".to_owned())
+    }
 }
 
-/// Verifies the nodes' signature against the (child) public key and builds the result: the
-/// signed transaction (whose sender must recover to the key's address), or a 65-byte
-/// `r || s || v` message signature.
+/// Verifies the nodes' signatures against the (child) public key and builds the result: the
+/// signed network transaction (an Ethereum sender must recover to the key's address), a
+/// 65-byte `r || s || v` EIP-191 signature, a raw Ed25519 signature, or, for a PSBT whose
+/// other inputs belong to other keys, the PSBT (base64 text) with this key's inputs final.
 fn assemble(
     request: &SignRequest,
     derived: &Derived,
@@ -627,10 +634,6 @@ fn assemble(
         )
     };
     verify_signature(public_key, derived, signature).map_err(refuse)?;
-    let key = VerifyingKey::from_sec1_bytes(public_key)
-        .map_err(|_| refuse("the key's public key is not a secp256k1 point".into()))?;
-    let sig = Signature::from_slice(signature)
-        .map_err(|_| refuse("the nodes returned a malformed signature".into()))?;
     match &request.payload {
         Payload::EthereumTx { raw } => {
             let tx = UnsignedTx::decode(raw)
@@ -653,11 +656,50 @@ fn assemble(
             Ok(signed)
         }
         Payload::Message { .. } => {
+            let key = VerifyingKey::from_sec1_bytes(public_key)
+                .map_err(|_| refuse("the key's public key is not a secp256k1 point".into()))?;
+            let sig = Signature::from_slice(signature)
+                .map_err(|_| refuse("the nodes returned a malformed signature".into()))?;
             let recovery = RecoveryId::trial_recovery_from_prehash(&key, &derived.digest, &sig)
                 .map_err(|_| refuse("the signature's recovery id cannot be found".into()))?;
             let mut out = signature.to_vec();
             out.push(27 + recovery.to_byte());
             Ok(out)
         }
+        Payload::BitcoinPsbt { network, psbt, .. } => {
+            let decoded = Psbt::decode(psbt, *network)
+                .map_err(|e| refuse(format!("the PSBT does not decode: {e}")))?;
+            let signatures = derived
+                .inputs
+                .iter()
+                .zip(signature.chunks_exact(SIGNATURE_LEN))
+                .map(|(input, sig)| {
+                    let sig = sig.to_vec();
+                    let signed = match public_key.len() {
+                        33 => InputSignature::Ecdsa {
+                            signature: sig,
+                            public_key: public_key.to_vec(),
+                        },
+                        _ => InputSignature::Schnorr { signature: sig },
+                    };
+                    (*input, signed)
+                })
+                .collect::<Vec<_>>();
+            match decoded
+                .sign_inputs(&signatures)
+                .map_err(|e| refuse(format!("the PSBT cannot be finalized: {e}")))?
+            {
+                Signed::Transaction(tx) => Ok(tx),
+                Signed::Psbt(text) => Ok(text.into_bytes()),
+            }
+        }
+        Payload::SolanaTransfer { message } => {
+            let signature: [u8; 64] = signature
+                .try_into()
+                .map_err(|_| refuse("a Solana transfer takes one signature".into()))?;
+            tessera_chain::solana::Transfer::assemble(message, &signature)
+                .map_err(|e| refuse(format!("the Solana transaction cannot be assembled: {e}")))
+        }
+        Payload::Ed25519Message { .. } => Ok(signature.to_vec()),
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 use serde::{Serialize, Serializer};
 use tessera_policy::{KeyChange, PolicyChange, SignRequest};
-use tessera_wire::{KeyId, PartyId, RequestId};
+use tessera_wire::{KeyId, KeyKind, PartyId, RequestId};
 
 use crate::store::{
     CommitteeStatus, Decision, KeyChangeState, KeyStatus, ProposalId, ProposalState, RequestKind,
@@ -115,11 +115,16 @@ pub struct KeyView {
     /// Where it is in its life.
     #[serde(serialize_with = "display")]
     pub status: KeyStatus,
-    /// The compressed secp256k1 public key (hex), once generated.
+    /// `ecdsa`, `taproot` or `ed25519`.
+    #[serde(serialize_with = "display")]
+    pub kind: KeyKind,
+    /// The public key (hex), once generated: SEC1 compressed on secp256k1 (for a Taproot key
+    /// the internal key, untweaked), 32 bytes for Ed25519.
     pub public_key: Option<String>,
     /// The HD chain code (hex; public), if key generation reported one.
     pub chain_code: Option<String>,
-    /// The master key's Ethereum address (EIP-55).
+    /// The master key's address on its default chain: Ethereum (EIP-55) for ECDSA keys,
+    /// Bitcoin mainnet P2TR for Taproot keys, Solana for Ed25519 keys.
     pub address: Option<String>,
     /// Why key generation failed.
     pub error: Option<String>,
@@ -149,11 +154,19 @@ pub struct KeyAddress {
     /// The key.
     #[serde(serialize_with = "display")]
     pub key_id: KeyId,
+    /// The key's kind.
+    #[serde(serialize_with = "display")]
+    pub kind: KeyKind,
     /// The path (empty = the master key).
     pub path: Vec<u32>,
-    /// The compressed public key at the path (hex).
+    /// `ethereum`, `bitcoin` or `solana`.
+    pub chain: String,
+    /// The Bitcoin network the address is for (Bitcoin only).
+    pub network: Option<String>,
+    /// The public key at the path as the chain sees it (hex): SEC1 compressed for ECDSA, the
+    /// x-only Taproot output key, the Ed25519 key. A PSBT request names it as its `signer`.
     pub public_key: String,
-    /// Its Ethereum address (EIP-55).
+    /// The address: EIP-55, bech32 (P2WPKH), bech32m (P2TR) or base58 (Solana).
     pub address: String,
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use tessera_control::SignedOutcome;
 use tessera_policy::ApprovedKeyChange;
-use tessera_wire::{KeyId, PartyId, SessionId};
+use tessera_wire::{KeyId, KeyKind, PartyId, SessionId};
 
 use super::row::Cols;
 use super::types::{parties_from_text, parties_to_text};
@@ -21,6 +21,8 @@ pub struct NewKey {
     pub threshold: u16,
     /// The parties holding shares.
     pub committee: Vec<PartyId>,
+    /// What kind of key.
+    pub kind: KeyKind,
     /// When key generation was requested (Unix seconds).
     pub created_at: i64,
 }
@@ -36,6 +38,8 @@ pub struct KeyRow {
     pub threshold: u16,
     /// The parties holding shares.
     pub committee: Vec<PartyId>,
+    /// What kind of key.
+    pub kind: KeyKind,
     /// The public key once generated (its encoding is the caller's).
     pub public_key: Option<Vec<u8>>,
     /// The HD chain code key generation reported, if any.
@@ -103,9 +107,9 @@ impl Lifecycle {
     }
 }
 
-const COLUMNS: &str = "id, name, threshold, committee, public_key, chain_code, status, error, \
-                       created_at, updated_at, refresh_every_secs, next_refresh_at, rotated_at, \
-                       epoch, lifecycle";
+const COLUMNS: &str = "id, name, threshold, committee, kind, public_key, chain_code, status, \
+                       error, created_at, updated_at, refresh_every_secs, next_refresh_at, \
+                       rotated_at, epoch, lifecycle";
 
 fn lifecycle(c: &Cols<'_>) -> Result<Option<Lifecycle>, StoreError> {
     c.opt_text("lifecycle")?
@@ -125,6 +129,7 @@ fn key_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
         name: c.text("name")?,
         threshold: c.small("threshold")?,
         committee: c.with("committee", parties_from_text)?,
+        kind: c.parse("kind")?,
         public_key: c.opt_hex("public_key")?,
         chain_code: c.opt_hex("chain_code")?,
         status: c.parse("status")?,
@@ -243,14 +248,15 @@ impl Store {
     pub async fn insert_key(&self, new: &NewKey) -> Result<InsertOutcome<KeyRow>, StoreError> {
         validate(new)?;
         let inserted = sqlx::query(
-            "INSERT INTO keys (id, name, threshold, committee, public_key, status, error, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, $5, NULL, $6, $6) \
+            "INSERT INTO keys (id, name, threshold, committee, kind, public_key, status, error, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, NULL, $7, $7) \
              ON CONFLICT DO NOTHING",
         )
         .bind(new.id.to_string())
         .bind(&new.name)
         .bind(i64::from(new.threshold))
         .bind(parties_to_text(&new.committee))
+        .bind(new.kind.as_str())
         .bind(KeyStatus::Creating.as_str())
         .bind(new.created_at)
         .execute(&self.pool)
@@ -265,7 +271,8 @@ impl Store {
             Some(existing)
                 if existing.name == new.name
                     && existing.threshold == new.threshold
-                    && existing.committee == new.committee =>
+                    && existing.committee == new.committee
+                    && existing.kind == new.kind =>
             {
                 Ok(InsertOutcome::Existing(existing))
             }

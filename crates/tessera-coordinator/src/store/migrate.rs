@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "spend chain",
         include_str!("../../migrations/0009_spend_chain.sql"),
     ),
+    (
+        10,
+        "key kinds",
+        include_str!("../../migrations/0010_key_kinds.sql"),
+    ),
 ];
 
 /// The schema version this code creates and understands.

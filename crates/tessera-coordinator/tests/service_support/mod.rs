@@ -275,7 +275,7 @@ pub async fn fixture_key(coordinator: &Arc<Coordinator>, name: &str) -> String {
         .await
         .unwrap();
     let key = coordinator
-        .create_key(name, vec![P1, P2, P3], 2)
+        .create_key(name, vec![P1, P2, P3], 2, tessera_wire::KeyKind::Ecdsa)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     key.id.to_string()

@@ -46,7 +46,8 @@ pub fn install(cluster: &LocalCluster, fixture: CommitteeFixture) -> (KeyId, Vec
             committee: fixture.committee.clone(),
             threshold: fixture.threshold,
             epoch: 0,
-            share: core,
+            kind: tessera_wire::KeyKind::Ecdsa,
+            share: tessera_node::state::StoredShare::Secp256k1(core),
             aux: Some(aux),
         };
         state.put_key(key, &record).unwrap();
@@ -115,6 +116,7 @@ pub fn two_of_three() -> KeyFacts<'static> {
     KeyFacts {
         holders: 3,
         threshold: 2,
+        kind: tessera_wire::KeyKind::Ecdsa,
         public_key_at: &any_public_key,
     }
 }

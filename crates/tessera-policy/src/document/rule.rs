@@ -9,7 +9,7 @@ use tessera_chain::Address;
 use tessera_wire::KeyId;
 
 use crate::principal::Role;
-use crate::request::{ActionKind, Asset};
+use crate::request::{ActionKind, Asset, Destination};
 
 /// Which keys a rule covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,8 +123,10 @@ pub struct Limit {
     pub max_fee: Option<U256>,
 }
 
-/// Where value may go. Entries written `0x…` hold on every chain; entries written
-/// `eth:<chain id>:0x…` only on that chain.
+/// Where value may go. Entries written `0x…` hold on every EVM chain; entries written
+/// `eth:<chain id>:0x…` only on that chain; `btc:<network>:<address>` and
+/// `sol:<address>` name Bitcoin and Solana destinations. An allow list holds for every chain:
+/// a rule that allows only some Ethereum addresses allows no Bitcoin output.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Destinations {
     /// If this or `allow_on` is not empty, only these addresses (on any chain)...
@@ -135,21 +137,36 @@ pub struct Destinations {
     pub deny: BTreeSet<Address>,
     /// Never these addresses on these chains.
     pub deny_on: BTreeSet<(u64, Address)>,
+    /// Bitcoin and Solana destinations allowed.
+    pub allow_other: BTreeSet<Destination>,
+    /// Bitcoin and Solana destinations denied.
+    pub deny_other: BTreeSet<Destination>,
 }
 
 impl Destinations {
-    /// `Err(true)` if `to` is denied on `chain_id`, `Err(false)` if an allow list exists
-    /// without it. A destination without a chain (none today) matches only chain-less entries.
-    pub(crate) fn check(&self, to: &Address, chain_id: Option<u64>) -> Result<(), bool> {
-        let on_chain = |set: &BTreeSet<(u64, Address)>| {
-            chain_id.is_some_and(|chain| set.contains(&(chain, *to)))
+    /// `Err(true)` if `to` is denied (on `chain_id`, for an Ethereum address), `Err(false)`
+    /// if an allow list exists without it.
+    pub(crate) fn check(&self, to: &Destination, chain_id: Option<u64>) -> Result<(), bool> {
+        let any_allow_list =
+            !self.allow.is_empty() || !self.allow_on.is_empty() || !self.allow_other.is_empty();
+        let (denied, allowed) = match to {
+            Destination::Ethereum(to) => {
+                let on_chain = |set: &BTreeSet<(u64, Address)>| {
+                    chain_id.is_some_and(|chain| set.contains(&(chain, *to)))
+                };
+                (
+                    self.deny.contains(to) || on_chain(&self.deny_on),
+                    self.allow.contains(to) || on_chain(&self.allow_on),
+                )
+            }
+            other => (
+                self.deny_other.contains(other),
+                self.allow_other.contains(other),
+            ),
         };
-        if self.deny.contains(to) || on_chain(&self.deny_on) {
+        if denied {
             Err(true)
-        } else if (!self.allow.is_empty() || !self.allow_on.is_empty())
-            && !self.allow.contains(to)
-            && !on_chain(&self.allow_on)
-        {
+        } else if any_allow_list && !allowed {
             Err(false)
         } else {
             Ok(())

@@ -15,7 +15,7 @@ use super::rule::{
 };
 use crate::encoding::parse_address;
 use crate::principal::{check_name, Principal, Role};
-use crate::request::{ActionKind, Asset};
+use crate::request::{ActionKind, Asset, Destination};
 use crate::PolicyError;
 
 /// The validated content of a document.
@@ -533,11 +533,11 @@ fn check_limit(
     }
     let max_fee = match raw.max_fee {
         None => None,
-        Some(_) if !matches!(asset, Asset::Native { .. }) => {
+        Some(_) if matches!(asset, Asset::Erc20 { .. }) => {
             return Err(invalid(
                 at,
                 "max_fee applies to the chain's native coin (fees are paid in it): set it on \
-                 the eth:<chain id> limit",
+                 the eth:<chain id>, btc:<network> or sol limit",
             ))
         }
         Some(text) => Some(parse_amount(&text, "max_fee", &at)?),
@@ -550,33 +550,41 @@ fn check_limit(
     })
 }
 
-/// Addresses on every chain, and addresses on one chain.
-type AddressSets = (BTreeSet<Address>, BTreeSet<(u64, Address)>);
+/// Addresses on every chain, addresses on one chain, and Bitcoin and Solana destinations.
+type AddressSets = (
+    BTreeSet<Address>,
+    BTreeSet<(u64, Address)>,
+    BTreeSet<Destination>,
+);
 
 fn check_destinations(raw: RawDestinations, at: &str) -> Result<Destinations, PolicyError> {
     let parse = |list: Vec<String>, field: &str| -> Result<AddressSets, PolicyError> {
-        let (mut any, mut on) = (BTreeSet::new(), BTreeSet::new());
+        let (mut any, mut on, mut other) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
         for text in list {
             let bad = |e: String| invalid(at, format!("destinations.{field}: {e}"));
-            let fresh = match text.strip_prefix("eth:") {
-                Some(rest) => {
-                    let (chain, address) = rest.split_once(':').ok_or_else(|| {
-                        bad(format!(
-                            "{text:?}: expected 0x<address> (every chain) or \
+            let fresh = if text.starts_with("btc:") || text.starts_with("sol:") {
+                other.insert(Destination::parse(&text).map_err(|e| bad(e.to_string()))?)
+            } else {
+                match text.strip_prefix("eth:") {
+                    Some(rest) => {
+                        let (chain, address) = rest.split_once(':').ok_or_else(|| {
+                            bad(format!(
+                                "{text:?}: expected 0x<address> (every chain) or \
                              eth:<chain id>:0x<address> (one chain)"
-                        ))
-                    })?;
-                    let chain: u64 = chain
-                        .parse()
-                        .ok()
-                        .filter(|c| *c != 0 && chain.bytes().all(|b| b.is_ascii_digit()))
-                        .ok_or_else(|| {
-                            bad(format!("{text:?}: the chain id must be a positive number"))
+                            ))
                         })?;
-                    let address = parse_address(address).map_err(|e| bad(e.to_string()))?;
-                    on.insert((chain, address))
+                        let chain: u64 = chain
+                            .parse()
+                            .ok()
+                            .filter(|c| *c != 0 && chain.bytes().all(|b| b.is_ascii_digit()))
+                            .ok_or_else(|| {
+                                bad(format!("{text:?}: the chain id must be a positive number"))
+                            })?;
+                        let address = parse_address(address).map_err(|e| bad(e.to_string()))?;
+                        on.insert((chain, address))
+                    }
+                    None => any.insert(parse_address(&text).map_err(|e| bad(e.to_string()))?),
                 }
-                None => any.insert(parse_address(&text).map_err(|e| bad(e.to_string()))?),
             };
             if !fresh {
                 return Err(invalid(
@@ -585,10 +593,10 @@ fn check_destinations(raw: RawDestinations, at: &str) -> Result<Destinations, Po
                 ));
             }
         }
-        Ok((any, on))
+        Ok((any, on, other))
     };
-    let (allow, allow_on) = parse(raw.allow, "allow")?;
-    let (deny, deny_on) = parse(raw.deny, "deny")?;
+    let (allow, allow_on, allow_other) = parse(raw.allow, "allow")?;
+    let (deny, deny_on, deny_other) = parse(raw.deny, "deny")?;
     let both = allow
         .intersection(&deny)
         .next()
@@ -598,6 +606,12 @@ fn check_destinations(raw: RawDestinations, at: &str) -> Result<Destinations, Po
                 .intersection(&deny_on)
                 .next()
                 .map(|(chain, a)| format!("eth:{chain}:{}", tessera_chain::checksummed(a)))
+        })
+        .or_else(|| {
+            allow_other
+                .intersection(&deny_other)
+                .next()
+                .map(ToString::to_string)
         });
     if let Some(both) = both {
         return Err(invalid(
@@ -610,6 +624,8 @@ fn check_destinations(raw: RawDestinations, at: &str) -> Result<Destinations, Po
         allow_on,
         deny,
         deny_on,
+        allow_other,
+        deny_other,
     })
 }
 

@@ -6,12 +6,11 @@ use std::fmt;
 use alloy_primitives::U256;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
-use tessera_chain::{checksummed, Address};
 use tessera_wire::KeyId;
 
 use crate::document::Hours;
 use crate::principal::Role;
-use crate::request::{ActionKind, Asset, PolicyHash};
+use crate::request::{ActionKind, Asset, Destination, PolicyHash};
 
 /// The outcome of an evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -140,14 +139,14 @@ pub enum Reason {
         /// The rule.
         rule: String,
         /// The destination.
-        to: Address,
+        to: Destination,
     },
     /// A rule has an allow list and the destination is not on it.
     DestinationNotAllowed {
         /// The rule.
         rule: String,
         /// The destination.
-        to: Address,
+        to: Destination,
     },
     /// Outside a rule's hours.
     OutsideHours {
@@ -328,16 +327,15 @@ impl fmt::Display for Reason {
                  the last {window_secs} s exceeds the limit {limit} per {window_secs} s of \
                  rule '{rule}'"
             ),
-            Reason::DestinationDenied { rule, to } => write!(
-                f,
-                "destination {} is on the deny list of rule '{rule}'",
-                checksummed(to)
-            ),
-            Reason::DestinationNotAllowed { rule, to } => write!(
-                f,
-                "destination {} is not on the allow list of rule '{rule}'",
-                checksummed(to)
-            ),
+            Reason::DestinationDenied { rule, to } => {
+                write!(f, "destination {to} is on the deny list of rule '{rule}'")
+            }
+            Reason::DestinationNotAllowed { rule, to } => {
+                write!(
+                    f,
+                    "destination {to} is not on the allow list of rule '{rule}'"
+                )
+            }
             Reason::OutsideHours { rule, hours, now } => write!(
                 f,
                 "rule '{rule}' allows requests only {hours}; it is now {} {:02}:{:02} UTC",

@@ -5,8 +5,10 @@ use std::str::FromStr;
 
 use alloy_primitives::U256;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tessera_chain::bitcoin::BitcoinNetwork;
 use tessera_chain::{checksummed, Address, TxKind, UnsignedTx};
 
+use super::destination::Destination;
 use crate::encoding::parse_address;
 use crate::PolicyError;
 
@@ -16,7 +18,9 @@ pub const ERC20_TRANSFER_SELECTOR: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
 pub const ERC20_TRANSFER_FROM_SELECTOR: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
 
 /// Something a limit can be set on. Text form: `eth:<chain id>` for the chain's native coin,
-/// `erc20:<chain id>:0x<token contract>` for an ERC-20 token.
+/// `erc20:<chain id>:0x<token contract>` for an ERC-20 token, `btc:<network>` for bitcoin (in
+/// satoshis), `sol` for SOL (in lamports; a Solana transaction names no cluster, so one limit
+/// covers them all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Asset {
     /// The native coin (ETH on mainnet), in wei.
@@ -31,6 +35,13 @@ pub enum Asset {
         /// The token contract.
         token: Address,
     },
+    /// Bitcoin on a network, in satoshis.
+    Bitcoin {
+        /// The network.
+        network: BitcoinNetwork,
+    },
+    /// SOL, in lamports.
+    Sol,
 }
 
 impl fmt::Display for Asset {
@@ -40,6 +51,8 @@ impl fmt::Display for Asset {
             Asset::Erc20 { chain_id, token } => {
                 write!(f, "erc20:{chain_id}:{}", checksummed(token))
             }
+            Asset::Bitcoin { network } => write!(f, "btc:{network}"),
+            Asset::Sol => f.write_str("sol"),
         }
     }
 }
@@ -70,9 +83,16 @@ impl FromStr for Asset {
             let chain_id = parse_chain_id(chain).ok_or_else(bad_chain)?;
             let token = parse_address(token).map_err(|e| invalid(e.to_string()))?;
             Ok(Asset::Erc20 { chain_id, token })
+        } else if let Some(network) = s.strip_prefix("btc:") {
+            let network = network.parse().map_err(|e| invalid(format!("{e}")))?;
+            Ok(Asset::Bitcoin { network })
+        } else if s == "sol" {
+            Ok(Asset::Sol)
         } else {
             Err(invalid(
-                "expected eth:<chain id> or erc20:<chain id>:0x<token address>".into(),
+                "expected eth:<chain id>, erc20:<chain id>:0x<token address>, btc:<network> \
+                 or sol"
+                    .into(),
             ))
         }
     }
@@ -104,6 +124,8 @@ pub enum ActionKind {
     ContractCreation,
     /// An EIP-191 `personal_sign` message.
     Message,
+    /// Raw bytes signed with an Ed25519 key (no chain's transaction format around them).
+    RawMessage,
 }
 
 impl ActionKind {
@@ -114,6 +136,7 @@ impl ActionKind {
             ActionKind::ContractCall => "contract_call",
             ActionKind::ContractCreation => "contract_creation",
             ActionKind::Message => "message",
+            ActionKind::RawMessage => "raw_message",
         }
     }
 }
@@ -129,14 +152,24 @@ impl fmt::Display for ActionKind {
 pub enum Action {
     /// A value transfer: native (a transaction with empty input) or an ERC-20
     /// `transfer(address,uint256)` or `transferFrom(address,address,uint256)` with zero native
-    /// value.
+    /// value, or a Solana System Program transfer.
     Transfer {
         /// What is moved.
         asset: Asset,
         /// How much, in the asset's base units.
         amount: U256,
         /// The recipient (for ERC-20: the `to` argument, not the token contract).
-        to: Address,
+        to: Destination,
+    },
+    /// A Bitcoin transaction (a kind of transfer): what it pays to others, and what comes
+    /// back to the signing key's own address (change, which is no spend).
+    BitcoinTransfer {
+        /// The network.
+        network: BitcoinNetwork,
+        /// Each output that pays anyone but the signing key, in output order, in satoshis.
+        payments: Vec<(Destination, U256)>,
+        /// The sum of the outputs back to the signing key, in satoshis.
+        change: U256,
     },
     /// Any other transaction with a destination.
     ContractCall {
@@ -161,6 +194,11 @@ pub enum Action {
         /// Its length in bytes.
         len: usize,
     },
+    /// Raw bytes signed with an Ed25519 key.
+    RawMessage {
+        /// Its length in bytes.
+        len: usize,
+    },
 }
 
 impl Action {
@@ -179,7 +217,7 @@ impl Action {
                     return Ok(Action::Transfer {
                         asset: Asset::Native { chain_id },
                         amount: value,
-                        to,
+                        to: Destination::Ethereum(to),
                     });
                 }
                 if let Some((recipient, amount)) = erc20_transfer(input, value)? {
@@ -189,7 +227,7 @@ impl Action {
                             token: to,
                         },
                         amount,
-                        to: recipient,
+                        to: Destination::Ethereum(recipient),
                     });
                 }
                 Action::ContractCall {
@@ -205,31 +243,42 @@ impl Action {
     /// Its kind.
     pub fn kind(&self) -> ActionKind {
         match self {
-            Action::Transfer { .. } => ActionKind::Transfer,
+            Action::Transfer { .. } | Action::BitcoinTransfer { .. } => ActionKind::Transfer,
             Action::ContractCall { .. } => ActionKind::ContractCall,
             Action::ContractCreation { .. } => ActionKind::ContractCreation,
             Action::Message { .. } => ActionKind::Message,
+            Action::RawMessage { .. } => ActionKind::RawMessage,
         }
     }
 
-    /// The chain a transaction is for (`None` for a message).
+    /// The EVM chain a transaction is for (`None` for messages and other chains).
     pub fn chain_id(&self) -> Option<u64> {
         match self {
-            Action::Transfer { asset, .. } => Some(match asset {
-                Asset::Native { chain_id } | Asset::Erc20 { chain_id, .. } => *chain_id,
-            }),
+            Action::Transfer { asset, .. } => match asset {
+                Asset::Native { chain_id } | Asset::Erc20 { chain_id, .. } => Some(*chain_id),
+                Asset::Bitcoin { .. } | Asset::Sol => None,
+            },
             Action::ContractCall { chain_id, .. } | Action::ContractCreation { chain_id, .. } => {
                 Some(*chain_id)
             }
-            Action::Message { .. } => None,
+            Action::BitcoinTransfer { .. } | Action::Message { .. } | Action::RawMessage { .. } => {
+                None
+            }
         }
     }
 
-    /// The address value goes to or is called, if any.
-    pub fn destination(&self) -> Option<Address> {
+    /// Every destination value goes to or that is called (for Bitcoin: every output but the
+    /// change), in order.
+    pub fn destinations(&self) -> Vec<Destination> {
         match self {
-            Action::Transfer { to, .. } | Action::ContractCall { to, .. } => Some(*to),
-            Action::ContractCreation { .. } | Action::Message { .. } => None,
+            Action::Transfer { to, .. } => vec![to.clone()],
+            Action::ContractCall { to, .. } => vec![Destination::Ethereum(*to)],
+            Action::BitcoinTransfer { payments, .. } => {
+                payments.iter().map(|(to, _)| to.clone()).collect()
+            }
+            Action::ContractCreation { .. }
+            | Action::Message { .. }
+            | Action::RawMessage { .. } => Vec::new(),
         }
     }
 
@@ -239,6 +288,14 @@ impl Action {
     pub fn spend(&self) -> Option<(Asset, U256)> {
         match self {
             Action::Transfer { asset, amount, .. } => Some((*asset, *amount)),
+            Action::BitcoinTransfer {
+                network, payments, ..
+            } => Some((
+                Asset::Bitcoin { network: *network },
+                payments
+                    .iter()
+                    .fold(U256::ZERO, |sum, (_, amount)| sum.saturating_add(*amount)),
+            )),
             Action::ContractCall {
                 chain_id, value, ..
             }
@@ -248,7 +305,7 @@ impl Action {
                 },
                 *value,
             )),
-            Action::Message { .. } => None,
+            Action::Message { .. } | Action::RawMessage { .. } => None,
         }
     }
 }
@@ -256,8 +313,28 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Action::Transfer {
+                asset: Asset::Sol,
+                amount,
+                to,
+            } => write!(f, "transfer of {amount} lamports (sol) to {to}"),
             Action::Transfer { asset, amount, to } => {
-                write!(f, "transfer of {amount} {asset} to {}", checksummed(to))
+                write!(f, "transfer of {amount} {asset} to {to}")
+            }
+            Action::BitcoinTransfer {
+                network,
+                payments,
+                change,
+            } => {
+                write!(f, "bitcoin transaction on {network} paying")?;
+                for (i, (to, amount)) in payments.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "," };
+                    write!(f, "{sep} {amount} sat to {to}")?;
+                }
+                if payments.is_empty() {
+                    f.write_str(" nobody")?;
+                }
+                write!(f, " ({change} sat change)")
             }
             Action::ContractCall {
                 chain_id,
@@ -275,6 +352,7 @@ impl fmt::Display for Action {
                 write!(f, "contract creation on chain {chain_id} with {value} wei")
             }
             Action::Message { len } => write!(f, "personal_sign message of {len} bytes"),
+            Action::RawMessage { len } => write!(f, "raw Ed25519 message of {len} bytes"),
         }
     }
 }
@@ -338,6 +416,10 @@ mod tests {
                 chain_id: 137,
                 token,
             },
+            Asset::Bitcoin {
+                network: BitcoinNetwork::Regtest,
+            },
+            Asset::Sol,
         ] {
             assert_eq!(asset.to_string().parse::<Asset>().unwrap(), asset);
         }
@@ -351,6 +433,8 @@ mod tests {
             "eth:-1",
             "eth:1x",
             "btc:1",
+            "btc:",
+            "sol:1",
             "erc20:1",
             "erc20:1:0x12",
         ] {

@@ -3,6 +3,8 @@
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
+use tessera_chain::bitcoin::BitcoinNetwork;
+use tessera_chain::Chain;
 use tessera_wire::PartyId;
 
 use super::super::extract::{non_empty, parse_param, ApiPath, ApiQuery};
@@ -34,7 +36,7 @@ pub(super) async fn create(
     tracing::info!(key = %body.name, by = %auth.caller.name, "key generation requested");
     let key = state
         .coordinator()
-        .create_key(&body.name, committee, body.threshold)
+        .create_key(&body.name, committee, body.threshold, body.kind)
         .await?;
     Ok(Json(key.into()))
 }
@@ -137,9 +139,12 @@ pub(super) async fn get(
 #[serde(deny_unknown_fields)]
 pub(super) struct AddressQuery {
     path: Option<String>,
+    chain: Option<String>,
+    network: Option<String>,
 }
 
-/// `GET /v1/keys/{key}/address?path=0/7`.
+/// `GET /v1/keys/{key}/address?path=0/7&chain=bitcoin&network=regtest` (chain: the key's
+/// default; network: mainnet).
 pub(super) async fn address(
     State(state): State<ApiState>,
     ApiPath(key): ApiPath<String>,
@@ -149,7 +154,19 @@ pub(super) async fn address(
         Some(text) => parse_param("path", &text)?,
         None => DerivationPath::default(),
     };
+    let chain: Option<Chain> = match non_empty(query.chain) {
+        Some(text) => Some(parse_param("chain", &text)?),
+        None => None,
+    };
+    let network: BitcoinNetwork = match non_empty(query.network) {
+        Some(text) => parse_param("network", &text)?,
+        None => BitcoinNetwork::Mainnet,
+    };
     Ok(Json(
-        state.coordinator().key_address(&key, &path.0).await?.into(),
+        state
+            .coordinator()
+            .key_address(&key, &path.0, chain, network)
+            .await?
+            .into(),
     ))
 }

@@ -1,0 +1,319 @@
+//! Taproot and Ed25519 keys through the coordinator (issue 17): keys of each kind generated on
+//! a ready committee, their addresses, PSBTs and Solana transfers submitted, approved, signed
+//! by the nodes, finalized into network transactions that Bitcoin Core's script interpreter
+//! and ed25519-dalek accept; a PSBT mixing two keys' inputs carried from one request to the
+//! next; and what the coordinator refuses before anyone approves.
+
+use crate::on_both_backends;
+use crate::service_support;
+
+use bitcoin::hashes::Hash;
+use bitcoin::psbt::Psbt as RawPsbt;
+use bitcoin::{
+    absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
+    TxIn, TxOut, Txid, Witness,
+};
+use service_support::*;
+use tessera_chain::bitcoin::{p2tr_script, p2wpkh_script, BitcoinNetwork};
+use tessera_chain::solana::Transfer;
+use tessera_chain::Chain;
+use tessera_coordinator::service::{Coordinator, ServiceError, Submit};
+use tessera_coordinator::store::RequestState;
+use tessera_policy::Payload;
+use tessera_wire::{KeyKind, RequestId};
+
+on_both_backends!(
+    taproot_and_ed25519_keys_sign_psbts_and_solana_transfers,
+    a_psbt_of_two_keys_goes_from_one_request_to_the_next,
+);
+
+const NET: BitcoinNetwork = BitcoinNetwork::Regtest;
+
+fn submit(key: &str, path: Vec<u32>, payload: Payload) -> Submit {
+    Submit {
+        id: RequestId::random(),
+        key: key.to_owned(),
+        path,
+        payload,
+        lifetime_secs: None,
+    }
+}
+
+/// A PSBT spending `inputs` (script, sat), paying 70 000 sat away and all but a 1 000 sat fee
+/// back to `change`.
+fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8]) -> (String, Vec<TxOut>) {
+    let total: u64 = inputs.iter().map(|(_, v)| v).sum();
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: (1..=inputs.len() as u8)
+            .map(|n| TxIn {
+                previous_output: OutPoint {
+                    txid: Txid::from_byte_array([n; 32]),
+                    vout: 0,
+                },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            })
+            .collect(),
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(70_000),
+                script_pubkey: ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array(
+                    [7; 20],
+                )),
+            },
+            TxOut {
+                value: Amount::from_sat(total - 71_000),
+                script_pubkey: ScriptBuf::from_bytes(change.to_vec()),
+            },
+        ],
+    };
+    let mut raw = RawPsbt::from_unsigned_tx(tx).unwrap();
+    let spent: Vec<TxOut> = inputs
+        .iter()
+        .map(|(script, value)| TxOut {
+            value: Amount::from_sat(*value),
+            script_pubkey: ScriptBuf::from_bytes(script.clone()),
+        })
+        .collect();
+    for (input, utxo) in raw.inputs.iter_mut().zip(&spent) {
+        input.witness_utxo = Some(utxo.clone());
+    }
+    (raw.to_string(), spent)
+}
+
+/// Bitcoin Core's script interpreter: `raw` spends each of `spent`.
+fn consensus_verifies(raw: &[u8], spent: &[TxOut]) {
+    let utxos: Vec<bitcoinconsensus::Utxo> = spent
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    for (index, out) in spent.iter().enumerate() {
+        bitcoinconsensus::verify(
+            out.script_pubkey.as_bytes(),
+            out.value.to_sat(),
+            raw,
+            Some(&utxos),
+            index,
+        )
+        .unwrap_or_else(|e| panic!("input {index} does not spend its output: {e:?}"));
+    }
+}
+
+/// Submits `payload` for `key` at `path` as olivia, signs it as its submitter, has ana and
+/// ben approve it, and returns the request's result once signed.
+async fn sign(
+    c: &Coordinator,
+    cluster: &Cluster,
+    key: &str,
+    path: Vec<u32>,
+    payload: Payload,
+) -> Vec<u8> {
+    let view = c
+        .submit("olivia", submit(key, path, payload))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.sign_as_submitter("olivia", view.id, cluster.approval("olivia", &view))
+        .await
+        .unwrap();
+    for approver in ["ana", "ben"] {
+        c.approve(approver, view.id, cluster.approval(approver, &view))
+            .await
+            .unwrap();
+    }
+    let signed = wait_for(c, view.id, RequestState::Signed).await;
+    hex::decode(signed.result.expect("a signed request has a result")).unwrap()
+}
+
+/// The public key of `key` at `path` as `chain` sees it.
+async fn chain_key(c: &Coordinator, key: &str, path: &[u32], chain: Chain) -> Vec<u8> {
+    let address = c.key_address(key, path, Some(chain), NET).await.unwrap();
+    hex::decode(address.public_key).unwrap()
+}
+
+#[track_caller]
+fn assert_invalid(result: Result<impl std::fmt::Debug, ServiceError>, says: &str) {
+    match result {
+        Err(e @ ServiceError::Invalid(_)) => {
+            assert!(e.to_string().contains(says), "{e}; expected {says:?}")
+        }
+        other => panic!("expected Invalid ({says}), got {other:?}"),
+    }
+}
+
+async fn taproot_and_ed25519_keys_sign_psbts_and_solana_transfers(db: &Db) {
+    let cluster = Cluster::start().await;
+    let c = coordinator(db, &cluster, cluster.control(), settings()).await;
+    c.register_committee_ready(vec![P1, P2, P3]).await.unwrap();
+    let btc = c
+        .create_key("btc", vec![P1, P2, P3], 2, KeyKind::Taproot)
+        .await
+        .unwrap();
+    let sol = c
+        .create_key("sol", vec![P1, P2, P3], 2, KeyKind::Ed25519)
+        .await
+        .unwrap();
+    assert_eq!((btc.kind, sol.kind), (KeyKind::Taproot, KeyKind::Ed25519));
+    assert!(
+        btc.address.as_deref().unwrap().starts_with("bc1p"),
+        "{btc:?}"
+    );
+    // The same name for another kind is another key.
+    assert!(matches!(
+        c.create_key("btc", vec![P1, P2, P3], 2, KeyKind::Ed25519)
+            .await,
+        Err(ServiceError::Conflict(_))
+    ));
+
+    // Addresses: on the key's chains only.
+    let regtest = c
+        .key_address("btc", &[0, 1], Some(Chain::Bitcoin), NET)
+        .await
+        .unwrap();
+    assert!(regtest.address.starts_with("bcrt1p"), "{regtest:?}");
+    let solana = c.key_address("sol", &[], None, NET).await.unwrap();
+    assert_eq!(Some(solana.address.clone()), sol.address);
+    assert_invalid(
+        c.key_address("sol", &[], Some(Chain::Ethereum), NET).await,
+        "has no ethereum address",
+    );
+    assert_invalid(
+        c.key_address("btc", &[], Some(Chain::Solana), NET).await,
+        "has no solana address",
+    );
+
+    // A Taproot key at a child path spends two of its outputs: one signature each, the
+    // network transaction assembled and valid by consensus rules.
+    let output_key = chain_key(&c, "btc", &[0, 1], Chain::Bitcoin).await;
+    let own = p2tr_script(&output_key).unwrap();
+    let (text, spent) = psbt(&[(own.clone(), 60_000), (own.clone(), 40_000)], &own);
+    let payload = Payload::BitcoinPsbt {
+        network: NET,
+        psbt: text.clone(),
+        signer: output_key.clone(),
+    };
+    let tx = sign(&c, &cluster, "btc", vec![0, 1], payload).await;
+    consensus_verifies(&tx, &spent);
+
+    // An Ed25519 key signs a Solana transfer from its address.
+    let from: [u8; 32] = chain_key(&c, "sol", &[], Chain::Solana)
+        .await
+        .try_into()
+        .unwrap();
+    let message = Transfer {
+        from,
+        to: [5; 32],
+        lamports: 1_000_000,
+        recent_blockhash: [6; 32],
+    }
+    .build();
+    let tx = sign(
+        &c,
+        &cluster,
+        "sol",
+        vec![],
+        Payload::SolanaTransfer {
+            message: message.clone(),
+        },
+    )
+    .await;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&from).unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&tx[1..65]).unwrap();
+    key.verify_strict(&tx[65..], &signature)
+        .expect("the Solana transaction is signed by the key");
+    assert_eq!(&tx[65..], &message[..]);
+
+    // Refused at submission, before anyone approves: another kind, another signer, another
+    // path's key.
+    let payload = |signer: &[u8]| Payload::BitcoinPsbt {
+        network: NET,
+        psbt: text.clone(),
+        signer: signer.to_vec(),
+    };
+    assert_invalid(
+        c.submit("olivia", submit("sol", vec![], payload(&output_key)))
+            .await,
+        "is of kind ed25519 and this payload asks for taproot signatures",
+    );
+    assert_invalid(
+        c.submit("olivia", submit("btc", vec![], payload(&output_key)))
+            .await,
+        "the payload's signer is",
+    );
+    assert_invalid(
+        c.submit(
+            "olivia",
+            submit("sol", vec![], Payload::Message { bytes: vec![1] }),
+        )
+        .await,
+        "asks for ecdsa signatures",
+    );
+    // Refresh and resharing are for ECDSA keys so far.
+    let refresh = tessera_coordinator::service::ProposeKeyChange {
+        id: tessera_coordinator::store::ProposalId::random(),
+        key: "btc".into(),
+        operation: tessera_policy::KeyOperation::Refresh,
+        lifetime_secs: None,
+    };
+    assert_invalid(
+        c.propose_key_change("ada", refresh).await,
+        "refresh and resharing run for ECDSA keys only",
+    );
+    c.shutdown().await;
+}
+
+async fn a_psbt_of_two_keys_goes_from_one_request_to_the_next(db: &Db) {
+    let cluster = Cluster::start().await;
+    let c = coordinator(db, &cluster, cluster.control(), settings()).await;
+    let ecdsa = fixture_key(&c, "hot").await;
+    c.create_key("tap", vec![P1, P2, P3], 2, KeyKind::Taproot)
+        .await
+        .unwrap();
+    let compressed = chain_key(&c, &ecdsa, &[], Chain::Bitcoin).await;
+    let output_key = chain_key(&c, "tap", &[], Chain::Bitcoin).await;
+    let wpkh = p2wpkh_script(&compressed).unwrap();
+    let (text, spent) = psbt(
+        &[
+            (wpkh.clone(), 50_000),
+            (p2tr_script(&output_key).unwrap(), 30_000),
+        ],
+        &wpkh,
+    );
+    // The ECDSA key signs its P2WPKH input: the answer is the PSBT with that input final.
+    let partial = sign(
+        &c,
+        &cluster,
+        &ecdsa,
+        vec![],
+        Payload::BitcoinPsbt {
+            network: NET,
+            psbt: text,
+            signer: compressed,
+        },
+    )
+    .await;
+    let partial = String::from_utf8(partial).expect("a PSBT, base64");
+    assert!(partial.starts_with("cHNidP"), "{partial}");
+    // The Taproot key signs its input of that PSBT: every input is final, the transaction
+    // is assembled.
+    let tx = sign(
+        &c,
+        &cluster,
+        "tap",
+        vec![],
+        Payload::BitcoinPsbt {
+            network: NET,
+            psbt: partial,
+            signer: output_key,
+        },
+    )
+    .await;
+    consensus_verifies(&tx, &spent);
+    c.shutdown().await;
+}
