@@ -25,6 +25,7 @@ use tessera_wire::{KeyKind, RequestId};
 on_both_backends!(
     taproot_and_ed25519_keys_sign_psbts_and_solana_transfers,
     a_psbt_of_two_keys_goes_from_one_request_to_the_next,
+    frost_keys_sign_online_from_nonces_the_pool_committed,
 );
 
 const NET: BitcoinNetwork = BitcoinNetwork::Regtest;
@@ -115,6 +116,17 @@ async fn sign(
     path: Vec<u32>,
     payload: Payload,
 ) -> Vec<u8> {
+    sign_request(c, cluster, key, path, payload).await.1
+}
+
+/// As [`sign`], with the request's id.
+async fn sign_request(
+    c: &Coordinator,
+    cluster: &Cluster,
+    key: &str,
+    path: Vec<u32>,
+    payload: Payload,
+) -> (RequestId, Vec<u8>) {
     let view = c
         .submit("olivia", submit(key, path, payload))
         .await
@@ -128,7 +140,8 @@ async fn sign(
             .unwrap();
     }
     let signed = wait_for(c, view.id, RequestState::Signed).await;
-    hex::decode(signed.result.expect("a signed request has a result")).unwrap()
+    let result = hex::decode(signed.result.expect("a signed request has a result")).unwrap();
+    (view.id, result)
 }
 
 /// The public key of `key` at `path` as `chain` sees it.
@@ -315,5 +328,69 @@ async fn a_psbt_of_two_keys_goes_from_one_request_to_the_next(db: &Db) {
     )
     .await;
     consensus_verifies(&tx, &spent);
+    c.shutdown().await;
+}
+
+async fn frost_keys_sign_online_from_nonces_the_pool_committed(db: &Db) {
+    let cluster = Cluster::start().await;
+    let settings = tessera_coordinator::service::CoordinatorSettings {
+        presignature_pool_target: 1,
+        presignature_refill_interval: std::time::Duration::from_millis(200),
+        ..settings()
+    };
+    let c = coordinator(db, &cluster, cluster.control(), settings).await;
+    c.register_committee_ready(vec![P1, P2, P3]).await.unwrap();
+    for (name, kind) in [("tap", KeyKind::Taproot), ("sol", KeyKind::Ed25519)] {
+        c.create_key(name, vec![P1, P2, P3], 2, kind).await.unwrap();
+        wait_for_presignature(&c, name).await;
+    }
+    // A Solana transfer from a child key signs in one round from committed nonces.
+    let path = vec![0, 2];
+    let from: [u8; 32] = chain_key(&c, "sol", &path, Chain::Solana)
+        .await
+        .try_into()
+        .unwrap();
+    let message = Transfer {
+        from,
+        to: [5; 32],
+        lamports: 7,
+        recent_blockhash: [6; 32],
+    }
+    .build();
+    let (id, tx) = sign_request(
+        &c,
+        &cluster,
+        "sol",
+        path,
+        Payload::SolanaTransfer { message },
+    )
+    .await;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&from).unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&tx[1..65]).unwrap();
+    key.verify_strict(&tx[65..], &signature).unwrap();
+    let sessions = c
+        .store()
+        .sessions_for(tessera_coordinator::store::SessionSubject::Request(id))
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].operation, "online_sign");
+    // So does a Taproot key-path spend of one input.
+    let output_key = chain_key(&c, "tap", &[], Chain::Bitcoin).await;
+    let own = p2tr_script(&output_key).unwrap();
+    let (text, spent) = psbt(&[(own.clone(), 90_000)], &own);
+    let payload = Payload::BitcoinPsbt {
+        network: NET,
+        psbt: text,
+        signer: output_key,
+    };
+    let (id, tx) = sign_request(&c, &cluster, "tap", vec![], payload).await;
+    consensus_verifies(&tx, &spent);
+    let sessions = c
+        .store()
+        .sessions_for(tessera_coordinator::store::SessionSubject::Request(id))
+        .await
+        .unwrap();
+    assert_eq!(sessions[0].operation, "online_sign");
     c.shutdown().await;
 }

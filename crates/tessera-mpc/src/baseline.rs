@@ -1,4 +1,5 @@
-//! The raw library, in one process, with no transport: the baseline `tessera bench` measures
+//! The raw libraries (`cggmp24` for ECDSA, `givre` for FROST), in one process, with no
+//! transport: the baseline `tessera bench` measures
 //! Tessera's overhead against. Parties exchange messages over `round_based`'s simulated
 //! network; each party runs on its own blocking thread, as in [`crate::protocols`], so both
 //! sides get the same parallelism. Not for production: nothing here is authenticated.
@@ -10,6 +11,7 @@ use cggmp24::{ExecutionId, PartialSignature};
 use rand_core::{OsRng, RngCore};
 use round_based::sim::async_env::Network;
 
+use crate::frost::{self, FrostCommitments, FrostKeyShare, FrostNonces, Scheme};
 use crate::protocols::{AuxMsg, KeygenMsg, SignMsg};
 use crate::{
     verify_signature, AuxInfo, Curve, IncompleteKeyShare, KeyShare, MpcError, Presignature,
@@ -166,4 +168,99 @@ fn check(share: &KeyShare, input: &SigningInput, signature: &Signature) -> Resul
     } else {
         Err(MpcError::SignatureInvalid)
     }
+}
+
+/// FROST key generation of scheme `C`, `t`-of-`n`, HD on, reliable broadcast on (as Tessera
+/// runs it for Taproot and Ed25519 keys).
+pub async fn frost_keygen<C: Scheme>(n: u16, t: u16) -> Result<Vec<FrostKeyShare<C>>, MpcError> {
+    let eid = fresh_execution_id();
+    let mut net = Network::<frost::KeygenMsg<C>>::new();
+    let parties = (0..n)
+        .map(|i| {
+            let party = net.add_party();
+            async move {
+                cggmp24_keygen::keygen::<C::Curve>(cggmp24_keygen::ExecutionId::new(&eid), i, n)
+                    .set_threshold(t)
+                    .hd_wallet(true)
+                    .enforce_reliable_broadcast(true)
+                    .start(&mut OsRng, party)
+                    .await
+            }
+        })
+        .collect();
+    run_parties(parties).await
+}
+
+/// FROST full signing of `message` (the sighash for Taproot) with the master key by
+/// `signers` (key-generation indices; exactly the threshold), checked like Tessera's.
+pub async fn frost_sign<C: Scheme>(
+    shares: &[FrostKeyShare<C>],
+    signers: &[u16],
+    message: &[u8],
+) -> Result<Vec<u8>, MpcError> {
+    let mut net = Network::<frost::SignMsg<C>>::new();
+    let parties = signers
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let party = net.add_party();
+            let share = shares[usize::from(s)].clone();
+            let (signers, message) = (signers.to_vec(), message.to_vec());
+            async move {
+                let mut builder = givre::signing::<C>(i as u16, &share, &signers, &message);
+                if C::IS_TAPROOT {
+                    builder = builder
+                        .set_taproot_tweak(None)
+                        .map_err(|e| format!("{e:?}"))?;
+                }
+                builder
+                    .sign(&mut OsRng, party)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            }
+        })
+        .collect();
+    let signature = run_parties(parties).await?.remove(0);
+    let key = frost::verifying_key::<C>(&shares[0], &[])?;
+    signature
+        .verify(&key, message)
+        .map_err(|_| MpcError::SignatureInvalid)?;
+    let mut bytes = vec![0u8; givre::signing::aggregate::Signature::<C>::serialized_len()];
+    signature.write_to_slice(&mut bytes);
+    Ok(bytes)
+}
+
+/// Each of `signers` (key-generation indices) commits to nonces for one future signing.
+pub fn frost_commit_all<C: Scheme>(
+    shares: &[FrostKeyShare<C>],
+    signers: &[u16],
+) -> Vec<(FrostNonces<C>, FrostCommitments<C>)> {
+    signers
+        .iter()
+        .map(|&s| frost::frost_commit::<C>(&shares[usize::from(s)]))
+        .collect()
+}
+
+/// One-round FROST signing of `message` with the master key from nonces `committed` ahead of
+/// time by `signers` ([`frost_commit_all`]): every signer's share, aggregated, checked.
+pub fn frost_online_sign<C: Scheme>(
+    shares: &[FrostKeyShare<C>],
+    signers: &[u16],
+    committed: Vec<(FrostNonces<C>, FrostCommitments<C>)>,
+    message: &[u8],
+) -> Result<Vec<u8>, MpcError> {
+    let listed: Vec<(u16, FrostCommitments<C>)> = signers
+        .iter()
+        .zip(&committed)
+        .map(|(&s, (_, c))| (s, *c))
+        .collect();
+    let fail = |detail: String| aborted(detail);
+    let mut with_shares = Vec::with_capacity(signers.len());
+    for (&s, (nonces, commitments)) in signers.iter().zip(committed) {
+        let share = &shares[usize::from(s)];
+        let sig_share = frost::signature_share::<C>(share, nonces, message, &listed, &[], &fail)?;
+        with_shares.push((s, commitments, sig_share));
+    }
+    let key = frost::verifying_key::<C>(&shares[0], &[])?;
+    frost::aggregate::<C>(&shares[0], &with_shares, message, &[], &key, &fail)
 }

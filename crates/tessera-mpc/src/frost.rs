@@ -35,14 +35,14 @@ pub type FrostNonces<C> = givre::signing::round1::SecretNonces<<C as Ciphersuite
 pub type FrostCommitments<C> = givre::signing::round1::PublicCommitments<<C as Ciphersuite>::Curve>;
 type SigShare<C> = givre::signing::round2::SigShare<<C as Ciphersuite>::Curve>;
 
-type KeygenMsg<C> = cggmp24_keygen::msg::threshold::Msg<
+pub(crate) type KeygenMsg<C> = cggmp24_keygen::msg::threshold::Msg<
     <C as Ciphersuite>::Curve,
     cggmp24_keygen::security_level::SecurityLevel128,
     Sha256,
 >;
-type SignMsg<C> = givre::signing::full_signing::Msg<<C as Ciphersuite>::Curve>;
+pub(crate) type SignMsg<C> = givre::signing::full_signing::Msg<<C as Ciphersuite>::Curve>;
 /// A public key as FROST verifies against it: non-zero and normalized for the scheme.
-type VerifyingKey<C> = NormalizedPoint<C, NonZero<Point<<C as Ciphersuite>::Curve>>>;
+pub(crate) type VerifyingKey<C> = NormalizedPoint<C, NonZero<Point<<C as Ciphersuite>::Curve>>>;
 
 /// A FROST scheme Tessera signs with: Ed25519 or BIP-340 (Taproot).
 pub trait Scheme: Ciphersuite + Send + Sync + 'static {
@@ -151,7 +151,7 @@ fn chain_form<C: Scheme>(point: Point<C::Curve>) -> Result<VerifyingKey<C>, MpcE
 }
 
 /// The normalized (child, tweaked) public key signatures are checked against.
-fn verifying_key<C: Scheme>(
+pub(crate) fn verifying_key<C: Scheme>(
     share: &FrostKeyShare<C>,
     path: &[u32],
 ) -> Result<VerifyingKey<C>, MpcError> {
@@ -231,6 +231,45 @@ pub async fn frost_sign<C: Scheme>(
     Ok(bytes)
 }
 
+/// One signer's part of a future one-round signing, as a commit session made it: its secret
+/// nonces and every signer's public commitments, in the signers' order. Stored until used,
+/// and used at most once ([`crate::FrostNonceStore`]).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
+pub struct StoredFrostNonces<C: Scheme> {
+    /// This signer's nonces (secret).
+    pub nonces: FrostNonces<C>,
+    /// Every signer's commitments, in the order of `signers`.
+    pub commitments: Vec<FrostCommitments<C>>,
+    /// The signers, in the commit session's order: the online signing session must have
+    /// exactly these parties, in this order.
+    pub signers: Vec<PartyId>,
+}
+
+/// A commit session of the session's parties (exactly the key's threshold): each makes fresh
+/// nonces for one future signing, keeps them, and sends the commitments to the others as a
+/// signed broadcast. Returns this party's nonces with everyone's commitments, to be stored
+/// until one online signing ([`frost_online_sign`]) uses them.
+pub async fn frost_commit_session<C: Scheme>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    committee: &[PartyId],
+    share: &FrostKeyShare<C>,
+    config: &MpcConfig,
+) -> Result<StoredFrostNonces<C>, MpcError> {
+    expect_protocol(spec, Protocol::FROST_COMMIT)?;
+    let me = net.party();
+    signers::<C>(spec, committee, share, me)?;
+    let (nonces, mine) = frost_commit::<C>(share);
+    let all =
+        crate::online::exchange_one_round(&net, spec, &mine, "nonce commitment", config).await?;
+    Ok(StoredFrostNonces {
+        nonces,
+        commitments: spec.parties.iter().map(|p| all[p]).collect(),
+        signers: spec.parties.clone(),
+    })
+}
+
 /// Fresh nonces for one future signing with `share`, and their public commitments. Keep the
 /// nonces secret and take them out of storage durably before they are used, once.
 pub fn frost_commit<C: Scheme>(share: &FrostKeyShare<C>) -> (FrostNonces<C>, FrostCommitments<C>) {
@@ -284,16 +323,7 @@ pub async fn frost_online_sign<C: Scheme>(
         session: spec.session,
         detail,
     };
-    let mut options =
-        givre::signing::round2::SigningOptions::<C>::new(share, nonces, message, &listed)
-            .set_derivation_path(path.iter().copied())
-            .map_err(|e| MpcError::InvalidPath(format!("{path:?}: {e:?}")))?;
-    if C::IS_TAPROOT {
-        options = options
-            .set_taproot_tweak(None)
-            .map_err(|e| aborted(format!("{e:?}")))?;
-    }
-    let mine: SigShare<C> = options.sign().map_err(|e| aborted(format!("{e:?}")))?;
+    let mine = signature_share::<C>(share, nonces, message, &listed, path, &aborted)?;
     let shares =
         crate::online::exchange_one_round(&net, spec, &mine, "signature share", config).await?;
     let with_shares: Vec<(u16, FrostCommitments<C>, SigShare<C>)> = spec
@@ -302,13 +332,45 @@ pub async fn frost_online_sign<C: Scheme>(
         .zip(&listed)
         .map(|(p, (index, commitment))| (*index, *commitment, shares[p]))
         .collect();
-    let mut aggregate = givre::signing::aggregate::AggregateOptions::<C>::new(
-        share.as_ref(),
-        &with_shares,
-        message,
-    )
-    .set_derivation_path(path.iter().copied())
-    .map_err(|e| MpcError::InvalidPath(format!("{path:?}: {e:?}")))?;
+    aggregate::<C>(share, &with_shares, message, path, &key, &aborted)
+}
+
+/// This signer's share of the signature of `message` with the child key at `path`, from its
+/// nonces and every signer's commitments (`listed`: key-generation index and commitments).
+pub(crate) fn signature_share<C: Scheme>(
+    share: &FrostKeyShare<C>,
+    nonces: FrostNonces<C>,
+    message: &[u8],
+    listed: &[(u16, FrostCommitments<C>)],
+    path: &[u32],
+    aborted: &dyn Fn(String) -> MpcError,
+) -> Result<SigShare<C>, MpcError> {
+    let mut options =
+        givre::signing::round2::SigningOptions::<C>::new(share, nonces, message, listed)
+            .set_derivation_path(path.iter().copied())
+            .map_err(|e| MpcError::InvalidPath(format!("{path:?}: {e:?}")))?;
+    if C::IS_TAPROOT {
+        options = options
+            .set_taproot_tweak(None)
+            .map_err(|e| aborted(format!("{e:?}")))?;
+    }
+    options.sign().map_err(|e| aborted(format!("{e:?}")))
+}
+
+/// The signature the signers' shares make, checked against `key` (the child, tweaked public
+/// key), as 64 bytes.
+pub(crate) fn aggregate<C: Scheme>(
+    share: &FrostKeyShare<C>,
+    with_shares: &[(u16, FrostCommitments<C>, SigShare<C>)],
+    message: &[u8],
+    path: &[u32],
+    key: &VerifyingKey<C>,
+    aborted: &dyn Fn(String) -> MpcError,
+) -> Result<Vec<u8>, MpcError> {
+    let mut aggregate =
+        givre::signing::aggregate::AggregateOptions::<C>::new(share.as_ref(), with_shares, message)
+            .set_derivation_path(path.iter().copied())
+            .map_err(|e| MpcError::InvalidPath(format!("{path:?}: {e:?}")))?;
     if C::IS_TAPROOT {
         aggregate = aggregate
             .set_taproot_tweak(None)
@@ -318,7 +380,7 @@ pub async fn frost_online_sign<C: Scheme>(
         .aggregate()
         .map_err(|e| aborted(format!("the signature shares do not aggregate: {e:?}")))?;
     signature
-        .verify(&key, message)
+        .verify(key, message)
         .map_err(|_| MpcError::SignatureInvalid)?;
     let mut bytes = vec![0u8; givre::signing::aggregate::Signature::<C>::serialized_len()];
     signature.write_to_slice(&mut bytes);

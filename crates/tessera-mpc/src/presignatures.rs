@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tessera_store::{RecordName, SecretStore, StoreError};
 use tessera_wire::{KeyId, PartyId, SessionId};
 
-use crate::frost::{FrostNonces, Scheme};
+use crate::frost::{Scheme, StoredFrostNonces};
 use crate::{Curve, Presignature, PresignaturePublicData};
 
 /// Why a single-use item (a presignature, FROST nonces) could not be stored or taken.
@@ -170,14 +170,14 @@ impl SingleUse for Presignatures {
 impl<C: Scheme> SingleUse for FrostNonceItems<C> {
     const PREFIX: &'static str = "frost-nonce";
     const NOUN: &'static str = "FROST nonce";
-    type Item = FrostNonces<C>;
-    type Record = FrostNonces<C>;
+    type Item = StoredFrostNonces<C>;
+    type Record = StoredFrostNonces<C>;
 
-    fn to_record(item: &FrostNonces<C>) -> FrostNonces<C> {
+    fn to_record(item: &StoredFrostNonces<C>) -> StoredFrostNonces<C> {
         item.clone()
     }
 
-    fn from_record(record: FrostNonces<C>) -> FrostNonces<C> {
+    fn from_record(record: StoredFrostNonces<C>) -> StoredFrostNonces<C> {
         record
     }
 }
@@ -192,6 +192,15 @@ struct Record<R> {
     #[serde(default)]
     created_at: u64,
     /// When it expires (Unix seconds); 0 (expired) in records from before expiry existed.
+    #[serde(default)]
+    expires_at: u64,
+}
+
+/// The times of a stored item, read without the item.
+#[derive(Deserialize)]
+struct Times {
+    #[serde(default)]
+    created_at: u64,
     #[serde(default)]
     expires_at: u64,
 }
@@ -383,9 +392,8 @@ impl<S: SecretStore, K: SingleUse> SingleUseStore<S, K> {
         let (fresh, used) = (self.prefix(), self.consumed_prefix());
         for name in self.store.list()? {
             if name.as_str().starts_with(&fresh) {
-                let Ok(record) =
-                    serde_json::from_slice::<Record<K::Record>>(&self.store.get(&name)?)
-                else {
+                // Only the times are read: an item of any kind is swept alike.
+                let Ok(record) = serde_json::from_slice::<Times>(&self.store.get(&name)?) else {
                     continue;
                 };
                 let expires_at = record

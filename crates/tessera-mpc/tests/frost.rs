@@ -379,21 +379,39 @@ async fn frost_nonces_are_stored_durably_and_used_at_most_once() {
             FrostNonceStore::new(Arc::new(store), key)
         })
         .collect();
-    // Each signer commits ahead of time and keeps its nonces; the commitments are public.
+    // The signers commit ahead of time in a commit session over their secure transports:
+    // each keeps its nonces and everyone's (public) commitments.
+    let signers = [PartyId(1), PartyId(2)];
+    let s = spec(Protocol::FROST_COMMIT, &signers);
+    let committee = [PartyId(1), PartyId(2), PartyId(3)];
+    let made = futures::future::join_all(signers.iter().map(|p| {
+        let (net, s, share) = (nodes[idx(*p)].clone(), s.clone(), shares[idx(*p)].clone());
+        async move {
+            tessera_mpc::frost::frost_commit_session::<Ed25519>(
+                net,
+                &s,
+                &committee,
+                &share,
+                &MpcConfig::default(),
+            )
+            .await
+            .expect("commit session")
+        }
+    }))
+    .await;
+    let commitments = made[0].commitments.clone();
+    assert_eq!(made[1].commitments, commitments, "both hold everyone's");
+    assert_eq!(made[0].signers, signers);
     let id = SessionId::random();
-    let mut commitments = Vec::new();
-    for (store, share) in stores.iter().zip(&shares) {
-        let (nonces, commitment) = frost_commit::<Ed25519>(share);
-        store.put(id, &nonces, NOW, LIFETIME).unwrap();
-        commitments.push(commitment);
+    for (store, item) in stores.iter().zip(&made) {
+        store.put(id, item, NOW, LIFETIME).unwrap();
     }
     assert_eq!(stores[0].available().unwrap(), [id]);
     // Taken (durably consumed) before use, they sign once.
     let mut taken = Vec::new();
     for store in &stores {
-        taken.push(store.take(id, NOW + 1, LIFETIME).unwrap());
+        taken.push(store.take(id, NOW + 1, LIFETIME).unwrap().nonces);
     }
-    let signers = [PartyId(1), PartyId(2)];
     let key_bytes = frost_public_key::<Ed25519>(&shares[0], &[]).unwrap();
     for result in sign_online::<Ed25519>(
         &nodes,
@@ -414,7 +432,8 @@ async fn frost_nonces_are_stored_durably_and_used_at_most_once() {
         stores[0].take(id, NOW + 2, LIFETIME),
         Err(PresignatureError::Consumed { .. })
     ));
-    let (again, _) = frost_commit::<Ed25519>(&shares[0]);
+    let mut again = made[0].clone();
+    again.nonces = frost_commit::<Ed25519>(&shares[0]).0;
     let err = stores[0].put(id, &again, NOW + 3, LIFETIME).unwrap_err();
     assert!(err.to_string().contains("FROST nonce"), "{err}");
     assert!(err.to_string().contains("already used here"), "{err}");

@@ -147,7 +147,7 @@ fn status(config: &NodeConfig) -> Result<()> {
     println!("primes:  {} set(s) ready", state.primes().len()?);
     for key in state.keys()? {
         let record = state.key_record(key)?;
-        let fresh = state.presignatures(key).available()?.len();
+        let fresh = state.online_ready(key)?.len();
         let rotations: Vec<String> = state
             .reshares(key)?
             .into_iter()

@@ -373,7 +373,7 @@ impl<S: SecretStore + Send + Sync + 'static> NodeCollector<S> {
         gauge(encoder, "tessera_node_keys", "Keys held.", keys.len())?;
         let mut fresh = Vec::with_capacity(keys.len());
         for key in keys {
-            match self.node.state().presignatures(key).available() {
+            match self.node.state().online_ready(key) {
                 Ok(available) => fresh.push(([("key", key.to_string())], available.len())),
                 Err(e) => tracing::warn!(%key, error = %e, "metrics: cannot list presignatures"),
             }
@@ -381,7 +381,7 @@ impl<S: SecretStore + Send + Sync + 'static> NodeCollector<S> {
         family(
             encoder,
             "tessera_node_presignatures_fresh",
-            "Unused presignatures per key.",
+            "Unused presignatures (ECDSA) or committed nonces (FROST) per key.",
             MetricType::Gauge,
             &fresh,
         )
@@ -626,7 +626,7 @@ impl<S: SecretStore + Send + Sync + 'static> Readiness for NodeReadiness<S> {
         }
         if self.floors.presignatures > 0 {
             for key in keys {
-                match self.node.state().presignatures(key).available() {
+                match self.node.state().online_ready(key) {
                     Ok(fresh) if fresh.len() < self.floors.presignatures => unmet.push(format!(
                         "presignatures: key {key} has {} fresh, floor {}",
                         fresh.len(),

@@ -159,17 +159,6 @@ impl LoadedKey {
             KeyMaterial::Ed25519(share) => frost::frost_public_key::<Ed25519>(share, path).ok(),
         }
     }
-
-    /// The ECDSA share, or a refusal naming what `what` needs.
-    fn ecdsa(&self, what: &str) -> Result<&KeyShare, NodeError> {
-        match &self.material {
-            KeyMaterial::Ecdsa(share) => Ok(share),
-            _ => Err(NodeError::Refused(format!(
-                "{what} is for ECDSA keys; this is a {} key",
-                self.kind()
-            ))),
-        }
-    }
 }
 
 /// One party node.
@@ -217,6 +206,19 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
             .detail("key", request.key)
             .detail("digest", hex::encode(request.request_digest())),
     }
+}
+
+/// Refuses an online signing whose parties are not the ones that committed the nonces, in
+/// their order (the nonces are consumed already: a coordinator that mixes them up loses them).
+fn check_signers(committed: &[PartyId], spec: &SessionSpec) -> Result<(), NodeError> {
+    if committed != spec.parties.as_slice() {
+        return Err(NodeError::Refused(format!(
+            "the nonces were committed by {}, not by the session's parties {}",
+            PartyId::list(committed),
+            PartyId::list(&spec.parties)
+        )));
+    }
+    Ok(())
 }
 
 /// What the ECDSA library is given for `signing`: the preimage, which it hashes itself.
@@ -635,32 +637,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 threshold,
                 kind,
             } => self.keygen(net, &spec, *key, *threshold, *kind, config).await,
-            Operation::Presign { key } => {
-                let loaded = self.load_key(*key)?;
-                let share = loaded.ecdsa("presigning")?;
-                let (presignature, public) =
-                    tessera_mpc::presign(net, &spec, &loaded.committee, share, config).await?;
-                let item = StoredPresignature {
-                    presignature,
-                    public,
-                    signers: spec.parties.clone(),
-                };
-                self.state.presignatures(*key).put(
-                    spec.session,
-                    &item,
-                    now_unix(),
-                    self.settings.presignature_lifetime.as_secs(),
-                )?;
-                self.audit.note(
-                    NewEvent::new("system", "presignature.stored", format!("key:{key}"))
-                        .detail("key", key)
-                        .detail("presignature", spec.session)
-                        .detail("signers", PartyId::list(&spec.parties)),
-                );
-                Ok(Output::Presign {
-                    presignature: spec.session,
-                })
-            }
+            Operation::Presign { key } => self.presign(net, &spec, *key, config).await,
             Operation::Sign {
                 request,
                 approvals,
@@ -723,57 +700,198 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 approvals,
                 link,
             } => {
-                if !request.path.is_empty() {
-                    self.metrics.policy_refusal("online_child_path");
-                    return Err(NodeError::Refused(
-                        "presignatures are made for the master key; a child key (non-empty derivation path) signs with full signing".into(),
-                    ));
-                }
-                // Refused before the request is admitted: nothing is recorded for it.
-                self.load_key(request.key)?
-                    .ecdsa("online signing from a presignature")?;
-                let signings = request.check().map(|d| d.signings.len()).unwrap_or(1);
-                if signings != 1 {
-                    return Err(NodeError::Refused(format!(
-                        "a presignature makes one signature and this request asks for \
-                         {signings}; sign it with full signing"
-                    )));
-                }
-                self.sign_request(request, approvals, link.as_ref(), |signings, loaded| {
-                    let (net, spec) = (net.clone(), spec.clone());
-                    async move {
-                        let share = loaded.ecdsa("online signing from a presignature")?;
-                        let input = ecdsa_input(&signings[0])?;
-                        // Durably removed from the store before any partial signature leaves.
+                self.online_sign(net, &spec, *presignature, request, approvals, link.as_ref(), config)
+                    .await
+            }
+        }
+    }
+
+    /// Makes single-use material for one future one-round signing by the session's parties:
+    /// a presignature (ECDSA) or committed nonces (FROST: one round exchanging commitments),
+    /// stored under the session's id until it is used or expires.
+    async fn presign(
+        &self,
+        net: Arc<SecureTransport>,
+        spec: &SessionSpec,
+        key: KeyId,
+        config: &MpcConfig,
+    ) -> Result<Output, NodeError> {
+        let loaded = self.load_key(key)?;
+        let (now, lifetime) = (now_unix(), self.settings.presignature_lifetime.as_secs());
+        let commit = SessionSpec {
+            protocol: Protocol::FROST_COMMIT,
+            ..spec.clone()
+        };
+        match &loaded.material {
+            KeyMaterial::Ecdsa(share) => {
+                let (presignature, public) =
+                    tessera_mpc::presign(net, spec, &loaded.committee, share, config).await?;
+                let item = StoredPresignature {
+                    presignature,
+                    public,
+                    signers: spec.parties.clone(),
+                };
+                self.state
+                    .presignatures(key)
+                    .put(spec.session, &item, now, lifetime)?;
+            }
+            KeyMaterial::Taproot(share) => {
+                let item = frost::frost_commit_session::<Bitcoin>(
+                    net,
+                    &commit,
+                    &loaded.committee,
+                    share,
+                    config,
+                )
+                .await?;
+                self.state
+                    .frost_nonces::<Bitcoin>(key)
+                    .put(spec.session, &item, now, lifetime)?;
+            }
+            KeyMaterial::Ed25519(share) => {
+                let item = frost::frost_commit_session::<Ed25519>(
+                    net,
+                    &commit,
+                    &loaded.committee,
+                    share,
+                    config,
+                )
+                .await?;
+                self.state
+                    .frost_nonces::<Ed25519>(key)
+                    .put(spec.session, &item, now, lifetime)?;
+            }
+        }
+        self.audit.note(
+            NewEvent::new("system", "presignature.stored", format!("key:{key}"))
+                .detail("key", key)
+                .detail("kind", loaded.kind())
+                .detail("presignature", spec.session)
+                .detail("signers", PartyId::list(&spec.parties)),
+        );
+        Ok(Output::Presign {
+            presignature: spec.session,
+        })
+    }
+
+    /// One-round signing of an approved request with the material made in session
+    /// `presignature`, taken durably out of the store before anything leaves: a presignature
+    /// for an ECDSA key (master key only), committed nonces for a FROST key (any path).
+    #[allow(clippy::too_many_arguments)]
+    async fn online_sign(
+        &self,
+        net: Arc<SecureTransport>,
+        spec: &SessionSpec,
+        presignature: SessionId,
+        request: &SignRequest,
+        approvals: &[Approval],
+        link: Option<&SpendLink>,
+        config: &MpcConfig,
+    ) -> Result<Output, NodeError> {
+        // Refused before the request is admitted: nothing is recorded for it.
+        let kind = self.load_key(request.key)?.kind();
+        if kind == KeyKind::Ecdsa && !request.path.is_empty() {
+            self.metrics.policy_refusal("online_child_path");
+            return Err(NodeError::Refused(
+                "presignatures are made for the master key; a child key (non-empty derivation path) signs with full signing".into(),
+            ));
+        }
+        let signings = request.check().map(|d| d.signings.len()).unwrap_or(1);
+        if signings != 1 {
+            return Err(NodeError::Refused(format!(
+                "a presignature or committed nonce makes one signature and this request asks \
+                 for {signings}; sign it with full signing"
+            )));
+        }
+        let lifetime = self.settings.presignature_lifetime.as_secs();
+        self.sign_request(request, approvals, link, |signings, loaded| {
+            let (net, spec) = (net.clone(), spec.clone());
+            async move {
+                let consumed = || {
+                    self.audit.note(
+                        NewEvent::new(
+                            "system",
+                            "presignature.consumed",
+                            format!("key:{}", request.key),
+                        )
+                        .detail("key", request.key)
+                        .detail("presignature", presignature)
+                        .detail("request", request.id),
+                    )
+                };
+                let refused = |e: &PresignatureError| self.note_unusable_presignature(request, e);
+                let online = SessionSpec {
+                    protocol: Protocol::FROST_ONLINE_SIGN,
+                    ..spec.clone()
+                };
+                // Each arm takes its material out of the store durably before any share of a
+                // signature leaves.
+                match (&loaded.material, &signings[0]) {
+                    (KeyMaterial::Ecdsa(share), signing) => {
+                        let input = ecdsa_input(signing)?;
                         let item = self
                             .state
                             .presignatures(request.key)
-                            .take(
-                                *presignature,
-                                now_unix(),
-                                self.settings.presignature_lifetime.as_secs(),
-                            )
-                            .inspect_err(|e| self.note_unusable_presignature(request, e))?;
-                        self.audit.note(
-                            NewEvent::new(
-                                "system",
-                                "presignature.consumed",
-                                format!("key:{}", request.key),
-                            )
-                            .detail("key", request.key)
-                            .detail("presignature", presignature)
-                            .detail("request", request.id),
-                        );
+                            .take(presignature, now_unix(), lifetime)
+                            .inspect_err(refused)?;
+                        consumed();
                         let public_key = *share.shared_public_key();
                         let signature =
                             tessera_mpc::online_sign(net, &spec, item, &public_key, &input, config)
                                 .await?;
-                        Ok::<_, NodeError>(signature_bytes(&signature))
+                        Ok(signature_bytes(&signature))
                     }
-                })
-                .await
+                    (KeyMaterial::Taproot(share), Signing::Taproot { sighash }) => {
+                        let item = self
+                            .state
+                            .frost_nonces::<Bitcoin>(request.key)
+                            .take(presignature, now_unix(), lifetime)
+                            .inspect_err(refused)?;
+                        consumed();
+                        check_signers(&item.signers, &spec)?;
+                        Ok(frost::frost_online_sign::<Bitcoin>(
+                            net,
+                            &online,
+                            &loaded.committee,
+                            share,
+                            item.nonces,
+                            &item.commitments,
+                            &request.path,
+                            sighash,
+                            config,
+                        )
+                        .await?)
+                    }
+                    (KeyMaterial::Ed25519(share), Signing::Ed25519 { message }) => {
+                        let item = self
+                            .state
+                            .frost_nonces::<Ed25519>(request.key)
+                            .take(presignature, now_unix(), lifetime)
+                            .inspect_err(refused)?;
+                        consumed();
+                        check_signers(&item.signers, &spec)?;
+                        Ok(frost::frost_online_sign::<Ed25519>(
+                            net,
+                            &online,
+                            &loaded.committee,
+                            share,
+                            item.nonces,
+                            &item.commitments,
+                            &request.path,
+                            message,
+                            config,
+                        )
+                        .await?)
+                    }
+                    (_, other) => Err(NodeError::Refused(format!(
+                        "a {} key cannot make a {} signature",
+                        loaded.kind(),
+                        other.kind()
+                    ))),
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Distributed key generation of a `threshold`-of-n key of `kind` over the session's

@@ -50,7 +50,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         let (now, lifetime) = (now_unix(), self.settings.presignature_lifetime.as_secs());
         let mut expired = 0;
         for key in self.state().keys()? {
-            let swept = self.state().presignatures(key).sweep(now, lifetime)?;
+            // Sweeping reads only the items' times: the Ed25519 store sweeps both schemes'.
+            let ecdsa = self.state().presignatures(key).sweep(now, lifetime)?;
+            let frost = self
+                .state()
+                .frost_nonces::<tessera_mpc::frost::Ed25519>(key)
+                .sweep(now, lifetime)?;
+            let swept = tessera_mpc::Swept {
+                expired: ecdsa.expired + frost.expired,
+                forgotten: ecdsa.forgotten + frost.forgotten,
+            };
             if swept.expired > 0 {
                 tracing::info!(%key, expired = swept.expired, "expired presignatures erased unused");
                 self.audit().note(

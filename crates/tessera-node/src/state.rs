@@ -20,8 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use tessera_control::{EpochReport, SignedOutcome};
-use tessera_mpc::frost::{Ed25519, FrostKeyShare};
-use tessera_mpc::{AuxInfo, IncompleteKeyShare, KeyShare, PresignatureStore, PrimePool};
+use tessera_mpc::frost::{Ed25519, FrostKeyShare, Scheme};
+use tessera_mpc::{
+    AuxInfo, FrostNonceStore, IncompleteKeyShare, KeyShare, PresignatureError, PresignatureStore,
+    PrimePool,
+};
 use tessera_store::{RecordName, SecretStore, StoreError};
 use tessera_wire::{KeyId, KeyKind, PartyId, RequestId, SessionId};
 use zeroize::Zeroizing;
@@ -813,9 +816,9 @@ impl<S: SecretStore + 'static> NodeState<S> {
     }
 
     fn erase_presignatures(&self, key: KeyId) -> Result<(), StateError> {
-        let prefix = format!("presig.{key}.");
+        let prefixes = [format!("presig.{key}."), format!("frost-nonce.{key}.")];
         for name in self.store.list()? {
-            if name.as_str().starts_with(&prefix) {
+            if prefixes.iter().any(|p| name.as_str().starts_with(p)) {
                 match self.store.delete(&name) {
                     Ok(()) | Err(StoreError::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),
@@ -865,6 +868,20 @@ impl<S: SecretStore + 'static> NodeState<S> {
     /// The presignatures of `key`.
     pub fn presignatures(&self, key: KeyId) -> PresignatureStore<S> {
         PresignatureStore::new(self.store.clone(), key)
+    }
+
+    /// The committed FROST nonces of `key` (a Taproot or Ed25519 key; `C` its scheme).
+    pub fn frost_nonces<C: Scheme>(&self, key: KeyId) -> FrostNonceStore<S, C> {
+        FrostNonceStore::new(self.store.clone(), key)
+    }
+
+    /// What `key` holds ready for one-round signing: its presignatures (ECDSA) or committed
+    /// nonces (FROST), by session.
+    pub fn online_ready(&self, key: KeyId) -> Result<Vec<SessionId>, PresignatureError> {
+        let mut ready = self.presignatures(key).available()?;
+        // Listing reads names only, the same for both FROST schemes.
+        ready.extend(self.frost_nonces::<Ed25519>(key).available()?);
+        Ok(ready)
     }
 
     /// The prime pool.

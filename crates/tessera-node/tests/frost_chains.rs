@@ -372,10 +372,8 @@ async fn nodes_refuse_a_request_of_another_kind_signer_or_over_the_fee_cap() {
     assert!(err.contains("asks for ed25519 signatures"), "{err}");
     refused_ids.push(id);
 
-    // Presignatures and online signing are for ECDSA keys; a presignature makes one
-    // signature, so a PSBT with two of the key's inputs is not signed online either.
-    let err = refused(&cluster, &[P1, P2], Operation::Presign { key: taproot }).await;
-    assert!(err.contains("presigning is for ECDSA keys"), "{err}");
+    // A presignature or committed nonce makes one signature, so a PSBT with two of the key's
+    // inputs is not signed online, for either kind.
     let (text, _) = psbt(&[(tr.clone(), 50_000), (tr.clone(), 50_000)], &tr, 1_000);
     let (request, approvals) =
         approved_payload(&cluster, taproot, psbt_payload(&text, &output_key));
@@ -387,10 +385,7 @@ async fn nodes_refuse_a_request_of_another_kind_signer_or_over_the_fee_cap() {
         link: None,
     };
     let err = refused(&cluster, &[P1, P2], online).await;
-    assert!(
-        err.contains("online signing from a presignature is for ECDSA keys"),
-        "{err}"
-    );
+    assert!(err.contains("this request asks for 2"), "{err}");
     let (text, _) = psbt(
         &[(wpkh.clone(), 50_000), (wpkh.clone(), 50_000)],
         &wpkh,
@@ -416,6 +411,92 @@ async fn nodes_refuse_a_request_of_another_kind_signer_or_over_the_fee_cap() {
                 "{p} recorded refused request {id}"
             );
         }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_keys_sign_in_one_round_from_nonces_committed_ahead_and_used_once() {
+    let (cluster, _dir) = cluster(3).await;
+    for kind in [KeyKind::Taproot, KeyKind::Ed25519] {
+        let (key, public_key) = generate(&cluster, &[P1, P2, P3], 2, kind).await;
+        // The signers commit ahead of time; each keeps its nonces and every commitment.
+        let commit = |signers: [PartyId; 2]| {
+            let cluster = &cluster;
+            async move {
+                match cluster
+                    .run(&signers, Operation::Presign { key }, DEADLINE)
+                    .await
+                    .expect("commit session")
+                {
+                    Output::Presign { presignature } => presignature,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let committed = commit([P3, P1]).await;
+        for p in [P1, P3] {
+            assert_eq!(
+                cluster.node(p).state().online_ready(key).unwrap(),
+                [committed]
+            );
+        }
+        assert!(cluster
+            .node(P2)
+            .state()
+            .online_ready(key)
+            .unwrap()
+            .is_empty());
+        let at_master = match kind {
+            KeyKind::Taproot => taproot_output_key(&public_key).unwrap().to_vec(),
+            _ => public_key.clone(),
+        };
+        let payload = || match kind {
+            KeyKind::Taproot => {
+                let own = p2tr_script(&at_master).unwrap();
+                let (text, _) = psbt(&[(own.clone(), 90_000)], &own, 1_000);
+                psbt_payload(&text, &at_master)
+            }
+            _ => Payload::Ed25519Message {
+                bytes: b"online".to_vec(),
+            },
+        };
+        let (request, approvals) = approved_payload(&cluster, key, payload());
+        let derived = request.check().unwrap();
+        let Output::Signature { signature } = cluster
+            .sign(&[P3, P1], &request, approvals, Some(committed), DEADLINE)
+            .await
+            .expect("one-round signing")
+        else {
+            panic!("a signature")
+        };
+        assert!(derived.verify(&at_master, &signature), "{kind}");
+        // Consumed on both signers: never again, for any request.
+        assert!(cluster
+            .node(P1)
+            .state()
+            .online_ready(key)
+            .unwrap()
+            .is_empty());
+        let (request, approvals) = approved_payload(&cluster, key, payload());
+        let err = cluster
+            .sign(&[P3, P1], &request, approvals, Some(committed), DEADLINE)
+            .await
+            .expect_err("used once");
+        assert!(err.to_string().contains("already used"), "{err}");
+        // Nonces committed by p3 and p1, in that order, sign only with p3 and p1 in that
+        // order.
+        let committed = commit([P3, P1]).await;
+        let (request, approvals) = approved_payload(&cluster, key, payload());
+        let err = cluster
+            .sign(&[P1, P3], &request, approvals, Some(committed), DEADLINE)
+            .await
+            .expect_err("another order");
+        assert!(
+            err.to_string()
+                .contains("committed by p3, p1, not by the session's parties p1, p3"),
+            "{err}"
+        );
     }
     cluster.shutdown().await;
 }

@@ -175,6 +175,8 @@ impl Protocol {
     pub const FROST_SIGN: Protocol = Protocol(9);
     /// One-round FROST signing from nonces committed ahead of time.
     pub const FROST_ONLINE_SIGN: Protocol = Protocol(10);
+    /// FROST nonce commitments made ahead of time by a signer set, exchanged in one round.
+    pub const FROST_COMMIT: Protocol = Protocol(11);
 }
 
 impl fmt::Display for Protocol {
@@ -191,6 +193,7 @@ impl fmt::Display for Protocol {
             Protocol::FROST_KEYGEN => "frost-keygen",
             Protocol::FROST_SIGN => "frost-sign",
             Protocol::FROST_ONLINE_SIGN => "frost-online-sign",
+            Protocol::FROST_COMMIT => "frost-commit",
             Protocol(other) => return write!(f, "protocol-{other}"),
         };
         f.write_str(name)

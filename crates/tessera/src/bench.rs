@@ -18,7 +18,7 @@ use tessera_node::local::{LocalCluster, LocalOptions, Network};
 use tessera_policy::dev::DevPolicy;
 use tessera_policy::{Approval, Payload, SignRequest};
 use tessera_store::KdfParams;
-use tessera_wire::{KeyId, KeyKind, PartyId};
+use tessera_wire::{KeyId, KeyKind, PartyId, SessionId};
 
 use crate::eth::verify_with_k256;
 
@@ -111,14 +111,244 @@ struct Overhead {
     ratio: f64,
 }
 
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 14] = [
     "dkg",
     "aux info",
     "presign",
     "online sign",
     "full sign",
     "refresh",
+    TAPROOT_STEPS.dkg,
+    TAPROOT_STEPS.commit,
+    TAPROOT_STEPS.online,
+    TAPROOT_STEPS.full,
+    ED25519_STEPS.dkg,
+    ED25519_STEPS.commit,
+    ED25519_STEPS.online,
+    ED25519_STEPS.full,
 ];
+
+/// The step names of one FROST scheme.
+struct FrostSteps {
+    kind: KeyKind,
+    dkg: &'static str,
+    commit: &'static str,
+    online: &'static str,
+    full: &'static str,
+}
+
+const TAPROOT_STEPS: FrostSteps = FrostSteps {
+    kind: KeyKind::Taproot,
+    dkg: "taproot dkg",
+    commit: "taproot commit",
+    online: "taproot online sign",
+    full: "taproot full sign",
+};
+
+const ED25519_STEPS: FrostSteps = FrostSteps {
+    kind: KeyKind::Ed25519,
+    dkg: "ed25519 dkg",
+    commit: "ed25519 commit",
+    online: "ed25519 online sign",
+    full: "ed25519 full sign",
+};
+
+/// A fresh approved request for `payload` with `key`'s master key.
+fn approved_payload(
+    dev: &DevPolicy,
+    key: KeyId,
+    payload: Payload,
+) -> Result<(SignRequest, Vec<Approval>)> {
+    let request = dev.request(key, Vec::new(), payload, now_unix())?;
+    let approvals = dev.approve(&request);
+    Ok((request, approvals))
+}
+
+/// What the benchmark signs with a FROST key: for Taproot a PSBT spending one of the key's
+/// outputs (decoded, its sighash derived and its outputs checked by every signer), for Ed25519
+/// the benchmark's message as raw bytes.
+fn frost_payload(kind: KeyKind, public_key: &[u8]) -> Result<Payload> {
+    use tessera_chain::bitcoin::{self as btc, SpentOutput};
+    Ok(match kind {
+        KeyKind::Taproot => {
+            let output_key = btc::taproot_output_key(public_key)?;
+            let own = btc::p2tr_script(&output_key)?;
+            let spent = SpentOutput {
+                txid: rand_txid(),
+                vout: 0,
+                value: 100_000,
+                script_pubkey: own.clone(),
+            };
+            Payload::BitcoinPsbt {
+                network: btc::BitcoinNetwork::Regtest,
+                psbt: btc::unsigned_psbt(&[spent], &[(own, 99_000)])?,
+                signer: output_key.to_vec(),
+            }
+        }
+        _ => Payload::Ed25519Message {
+            bytes: MESSAGE.to_vec(),
+        },
+    })
+}
+
+/// A random transaction id, so that no two benchmark PSBTs are alike.
+fn rand_txid() -> [u8; 32] {
+    let mut id = [0u8; 32];
+    id[..16].copy_from_slice(&KeyId::random().0);
+    id[16..].copy_from_slice(&KeyId::random().0);
+    id
+}
+
+/// The public key signatures of `kind`'s master key verify against.
+fn frost_verifying_key(kind: KeyKind, public_key: &[u8]) -> Result<Vec<u8>> {
+    Ok(match kind {
+        KeyKind::Taproot => tessera_chain::bitcoin::taproot_output_key(public_key)?.to_vec(),
+        _ => public_key.to_vec(),
+    })
+}
+
+/// FROST key generation, committed nonces, one-round and full signing of scheme `steps` over
+/// `cluster`, each signature verified.
+async fn bench_frost(
+    cluster: &LocalCluster,
+    args: &BenchArgs,
+    name: &'static str,
+    steps: &FrostSteps,
+) -> Result<Vec<Measurement>> {
+    let committee = cluster.parties.clone();
+    let signers: Vec<PartyId> = committee[..usize::from(args.t)].to_vec();
+    let dev = cluster
+        .dev
+        .as_ref()
+        .context("the local cluster has no development policy")?;
+    let mut out = Vec::new();
+    let mut samples = Vec::new();
+    let mut first = None;
+    let bar = progress(format!("{name}: {}", steps.dkg), args.runs);
+    for _ in 0..args.runs {
+        let key = KeyId::random();
+        let t = Instant::now();
+        let output = cluster
+            .run(
+                &committee,
+                Operation::Keygen {
+                    key,
+                    threshold: args.t,
+                    kind: steps.kind,
+                },
+                DEADLINE,
+            )
+            .await?;
+        samples.push(t.elapsed());
+        let Output::Keygen { public_key, .. } = output else {
+            bail!("key generation returned no public key");
+        };
+        first.get_or_insert((key, public_key));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    out.push(Measurement::new(steps.dkg, name, &samples));
+    let (key, public_key) = first.context("at least one run")?;
+    let verifying = frost_verifying_key(steps.kind, &public_key)?;
+
+    let mut samples = Vec::new();
+    let mut committed = Vec::new();
+    let bar = progress(
+        format!("{name}: {} (fills the pool)", steps.commit),
+        args.runs,
+    );
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let output = cluster
+            .run(&signers, Operation::Presign { key }, DEADLINE)
+            .await?;
+        samples.push(t.elapsed());
+        let Output::Presign { presignature } = output else {
+            bail!("the commit session returned nothing");
+        };
+        committed.push(presignature);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    out.push(Measurement::new(steps.commit, name, &samples));
+
+    for (step, pool) in [(steps.online, Some(committed)), (steps.full, None)] {
+        let mut samples = Vec::new();
+        let bar = progress(format!("{name}: {step}"), args.runs);
+        let material: Vec<Option<SessionId>> = match pool {
+            Some(ids) => ids.into_iter().map(Some).collect(),
+            None => vec![None; args.runs],
+        };
+        for presignature in material {
+            let (request, approvals) =
+                approved_payload(dev, key, frost_payload(steps.kind, &public_key)?)?;
+            let derived = request.check()?;
+            let t = Instant::now();
+            // As a coordinator does (a PSBT spends: its signing takes a place in the key's
+            // spend chain).
+            let output = cluster
+                .sign(&signers, &request, approvals, presignature, DEADLINE)
+                .await?;
+            let Output::Signature { signature } = &output else {
+                bail!("signing returned no signature");
+            };
+            if !derived.verify(&verifying, signature) {
+                bail!("a {} signature does not verify", steps.kind);
+            }
+            samples.push(t.elapsed());
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        out.push(Measurement::new(step, name, &samples));
+    }
+    Ok(out)
+}
+
+/// The same steps with `givre` alone, in one process.
+async fn bench_frost_raw<C: tessera_mpc::frost::Scheme>(
+    args: &BenchArgs,
+    steps: &FrostSteps,
+) -> Result<Vec<Measurement>> {
+    let signers: Vec<u16> = (0..args.t).collect();
+    let message: Vec<u8> = match steps.kind {
+        KeyKind::Taproot => rand_txid().to_vec(),
+        _ => MESSAGE.to_vec(),
+    };
+    let mut out = Vec::new();
+    let mut samples = Vec::new();
+    let mut first = None;
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let shares = baseline::frost_keygen::<C>(args.n, args.t).await?;
+        samples.push(t.elapsed());
+        first.get_or_insert(shares);
+    }
+    out.push(Measurement::new(steps.dkg, "raw", &samples));
+    let shares = first.context("at least one run")?;
+    let mut samples = Vec::new();
+    let mut pool = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        pool.push(baseline::frost_commit_all::<C>(&shares, &signers));
+        samples.push(t.elapsed());
+    }
+    out.push(Measurement::new(steps.commit, "raw", &samples));
+    let mut samples = Vec::new();
+    for committed in pool {
+        let t = Instant::now();
+        baseline::frost_online_sign::<C>(&shares, &signers, committed, &message)?;
+        samples.push(t.elapsed());
+    }
+    out.push(Measurement::new(steps.online, "raw", &samples));
+    let mut samples = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        baseline::frost_sign::<C>(&shares, &signers, &message).await?;
+        samples.push(t.elapsed());
+    }
+    out.push(Measurement::new(steps.full, "raw", &samples));
+    Ok(out)
+}
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.t < 2 || args.t > args.n || args.n > 6 {
@@ -198,8 +428,11 @@ async fn bench(args: BenchArgs) -> Result<()> {
         runs: args.runs,
         note: "milliseconds; Tessera steps are timed at the starter, from signing the start to \
                the checked outcome of every party (signatures verified with k256); Tessera signs approved \
-               EIP-191 message requests, which every node re-checks (digest, policy, two \
-               approvals, durable request ledger); raw signs the same Keccak-256 preimage",
+               EIP-191 message requests with the ECDSA key, PSBTs spending one output with the \
+               Taproot key (through the key's spend chain, as a coordinator signs) and raw \
+               messages with the Ed25519 key, which every node re-checks (decoding, digest, \
+               policy, two approvals, durable request ledger); raw (cggmp24, givre) signs the \
+               same preimage, a 32-byte sighash for Taproot and the same message for Ed25519",
         measurements,
         overhead,
     };
@@ -392,6 +625,9 @@ async fn bench_tessera(
     };
     verify_with_k256(&public_key, &digest, signature)?;
     out.push(Measurement::new("refresh", name, &samples));
+    for steps in [&TAPROOT_STEPS, &ED25519_STEPS] {
+        out.extend(bench_frost(&cluster, args, name, steps).await?);
+    }
     let refused: u64 = cluster
         .nodes
         .iter()
@@ -402,7 +638,7 @@ async fn bench_tessera(
     }
     cluster.shutdown().await;
     for m in &out {
-        println!("  {:<12} median {:>10.2} ms", m.step, m.median_ms);
+        println!("  {:<20} median {:>10.2} ms", m.step, m.median_ms);
     }
     Ok(out)
 }
@@ -467,8 +703,13 @@ async fn bench_raw(args: &BenchArgs) -> Result<Vec<Measurement>> {
     }
     bar.finish_and_clear();
     out.push(Measurement::new("full sign", "raw", &samples));
+    let bar = progress("raw: FROST (givre)".into(), 2);
+    out.extend(bench_frost_raw::<tessera_mpc::frost::Bitcoin>(args, &TAPROOT_STEPS).await?);
+    bar.inc(1);
+    out.extend(bench_frost_raw::<tessera_mpc::frost::Ed25519>(args, &ED25519_STEPS).await?);
+    bar.finish_and_clear();
     for m in &out {
-        println!("  {:<12} median {:>10.2} ms", m.step, m.median_ms);
+        println!("  {:<20} median {:>10.2} ms", m.step, m.median_ms);
     }
     Ok(out)
 }

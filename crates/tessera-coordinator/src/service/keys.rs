@@ -330,8 +330,8 @@ impl Coordinator {
                 self.store
                     .set_key_ready(id, &public_key, chain_code)
                     .await?;
-                // Presignatures are for ECDSA keys.
-                if let (Some(pool), KeyKind::Ecdsa) = (&self.pool, kind) {
+                // Presignatures (ECDSA) or committed nonces (FROST) for one-round signing.
+                if let Some(pool) = &self.pool {
                     pool.track(id, &quorum::preferred(committee, threshold));
                 }
                 tracing::info!(key = %id, %kind, "key generated");

@@ -234,8 +234,7 @@ impl Coordinator {
         ];
         if let Some(pool) = &coordinator.pool {
             for key in coordinator.store.list_keys().await? {
-                // Presignatures are for ECDSA keys.
-                if key.status == KeyStatus::Ready && key.kind == tessera_wire::KeyKind::Ecdsa {
+                if key.status == KeyStatus::Ready {
                     pool.track(key.id, &quorum::preferred(&key.committee, key.threshold));
                 }
             }

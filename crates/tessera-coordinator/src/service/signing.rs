@@ -316,11 +316,11 @@ impl Coordinator {
                 tracing::warn!(request = %id, error = %e, "cannot deliver the key's spend chain");
             }
             let presignature = match &self.pool {
-                // A presignature makes one ECDSA signature of the master key.
+                // A presignature makes one ECDSA signature of the master key; committed FROST
+                // nonces make one signature of the key at any path.
                 Some(pool)
-                    if request.path.is_empty()
+                    if (request.path.is_empty() || key.kind != KeyKind::Ecdsa)
                         && derived.signings.len() == 1
-                        && key.kind == KeyKind::Ecdsa
                         && !online_tried =>
                 {
                     pool.take(key.id, &quorum)
