@@ -124,6 +124,53 @@ fn push_length(out: &mut Vec<u8>, mut value: usize) {
     }
 }
 
+/// Whether `bytes` parse, whole, as a Solana transaction message (legacy or version 0, any
+/// program): raw bytes that do must not be signed as an opaque message, or a policy that
+/// allows raw messages would sign a transaction it never saw.
+pub fn is_transaction_message(bytes: &[u8]) -> bool {
+    parse_any_message(bytes).is_ok()
+}
+
+fn parse_any_message(bytes: &[u8]) -> Result<(), SolanaError> {
+    let mut r = Reader { bytes };
+    let mut first = r.byte("the header")?;
+    let versioned = first & 0x80 != 0;
+    if versioned {
+        if first & 0x7f != 0 {
+            return Err(SolanaError::Versioned(first & 0x7f));
+        }
+        first = r.byte("the header")?;
+    }
+    let (_, _) = (r.byte("the header")?, r.byte("the header")?);
+    let accounts = r.length("the account list")?;
+    if first == 0 || accounts < usize::from(first) {
+        return Err(SolanaError::Malformed("no signer".into()));
+    }
+    r.take(32 * accounts, "the account list")?;
+    r.array32("the recent blockhash")?;
+    for _ in 0..r.length("the instruction list")? {
+        r.byte("an instruction's program")?;
+        let n = r.length("an instruction's accounts")?;
+        r.take(n, "an instruction's accounts")?;
+        let n = r.length("an instruction's data")?;
+        r.take(n, "an instruction's data")?;
+    }
+    if versioned {
+        for _ in 0..r.length("the address table lookups")? {
+            r.array32("a lookup table")?;
+            for what in ["writable lookups", "read-only lookups"] {
+                let n = r.length(what)?;
+                r.take(n, what)?;
+            }
+        }
+    }
+    if r.bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(SolanaError::Malformed("trailing bytes".into()))
+    }
+}
+
 impl Transfer {
     /// Decodes `message` (a legacy Solana message) as a SOL transfer, or refuses it.
     pub fn decode(message: &[u8]) -> Result<Self, SolanaError> {

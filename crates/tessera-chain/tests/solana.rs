@@ -119,3 +119,37 @@ fn addresses_are_base58_of_32_bytes() {
     assert!(parse_address("0OIl").is_err());
     assert!(parse_address("111").is_err());
 }
+
+#[test]
+fn any_solana_transaction_message_is_recognised_as_one() {
+    use tessera_chain::solana::is_transaction_message;
+    let transfer = Transfer {
+        from: [1; 32],
+        to: [2; 32],
+        lamports: 5,
+        recent_blockhash: [3; 32],
+    }
+    .build();
+    assert!(is_transaction_message(&transfer));
+    // Another program's instruction, and the same as a version 0 message with a lookup table.
+    let mut other = transfer.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    assert!(is_transaction_message(&other));
+    let mut v0 = vec![0x80];
+    v0.extend_from_slice(&transfer);
+    v0.extend_from_slice(&[1]);
+    v0.extend_from_slice(&[9; 32]);
+    v0.extend_from_slice(&[1, 0, 0]);
+    assert!(is_transaction_message(&v0));
+    // Not messages: text, a truncated or padded message, a message with no signer.
+    for bytes in [
+        b"tessera login 42".to_vec(),
+        transfer[..transfer.len() - 1].to_vec(),
+        [transfer.clone(), vec![0]].concat(),
+        [vec![0u8], transfer[1..].to_vec()].concat(),
+        Vec::new(),
+    ] {
+        assert!(!is_transaction_message(&bytes), "{bytes:?}");
+    }
+}

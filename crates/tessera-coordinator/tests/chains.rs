@@ -267,6 +267,40 @@ async fn taproot_and_ed25519_keys_sign_psbts_and_solana_transfers(db: &Db) {
         .await,
         "asks for ecdsa signatures",
     );
+    // A PSBT Tessera cannot sign is refused with what is wrong and where: an input of a
+    // script type no key here signs, an input whose spent output is missing, a sighash type
+    // that would let others change the transaction.
+    let p2pkh = ScriptBuf::new_p2pkh(&bitcoin::PubkeyHash::from_byte_array([3; 20])).to_bytes();
+    let (unsupported, _) = psbt(&[(own.clone(), 60_000), (p2pkh, 40_000)], &own);
+    let mut missing: RawPsbt = text.parse().unwrap();
+    missing.inputs[1].witness_utxo = None;
+    let mut anyone_can_pay: RawPsbt = text.parse().unwrap();
+    anyone_can_pay.inputs[0].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from(
+        bitcoin::sighash::TapSighashType::AllPlusAnyoneCanPay,
+    ));
+    for (bad, says) in [
+        (unsupported, "input 1"),
+        (missing.to_string(), "input 1"),
+        (anyone_can_pay.to_string(), "input 0"),
+        ("cHNidP8BAA==".to_owned(), "PSBT refused"),
+    ] {
+        assert_invalid(
+            c.submit(
+                "olivia",
+                submit(
+                    "btc",
+                    vec![0, 1],
+                    Payload::BitcoinPsbt {
+                        network: NET,
+                        psbt: bad,
+                        signer: output_key.clone(),
+                    },
+                ),
+            )
+            .await,
+            says,
+        );
+    }
     // Refresh and resharing are for ECDSA keys so far.
     let refresh = tessera_coordinator::service::ProposeKeyChange {
         id: tessera_coordinator::store::ProposalId::random(),

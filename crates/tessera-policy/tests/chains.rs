@@ -423,6 +423,15 @@ fn raw_ed25519_messages_need_a_rule_that_allows_raw_messages() {
     assert_eq!(derived.spends(), vec![]);
     let policy = chains_policy("");
     assert_eq!(codes(&decide(&policy, payload)), ["kind_not_allowed"]);
+    // A Solana transaction is never signed as an opaque raw message: the policy would not
+    // see what it moves.
+    let Payload::SolanaTransfer { message } = solana_transfer([1; 32], [2; 32], 3) else {
+        unreachable!()
+    };
+    let err = derive(&Payload::Ed25519Message { bytes: message })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is a Solana transaction message"), "{err}");
 }
 
 #[test]

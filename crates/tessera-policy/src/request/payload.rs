@@ -418,6 +418,15 @@ pub fn derive(payload: &Payload) -> Result<Derived, PolicyError> {
             })
         }
         Payload::Ed25519Message { bytes } => {
+            if tessera_chain::solana::is_transaction_message(bytes) {
+                return Err(PolicyError::Solana(
+                    tessera_chain::solana::SolanaError::Unsupported(
+                        "the raw message is a Solana transaction message; Solana transactions are \
+                     signed only as solana_transfer payloads, which the policy reads"
+                            .into(),
+                    ),
+                ));
+            }
             let signings = vec![Signing::Ed25519 {
                 message: bytes.clone(),
             }];
