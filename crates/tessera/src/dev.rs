@@ -208,8 +208,15 @@ async fn dev(args: DevArgs) -> Result<()> {
          tessera request approve --principal ben --key-file {ben} <request id>\n\
          tessera request show --principal aude --key-file {aude} <request id>\n\
          tessera audit events --principal aude --key-file {aude} --request <request id>\n\
-         tessera audit verify --roster {roster} {logs}/*.audit.jsonl\n",
+         tessera audit verify --roster {roster} {logs}/*.audit.jsonl\n\
+         Bitcoin Taproot and Solana keys (FROST; no auxiliary info, milliseconds):\n\
+         tessera key create --principal ada --key-file {ada_key} --name cold-btc \\\n    \
+         --committee p1,p2,p3 --threshold 2 --kind taproot   # or --kind ed25519\n\
+         tessera key address --principal aude --key-file {aude} cold-btc --network regtest\n\
+         tessera request submit --principal olivia --key-file {olivia} --signing-key cold-btc \\\n    \
+         --psbt spend.psbt --network regtest\n",
         ca = dev_tls.ca.display(),
+        ada_key = key_file("ada"),
         olivia = key_file("olivia"),
         ana = key_file("ana"),
         ben = key_file("ben"),
