@@ -18,6 +18,8 @@ pub mod bitcoin;
 mod build;
 mod chain;
 pub mod solana;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tx;
 
 pub use address::{address, checksummed, Address};

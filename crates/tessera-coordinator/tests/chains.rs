@@ -9,12 +9,11 @@ use crate::service_support;
 
 use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt as RawPsbt;
-use bitcoin::{
-    absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxOut, Txid, Witness,
-};
+use bitcoin::ScriptBuf;
 use service_support::*;
-use tessera_chain::bitcoin::{p2tr_script, p2wpkh_script, BitcoinNetwork};
+use tessera_chain::bitcoin::{
+    p2tr_script, p2wpkh_script, unsigned_psbt, BitcoinNetwork, SpentOutput,
+};
 use tessera_chain::solana::Transfer;
 use tessera_chain::Chain;
 use tessera_coordinator::service::{Coordinator, ServiceError, Submit};
@@ -42,69 +41,26 @@ fn submit(key: &str, path: Vec<u32>, payload: Payload) -> Submit {
 
 /// A PSBT spending `inputs` (script, sat), paying 70 000 sat away and all but a 1 000 sat fee
 /// back to `change`.
-fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8]) -> (String, Vec<TxOut>) {
+fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8]) -> (String, Vec<SpentOutput>) {
     let total: u64 = inputs.iter().map(|(_, v)| v).sum();
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: (1..=inputs.len() as u8)
-            .map(|n| TxIn {
-                previous_output: OutPoint {
-                    txid: Txid::from_byte_array([n; 32]),
-                    vout: 0,
-                },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                witness: Witness::new(),
-            })
-            .collect(),
-        output: vec![
-            TxOut {
-                value: Amount::from_sat(70_000),
-                script_pubkey: ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array(
-                    [7; 20],
-                )),
-            },
-            TxOut {
-                value: Amount::from_sat(total - 71_000),
-                script_pubkey: ScriptBuf::from_bytes(change.to_vec()),
-            },
-        ],
-    };
-    let mut raw = RawPsbt::from_unsigned_tx(tx).unwrap();
-    let spent: Vec<TxOut> = inputs
+    let spent: Vec<SpentOutput> = inputs
         .iter()
-        .map(|(script, value)| TxOut {
-            value: Amount::from_sat(*value),
-            script_pubkey: ScriptBuf::from_bytes(script.clone()),
+        .zip(1u8..)
+        .map(|((script, value), n)| SpentOutput {
+            txid: [n; 32],
+            vout: 0,
+            value: *value,
+            script_pubkey: script.clone(),
         })
         .collect();
-    for (input, utxo) in raw.inputs.iter_mut().zip(&spent) {
-        input.witness_utxo = Some(utxo.clone());
-    }
-    (raw.to_string(), spent)
+    let away = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([7; 20])).to_bytes();
+    let outputs = [(away, 70_000), (change.to_vec(), total - 71_000)];
+    (unsigned_psbt(&spent, &outputs).unwrap(), spent)
 }
 
 /// Bitcoin Core's script interpreter: `raw` spends each of `spent`.
-fn consensus_verifies(raw: &[u8], spent: &[TxOut]) {
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (index, out) in spent.iter().enumerate() {
-        bitcoinconsensus::verify(
-            out.script_pubkey.as_bytes(),
-            out.value.to_sat(),
-            raw,
-            Some(&utxos),
-            index,
-        )
-        .unwrap_or_else(|e| panic!("input {index} does not spend its output: {e:?}"));
-    }
+fn consensus_verifies(raw: &[u8], spent: &[SpentOutput]) {
+    tessera_chain::testing::consensus_verifies(raw, spent).unwrap();
 }
 
 /// Submits `payload` for `key` at `path` as olivia, signs it as its submitter, has ana and

@@ -208,17 +208,54 @@ fn session_event(action: &str, coordinator: &str, start: &SessionStart) -> NewEv
     }
 }
 
-/// Refuses an online signing whose parties are not the ones that committed the nonces, in
-/// their order (the nonces are consumed already: a coordinator that mixes them up loses them).
-fn check_signers(committed: &[PartyId], spec: &SessionSpec) -> Result<(), NodeError> {
-    if committed != spec.parties.as_slice() {
-        return Err(NodeError::Refused(format!(
-            "the nonces were committed by {}, not by the session's parties {}",
-            PartyId::list(committed),
-            PartyId::list(&spec.parties)
-        )));
+/// A one-round FROST signing session of a request, with nonces already taken out of the
+/// store.
+struct FrostSigning<'a> {
+    spec: &'a SessionSpec,
+    committee: &'a [PartyId],
+    request: &'a SignRequest,
+}
+
+impl<'a> FrostSigning<'a> {
+    fn new(spec: &'a SessionSpec, committee: &'a [PartyId], request: &'a SignRequest) -> Self {
+        FrostSigning {
+            spec,
+            committee,
+            request,
+        }
     }
-    Ok(())
+
+    /// Signs `message` with `share`'s child key at the request's path from `taken`. Refuses
+    /// a session whose parties are not the ones that committed the nonces, in their order
+    /// (the nonces are consumed already: a coordinator that mixes them up loses them).
+    async fn run<C: frost::Scheme>(
+        self,
+        net: Arc<SecureTransport>,
+        share: &FrostKeyShare<C>,
+        taken: frost::StoredFrostNonces<C>,
+        message: &[u8],
+        config: &MpcConfig,
+    ) -> Result<Vec<u8>, NodeError> {
+        if taken.signers != self.spec.parties {
+            return Err(NodeError::Refused(format!(
+                "the nonces were committed by {}, not by the session's parties {}",
+                PartyId::list(&taken.signers),
+                PartyId::list(&self.spec.parties)
+            )));
+        }
+        Ok(frost::frost_online_sign::<C>(
+            net,
+            self.spec,
+            self.committee,
+            share,
+            taken.nonces,
+            &taken.commitments,
+            &self.request.path,
+            message,
+            config,
+        )
+        .await?)
+    }
 }
 
 /// What the ECDSA library is given for `signing`: the preimage, which it hashes itself.
@@ -842,46 +879,28 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                         Ok(signature_bytes(&signature))
                     }
                     (KeyMaterial::Taproot(share), Signing::Taproot { sighash }) => {
-                        let item = self
+                        let taken = self
                             .state
                             .frost_nonces::<Bitcoin>(request.key)
                             .take(presignature, now_unix(), lifetime)
                             .inspect_err(refused)?;
                         consumed();
-                        check_signers(&item.signers, &spec)?;
-                        Ok(frost::frost_online_sign::<Bitcoin>(
-                            net,
-                            &online,
-                            &loaded.committee,
-                            share,
-                            item.nonces,
-                            &item.commitments,
-                            &request.path,
-                            sighash,
-                            config,
-                        )
-                        .await?)
+                        let signing = FrostSigning::new(&online, &loaded.committee, request);
+                        signing
+                            .run::<Bitcoin>(net, share, taken, sighash, config)
+                            .await
                     }
                     (KeyMaterial::Ed25519(share), Signing::Ed25519 { message }) => {
-                        let item = self
+                        let taken = self
                             .state
                             .frost_nonces::<Ed25519>(request.key)
                             .take(presignature, now_unix(), lifetime)
                             .inspect_err(refused)?;
                         consumed();
-                        check_signers(&item.signers, &spec)?;
-                        Ok(frost::frost_online_sign::<Ed25519>(
-                            net,
-                            &online,
-                            &loaded.committee,
-                            share,
-                            item.nonces,
-                            &item.commitments,
-                            &request.path,
-                            message,
-                            config,
-                        )
-                        .await?)
+                        let signing = FrostSigning::new(&online, &loaded.committee, request);
+                        signing
+                            .run::<Ed25519>(net, share, taken, message, config)
+                            .await
                     }
                     (_, other) => Err(NodeError::Refused(format!(
                         "a {} key cannot make a {} signature",

@@ -7,15 +7,10 @@
 
 use crate::common;
 
-use bitcoin::hashes::Hash;
-use bitcoin::psbt::Psbt as RawPsbt;
-use bitcoin::{
-    absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxOut, Txid, Witness,
-};
 use common::*;
 use tessera_chain::bitcoin::{
-    p2tr_script, p2wpkh_script, taproot_output_key, BitcoinNetwork, InputSignature, Psbt,
+    p2tr_script, p2wpkh_script, taproot_output_key, unsigned_psbt, BitcoinNetwork, InputSignature,
+    Psbt, SpentOutput,
 };
 use tessera_chain::solana::Transfer;
 use tessera_control::{Operation, Output};
@@ -65,53 +60,29 @@ async fn generate(
     (key, public_key)
 }
 
-fn outpoint(n: u8) -> TxIn {
-    TxIn {
-        previous_output: OutPoint {
-            txid: Txid::from_byte_array([n; 32]),
-            vout: 0,
-        },
-        script_sig: ScriptBuf::new(),
-        sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-        witness: Witness::new(),
-    }
-}
-
-fn away() -> ScriptBuf {
-    ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([7; 20]))
+/// The payments' destination: the P2WPKH output of secp256k1's generator point as a key.
+fn away() -> Vec<u8> {
+    let generator =
+        hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap();
+    p2wpkh_script(&generator).unwrap()
 }
 
 /// A PSBT spending `inputs` (script, sat), paying 70 000 sat away and the rest but `fee` back
 /// to `change`.
-fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8], fee: u64) -> (String, Vec<TxOut>) {
+fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8], fee: u64) -> (String, Vec<SpentOutput>) {
     let total: u64 = inputs.iter().map(|(_, v)| v).sum();
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: (1..=inputs.len() as u8).map(outpoint).collect(),
-        output: vec![
-            TxOut {
-                value: Amount::from_sat(70_000),
-                script_pubkey: away(),
-            },
-            TxOut {
-                value: Amount::from_sat(total - 70_000 - fee),
-                script_pubkey: ScriptBuf::from_bytes(change.to_vec()),
-            },
-        ],
-    };
-    let mut raw = RawPsbt::from_unsigned_tx(tx).unwrap();
-    let spent: Vec<TxOut> = inputs
+    let spent: Vec<SpentOutput> = inputs
         .iter()
-        .map(|(script, value)| TxOut {
-            value: Amount::from_sat(*value),
-            script_pubkey: ScriptBuf::from_bytes(script.clone()),
+        .zip(1u8..)
+        .map(|((script, value), n)| SpentOutput {
+            txid: [n; 32],
+            vout: 0,
+            value: *value,
+            script_pubkey: script.clone(),
         })
         .collect();
-    for (input, utxo) in raw.inputs.iter_mut().zip(&spent) {
-        input.witness_utxo = Some(utxo.clone());
-    }
-    (raw.to_string(), spent)
+    let outputs = [(away(), 70_000), (change.to_vec(), total - 70_000 - fee)];
+    (unsigned_psbt(&spent, &outputs).unwrap(), spent)
 }
 
 fn psbt_payload(psbt: &str, signer: &[u8]) -> Payload {
@@ -123,25 +94,8 @@ fn psbt_payload(psbt: &str, signer: &[u8]) -> Payload {
 }
 
 /// Bitcoin Core's script interpreter: the transaction `raw` spends each of `spent`.
-fn consensus_verifies(raw: &[u8], spent: &[TxOut]) {
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (index, out) in spent.iter().enumerate() {
-        bitcoinconsensus::verify(
-            out.script_pubkey.as_bytes(),
-            out.value.to_sat(),
-            raw,
-            Some(&utxos),
-            index,
-        )
-        .unwrap_or_else(|e| panic!("input {index} does not spend its output: {e:?}"));
-    }
+fn consensus_verifies(raw: &[u8], spent: &[SpentOutput]) {
+    tessera_chain::testing::consensus_verifies(raw, spent).unwrap();
 }
 
 /// Signs an approved request with `signers` as a coordinator does; returns the signatures.

@@ -1100,15 +1100,17 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap(),
     )
     .unwrap();
-    let spent = tessera_chain::bitcoin::SpentOutput {
+    let spent_output = tessera_chain::bitcoin::SpentOutput {
         txid: [9; 32],
         vout: 1,
         value: 100_000,
         script_pubkey: own.clone(),
     };
-    let psbt =
-        tessera_chain::bitcoin::unsigned_psbt(&[spent], &[(away, 60_000), (own.clone(), 39_000)])
-            .unwrap();
+    let psbt = tessera_chain::bitcoin::unsigned_psbt(
+        std::slice::from_ref(&spent_output),
+        &[(away, 60_000), (own.clone(), 39_000)],
+    )
+    .unwrap();
     let psbt_file = d.join("spend.psbt");
     std::fs::write(&psbt_file, &psbt).unwrap();
     let (id, shown) = submit_and_approve(&[
@@ -1127,12 +1129,7 @@ fn dev_runs_the_whole_request_flow_over_nats_through_the_cli() {
         assert!(shown.contains(says), "{says}: {shown}");
     }
     let tx = wait_signed(&id);
-    let utxo = [bitcoinconsensus::Utxo {
-        script_pubkey: own.as_ptr(),
-        script_pubkey_len: own.len() as u32,
-        value: 100_000,
-    }];
-    bitcoinconsensus::verify(&own, 100_000, &tx, Some(&utxo), 0)
+    tessera_chain::testing::consensus_verifies(&tx, &[spent_output])
         .expect("the CLI's Taproot spend is valid by consensus rules");
 
     let (sol_key, sol_address) = key_address("hot-sol", "solana");
