@@ -446,3 +446,135 @@ async fn frost_nonces_are_stored_durably_and_used_at_most_once() {
     ));
     assert!(stores[1].available().unwrap().is_empty());
 }
+
+/// Refreshes (or reshares) a FROST key's shares with the share protocol alone (FROST keys have
+/// no auxiliary info): every participant runs `reshare_shares` over its secure transport.
+async fn frost_reshare<C: Scheme>(
+    nodes: &[Arc<SecureTransport>],
+    shares: &[FrostKeyShare<C>],
+    setup: &tessera_mpc::reshare::ReshareSetup<C::Curve>,
+) -> Vec<tessera_mpc::reshare::SharesOutput<C::Curve>> {
+    use tessera_mpc::reshare::{reshare_shares, Contribution};
+    let participants = setup.participants();
+    let s = spec(Protocol::RESHARE, &participants);
+    let runs = participants.iter().map(|p| {
+        let net = nodes[idx(*p)].clone();
+        let (s, setup) = (s.clone(), setup.clone());
+        let share = setup
+            .old_committee
+            .iter()
+            .position(|q| q == p)
+            .map(|k| shares[k].clone());
+        let p = *p;
+        async move {
+            let contribution = match (&share, setup.dealers.contains(&p)) {
+                (Some(share), true) => Some(Contribution::deal(&s, &setup, share, p).unwrap()),
+                _ => None,
+            };
+            reshare_shares(
+                net,
+                &s,
+                &setup,
+                share.as_deref(),
+                contribution,
+                &MpcConfig::default(),
+            )
+            .await
+            .expect("the share protocol")
+        }
+    });
+    futures::future::join_all(runs).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_keys_are_refreshed_and_reshared_by_the_share_protocol_and_sign_after() {
+    use tessera_mpc::reshare::{Kind, ReshareSetup};
+    use tessera_wire::KeyId;
+    let keys5 = keys(4);
+    let nodes = memory_nodes(&keys5, 4).await;
+    let committee = [PartyId(1), PartyId(2), PartyId(3)];
+
+    // Ed25519, 2-of-3: a refresh by and to the committee keeps the key and renews the shares.
+    let shares = keygen::<Ed25519>(&nodes[..3], 2).await;
+    let key = frost_public_key::<Ed25519>(&shares[0], &[]).unwrap();
+    let setup = ReshareSetup {
+        kind: Kind::Refresh,
+        key_id: KeyId::random(),
+        epoch: 0,
+        key: shares[0].key_info.clone(),
+        old_committee: committee.to_vec(),
+        dealers: committee.to_vec(),
+        new_committee: committee.to_vec(),
+        new_threshold: 2,
+        authorisation: [0; 32],
+    };
+    let out = frost_reshare::<Ed25519>(&nodes, &shares, &setup).await;
+    let renewed: Vec<FrostKeyShare<Ed25519>> =
+        out.iter().map(|o| o.share.clone().unwrap()).collect();
+    assert_eq!(out[0].confirmation, out[2].confirmation);
+    for (old, new) in shares.iter().zip(&renewed) {
+        assert_eq!(old.shared_public_key, new.shared_public_key);
+        assert_eq!(old.chain_code, new.chain_code);
+        assert_ne!(old.public_shares, new.public_shares, "renewed");
+    }
+    for result in sign::<Ed25519>(
+        &nodes,
+        &renewed,
+        &[PartyId(3), PartyId(1)],
+        &[0, 4],
+        b"after",
+    )
+    .await
+    {
+        let child = frost_public_key::<Ed25519>(&renewed[0], &[0, 4]).unwrap();
+        assert!(ed25519_verifies(&child, b"after", &result.expect("signed")));
+    }
+    assert_eq!(frost_public_key::<Ed25519>(&renewed[1], &[]).unwrap(), key);
+
+    // Taproot, 2-of-3 reshared to 3-of-4 (p4 joins): the same output key, signed by three.
+    let shares = keygen::<Bitcoin>(&nodes[..3], 2).await;
+    let output_key = frost_public_key::<Bitcoin>(&shares[0], &[]).unwrap();
+    let new_committee = [PartyId(1), PartyId(2), PartyId(3), PartyId(4)];
+    let setup = ReshareSetup {
+        kind: Kind::Reshare,
+        key_id: KeyId::random(),
+        epoch: 0,
+        key: shares[0].key_info.clone(),
+        old_committee: committee.to_vec(),
+        dealers: vec![PartyId(2), PartyId(3)],
+        new_committee: new_committee.to_vec(),
+        new_threshold: 3,
+        authorisation: [7; 32],
+    };
+    let out = frost_reshare::<Bitcoin>(&nodes, &shares, &setup).await;
+    // Participants in protocol order: the dealers p2, p3, then p1 and p4.
+    let by_party: std::collections::BTreeMap<PartyId, FrostKeyShare<Bitcoin>> = setup
+        .participants()
+        .into_iter()
+        .zip(out)
+        .filter_map(|(p, o)| o.share.map(|s| (p, s)))
+        .collect();
+    let reshared: Vec<FrostKeyShare<Bitcoin>> =
+        new_committee.iter().map(|p| by_party[p].clone()).collect();
+    assert_eq!(reshared[0].min_signers(), 3);
+    assert_eq!(
+        frost_public_key::<Bitcoin>(&reshared[3], &[]).unwrap(),
+        output_key
+    );
+    let sighash = [0x33; 32];
+    for result in sign::<Bitcoin>(
+        &nodes,
+        &reshared,
+        &[PartyId(4), PartyId(1), PartyId(3)],
+        &[],
+        &sighash,
+    )
+    .await
+    {
+        assert!(bip340_verifies(
+            &output_key,
+            &sighash,
+            &result.expect("signed")
+        ));
+    }
+}

@@ -3,7 +3,8 @@
 //! `docs/protocols/reshare.md` is its specification.
 //!
 //! [`core`] is the sans-IO math, generic over the curve; [`run`] carries it over a secure
-//! session for secp256k1 keys.
+//! session: the share protocol for a key on any curve ([`reshare_shares`]: all a FROST key
+//! needs), and for ECDSA keys the new auxiliary info after it ([`reshare`]).
 
 pub mod core;
 pub mod run;
@@ -14,6 +15,6 @@ pub use self::core::{Fault, Kind, Plan};
 /// chain code.
 pub type KeyInfo = cggmp24::key_share::DirtyKeyInfo<crate::Curve>;
 pub use self::run::{
-    aux_digest, reshare, reshare_with, AuxInput, Complaint, Contribution, NewShare, ReshareOutput,
-    ReshareSetup, SeenBroadcasts, SubShareEvidence, SUB_SHARE_ROUND,
+    aux_digest, reshare, reshare_shares, reshare_with, AuxInput, Complaint, Contribution, NewShare,
+    ReshareOutput, ReshareSetup, SeenBroadcasts, SharesOutput, SubShareEvidence, SUB_SHARE_ROUND,
 };

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use cggmp24::generic_ec::SecretScalar;
-use cggmp24::key_share::DirtyKeyInfo;
+use cggmp24::generic_ec::{Curve as EcCurve, SecretScalar};
+use cggmp24::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo};
 use futures::SinkExt;
 use rand_core::OsRng;
 use round_based::rounds_router::simple_store::RoundInput;
@@ -22,9 +22,11 @@ use crate::delivery::{connect_signed, MpcConfig, SessionSpec};
 use crate::protocols::{expect_protocol, AuxInfo, Curve, IncompleteKeyShare, KeyShare, PrimeSet};
 use crate::{Blame, MpcError};
 
-/// A reshare or refresh session as the coordinator's signed session start describes it.
+/// A reshare or refresh session as the coordinator's signed session start describes it, for a
+/// key on curve `E` (secp256k1 unless named).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReshareSetup {
+#[serde(bound = "")]
+pub struct ReshareSetup<E: EcCurve = Curve> {
     /// Reshare or refresh.
     pub kind: Kind,
     /// The key's id.
@@ -36,7 +38,7 @@ pub struct ReshareSetup {
     /// the session start). Carried as JSON text: the library's serde form omits absent fields,
     /// which a binary codec cannot decode.
     #[serde(with = "key_info_text")]
-    pub key: DirtyKeyInfo<Curve>,
+    pub key: DirtyKeyInfo<E>,
     /// The committee holding the key, in key order (position `k` holds share `k`).
     pub old_committee: Vec<PartyId>,
     /// Who deals, in dealing order: exactly the key's threshold of old holders for a reshare,
@@ -51,7 +53,7 @@ pub struct ReshareSetup {
     pub authorisation: [u8; 32],
 }
 
-impl PartialEq for ReshareSetup {
+impl<E: EcCurve> PartialEq for ReshareSetup<E> {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind
             && self.key_id == other.key_id
@@ -65,21 +67,25 @@ impl PartialEq for ReshareSetup {
     }
 }
 
-impl Eq for ReshareSetup {}
+impl<E: EcCurve> Eq for ReshareSetup<E> {}
 
 mod key_info_text {
     //! A key's public info as JSON text inside any serde format.
+    use cggmp24::generic_ec::Curve;
     use cggmp24::key_share::DirtyKeyInfo;
     use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
 
-    use crate::Curve;
-
-    pub fn serialize<S: Serializer>(key: &DirtyKeyInfo<Curve>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<E: Curve, S: Serializer>(
+        key: &DirtyKeyInfo<E>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let text = serde_json::to_string(key).map_err(S::Error::custom)?;
         s.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DirtyKeyInfo<Curve>, D::Error> {
+    pub fn deserialize<'de, E: Curve, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<DirtyKeyInfo<E>, D::Error> {
         let text = String::deserialize(d)?;
         serde_json::from_str(&text).map_err(D::Error::custom)
     }
@@ -97,14 +103,14 @@ fn party_numbers(parties: &[PartyId]) -> Vec<u16> {
     parties.iter().map(|p| p.0).collect()
 }
 
-impl ReshareSetup {
+impl<E: EcCurve> ReshareSetup<E> {
     /// The session's participants, in protocol order (see [`participants`]).
     pub fn participants(&self) -> Vec<PartyId> {
         participants(&self.dealers, &self.new_committee)
     }
 
     /// Checks the setup and turns it into the core's plan.
-    pub fn plan(&self) -> Result<Plan<Curve>, MpcError> {
+    pub fn plan(&self) -> Result<Plan<E>, MpcError> {
         let invalid = |m: String| MpcError::InvalidSession(m);
         let distinct =
             |list: &[PartyId]| list.iter().enumerate().all(|(a, p)| !list[..a].contains(p));
@@ -154,7 +160,7 @@ impl ReshareSetup {
 
     /// The session hash (`sid` of the spec): `spec`'s execution id bound to every input of
     /// this setup and its authorisation.
-    pub fn session_hash(&self, spec: &SessionSpec, plan: &Plan<Curve>) -> Vec<u8> {
+    pub fn session_hash(&self, spec: &SessionSpec, plan: &Plan<E>) -> Vec<u8> {
         core::session_hash(
             &spec.execution_id(),
             self.key_id.as_bytes(),
@@ -222,22 +228,22 @@ pub struct ReshareOutput {
 
 /// Everything a dealer sends: its round-1 commitment, its dealing, and one sub-share per
 /// receiver in new-committee order. [`Contribution::deal`] makes an honest one.
-pub struct Contribution {
+pub struct Contribution<E: EcCurve = Curve> {
     /// Round 1.
     pub commitment: Hash,
     /// Round 2, broadcast.
-    pub dealing: Dealing<Curve>,
+    pub dealing: Dealing<E>,
     /// Round 2, point to point, indexed by position in the new committee (`None`: send that
     /// receiver no value).
-    pub sub_shares: Vec<Option<SecretScalar<Curve>>>,
+    pub sub_shares: Vec<Option<SecretScalar<E>>>,
 }
 
-impl Contribution {
+impl<E: EcCurve> Contribution<E> {
     /// An honest dealer's contribution for `spec`'s session.
     pub fn deal(
         spec: &SessionSpec,
-        setup: &ReshareSetup,
-        share: &IncompleteKeyShare,
+        setup: &ReshareSetup<E>,
+        share: &DirtyIncompleteKeyShare<E>,
         me: PartyId,
     ) -> Result<Self, MpcError> {
         let plan = setup.plan()?;
@@ -286,13 +292,13 @@ pub struct Complaint {
 /// The protocol's messages, one variant per round.
 #[derive(Clone, Serialize, Deserialize, ProtocolMessage)]
 #[serde(bound = "")]
-pub enum ReshareMsg {
+pub enum ReshareMsg<E: EcCurve = Curve> {
     /// Round 1.
     Commit(CommitMsg),
     /// Round 2, broadcast.
-    Reveal(RevealMsg),
+    Reveal(RevealMsg<E>),
     /// Round 2, point to point, signed.
-    SubShare(SubShareMsg),
+    SubShare(SubShareMsg<E>),
     /// Round 3.
     Echo(EchoMsg),
 }
@@ -307,16 +313,17 @@ pub struct CommitMsg(pub Option<Hash>);
 /// Round 2: a dealer's reveal (`None` from a party that does not deal).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct RevealMsg(pub Option<Dealing<Curve>>);
+pub struct RevealMsg<E: EcCurve = Curve>(pub Option<Dealing<E>>);
 
 /// Round 2, point to point: from a dealer to a receiver, the receiver's position in the new
 /// committee and its sub-share; empty otherwise. Signed by the sender.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct SubShareMsg {
+#[serde(bound = "")]
+pub struct SubShareMsg<E: EcCurve = Curve> {
     /// The recipient's position in the new committee, if it receives.
     pub receiver: Option<u16>,
     /// The sub-share, if the sender deals to this receiver.
-    pub value: Option<SecretScalar<Curve>>,
+    pub value: Option<SecretScalar<E>>,
 }
 
 /// A dealer's signed round-1 and round-2 broadcast statements as one participant received
@@ -371,6 +378,61 @@ pub async fn reshare_with(
     aux: Option<AuxInput>,
     config: &MpcConfig,
 ) -> Result<ReshareOutput, MpcError> {
+    let me = net.party();
+    let receiver = setup.new_committee.contains(&me);
+    if receiver != aux.is_some() {
+        return Err(MpcError::InvalidSession(format!(
+            "{me} {} the new committee but {} a prime set for its auxiliary info",
+            if receiver { "is in" } else { "is not in" },
+            if aux.is_some() { "has" } else { "has no" }
+        )));
+    }
+    let out = reshare_shares(
+        net.clone(),
+        spec,
+        setup,
+        share.map(|s| &**s),
+        contribution,
+        config,
+    )
+    .await?;
+    let share = match (out.share, aux) {
+        (Some(core), Some(aux)) => Some(renew_aux(net, spec, setup, &out.sid, core, aux).await?),
+        _ => None,
+    };
+    Ok(ReshareOutput {
+        share,
+        key: out.key,
+        confirmation: out.confirmation,
+    })
+}
+
+/// What the share protocol gives one party of a session, before any auxiliary info.
+pub struct SharesOutput<E: EcCurve> {
+    /// A receiver's new share (validated by the library); `None` for a dealer that does not
+    /// receive.
+    pub share: Option<cggmp24::IncompleteKeyShare<E>>,
+    /// The new public key info (same public key and chain code, new public shares).
+    pub key: DirtyKeyInfo<E>,
+    /// A hash of the session and the new public key info; every participant computes the
+    /// same one.
+    pub confirmation: Hash,
+    /// The session hash.
+    pub sid: Vec<u8>,
+}
+
+/// The three rounds of the share protocol (`docs/protocols/reshare.md`) for a key on any
+/// curve: what [`reshare`] runs before the auxiliary info of an ECDSA key, and all a FROST key
+/// needs. Deals from `share` with `contribution` if this party deals; a refresh also needs the
+/// receiver's current `share`.
+pub async fn reshare_shares<E: EcCurve>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    setup: &ReshareSetup<E>,
+    share: Option<&DirtyIncompleteKeyShare<E>>,
+    contribution: Option<Contribution<E>>,
+    config: &MpcConfig,
+) -> Result<SharesOutput<E>, MpcError> {
     expect_protocol(spec, Protocol::RESHARE)?;
     let me = net.party();
     let i = spec.my_index(me)?;
@@ -397,17 +459,6 @@ pub async fn reshare_with(
             }
         )));
     }
-    if receiver.is_some() != aux.is_some() {
-        return Err(MpcError::InvalidSession(format!(
-            "{me} {} the new committee but {} a prime set for its auxiliary info",
-            if receiver.is_some() {
-                "is in"
-            } else {
-                "is not in"
-            },
-            if aux.is_some() { "has" } else { "has no" }
-        )));
-    }
     if let Some(share) = share {
         if !core::same_key(&share.key_info, &setup.key) {
             return Err(MpcError::InvalidSession(
@@ -424,13 +475,13 @@ pub async fn reshare_with(
     let sid = setup.session_hash(spec, &plan);
 
     let (incoming, mut outgoing, failure, evidence) =
-        connect_signed::<ReshareMsg>(net.clone(), spec, me, config, &[SUB_SHARE_ROUND]);
+        connect_signed::<ReshareMsg<E>>(net.clone(), spec, me, config, &[SUB_SHARE_ROUND]);
     let n = spec.parties.len() as u16;
-    let mut rounds = RoundsRouter::<ReshareMsg>::builder();
+    let mut rounds = RoundsRouter::<ReshareMsg<E>>::builder();
     let round1 = rounds.add_round(RoundInput::<CommitMsg>::broadcast(i, n));
-    let round2 = rounds.add_round(RoundInput::<RevealMsg>::broadcast(i, n));
+    let round2 = rounds.add_round(RoundInput::<RevealMsg<E>>::broadcast(i, n));
     // Point to point, but signed: the library sees signed messages as broadcasts.
-    let round2_p2p = rounds.add_round(RoundInput::<SubShareMsg>::broadcast(i, n));
+    let round2_p2p = rounds.add_round(RoundInput::<SubShareMsg<E>>::broadcast(i, n));
     let round3 = rounds.add_round(RoundInput::<EchoMsg>::broadcast(i, n));
     let mut rounds = rounds.listen(incoming);
     let io = |e: &dyn std::fmt::Display| {
@@ -488,12 +539,12 @@ pub async fn reshare_with(
         }
     }
     let dealings = rounds.complete(round2).await.map_err(|e| io(&e))?;
-    let dealings: Vec<Option<Dealing<Curve>>> = dealings
+    let dealings: Vec<Option<Dealing<E>>> = dealings
         .into_iter_including_me(RevealMsg(my_dealing))
         .map(|m| m.0)
         .collect();
     let sub_shares = rounds.complete(round2_p2p).await.map_err(|e| io(&e))?;
-    let sub_shares: Vec<SubShareMsg> = sub_shares
+    let sub_shares: Vec<SubShareMsg<E>> = sub_shares
         .into_iter_including_me(SubShareMsg {
             receiver,
             value: my_sub_share.clone(),
@@ -571,7 +622,7 @@ pub async fn reshare_with(
         .map_err(|e| io(&e))?;
     let verdicts = rounds.complete(round3).await.map_err(|e| io(&e))?;
     let verdicts: Vec<EchoMsg> = verdicts.into_iter_including_me(my_verdict).collect();
-    let sent = |msg: ReshareMsg| payload_hash(&tessera_wire::encode(&msg));
+    let sent = |msg: ReshareMsg<E>| payload_hash(&tessera_wire::encode(&msg));
     let mine = SentBroadcasts {
         commit: sent(ReshareMsg::Commit(CommitMsg(my_commitment))),
         reveal: sent(ReshareMsg::Reveal(RevealMsg(
@@ -592,25 +643,25 @@ pub async fn reshare_with(
     judge.verdicts(&verdicts)?;
 
     // Output.
-    let dealings: Vec<Dealing<Curve>> = checked.iter().map(|c| c.dealing.clone()).collect();
+    let dealings: Vec<Dealing<E>> = checked.iter().map(|c| c.dealing.clone()).collect();
     let key = core::new_key_info(&plan, &dealings)
         .map_err(|e| aborted(spec, format!("cannot build the new key: {e}")))?;
     let confirmation = core::confirmation(&sid, &key);
-    let share = match (receiver, aux) {
-        (Some(j), Some(aux)) => {
-            let subs: Vec<SecretScalar<Curve>> =
+    let share = match receiver {
+        Some(j) => {
+            let subs: Vec<SecretScalar<E>> =
                 checked.into_iter().filter_map(|c| c.sub_share).collect();
-            let old = old_share.map(|s| &**s);
-            let core = core::new_share(&plan, j, &dealings, &subs, old)
+            let core = core::new_share(&plan, j, &dealings, &subs, old_share)
                 .map_err(|e| aborted(spec, format!("cannot build the new share: {e}")))?;
-            Some(renew_aux(net, spec, setup, &sid, core, aux).await?)
+            Some(core)
         }
-        _ => None,
+        None => None,
     };
-    Ok(ReshareOutput {
+    Ok(SharesOutput {
         share,
         key,
         confirmation,
+        sid,
     })
 }
 
@@ -665,19 +716,19 @@ struct AuxDigest<'a> {
 
 /// A dealer's messages after they passed every check: its dealing, and this party's
 /// sub-share if it receives one.
-struct Checked {
-    dealing: Dealing<Curve>,
-    sub_share: Option<SecretScalar<Curve>>,
+struct Checked<E: EcCurve> {
+    dealing: Dealing<E>,
+    sub_share: Option<SecretScalar<E>>,
 }
 
 /// Check 5 on a dealer's signed message to receiver `j`: it names `j` and carries a sub-share
 /// that matches the dealer's commitments.
-fn check_sub_share(
-    plan: &Plan<Curve>,
-    dealing: &Dealing<Curve>,
+fn check_sub_share<E: EcCurve>(
+    plan: &Plan<E>,
+    dealing: &Dealing<E>,
     j: u16,
-    message: &SubShareMsg,
-) -> Result<SecretScalar<Curve>, Fault> {
+    message: &SubShareMsg<E>,
+) -> Result<SecretScalar<E>, Fault> {
     if message.receiver != Some(j) {
         return Err(Fault::BadSubShare);
     }
@@ -695,16 +746,16 @@ fn aborted(spec: &SessionSpec, detail: String) -> MpcError {
 }
 
 /// Checks 6 and 7, as every participant makes them on the same broadcast verdicts.
-struct Judge<'a> {
+struct Judge<'a, E: EcCurve> {
     net: &'a SecureTransport,
     spec: &'a SessionSpec,
-    setup: &'a ReshareSetup,
-    plan: &'a Plan<Curve>,
+    setup: &'a ReshareSetup<E>,
+    plan: &'a Plan<E>,
     me: PartyId,
     /// Whether each dealer's broadcasts passed this party's checks 1-4, in dealing order.
     broadcast_ok: &'a [bool],
     /// Every participant's reveal as received here, in session order.
-    dealings: &'a [Option<Dealing<Curve>>],
+    dealings: &'a [Option<Dealing<E>>],
     /// Each dealer's broadcasts as received here (`None` for our own).
     seen: &'a [Option<SeenBroadcasts>],
     /// What we broadcast ourselves.
@@ -722,7 +773,7 @@ fn payload_hash(payload: &[u8]) -> [u8; 32] {
     Sha256::digest(payload).into()
 }
 
-impl Judge<'_> {
+impl<E: EcCurve> Judge<'_, E> {
     /// Aborts naming the responsible parties if a dealer's broadcasts differ between
     /// participants, a verdict misreports them, or anybody complained.
     fn verdicts(&self, verdicts: &[EchoMsg]) -> Result<(), MpcError> {
@@ -881,7 +932,7 @@ impl Judge<'_> {
         if !ours {
             return Err("the message it shows is not the dealer's signed message");
         }
-        let message = match tessera_wire::decode::<ReshareMsg>(
+        let message = match tessera_wire::decode::<ReshareMsg<E>>(
             &evidence.payload,
             tessera_wire::DEFAULT_MAX_PAYLOAD,
         ) {
