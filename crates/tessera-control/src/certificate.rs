@@ -85,8 +85,9 @@ fn missing(expected: &[PartyId], present: &BTreeMap<PartyId, SessionOutcome>) ->
 
 /// Checks the activation certificate of reshare session `reshare` of `key`: one signed,
 /// successful reshare outcome of that session from every participant the reports name, no
-/// other, all reporting the same result, every receiver the same auxiliary digest and no other
-/// party one. Returns the common report (with the receivers' auxiliary digest).
+/// other, all reporting the same result, every receiver the same auxiliary digest (none for a
+/// FROST key, which has no auxiliary info) and no other party one. Returns the common report
+/// (with the receivers' auxiliary digest).
 pub fn verify_activation(
     roster: &Roster,
     key: KeyId,
@@ -134,19 +135,19 @@ pub fn verify_activation(
         .new_committee
         .first()
         .and_then(|p| reports.get(p))
-        .and_then(|r| r.aux)
+        .map(|r| r.aux)
         .ok_or(CertificateError::Missing {
-            what: "auxiliary digest",
+            what: "receiver's report",
             missing: first.new_committee.first().copied().into_iter().collect(),
         })?;
     for (party, report) in &reports {
-        let expected_aux = first.new_committee.contains(party).then_some(receivers_aux);
+        let expected_aux = receivers_aux.filter(|_| first.new_committee.contains(party));
         if !report.same_result(&first) || report.aux != expected_aux {
             return Err(CertificateError::Disagrees(*party));
         }
     }
     Ok(EpochReport {
-        aux: Some(receivers_aux),
+        aux: receivers_aux,
         ..first
     })
 }
@@ -390,6 +391,33 @@ mod tests {
             verify_activation(&p.roster, KEY, SESSION, &[]),
             Err(CertificateError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn a_frost_keys_receivers_report_no_auxiliary_digest_all_of_them() {
+        let p = parties();
+        // A FROST key has no auxiliary info: no receiver reports a digest.
+        let frost = vec![
+            reshared(&p, 1, None),
+            reshared(&p, 2, None),
+            reshared(&p, 3, None),
+        ];
+        assert_eq!(
+            verify_activation(&p.roster, KEY, SESSION, &frost).unwrap(),
+            report(None)
+        );
+        // One receiver with a digest and one without disagree, whichever comes first.
+        for (p2, p3) in [(None, Some(AUX)), (Some(AUX), None)] {
+            let mixed = vec![
+                reshared(&p, 1, None),
+                reshared(&p, 2, p2),
+                reshared(&p, 3, p3),
+            ];
+            assert_eq!(
+                verify_activation(&p.roster, KEY, SESSION, &mixed),
+                Err(CertificateError::Disagrees(PartyId(3)))
+            );
+        }
     }
 
     #[test]

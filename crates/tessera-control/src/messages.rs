@@ -410,13 +410,15 @@ pub struct EpochReport {
     pub new_committee: Vec<PartyId>,
     /// The new threshold.
     pub new_threshold: u16,
-    /// The key's public key (SEC1 compressed); it does not change.
+    /// The key's (master, untweaked) public key, compressed as key generation reports it
+    /// (SEC1 on secp256k1, 32 bytes for Ed25519); it does not change.
     pub public_key: Vec<u8>,
     /// The session's confirmation: a hash of the session and the new public key info.
     pub confirmation: [u8; 32],
     /// The digest of the admins' approval (32 zero bytes for a refresh without one).
     pub authorisation: [u8; 32],
-    /// For a receiver, the digest of the public part of the new auxiliary info.
+    /// For a receiver of an ECDSA key, the digest of the public part of the new auxiliary
+    /// info (FROST keys have none).
     pub aux: Option<[u8; 32]>,
 }
 
@@ -429,7 +431,7 @@ impl EpochReport {
     /// The session's participants, in protocol order: the dealers, then the receivers that
     /// do not deal.
     pub fn participants(&self) -> Vec<PartyId> {
-        tessera_mpc::reshare::run::participants(&self.dealers, &self.new_committee)
+        tessera_mpc::reshare::participants(&self.dealers, &self.new_committee)
     }
 
     /// Whether `other` reports the same session result, apart from the receiver-only

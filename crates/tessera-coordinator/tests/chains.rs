@@ -2,7 +2,8 @@
 //! a ready committee, their addresses, PSBTs and Solana transfers submitted, approved, signed
 //! by the nodes, finalized into network transactions that Bitcoin Core's script interpreter
 //! and ed25519-dalek accept; a PSBT mixing two keys' inputs carried from one request to the
-//! next; and what the coordinator refuses before anyone approves.
+//! next; what the coordinator refuses before anyone approves; and refresh and resharing of
+//! FROST keys, approved by the admins, with no prime set anywhere.
 
 use crate::on_both_backends;
 use crate::service_support;
@@ -17,14 +18,15 @@ use tessera_chain::bitcoin::{
 use tessera_chain::solana::Transfer;
 use tessera_chain::Chain;
 use tessera_coordinator::service::{Coordinator, ServiceError, Submit};
-use tessera_coordinator::store::RequestState;
-use tessera_policy::Payload;
+use tessera_coordinator::store::{KeyChangeState, RequestState};
+use tessera_policy::{KeyOperation, Payload};
 use tessera_wire::{KeyKind, RequestId};
 
 on_both_backends!(
     taproot_and_ed25519_keys_sign_psbts_and_solana_transfers,
     a_psbt_of_two_keys_goes_from_one_request_to_the_next,
     frost_keys_sign_online_from_nonces_the_pool_committed,
+    frost_keys_are_refreshed_and_reshared_on_approval_and_sign_after,
 );
 
 const NET: BitcoinNetwork = BitcoinNetwork::Regtest;
@@ -257,17 +259,6 @@ async fn taproot_and_ed25519_keys_sign_psbts_and_solana_transfers(db: &Db) {
             says,
         );
     }
-    // Refresh and resharing are for ECDSA keys so far.
-    let refresh = tessera_coordinator::service::ProposeKeyChange {
-        id: tessera_coordinator::store::ProposalId::random(),
-        key: "btc".into(),
-        operation: tessera_policy::KeyOperation::Refresh,
-        lifetime_secs: None,
-    };
-    assert_invalid(
-        c.propose_key_change("ada", refresh).await,
-        "refresh and resharing run for ECDSA keys only",
-    );
     c.shutdown().await;
 }
 
@@ -382,5 +373,96 @@ async fn frost_keys_sign_online_from_nonces_the_pool_committed(db: &Db) {
         .await
         .unwrap();
     assert_eq!(sessions[0].operation, "online_sign");
+    c.shutdown().await;
+}
+
+/// A Solana transfer from `sol`'s address, signed and verified.
+async fn sol_transfer_signs(c: &Coordinator, cluster: &Cluster, lamports: u64) {
+    let from: [u8; 32] = chain_key(c, "sol", &[], Chain::Solana)
+        .await
+        .try_into()
+        .unwrap();
+    let message = Transfer {
+        from,
+        to: [5; 32],
+        lamports,
+        recent_blockhash: [6; 32],
+    }
+    .build();
+    let tx = sign(
+        c,
+        cluster,
+        "sol",
+        vec![],
+        Payload::SolanaTransfer { message },
+    )
+    .await;
+    let signature = ed25519_dalek::Signature::from_slice(&tx[1..65]).unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&from)
+        .unwrap()
+        .verify_strict(&tx[65..], &signature)
+        .expect("signed by the key's address");
+}
+
+/// A key-path spend of one of `tap`'s outputs at `path`, finalized and checked by consensus
+/// rules.
+async fn taproot_spend_signs(c: &Coordinator, cluster: &Cluster, path: Vec<u32>) {
+    let output_key = chain_key(c, "tap", &path, Chain::Bitcoin).await;
+    let own = p2tr_script(&output_key).unwrap();
+    let (text, spent) = psbt(&[(own.clone(), 80_000)], &own);
+    let payload = Payload::BitcoinPsbt {
+        network: NET,
+        psbt: text,
+        signer: output_key,
+    };
+    let tx = sign(c, cluster, "tap", path, payload).await;
+    consensus_verifies(&tx, &spent);
+}
+
+async fn frost_keys_are_refreshed_and_reshared_on_approval_and_sign_after(db: &Db) {
+    // No node has a prime set: FROST keys have no auxiliary info and rotate without one.
+    let cluster = Cluster::start().await;
+    let c = coordinator(db, &cluster, cluster.control(), settings()).await;
+    c.register_committee_ready(vec![P1, P2, P3]).await.unwrap();
+    for (name, kind) in [("tap", KeyKind::Taproot), ("sol", KeyKind::Ed25519)] {
+        let created = c.create_key(name, vec![P1, P2, P3], 2, kind).await.unwrap();
+        let share = |p: usize| {
+            let record = cluster.nodes[p].state().key_record(created.id).unwrap();
+            serde_json::to_value(&record.share).unwrap()
+        };
+        let before = share(0);
+        // Proposed with no note about primes, refreshed once another admin approves.
+        let pending = c
+            .propose_key_change("ada", proposal(name, KeyOperation::Refresh))
+            .await
+            .unwrap();
+        assert!(pending.notes.is_empty(), "{:?}", pending.notes);
+        let refresh = approved_change(&c, &cluster, name, KeyOperation::Refresh).await;
+        assert_eq!(
+            refresh.state,
+            KeyChangeState::Applied,
+            "{:?}",
+            refresh.error
+        );
+        let view = c.get_key(name).await.unwrap();
+        assert_eq!((view.epoch, view.kind), (1, kind));
+        assert_eq!(view.public_key, created.public_key, "the same key");
+        assert_eq!(view.address, created.address, "the same address");
+        assert!(view.erasure_unconfirmed.is_empty());
+        assert_ne!(share(0), before, "p1's share was renewed");
+        // Then reshared to 3-of-3: every holder must sign.
+        let three = approved_change(&c, &cluster, name, reshare(&[P1, P2, P3], 3)).await;
+        assert_eq!(three.state, KeyChangeState::Applied, "{:?}", three.error);
+        let view = c.get_key(name).await.unwrap();
+        assert_eq!((view.epoch, view.threshold), (2, 3));
+        assert_eq!(view.public_key, created.public_key);
+        for node in &cluster.nodes {
+            let record = node.state().key_record(created.id).unwrap();
+            assert_eq!((record.epoch, record.threshold, record.kind), (2, 3, kind));
+        }
+    }
+    taproot_spend_signs(&c, &cluster, vec![]).await;
+    taproot_spend_signs(&c, &cluster, vec![0, 7]).await;
+    sol_transfer_signs(&c, &cluster, 2_000).await;
     c.shutdown().await;
 }

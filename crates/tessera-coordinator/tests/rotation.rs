@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use service_support::*;
-use tessera_coordinator::service::{
-    Coordinator, CoordinatorSettings, KeyChangeView, ProposeKeyChange, ServiceError, Submit,
-};
-use tessera_coordinator::store::{KeyChangeState, ProposalId, SessionOutcome, SessionSubject};
+use tessera_coordinator::service::{Coordinator, CoordinatorSettings, ServiceError, Submit};
+use tessera_coordinator::store::{KeyChangeState, SessionOutcome, SessionSubject};
 use tessera_policy::{KeyOperation, Payload};
 use tessera_wire::{PartyId, RequestId};
 
@@ -77,47 +75,6 @@ fn submit(key: &str, text: &str) -> Submit {
         },
         lifetime_secs: None,
     }
-}
-
-fn proposal(key: &str, operation: KeyOperation) -> ProposeKeyChange {
-    ProposeKeyChange {
-        id: ProposalId::random(),
-        key: key.to_owned(),
-        operation,
-        lifetime_secs: None,
-    }
-}
-
-fn reshare(committee: &[PartyId], threshold: u16) -> KeyOperation {
-    KeyOperation::Reshare {
-        committee: committee.to_vec(),
-        threshold,
-    }
-}
-
-/// `ada` proposes, `abe` approves (enough under the development policy); returns the change
-/// as the approval left it.
-async fn approved(
-    c: &Arc<Coordinator>,
-    cluster: &Cluster,
-    key: &str,
-    operation: KeyOperation,
-) -> KeyChangeView {
-    let pending = c
-        .propose_key_change("ada", proposal(key, operation))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(pending.state, KeyChangeState::Pending);
-    let own = cluster.sign("ada", &pending.change.change_digest());
-    let signed = c
-        .approve_key_change("ada", pending.id, own)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(signed.state, KeyChangeState::Pending);
-    let signature = cluster.sign("abe", &pending.change.change_digest());
-    c.approve_key_change("abe", pending.id, signature)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Signs a message with `key` through approvals (waits until signed).
@@ -242,7 +199,7 @@ async fn keys_are_refreshed_and_reshared_once_another_admin_approves(db: &Db) {
     ));
 
     // Reshare to 3-of-3 on the same (ready) committee, then back to 2-of-3.
-    let three = approved(&c, &cluster, &key, reshare(&[P1, P2, P3], 3)).await;
+    let three = approved_change(&c, &cluster, &key, reshare(&[P1, P2, P3], 3)).await;
     assert_eq!(three.state, KeyChangeState::Applied, "{:?}", three.error);
     let key_view = c.get_key(&key).await.unwrap();
     assert_eq!(key_view.threshold, 3);
@@ -251,7 +208,7 @@ async fn keys_are_refreshed_and_reshared_once_another_admin_approves(db: &Db) {
         assert_eq!(node.state().key_record(before.id).unwrap().threshold, 3);
     }
     signs_message(&c, &cluster, &key, "signed by all three").await;
-    let two = approved(&c, &cluster, &key, reshare(&[P1, P2, P3], 2)).await;
+    let two = approved_change(&c, &cluster, &key, reshare(&[P1, P2, P3], 2)).await;
     assert_eq!(two.state, KeyChangeState::Applied, "{:?}", two.error);
     assert_eq!(c.get_key(&key).await.unwrap().threshold, 2);
     signs_message(&c, &cluster, &key, "two of three again").await;
@@ -322,7 +279,7 @@ async fn a_refresh_schedule_refreshes_the_key_when_due(db: &Db) {
     let daily = KeyOperation::RefreshSchedule {
         every_secs: Some(86_400),
     };
-    let set = approved(&c, &cluster, &key, daily).await;
+    let set = approved_change(&c, &cluster, &key, daily).await;
     assert_eq!(set.state, KeyChangeState::Applied, "{:?}", set.error);
     let view = c.get_key(&key).await.unwrap();
     assert_eq!(view.refresh_every_secs, Some(86_400));
@@ -362,7 +319,7 @@ async fn a_refresh_schedule_refreshes_the_key_when_due(db: &Db) {
     signs_message(&c, &cluster, &key, "after the scheduled refresh").await;
 
     // Stopping the schedule is a key change too.
-    let off = approved(
+    let off = approved_change(
         &c,
         &cluster,
         &key,
@@ -389,7 +346,7 @@ async fn an_activation_that_missed_a_party_is_resent_until_it_arrives(db: &Db) {
     // The refresh succeeds everywhere, but its activation never reaches p3: the change is
     // reported failed with the reason, the new epoch is recorded (every participant reported
     // the same result), and the activation stays due.
-    let change = approved(&c, &cluster, &key, KeyOperation::Refresh).await;
+    let change = approved_change(&c, &cluster, &key, KeyOperation::Refresh).await;
     assert_eq!(change.state, KeyChangeState::Failed);
     let error = change.error.unwrap();
     assert!(
@@ -426,7 +383,7 @@ async fn an_activation_that_missed_a_party_is_resent_until_it_arrives(db: &Db) {
     let refused = c.complete_activation(&key).await.unwrap_err();
     assert!(refused.to_string().contains("p3"), "{refused}");
     // Another rotation waits for it: refused until the activation arrived.
-    let blocked = approved(&c, &cluster, &key, KeyOperation::Refresh).await;
+    let blocked = approved_change(&c, &cluster, &key, KeyOperation::Refresh).await;
     assert_eq!(blocked.state, KeyChangeState::Failed);
     assert!(blocked.error.unwrap().contains("p3"));
 
@@ -472,7 +429,7 @@ async fn a_holder_that_misses_the_closure_is_shown_not_confirmed_erased_until_it
     let id = c.get_key(&key).await.unwrap().id;
 
     // The refresh is active everywhere; only p3 does not hear that the old epoch closes.
-    let change = approved(&c, &cluster, &key, KeyOperation::Refresh).await;
+    let change = approved_change(&c, &cluster, &key, KeyOperation::Refresh).await;
     assert_eq!(change.state, KeyChangeState::Applied, "{:?}", change.error);
     let view = c.get_key(&key).await.unwrap();
     assert_eq!((view.epoch, view.activation_due.as_deref()), (1, None));
@@ -588,7 +545,7 @@ async fn a_failed_reshare_is_abandoned_at_every_participant(db: &Db) {
     let key = fixture_key(&c, "abandoned").await;
     let id = c.get_key(&key).await.unwrap().id;
     // p3 never hears of the refresh: p1 and p2 time out waiting for it.
-    let change = approved(&c, &cluster, &key, KeyOperation::Refresh).await;
+    let change = approved_change(&c, &cluster, &key, KeyOperation::Refresh).await;
     assert_eq!(change.state, KeyChangeState::Failed);
     let error = change.error.unwrap();
     assert!(

@@ -448,13 +448,15 @@ async fn frost_nonces_are_stored_durably_and_used_at_most_once() {
 }
 
 /// Refreshes (or reshares) a FROST key's shares with the share protocol alone (FROST keys have
-/// no auxiliary info): every participant runs `reshare_shares` over its secure transport.
+/// no auxiliary info): every participant runs `reshare_frost` over its secure transport.
 async fn frost_reshare<C: Scheme>(
     nodes: &[Arc<SecureTransport>],
     shares: &[FrostKeyShare<C>],
-    setup: &tessera_mpc::reshare::ReshareSetup<C::Curve>,
-) -> Vec<tessera_mpc::reshare::SharesOutput<C::Curve>> {
-    use tessera_mpc::reshare::{reshare_shares, Contribution};
+    setup: &tessera_mpc::reshare::ReshareSetup,
+) -> Vec<tessera_mpc::reshare::SharesOutput<C::Curve>>
+where
+    C::Curve: tessera_mpc::reshare::ReshareCurve,
+{
     let participants = setup.participants();
     let s = spec(Protocol::RESHARE, &participants);
     let runs = participants.iter().map(|p| {
@@ -465,18 +467,12 @@ async fn frost_reshare<C: Scheme>(
             .iter()
             .position(|q| q == p)
             .map(|k| shares[k].clone());
-        let p = *p;
         async move {
-            let contribution = match (&share, setup.dealers.contains(&p)) {
-                (Some(share), true) => Some(Contribution::deal(&s, &setup, share, p).unwrap()),
-                _ => None,
-            };
-            reshare_shares(
+            tessera_mpc::reshare::reshare_frost(
                 net,
                 &s,
                 &setup,
                 share.as_deref(),
-                contribution,
                 &MpcConfig::default(),
             )
             .await
@@ -489,7 +485,7 @@ async fn frost_reshare<C: Scheme>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frost_keys_are_refreshed_and_reshared_by_the_share_protocol_and_sign_after() {
     use tessera_mpc::reshare::{Kind, ReshareSetup};
-    use tessera_wire::KeyId;
+    use tessera_wire::{KeyId, KeyKind};
     let keys5 = keys(4);
     let nodes = memory_nodes(&keys5, 4).await;
     let committee = [PartyId(1), PartyId(2), PartyId(3)];
@@ -500,8 +496,9 @@ async fn frost_keys_are_refreshed_and_reshared_by_the_share_protocol_and_sign_af
     let setup = ReshareSetup {
         kind: Kind::Refresh,
         key_id: KeyId::random(),
+        key_kind: KeyKind::Ed25519,
         epoch: 0,
-        key: shares[0].key_info.clone(),
+        key: shares[0].key_info.clone().into(),
         old_committee: committee.to_vec(),
         dealers: committee.to_vec(),
         new_committee: committee.to_vec(),
@@ -538,8 +535,9 @@ async fn frost_keys_are_refreshed_and_reshared_by_the_share_protocol_and_sign_af
     let setup = ReshareSetup {
         kind: Kind::Reshare,
         key_id: KeyId::random(),
+        key_kind: KeyKind::Taproot,
         epoch: 0,
-        key: shares[0].key_info.clone(),
+        key: shares[0].key_info.clone().into(),
         old_committee: committee.to_vec(),
         dealers: vec![PartyId(2), PartyId(3)],
         new_committee: new_committee.to_vec(),

@@ -21,14 +21,14 @@ use tessera_mpc::reshare::run::{
 };
 use tessera_mpc::reshare::{
     reshare, reshare_with, AuxInput, Complaint, Contribution, Fault, Kind, NewShare, ReshareOutput,
-    ReshareSetup, SubShareEvidence, SUB_SHARE_ROUND,
+    ReshareSetup, SetupKey, SubShareEvidence, SUB_SHARE_ROUND,
 };
 use tessera_mpc::{
     sign, verify_signature, AuxInfo, Blame, Curve, IncompleteKeyShare, KeyShare, MpcConfig,
     MpcError, SessionSpec, SigningInput,
 };
 use tessera_transport::SecureTransport;
-use tessera_wire::{KeyId, PartyId, Protocol};
+use tessera_wire::{KeyId, KeyKind, PartyId, Protocol};
 
 use crate::common::{keys, memory_nodes, spec};
 
@@ -60,13 +60,27 @@ fn setup(
     ReshareSetup {
         kind,
         key_id: KeyId([7; 16]),
+        key_kind: KeyKind::Ecdsa,
         epoch: 0,
-        key: fixture.shares[0].core.key_info.clone(),
+        key: fixture.shares[0].core.key_info.clone().into(),
         old_committee: fixture.committee.clone(),
         dealers: parties(dealers),
         new_committee: parties(new_committee),
         new_threshold,
         authorisation: [0; 32],
+    }
+}
+
+/// A secp256k1 setup's key info.
+fn info(setup: &ReshareSetup) -> &cggmp24::key_share::DirtyKeyInfo<Curve> {
+    setup.key_info::<Curve>().expect("a secp256k1 key")
+}
+
+/// A secp256k1 setup's key info, to change.
+fn info_mut(setup: &mut ReshareSetup) -> &mut cggmp24::key_share::DirtyKeyInfo<Curve> {
+    match &mut setup.key {
+        SetupKey::Secp256k1(key) => key,
+        SetupKey::Ed25519(_) => panic!("a secp256k1 key"),
     }
 }
 
@@ -397,8 +411,9 @@ async fn two_of_three_reshares_to_three_of_four_and_back() {
     let mut down = ReshareSetup {
         kind: Kind::Reshare,
         key_id: up.key_id,
+        key_kind: KeyKind::Ecdsa,
         epoch: 1,
-        key: new[0].key_info.clone(),
+        key: new[0].key_info.clone().into(),
         old_committee: committee4.clone(),
         dealers: parties(&[2, 3, 4]),
         new_committee: parties(&[4, 1, 3]),
@@ -444,7 +459,7 @@ async fn two_of_three_reshares_to_three_of_four_and_back() {
 fn a_refresh_must_be_dealt_by_and_to_the_whole_committee_in_key_order() {
     let old = insecure_committee_2of3();
     let honest = setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 2);
-    honest.plan().unwrap();
+    honest.plan::<Curve>().unwrap();
     for (dealers, receivers, threshold) in [
         (&[1, 2][..], &[1, 2, 3][..], 2),
         (&[1, 2, 3], &[1, 2], 2),
@@ -453,7 +468,7 @@ fn a_refresh_must_be_dealt_by_and_to_the_whole_committee_in_key_order() {
         (&[1, 2, 3], &[1, 2, 3], 3),
     ] {
         let bad = setup(Kind::Refresh, &old, dealers, receivers, threshold);
-        let err = bad.plan().unwrap_err();
+        let err = bad.plan::<Curve>().unwrap_err();
         assert!(
             matches!(err, MpcError::InvalidSession(_)),
             "{dealers:?}: {err}"
@@ -466,7 +481,9 @@ fn the_session_hash_binds_every_input_of_the_setup() {
     let old = insecure_committee_2of3();
     let base = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
     let s = spec(Protocol::RESHARE, &base.participants());
-    let sid = |setup: &ReshareSetup, s: &SessionSpec| setup.session_hash(s, &setup.plan().unwrap());
+    let sid = |setup: &ReshareSetup, s: &SessionSpec| {
+        setup.session_hash(s, &setup.plan::<Curve>().unwrap())
+    };
     let reference = sid(&base, &s);
     let mut variants: Vec<ReshareSetup> = Vec::new();
     let mut v = base.clone();
@@ -544,7 +561,7 @@ fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_inf
     let old = insecure_committee_2of3();
     let base = setup(Kind::Reshare, &old, &[1, 3], &[1, 2, 3, 4, 5], 3);
     let s = spec(Protocol::RESHARE, &base.participants());
-    let sid = |setup: &ReshareSetup| setup.session_hash(&s, &setup.plan().unwrap());
+    let sid = |setup: &ReshareSetup| setup.session_hash(&s, &setup.plan::<Curve>().unwrap());
     let reference = sid(&base);
     assert_eq!(
         sid(&key_with_unchanged(&base)),
@@ -556,7 +573,7 @@ fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_inf
         change(&mut v);
         v
     };
-    let mut chain_code = base.key.chain_code.unwrap_or([1; 32]);
+    let mut chain_code = info(&base).chain_code.unwrap_or([1; 32]);
     chain_code[0] ^= 1;
     let mut variants = vec![
         // Dealers: another pair of holders, the same pair in the other dealing order.
@@ -577,23 +594,25 @@ fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_inf
         // (as after a refresh), another key, the same key on other evaluation points.
         (
             "another chain code",
-            with(&|v| v.key.chain_code = Some(chain_code)),
+            with(&|v| info_mut(v).chain_code = Some(chain_code)),
         ),
         (
             "other public shares",
-            with(&|v| v.key = key_with(&base.key, true, None, false)),
+            with(&|v| v.key = key_with(info(&base), true, None, false).into()),
         ),
         (
             "another public key",
-            with(&|v| v.key = key_with(&base.key, false, None, false)),
+            with(&|v| v.key = key_with(info(&base), false, None, false).into()),
         ),
         (
             "other evaluation points",
-            with(&|v| v.key = key_with(&base.key, true, Some(&[4, 5, 6]), true)),
+            with(&|v| v.key = key_with(info(&base), true, Some(&[4, 5, 6]), true).into()),
         ),
     ];
-    if base.key.chain_code.is_some() {
-        variants.push(("no chain code", with(&|v| v.key.chain_code = None)));
+    // The key's kind: the same secp256k1 key as a Taproot key.
+    variants.push(("a Taproot key", with(&|v| v.key_kind = KeyKind::Taproot)));
+    if info(&base).chain_code.is_some() {
+        variants.push(("no chain code", with(&|v| info_mut(v).chain_code = None)));
     }
     let mut seen = vec![reference.clone()];
     for (what, v) in &variants {
@@ -606,10 +625,10 @@ fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_inf
     // The kind: a 3-of-3 view of the fixture key (its degree-1 polynomial is one of degree
     // at most 2), so that a reshare (exactly t = 3 dealers) and a refresh (every holder)
     // have the same dealers, committees and threshold and differ only in their kind.
-    let mut key3 = base.key.clone();
+    let mut key3 = info(&base).clone();
     key3.vss_setup.as_mut().unwrap().min_signers = 3;
     let refresh = ReshareSetup {
-        key: key3,
+        key: key3.into(),
         ..setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 3)
     };
     let reshare = ReshareSetup {
@@ -617,7 +636,7 @@ fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_inf
         ..refresh.clone()
     };
     let s = spec(Protocol::RESHARE, &refresh.participants());
-    let sid = |setup: &ReshareSetup| setup.session_hash(&s, &setup.plan().unwrap());
+    let sid = |setup: &ReshareSetup| setup.session_hash(&s, &setup.plan::<Curve>().unwrap());
     assert_eq!(refresh.participants(), reshare.participants());
     assert_ne!(sid(&refresh), sid(&reshare), "the kind is bound");
     // And the key's threshold: the refresh of its 2-of-3 view (which keeps 2-of-3).
@@ -633,7 +652,7 @@ fn the_session_hash_binds_the_kind_the_dealers_the_old_committee_and_the_key_inf
 /// [`key_with`]).
 fn key_with_unchanged(setup: &ReshareSetup) -> ReshareSetup {
     let mut v = setup.clone();
-    v.key = key_with(&setup.key, true, None, true);
+    v.key = key_with(info(setup), true, None, true).into();
     v
 }
 
@@ -1215,4 +1234,49 @@ async fn a_participant_whose_echo_has_more_entries_than_dealers_is_blamed_itself
         )
         .await;
     }
+}
+
+#[test]
+fn a_setup_whose_key_is_not_on_its_kinds_curve_is_refused() {
+    let old = insecure_committee_2of3();
+    let mut ed25519 = setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 2);
+    ed25519.key_kind = KeyKind::Ed25519;
+    let err = ed25519.plan::<Curve>().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("names key kind ed25519 but carries a key on secp256k1"),
+        "{err}"
+    );
+    // A secp256k1 key run as if it were on edwards25519.
+    let honest = setup(Kind::Refresh, &old, &[1, 2, 3], &[1, 2, 3], 2);
+    let err = honest.plan::<tessera_mpc::reshare::Edwards>().unwrap_err();
+    assert!(err.to_string().contains("not on the curve"), "{err}");
+}
+
+#[tokio::test]
+async fn the_ecdsa_runner_refuses_a_taproot_key_which_has_no_auxiliary_info() {
+    let fixture = insecure_committee_2of3();
+    let keys = keys(3);
+    let nodes = memory_nodes(&keys, 3).await;
+    let mut taproot = setup(Kind::Refresh, &fixture, &[1, 2, 3], &[1, 2, 3], 2);
+    taproot.key_kind = KeyKind::Taproot;
+    let shares = incomplete_shares(&fixture);
+    let s = spec(Protocol::RESHARE, &taproot.participants());
+    let err = reshare(
+        nodes[0].clone(),
+        &s,
+        &taproot,
+        shares.get(&PartyId(1)),
+        aux_input(&primes(&[(1, 0)]), PartyId(1)),
+        &MpcConfig::default(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(matches!(err, MpcError::InvalidSession(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("only ECDSA keys have auxiliary info"),
+        "{err}"
+    );
 }

@@ -7,7 +7,8 @@
 use tessera_audit::NewEvent;
 use tessera_control::certificate::{verify_abandonment, verify_activation, verify_closure};
 use tessera_control::{now_unix, EpochReport, Output, SignedOutcome};
-use tessera_mpc::reshare::{AuxInput, Kind, ReshareSetup};
+use tessera_mpc::reshare::{reshare_frost, AuxInput, Kind, ReshareSetup, SharesOutput};
+use tessera_mpc::AuxInfo;
 use tessera_mpc::{MpcConfig, SessionSpec};
 use tessera_policy::{evaluate_key_change, ApprovedKeyChange, KeyChangeDecision, KeyOperation};
 use tessera_store::SecretStore;
@@ -17,6 +18,29 @@ use crate::node::{Node, NodeError};
 use crate::state::{
     Abandonment, Activation, Closure, KeyRecord, ReshareRecord, StateError, StoredShare,
 };
+
+/// A receiver's new epoch: its share and, for an ECDSA key, the new auxiliary info with its
+/// digest.
+type NewEpoch = (StoredShare, Option<(AuxInfo, Hash)>);
+
+type Hash = [u8; 32];
+
+/// A FROST key's session result: the confirmation and, for a receiver, its new share (as
+/// `stored` keeps it) without auxiliary info.
+fn frost_epoch<E: tessera_mpc::reshare::ReshareCurve>(
+    out: SharesOutput<E>,
+    stored: impl FnOnce(cggmp24::IncompleteKeyShare<E>) -> StoredShare,
+) -> (Hash, Option<NewEpoch>) {
+    (out.confirmation, out.share.map(|s| (stored(s), None)))
+}
+
+/// A key record whose share is not on its kind's curve (a corrupt record).
+fn wrong_share(key: KeyId) -> NodeError {
+    NodeError::Refused(format!(
+        "key {key}'s record holds a share on another curve than its kind's; the record is \
+         corrupt, restore it from a backup"
+    ))
+}
 
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
@@ -44,6 +68,13 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         config: &MpcConfig,
     ) -> Result<Output, NodeError> {
         let approved_by = self.check_key_change(key, setup, approved)?;
+        if !setup.key.fits(setup.key_kind) {
+            return Err(NodeError::Refused(format!(
+                "the setup names key kind {} but carries a key on {}",
+                setup.key_kind,
+                setup.key.curve_name()
+            )));
+        }
         let me = self.party();
         let share = if setup.old_committee.contains(&me) {
             let record = self.state.key_record(key)?;
@@ -60,15 +91,13 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     record.epoch, setup.epoch
                 )));
             }
-            match (record.kind, record.share) {
-                (KeyKind::Ecdsa, StoredShare::Secp256k1(share)) => Some(share),
-                (kind, _) => {
-                    return Err(NodeError::Refused(format!(
-                        "key {key} is a {kind} key; refresh and resharing run for ECDSA keys \
-                         only so far"
-                    )))
-                }
+            if record.kind != setup.key_kind {
+                return Err(NodeError::Refused(format!(
+                    "key {key} is of kind {} here, but the session is for kind {}",
+                    record.kind, setup.key_kind
+                )));
             }
+            Some(record.share)
         } else {
             if self.state.has_key(key)? {
                 return Err(NodeError::Refused(format!(
@@ -112,20 +141,88 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         }
     }
 
-    /// The session itself, once recorded as started: the change is marked used, a prime set
-    /// taken (receivers), the protocol run, the result kept pending.
+    /// The session itself, once recorded as started: the change is marked used, the protocol
+    /// of the key's kind run, the result kept pending.
     async fn run_reshare(
         &self,
         spec: &SessionSpec,
         key: KeyId,
         setup: &ReshareSetup,
         approved: Option<&ApprovedKeyChange>,
-        share: Option<tessera_mpc::IncompleteKeyShare>,
+        share: Option<StoredShare>,
         config: &MpcConfig,
     ) -> Result<EpochReport, NodeError> {
         if let Some(approved) = approved {
             self.state.use_change(approved.change.id, spec.session)?;
         }
+        // The share as the key's kind needs it (a record on another curve is corrupt).
+        let secp256k1 = || {
+            share
+                .as_ref()
+                .map(|s| s.secp256k1().ok_or_else(|| wrong_share(key)))
+                .transpose()
+        };
+        let (confirmation, new_epoch) = match setup.key_kind {
+            KeyKind::Ecdsa => {
+                self.reshare_ecdsa(spec, setup, secp256k1()?, config)
+                    .await?
+            }
+            KeyKind::Taproot => {
+                let share = secp256k1()?.map(|s| &**s);
+                let out = reshare_frost(self.net.clone(), spec, setup, share, config).await?;
+                frost_epoch(out, StoredShare::Secp256k1)
+            }
+            KeyKind::Ed25519 => {
+                let share = share
+                    .as_ref()
+                    .map(|s| s.ed25519().ok_or_else(|| wrong_share(key)))
+                    .transpose()?
+                    .map(|s| &**s);
+                let out = reshare_frost(self.net.clone(), spec, setup, share, config).await?;
+                frost_epoch(out, StoredShare::Ed25519)
+            }
+        };
+        let report = EpochReport {
+            key,
+            reshare: spec.session,
+            kind: setup.kind,
+            from_epoch: setup.epoch,
+            old_committee: setup.old_committee.clone(),
+            dealers: setup.dealers.clone(),
+            new_committee: setup.new_committee.clone(),
+            new_threshold: setup.new_threshold,
+            public_key: setup.key.public_key(),
+            confirmation,
+            authorisation: setup.authorisation,
+            aux: new_epoch
+                .as_ref()
+                .and_then(|(_, aux)| aux.as_ref().map(|(_, digest)| *digest)),
+        };
+        let record = new_epoch.map(|(share, aux)| KeyRecord {
+            committee: setup.new_committee.clone(),
+            threshold: setup.new_threshold,
+            epoch: report.to_epoch(),
+            kind: setup.key_kind,
+            share,
+            aux: aux.map(|(aux, _)| aux),
+        });
+        let expires_at =
+            now_unix().saturating_add(self.settings.pending_reshare_lifetime.as_secs());
+        self.state
+            .put_pending_reshare(key, spec.session, report.clone(), record, expires_at)?;
+        Ok(report)
+    }
+
+    /// An ECDSA key's session: a prime set taken (receivers), the share protocol and the new
+    /// auxiliary info. Returns the confirmation and, for a receiver, its new share with the
+    /// new auxiliary info and that info's digest.
+    async fn reshare_ecdsa(
+        &self,
+        spec: &SessionSpec,
+        setup: &ReshareSetup,
+        share: Option<&tessera_mpc::IncompleteKeyShare>,
+        config: &MpcConfig,
+    ) -> Result<(Hash, Option<NewEpoch>), NodeError> {
         let me = self.party();
         let aux = if setup.new_committee.contains(&me) {
             let Some(primes) = self.primes.take()? else {
@@ -149,42 +246,15 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         } else {
             None
         };
-        let output = tessera_mpc::reshare::reshare(
-            self.net.clone(),
-            spec,
-            setup,
-            share.as_ref(),
-            aux,
-            config,
-        )
-        .await?;
-        let report = EpochReport {
-            key,
-            reshare: spec.session,
-            kind: setup.kind,
-            from_epoch: setup.epoch,
-            old_committee: setup.old_committee.clone(),
-            dealers: setup.dealers.clone(),
-            new_committee: setup.new_committee.clone(),
-            new_threshold: setup.new_threshold,
-            public_key: setup.key.shared_public_key.to_bytes(true).to_vec(),
-            confirmation: output.confirmation,
-            authorisation: setup.authorisation,
-            aux: output.share.as_ref().map(|s| s.aux_digest),
-        };
-        let record = output.share.map(|s| KeyRecord {
-            committee: setup.new_committee.clone(),
-            threshold: setup.new_threshold,
-            epoch: report.to_epoch(),
-            kind: KeyKind::Ecdsa,
-            share: StoredShare::Secp256k1(s.core),
-            aux: Some(s.aux),
-        });
-        let expires_at =
-            now_unix().saturating_add(self.settings.pending_reshare_lifetime.as_secs());
-        self.state
-            .put_pending_reshare(key, spec.session, report.clone(), record, expires_at)?;
-        Ok(report)
+        let output =
+            tessera_mpc::reshare::reshare(self.net.clone(), spec, setup, share, aux, config)
+                .await?;
+        Ok((
+            output.confirmation,
+            output
+                .share
+                .map(|s| (StoredShare::Secp256k1(s.core), Some((s.aux, s.aux_digest)))),
+        ))
     }
 
     /// Re-checks the admins' approval of a reshare or refresh against the pinned policy and
@@ -225,11 +295,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 change.id, change.key
             )));
         }
-        let threshold = setup
-            .key
-            .vss_setup
-            .as_ref()
-            .map_or(setup.old_committee.len() as u16, |v| v.min_signers);
+        let threshold = setup.key.threshold();
         if change.from.epoch != setup.epoch
             || change.from.committee != setup.old_committee
             || change.from.threshold != threshold

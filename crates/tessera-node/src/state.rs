@@ -131,6 +131,14 @@ impl StoredShare {
         }
     }
 
+    /// The Ed25519 share, if the key is an Ed25519 key.
+    pub fn ed25519(&self) -> Option<&FrostKeyShare<Ed25519>> {
+        match self {
+            StoredShare::Ed25519(share) => Some(share),
+            StoredShare::Secp256k1(_) => None,
+        }
+    }
+
     /// This party's index in the key's committee.
     pub fn index(&self) -> u16 {
         match self {
@@ -154,6 +162,14 @@ impl StoredShare {
         match self {
             StoredShare::Secp256k1(share) => serde_json::to_string(&share.key_info),
             StoredShare::Ed25519(share) => serde_json::to_string(&share.key_info),
+        }
+    }
+
+    /// The key's public info on its curve, as a reshare setup carries it.
+    pub fn setup_key(&self) -> tessera_mpc::reshare::SetupKey {
+        match self {
+            StoredShare::Secp256k1(share) => share.key_info.clone().into(),
+            StoredShare::Ed25519(share) => share.key_info.clone().into(),
         }
     }
 

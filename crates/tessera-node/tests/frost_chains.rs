@@ -14,8 +14,9 @@ use tessera_chain::bitcoin::{
 };
 use tessera_chain::solana::Transfer;
 use tessera_control::{Operation, Output};
+use tessera_mpc::reshare::{Kind, ReshareSetup};
 use tessera_node::local::{LocalCluster, LocalOptions};
-use tessera_policy::Payload;
+use tessera_policy::{ApprovedKeyChange, KeyEpoch, KeyOperation, Payload};
 use tessera_store::KdfParams;
 use tessera_wire::{KeyId, KeyKind, PartyId};
 
@@ -452,5 +453,220 @@ async fn frost_keys_sign_in_one_round_from_nonces_committed_ahead_and_used_once(
             "{err}"
         );
     }
+    cluster.shutdown().await;
+}
+
+/// A refresh (unapproved, as a scheduled one runs) or a reshare (with the development admins'
+/// approval) of `key` as p1 holds it now.
+fn rotation(
+    cluster: &LocalCluster,
+    key: KeyId,
+    kind: Kind,
+    dealers: &[PartyId],
+    new_committee: &[PartyId],
+    new_threshold: u16,
+) -> (ReshareSetup, Option<ApprovedKeyChange>) {
+    let record = cluster.node(P1).state().key_record(key).unwrap();
+    let approved = (kind == Kind::Reshare).then(|| {
+        cluster.dev.as_ref().unwrap().key_change(
+            key,
+            KeyEpoch {
+                epoch: record.epoch,
+                committee: record.committee.clone(),
+                threshold: record.threshold,
+            },
+            KeyOperation::Reshare {
+                committee: new_committee.to_vec(),
+                threshold: new_threshold,
+            },
+            now(),
+        )
+    });
+    let setup = ReshareSetup {
+        kind,
+        key_id: key,
+        key_kind: record.kind,
+        epoch: record.epoch,
+        key: record.share.setup_key(),
+        old_committee: record.committee.clone(),
+        dealers: dealers.to_vec(),
+        new_committee: new_committee.to_vec(),
+        new_threshold,
+        authorisation: approved
+            .as_ref()
+            .map_or([0; 32], |a| a.change.change_digest()),
+    };
+    (setup, approved)
+}
+
+/// Refreshes, then reshares 2-of-3 on p1-p3 to 3-of-4 on p1-p4, key `key` through the nodes,
+/// with no prime set anywhere (FROST keys have no auxiliary info); checks each new epoch as
+/// the nodes hold it.
+async fn refresh_then_reshare(cluster: &LocalCluster, key: KeyId, kind: KeyKind) {
+    let shares_before = cluster.node(P1).state().key_record(key).unwrap().share;
+    let (setup, none) = rotation(cluster, key, Kind::Refresh, &[P1, P2, P3], &[P1, P2, P3], 2);
+    let report = cluster.rotate(key, setup, none, DEADLINE).await.unwrap();
+    assert_eq!((report.to_epoch(), report.aux), (1, None));
+    let record = cluster.node(P1).state().key_record(key).unwrap();
+    assert_eq!((record.epoch, record.kind), (1, kind));
+    assert!(record.aux.is_none(), "a FROST key has no auxiliary info");
+    assert_eq!(record.share.public_key(), shares_before.public_key());
+    assert_ne!(
+        serde_json::to_value(&record.share).unwrap(),
+        serde_json::to_value(&shares_before).unwrap(),
+        "the share was renewed"
+    );
+    let four = [P1, P2, P3, P4];
+    let (setup, approved) = rotation(cluster, key, Kind::Reshare, &[P3, P2], &four, 3);
+    let report = cluster
+        .rotate(key, setup, approved, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(report.to_epoch(), 2);
+    for p in four {
+        let record = cluster.node(p).state().key_record(key).unwrap();
+        assert_eq!(
+            (
+                record.epoch,
+                record.kind,
+                record.threshold,
+                &record.committee[..]
+            ),
+            (2, kind, 3, &four[..])
+        );
+        assert_eq!(record.share.public_key(), shares_before.public_key());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_keys_are_refreshed_and_reshared_by_the_nodes_and_sign_after() {
+    let (cluster, _dir) = cluster(4).await;
+
+    // Taproot: nonces committed for the old epoch are erased with it; the key spends after.
+    let (key, internal) = generate(&cluster, &[P1, P2, P3], 2, KeyKind::Taproot).await;
+    let committed = cluster
+        .run(&[P1, P2], Operation::Presign { key }, DEADLINE)
+        .await
+        .expect("commit session");
+    assert!(matches!(committed, Output::Presign { .. }), "{committed:?}");
+    refresh_then_reshare(&cluster, key, KeyKind::Taproot).await;
+    for p in [P1, P2] {
+        assert!(
+            cluster
+                .node(p)
+                .state()
+                .online_ready(key)
+                .unwrap()
+                .is_empty(),
+            "{p}: nonces of the old epoch are erased"
+        );
+    }
+    let output_key = taproot_output_key(&internal).unwrap();
+    let own = p2tr_script(&output_key).unwrap();
+    let (text, spent) = psbt(&[(own.clone(), 90_000)], &own, 1_000);
+    let signature = sign(
+        &cluster,
+        &[P4, P1, P3],
+        key,
+        psbt_payload(&text, &output_key),
+    )
+    .await;
+    let finalized = Psbt::decode(&text, NET)
+        .unwrap()
+        .finalize(&[InputSignature::Schnorr { signature }])
+        .expect("the signature verifies against the same output key");
+    consensus_verifies(&finalized, &spent);
+
+    // Ed25519: a Solana transfer from the same address, signed by the new committee.
+    let (key, public_key) = generate(&cluster, &[P1, P2, P3], 2, KeyKind::Ed25519).await;
+    refresh_then_reshare(&cluster, key, KeyKind::Ed25519).await;
+    let from: [u8; 32] = public_key.try_into().unwrap();
+    let message = Transfer {
+        from,
+        to: [5; 32],
+        lamports: 1_000,
+        recent_blockhash: [6; 32],
+    }
+    .build();
+    let signature = sign(
+        &cluster,
+        &[P2, P4, P3],
+        key,
+        Payload::SolanaTransfer {
+            message: message.clone(),
+        },
+    )
+    .await;
+    let sig = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&from)
+        .unwrap()
+        .verify_strict(&message, &sig)
+        .expect("the transfer is signed by the same key");
+    // Two of the new committee no longer suffice.
+    let (request, approvals) = approved_payload(
+        &cluster,
+        key,
+        Payload::Ed25519Message {
+            bytes: b"two of four".to_vec(),
+        },
+    );
+    assert!(cluster
+        .sign(&[P1, P2], &request, approvals, None, DEADLINE)
+        .await
+        .is_err());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_refuse_a_rotation_that_names_another_key_kind_or_curve() {
+    let (cluster, _dir) = cluster(3).await;
+    let (key, _) = generate(&cluster, &[P1, P2, P3], 2, KeyKind::Taproot).await;
+    let committee = [P1, P2, P3];
+    let (honest, _) = rotation(&cluster, key, Kind::Refresh, &committee, &committee, 2);
+    // The same secp256k1 key called an ECDSA key: every holder refuses before dealing.
+    let as_ecdsa = ReshareSetup {
+        key_kind: KeyKind::Ecdsa,
+        ..honest.clone()
+    };
+    // Called an Ed25519 key, and one that carries Ed25519 key info.
+    let as_ed25519 = ReshareSetup {
+        key_kind: KeyKind::Ed25519,
+        ..honest.clone()
+    };
+    let (ed_key, _) = generate(&cluster, &committee, 2, KeyKind::Ed25519).await;
+    let ed_info = cluster
+        .node(P1)
+        .state()
+        .key_record(ed_key)
+        .unwrap()
+        .share
+        .setup_key();
+    let other_curve = ReshareSetup {
+        key: ed_info,
+        ..honest.clone()
+    };
+    for (setup, says) in [
+        (
+            as_ecdsa,
+            "is of kind taproot here, but the session is for kind ecdsa",
+        ),
+        (
+            as_ed25519,
+            "names key kind ed25519 but carries a key on secp256k1",
+        ),
+        (
+            other_curve,
+            "names key kind taproot but carries a key on edwards25519",
+        ),
+    ] {
+        let err = cluster
+            .rotate(key, setup, None, DEADLINE)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(says), "{err}; expected {says:?}");
+    }
+    // Nothing changed: the honest refresh still runs from epoch 0.
+    let report = cluster.rotate(key, honest, None, DEADLINE).await.unwrap();
+    assert_eq!(report.to_epoch(), 1);
     cluster.shutdown().await;
 }

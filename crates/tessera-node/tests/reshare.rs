@@ -77,8 +77,9 @@ fn setup_of(
     let setup = ReshareSetup {
         kind,
         key_id: key,
+        key_kind: tessera_wire::KeyKind::Ecdsa,
         epoch: from.epoch,
-        key: fixture_key_info(),
+        key: fixture_key_info().into(),
         old_committee: from.committee.clone(),
         dealers: dealers.to_vec(),
         new_committee: new_committee.to_vec(),

@@ -128,12 +128,13 @@ pub enum KeyCommand {
         /// The key's name or id.
         key: String,
     },
-    /// Propose to refresh a key: every holder gets a new share of the same key and new
-    /// auxiliary info (fresh Paillier keys; the public key, address and chain code stay);
-    /// shares and Paillier keys taken before no longer work with those after. Each holder uses
-    /// one prime set from its pool; the answer says if one has none ready (the refresh then
-    /// waits for it). Admins propose; other admins approve with `tessera key approve-change`,
-    /// and the last approval runs it (every holder must be reachable).
+    /// Propose to refresh a key: every holder gets a new share of the same key (the public key,
+    /// address and chain code stay), and for an ECDSA key new auxiliary info (fresh Paillier
+    /// keys); shares and Paillier keys taken before no longer work with those after. For an
+    /// ECDSA key each holder uses one prime set from its pool; the answer says if one has none
+    /// ready (the refresh then waits for it). Taproot and Ed25519 keys need none. Admins
+    /// propose; other admins approve with `tessera key approve-change`, and the last approval
+    /// runs it (every holder must be reachable).
     Refresh {
         #[command(flatten)]
         api: ApiArgs,
@@ -143,8 +144,9 @@ pub enum KeyCommand {
         key: String,
     },
     /// Propose to reshare a key to a committee and threshold: parties join or leave, the
-    /// threshold changes, or a lost party is replaced from the remaining holders. The new
-    /// committee makes the new epoch's auxiliary info (one prime set each). Admins propose;
+    /// threshold changes, or a lost party is replaced from the remaining holders. For an ECDSA
+    /// key the new committee makes the new epoch's auxiliary info (one prime set each). Admins
+    /// propose;
     /// other admins approve with `tessera key approve-change`; every node re-checks their
     /// approvals before it takes part (the key's threshold of holders must be reachable), and
     /// every holder of the old epoch, dealer or not, erases it once the new one is active.

@@ -588,13 +588,9 @@ async fn bench_tessera(
         let setup = ReshareSetup {
             kind: Kind::Refresh,
             key_id: key,
+            key_kind: record.kind,
             epoch: record.epoch,
-            key: record
-                .share
-                .secp256k1()
-                .context("the benchmark key is an ECDSA key")?
-                .key_info
-                .clone(),
+            key: record.share.setup_key(),
             old_committee: committee.clone(),
             dealers: committee.clone(),
             new_committee: committee.clone(),

@@ -55,13 +55,6 @@ impl Coordinator {
         let current = &active.document;
         require_admin(current, principal)?;
         let row = self.ready_key(&proposal.key).await?;
-        if row.kind != tessera_wire::KeyKind::Ecdsa {
-            return Err(ServiceError::Invalid(format!(
-                "key '{}' is a {} key; refresh and resharing run for ECDSA keys only so far \
-                 (the nodes refuse them for other kinds)",
-                row.name, row.kind
-            )));
-        }
         if let Some(existing) = self.store.get_key_change(proposal.id).await? {
             let change = decode_change(&existing)?;
             return if change.key == row.id
@@ -136,8 +129,12 @@ impl Coordinator {
     }
 
     /// What a proposer should know before the change runs: receivers whose prime pool is empty
-    /// now (a refresh or reshare renews the auxiliary info and waits for their primes).
+    /// now (a refresh or reshare of an ECDSA key renews the auxiliary info and waits for their
+    /// primes; FROST keys have none).
     async fn proposal_notes(&self, row: &KeyRow, operation: &KeyOperation) -> Vec<String> {
+        if row.kind != tessera_wire::KeyKind::Ecdsa {
+            return Vec::new();
+        }
         let (receivers, what) = match operation {
             KeyOperation::Refresh => (row.committee.clone(), "refresh"),
             KeyOperation::Reshare { committee, .. } => (committee.clone(), "reshare"),

@@ -23,9 +23,9 @@ use std::time::Duration;
 use tessera_audit::NewEvent;
 use tessera_control::certificate::verify_activation;
 use tessera_control::{all_succeeded, Operation, Output, Reports, SignedOutcome, StarterError};
-use tessera_mpc::reshare::{Kind, ReshareSetup};
+use tessera_mpc::reshare::{Kind, ReshareSetup, SetupKey};
 use tessera_policy::ApprovedKeyChange;
-use tessera_wire::{KeyId, PartyId, SessionId};
+use tessera_wire::{KeyId, KeyKind, PartyId, SessionId};
 
 use super::{now_unix, quorum, to_db, Coordinator, KeyView, ServiceError, SYSTEM};
 use crate::store::{KeyRow, KeyStatus, Lifecycle, LifecyclePhase, SessionOutcome};
@@ -355,10 +355,14 @@ impl Coordinator {
                 })?,
         };
         let key_info = self.describe_key(&row, &dealers).await?;
-        self.wait_for_primes(&row, &committee).await?;
+        if row.kind == KeyKind::Ecdsa {
+            // FROST keys have no auxiliary info, so their receivers need no primes.
+            self.wait_for_primes(&row, &committee).await?;
+        }
         let setup = ReshareSetup {
             kind,
             key_id: row.id,
+            key_kind: row.kind,
             epoch: row.epoch,
             key: key_info,
             old_committee: row.committee.clone(),
@@ -864,7 +868,7 @@ impl Coordinator {
         &self,
         row: &KeyRow,
         dealers: &[PartyId],
-    ) -> Result<tessera_mpc::reshare::KeyInfo, ServiceError> {
+    ) -> Result<SetupKey, ServiceError> {
         let outcome = self
             .starter
             .run(
@@ -908,9 +912,13 @@ impl Coordinator {
                 PartyId::list(&row.committee)
             )));
         }
-        let info: tessera_mpc::reshare::KeyInfo = serde_json::from_str(&key_info)
-            .map_err(|e| unavailable(format!("the nodes' key info does not decode: {e}")))?;
-        if row.public_key.as_deref() != Some(&info.shared_public_key.to_bytes(true)[..]) {
+        let info = SetupKey::from_json(row.kind, &key_info).map_err(|e| {
+            unavailable(format!(
+                "the nodes' key info does not decode as a {} key's: {e}",
+                row.kind
+            ))
+        })?;
+        if row.public_key.as_deref() != Some(&info.public_key()[..]) {
             return Err(ServiceError::corrupt(format_args!(
                 "key {}: the nodes' public key differs from the recorded one",
                 row.id

@@ -14,15 +14,18 @@ use tessera_channel::identity::PartyIdentity;
 use tessera_channel::Roster;
 use tessera_control::{ControlChannel, Starter, StarterError};
 use tessera_control::{Output, SessionStart, SignedOutcome, SignedStart};
-use tessera_coordinator::service::{Coordinator, CoordinatorSettings, RequestView, ServiceError};
+use tessera_coordinator::service::{
+    Coordinator, CoordinatorSettings, KeyChangeView, ProposeKeyChange, RequestView, ServiceError,
+};
 use tessera_coordinator::store::RequestState;
+use tessera_coordinator::store::{KeyChangeState, ProposalId};
 use tessera_coordinator::testing::PostgresServer;
 use tessera_coordinator::Store;
 use tessera_node::channels::InProcessControl;
 use tessera_node::local::{LocalCluster, LocalOptions};
 use tessera_node::{Node, NodeSettings};
 use tessera_policy::dev::DevPolicy;
-use tessera_policy::{Approval, OperatorKey, PolicyDocument, PrincipalSignature};
+use tessera_policy::{Approval, KeyOperation, OperatorKey, PolicyDocument, PrincipalSignature};
 use tessera_store::{FileStore, KdfParams};
 use tessera_wire::{PartyId, RequestId};
 
@@ -457,4 +460,47 @@ pub fn give_primes(cluster: &Cluster, rotations: usize) {
             node.primes().put(&primes[k + 3 * ((r + 1) % 2)]).unwrap();
         }
     }
+}
+
+/// A key change proposal of `operation` on `key`.
+pub fn proposal(key: &str, operation: KeyOperation) -> ProposeKeyChange {
+    ProposeKeyChange {
+        id: ProposalId::random(),
+        key: key.to_owned(),
+        operation,
+        lifetime_secs: None,
+    }
+}
+
+/// A reshare to `committee` with `threshold`.
+pub fn reshare(committee: &[PartyId], threshold: u16) -> KeyOperation {
+    KeyOperation::Reshare {
+        committee: committee.to_vec(),
+        threshold,
+    }
+}
+
+/// `ada` proposes, `abe` approves (enough under the development policy); returns the change
+/// as the approval left it.
+pub async fn approved_change(
+    c: &Arc<Coordinator>,
+    cluster: &Cluster,
+    key: &str,
+    operation: KeyOperation,
+) -> KeyChangeView {
+    let pending = c
+        .propose_key_change("ada", proposal(key, operation))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pending.state, KeyChangeState::Pending);
+    let own = cluster.sign("ada", &pending.change.change_digest());
+    let signed = c
+        .approve_key_change("ada", pending.id, own)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(signed.state, KeyChangeState::Pending);
+    let signature = cluster.sign("abe", &pending.change.change_digest());
+    c.approve_key_change("abe", pending.id, signature)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -155,13 +155,14 @@ mod transcript {
     use super::*;
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v2/sid")]
+    #[udigest(tag = "tessera/reshare/v3/sid")]
     #[udigest(bound = "")]
     pub struct Sid<'a, E: Curve> {
         #[udigest(as_bytes)]
         pub execution: &'a [u8],
         #[udigest(as_bytes)]
         pub key: &'a [u8],
+        pub key_kind: &'a str,
         pub epoch: u64,
         pub refresh: bool,
         pub old_committee: &'a [u16],
@@ -179,7 +180,7 @@ mod transcript {
     }
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v2/commit")]
+    #[udigest(tag = "tessera/reshare/v3/commit")]
     #[udigest(bound = "")]
     pub struct Commit<'a, E: Curve> {
         #[udigest(as_bytes)]
@@ -189,7 +190,7 @@ mod transcript {
     }
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v2/pok")]
+    #[udigest(tag = "tessera/reshare/v3/pok")]
     #[udigest(bound = "")]
     pub struct Pok<'a, E: Curve> {
         #[udigest(as_bytes)]
@@ -201,7 +202,7 @@ mod transcript {
     }
 
     #[derive(udigest::Digestable)]
-    #[udigest(tag = "tessera/reshare/v2/confirm")]
+    #[udigest(tag = "tessera/reshare/v3/confirm")]
     #[udigest(bound = "")]
     pub struct Confirm<'a, E: Curve> {
         #[udigest(as_bytes)]
@@ -512,12 +513,14 @@ pub fn check_sub_share<E: Curve>(
 }
 
 /// The session hash (`sid`): the session's execution id and every input of the plan, the key
-/// id and epoch, the committees as positions or party numbers, and the authorisation digest
-/// (32 zero bytes when there is none). Every other hash of the protocol includes it.
+/// id, kind (`ecdsa`, `taproot`, `ed25519`) and epoch, the committees as positions or party
+/// numbers, and the authorisation digest (32 zero bytes when there is none). Every other hash
+/// of the protocol includes it.
 #[allow(clippy::too_many_arguments)]
 pub fn session_hash<E: Curve>(
     execution: &[u8],
     key: &[u8],
+    key_kind: &str,
     epoch: u64,
     plan: &Plan<E>,
     old_committee: &[u16],
@@ -529,6 +532,7 @@ pub fn session_hash<E: Curve>(
     hash(&transcript::Sid {
         execution,
         key,
+        key_kind,
         epoch,
         refresh: plan.kind == Kind::Refresh,
         old_committee,

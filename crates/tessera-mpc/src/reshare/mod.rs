@@ -3,11 +3,14 @@
 //! `docs/protocols/reshare.md` is its specification.
 //!
 //! [`core`] is the sans-IO math, generic over the curve; [`run`] carries it over a secure
-//! session: the share protocol for a key on any curve ([`reshare_shares`]: all a FROST key
-//! needs), and for ECDSA keys the new auxiliary info after it ([`reshare`]).
+//! session: the share protocol for a key on any curve ([`reshare_shares`]; all a FROST key
+//! needs, [`reshare_frost`]), and for ECDSA keys the new auxiliary info after it
+//! ([`reshare`]). [`setup`] is what a session is about, as the coordinator's session start
+//! carries it.
 
 pub mod core;
 pub mod run;
+pub mod setup;
 
 pub use self::core::{Fault, Kind, Plan};
 
@@ -15,6 +18,8 @@ pub use self::core::{Fault, Kind, Plan};
 /// chain code.
 pub type KeyInfo = cggmp24::key_share::DirtyKeyInfo<crate::Curve>;
 pub use self::run::{
-    aux_digest, reshare, reshare_shares, reshare_with, AuxInput, Complaint, Contribution, NewShare,
-    ReshareOutput, ReshareSetup, SeenBroadcasts, SharesOutput, SubShareEvidence, SUB_SHARE_ROUND,
+    aux_digest, reshare, reshare_frost, reshare_shares, reshare_with, AuxInput, Complaint,
+    Contribution, NewShare, ReshareOutput, SeenBroadcasts, SharesOutput, SubShareEvidence,
+    SUB_SHARE_ROUND,
 };
+pub use self::setup::{participants, Edwards, ReshareCurve, ReshareSetup, SetupKey};

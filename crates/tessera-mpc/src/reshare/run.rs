@@ -15,184 +15,13 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tessera_channel::BroadcastEvidence;
 use tessera_transport::SecureTransport;
-use tessera_wire::{KeyId, PartyId, Protocol, SessionId};
+use tessera_wire::{KeyKind, PartyId, Protocol};
 
 use super::core::{self, Dealing, Fault, Hash, Kind, Plan};
+use super::setup::{ReshareCurve, ReshareSetup};
 use crate::delivery::{connect_signed, MpcConfig, SessionSpec};
 use crate::protocols::{expect_protocol, AuxInfo, Curve, IncompleteKeyShare, KeyShare, PrimeSet};
 use crate::{Blame, MpcError};
-
-/// A reshare or refresh session as the coordinator's signed session start describes it, for a
-/// key on curve `E` (secp256k1 unless named).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound = "")]
-pub struct ReshareSetup<E: EcCurve = Curve> {
-    /// Reshare or refresh.
-    pub kind: Kind,
-    /// The key's id.
-    pub key_id: KeyId,
-    /// The key's epoch the session starts from (its dealers' shares are of this epoch); the
-    /// new shares are of the next one.
-    pub epoch: u64,
-    /// The key's public info before the session (from the key share; a new party gets it from
-    /// the session start). Carried as JSON text: the library's serde form omits absent fields,
-    /// which a binary codec cannot decode.
-    #[serde(with = "key_info_text")]
-    pub key: DirtyKeyInfo<E>,
-    /// The committee holding the key, in key order (position `k` holds share `k`).
-    pub old_committee: Vec<PartyId>,
-    /// Who deals, in dealing order: exactly the key's threshold of old holders for a reshare,
-    /// the whole committee for a refresh.
-    pub dealers: Vec<PartyId>,
-    /// The committee receiving the key, in its new key order; the old one for a refresh.
-    pub new_committee: Vec<PartyId>,
-    /// The new threshold; the old one for a refresh.
-    pub new_threshold: u16,
-    /// The digest of the admins' approval of this change (`KeyChange::change_digest`), or 32
-    /// zero bytes for a refresh without one. Bound into every hash of the session.
-    pub authorisation: [u8; 32],
-}
-
-impl<E: EcCurve> PartialEq for ReshareSetup<E> {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind
-            && self.key_id == other.key_id
-            && self.epoch == other.epoch
-            && core::same_key(&self.key, &other.key)
-            && self.old_committee == other.old_committee
-            && self.dealers == other.dealers
-            && self.new_committee == other.new_committee
-            && self.new_threshold == other.new_threshold
-            && self.authorisation == other.authorisation
-    }
-}
-
-impl<E: EcCurve> Eq for ReshareSetup<E> {}
-
-mod key_info_text {
-    //! A key's public info as JSON text inside any serde format.
-    use cggmp24::generic_ec::Curve;
-    use cggmp24::key_share::DirtyKeyInfo;
-    use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<E: Curve, S: Serializer>(
-        key: &DirtyKeyInfo<E>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let text = serde_json::to_string(key).map_err(S::Error::custom)?;
-        s.serialize_str(&text)
-    }
-
-    pub fn deserialize<'de, E: Curve, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<DirtyKeyInfo<E>, D::Error> {
-        let text = String::deserialize(d)?;
-        serde_json::from_str(&text).map_err(D::Error::custom)
-    }
-}
-
-/// A reshare's participants, in protocol order: the `dealers`, then the parties of the
-/// `new_committee` that do not deal.
-pub fn participants(dealers: &[PartyId], new_committee: &[PartyId]) -> Vec<PartyId> {
-    let mut parties = dealers.to_vec();
-    parties.extend(new_committee.iter().filter(|p| !dealers.contains(p)));
-    parties
-}
-
-fn party_numbers(parties: &[PartyId]) -> Vec<u16> {
-    parties.iter().map(|p| p.0).collect()
-}
-
-impl<E: EcCurve> ReshareSetup<E> {
-    /// The session's participants, in protocol order (see [`participants`]).
-    pub fn participants(&self) -> Vec<PartyId> {
-        participants(&self.dealers, &self.new_committee)
-    }
-
-    /// Checks the setup and turns it into the core's plan.
-    pub fn plan(&self) -> Result<Plan<E>, MpcError> {
-        let invalid = |m: String| MpcError::InvalidSession(m);
-        let distinct =
-            |list: &[PartyId]| list.iter().enumerate().all(|(a, p)| !list[..a].contains(p));
-        if !distinct(&self.old_committee) || !distinct(&self.new_committee) {
-            return Err(invalid("a committee lists a party twice".into()));
-        }
-        if self.old_committee.len() != self.key.public_shares.len() {
-            return Err(invalid(format!(
-                "the old committee has {} parties but the key {} shares",
-                self.old_committee.len(),
-                self.key.public_shares.len()
-            )));
-        }
-        let positions = self
-            .dealers
-            .iter()
-            .map(|d| {
-                self.old_committee
-                    .iter()
-                    .position(|p| p == d)
-                    .map(|k| k as u16)
-                    .ok_or_else(|| invalid(format!("dealer {d} holds no share of the key")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let n = u16::try_from(self.new_committee.len())
-            .map_err(|_| invalid("the new committee is too large".into()))?;
-        let plan = match self.kind {
-            Kind::Reshare => Plan::reshare(&self.key, positions, n, self.new_threshold),
-            Kind::Refresh => {
-                if self.dealers != self.old_committee || self.new_committee != self.old_committee {
-                    return Err(invalid(
-                        "a refresh is dealt by and to the whole committee, in key order".into(),
-                    ));
-                }
-                Plan::refresh(&self.key)
-            }
-        };
-        let plan = plan.map_err(|e| invalid(e.to_string()))?;
-        if plan.new_threshold() != self.new_threshold {
-            return Err(invalid(format!(
-                "a refresh keeps the threshold {}",
-                plan.new_threshold()
-            )));
-        }
-        Ok(plan)
-    }
-
-    /// The session hash (`sid` of the spec): `spec`'s execution id bound to every input of
-    /// this setup and its authorisation.
-    pub fn session_hash(&self, spec: &SessionSpec, plan: &Plan<E>) -> Vec<u8> {
-        core::session_hash(
-            &spec.execution_id(),
-            self.key_id.as_bytes(),
-            self.epoch,
-            plan,
-            &party_numbers(&self.old_committee),
-            &party_numbers(&self.new_committee),
-            &self.authorisation,
-        )
-    }
-
-    /// The auxiliary-info session of the receivers of reshare session `session`.
-    pub fn aux_session(&self, session: SessionId) -> SessionSpec {
-        let digest = udigest::hash::<Sha256>(&AuxSession {
-            session: session.as_bytes(),
-        });
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        SessionSpec {
-            session: SessionId(id),
-            protocol: Protocol::AUX_INFO,
-            parties: self.new_committee.clone(),
-        }
-    }
-}
-
-#[derive(udigest::Digestable)]
-#[udigest(tag = "tessera/reshare/v2/aux-session")]
-struct AuxSession<'a> {
-    #[udigest(as_bytes)]
-    session: &'a [u8],
-}
 
 /// What a receiver needs for the new auxiliary info: one fresh prime set (consumed) and the
 /// round deadline of the auxiliary-info protocol, whose rounds include long proofs.
@@ -238,15 +67,15 @@ pub struct Contribution<E: EcCurve = Curve> {
     pub sub_shares: Vec<Option<SecretScalar<E>>>,
 }
 
-impl<E: EcCurve> Contribution<E> {
+impl<E: ReshareCurve> Contribution<E> {
     /// An honest dealer's contribution for `spec`'s session.
     pub fn deal(
         spec: &SessionSpec,
-        setup: &ReshareSetup<E>,
+        setup: &ReshareSetup,
         share: &DirtyIncompleteKeyShare<E>,
         me: PartyId,
     ) -> Result<Self, MpcError> {
-        let plan = setup.plan()?;
+        let plan = setup.plan::<E>()?;
         let d = setup
             .dealers
             .iter()
@@ -367,6 +196,32 @@ pub async fn reshare(
     reshare_with(net, spec, setup, share, contribution, aux, config).await
 }
 
+/// Runs the session for a FROST key (Taproot, Ed25519), as `net`'s party: the share protocol
+/// alone, since FROST keys have no auxiliary info. Deals from `share` if this party deals; a
+/// refresh's receiver also needs its current `share`.
+pub async fn reshare_frost<E: ReshareCurve>(
+    net: Arc<SecureTransport>,
+    spec: &SessionSpec,
+    setup: &ReshareSetup,
+    share: Option<&DirtyIncompleteKeyShare<E>>,
+    config: &MpcConfig,
+) -> Result<SharesOutput<E>, MpcError> {
+    if !setup.key_kind.is_frost() {
+        return Err(MpcError::InvalidSession(format!(
+            "the setup names key kind {}, which needs new auxiliary info too (run `reshare`)",
+            setup.key_kind
+        )));
+    }
+    let me = net.party();
+    let contribution = match share {
+        Some(share) if setup.dealers.contains(&me) => {
+            Some(Contribution::deal(spec, setup, share, me)?)
+        }
+        _ => None,
+    };
+    reshare_shares(net, spec, setup, share, contribution, config).await
+}
+
 /// [`reshare`] with the dealer's contribution given: tests use it to play a dealer that
 /// cheats.
 pub async fn reshare_with(
@@ -378,6 +233,13 @@ pub async fn reshare_with(
     aux: Option<AuxInput>,
     config: &MpcConfig,
 ) -> Result<ReshareOutput, MpcError> {
+    if setup.key_kind != KeyKind::Ecdsa {
+        return Err(MpcError::InvalidSession(format!(
+            "the setup names key kind {}; only ECDSA keys have auxiliary info (run the \
+             share protocol alone for it)",
+            setup.key_kind
+        )));
+    }
     let me = net.party();
     let receiver = setup.new_committee.contains(&me);
     if receiver != aux.is_some() {
@@ -425,10 +287,10 @@ pub struct SharesOutput<E: EcCurve> {
 /// curve: what [`reshare`] runs before the auxiliary info of an ECDSA key, and all a FROST key
 /// needs. Deals from `share` with `contribution` if this party deals; a refresh also needs the
 /// receiver's current `share`.
-pub async fn reshare_shares<E: EcCurve>(
+pub async fn reshare_shares<E: ReshareCurve>(
     net: Arc<SecureTransport>,
     spec: &SessionSpec,
-    setup: &ReshareSetup<E>,
+    setup: &ReshareSetup,
     share: Option<&DirtyIncompleteKeyShare<E>>,
     contribution: Option<Contribution<E>>,
     config: &MpcConfig,
@@ -436,7 +298,7 @@ pub async fn reshare_shares<E: EcCurve>(
     expect_protocol(spec, Protocol::RESHARE)?;
     let me = net.party();
     let i = spec.my_index(me)?;
-    let plan = setup.plan()?;
+    let plan = setup.plan::<E>()?;
     if spec.parties != setup.participants() {
         return Err(MpcError::InvalidSession(
             "the session's parties are not the reshare's dealers and receivers in order".into(),
@@ -460,7 +322,7 @@ pub async fn reshare_shares<E: EcCurve>(
         )));
     }
     if let Some(share) = share {
-        if !core::same_key(&share.key_info, &setup.key) {
+        if !core::same_key(&share.key_info, setup.key_info::<E>()?) {
             return Err(MpcError::InvalidSession(
                 "the key share is not of the key being reshared".into(),
             ));
@@ -707,7 +569,7 @@ pub fn aux_digest(sid: &[u8], aux: &AuxInfo) -> Hash {
 }
 
 #[derive(udigest::Digestable)]
-#[udigest(tag = "tessera/reshare/v2/aux")]
+#[udigest(tag = "tessera/reshare/v3/aux")]
 struct AuxDigest<'a> {
     #[udigest(as_bytes)]
     sid: &'a [u8],
@@ -749,7 +611,7 @@ fn aborted(spec: &SessionSpec, detail: String) -> MpcError {
 struct Judge<'a, E: EcCurve> {
     net: &'a SecureTransport,
     spec: &'a SessionSpec,
-    setup: &'a ReshareSetup<E>,
+    setup: &'a ReshareSetup,
     plan: &'a Plan<E>,
     me: PartyId,
     /// Whether each dealer's broadcasts passed this party's checks 1-4, in dealing order.
