@@ -12,9 +12,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt as RawPsbt;
 use bitcoin::ScriptBuf;
 use service_support::*;
-use tessera_chain::bitcoin::{
-    p2tr_script, p2wpkh_script, unsigned_psbt, BitcoinNetwork, SpentOutput,
-};
+use tessera_chain::bitcoin::{p2tr_script, p2wpkh_script, BitcoinNetwork, SpentOutput};
 use tessera_chain::solana::Transfer;
 use tessera_chain::Chain;
 use tessera_coordinator::service::{Coordinator, ServiceError, Submit};
@@ -45,19 +43,9 @@ fn submit(key: &str, path: Vec<u32>, payload: Payload) -> Submit {
 /// back to `change`.
 fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8]) -> (String, Vec<SpentOutput>) {
     let total: u64 = inputs.iter().map(|(_, v)| v).sum();
-    let spent: Vec<SpentOutput> = inputs
-        .iter()
-        .zip(1u8..)
-        .map(|((script, value), n)| SpentOutput {
-            txid: [n; 32],
-            vout: 0,
-            value: *value,
-            script_pubkey: script.clone(),
-        })
-        .collect();
     let away = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([7; 20])).to_bytes();
     let outputs = [(away, 70_000), (change.to_vec(), total - 71_000)];
-    (unsigned_psbt(&spent, &outputs).unwrap(), spent)
+    tessera_chain::testing::psbt_spending(inputs, &outputs)
 }
 
 /// Bitcoin Core's script interpreter: `raw` spends each of `spent`.

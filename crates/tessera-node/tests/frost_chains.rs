@@ -9,8 +9,8 @@ use crate::common;
 
 use common::*;
 use tessera_chain::bitcoin::{
-    p2tr_script, p2wpkh_script, taproot_output_key, unsigned_psbt, BitcoinNetwork, InputSignature,
-    Psbt, SpentOutput,
+    p2tr_script, p2wpkh_script, taproot_output_key, BitcoinNetwork, InputSignature, Psbt,
+    SpentOutput,
 };
 use tessera_chain::solana::Transfer;
 use tessera_control::{Operation, Output};
@@ -72,18 +72,8 @@ fn away() -> Vec<u8> {
 /// to `change`.
 fn psbt(inputs: &[(Vec<u8>, u64)], change: &[u8], fee: u64) -> (String, Vec<SpentOutput>) {
     let total: u64 = inputs.iter().map(|(_, v)| v).sum();
-    let spent: Vec<SpentOutput> = inputs
-        .iter()
-        .zip(1u8..)
-        .map(|((script, value), n)| SpentOutput {
-            txid: [n; 32],
-            vout: 0,
-            value: *value,
-            script_pubkey: script.clone(),
-        })
-        .collect();
     let outputs = [(away(), 70_000), (change.to_vec(), total - 70_000 - fee)];
-    (unsigned_psbt(&spent, &outputs).unwrap(), spent)
+    tessera_chain::testing::psbt_spending(inputs, &outputs)
 }
 
 fn psbt_payload(psbt: &str, signer: &[u8]) -> Payload {

@@ -111,7 +111,7 @@ struct Overhead {
     ratio: f64,
 }
 
-const STEPS: [&str; 14] = [
+const STEPS: [&str; 16] = [
     "dkg",
     "aux info",
     "presign",
@@ -122,10 +122,12 @@ const STEPS: [&str; 14] = [
     TAPROOT_STEPS.commit,
     TAPROOT_STEPS.online,
     TAPROOT_STEPS.full,
+    TAPROOT_STEPS.refresh,
     ED25519_STEPS.dkg,
     ED25519_STEPS.commit,
     ED25519_STEPS.online,
     ED25519_STEPS.full,
+    ED25519_STEPS.refresh,
 ];
 
 /// The step names of one FROST scheme.
@@ -135,6 +137,7 @@ struct FrostSteps {
     commit: &'static str,
     online: &'static str,
     full: &'static str,
+    refresh: &'static str,
 }
 
 const TAPROOT_STEPS: FrostSteps = FrostSteps {
@@ -143,6 +146,7 @@ const TAPROOT_STEPS: FrostSteps = FrostSteps {
     commit: "taproot commit",
     online: "taproot online sign",
     full: "taproot full sign",
+    refresh: "taproot refresh",
 };
 
 const ED25519_STEPS: FrostSteps = FrostSteps {
@@ -151,6 +155,7 @@ const ED25519_STEPS: FrostSteps = FrostSteps {
     commit: "ed25519 commit",
     online: "ed25519 online sign",
     full: "ed25519 full sign",
+    refresh: "ed25519 refresh",
 };
 
 /// A fresh approved request for `payload` with `key`'s master key.
@@ -207,8 +212,42 @@ fn frost_verifying_key(kind: KeyKind, public_key: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
+/// Times `runs` refreshes of `key` on its committee through its whole life (session,
+/// activation, closure), unapproved as a scheduled refresh runs.
+async fn refreshes(
+    cluster: &LocalCluster,
+    key: KeyId,
+    runs: usize,
+    label: String,
+) -> Result<Vec<Duration>> {
+    let mut samples = Vec::new();
+    let bar = progress(label, runs);
+    for _ in 0..runs {
+        let record = cluster.node(cluster.parties[0]).state().key_record(key)?;
+        let setup = ReshareSetup {
+            kind: Kind::Refresh,
+            key_id: key,
+            key_kind: record.kind,
+            epoch: record.epoch,
+            key: record.share.setup_key(),
+            old_committee: record.committee.clone(),
+            dealers: record.committee.clone(),
+            new_committee: record.committee.clone(),
+            new_threshold: record.threshold,
+            authorisation: [0; 32],
+        };
+        let t = Instant::now();
+        cluster.rotate(key, setup, None, DEADLINE).await?;
+        samples.push(t.elapsed());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(samples)
+}
+
 /// FROST key generation, committed nonces, one-round and full signing of scheme `steps` over
-/// `cluster`, each signature verified.
+/// `cluster`, each signature verified; then refreshes (FROST keys have no auxiliary info, so
+/// no prime set is used) and one more verified signature with the refreshed shares.
 async fn bench_frost(
     cluster: &LocalCluster,
     args: &BenchArgs,
@@ -301,6 +340,18 @@ async fn bench_frost(
         bar.finish_and_clear();
         out.push(Measurement::new(step, name, &samples));
     }
+    let runs = args.runs.min(REFRESH_RUNS);
+    let samples = refreshes(cluster, key, runs, format!("{name}: {}", steps.refresh)).await?;
+    let (request, approvals) = approved_payload(dev, key, frost_payload(steps.kind, &public_key)?)?;
+    let derived = request.check()?;
+    let output = cluster
+        .sign(&signers, &request, approvals, None, DEADLINE)
+        .await?;
+    match &output {
+        Output::Signature { signature } if derived.verify(&verifying, signature) => {}
+        _ => bail!("signing with a refreshed {} key failed", steps.kind),
+    }
+    out.push(Measurement::new(steps.refresh, name, &samples));
     Ok(out)
 }
 
@@ -581,29 +632,7 @@ async fn bench_tessera(
                 .put(&all_primes[(k + run + 1) % all_primes.len()])?;
         }
     }
-    let mut samples = Vec::new();
-    let bar = progress(format!("{name}: refresh"), refresh_runs);
-    for _ in 0..refresh_runs {
-        let record = cluster.node(committee[0]).state().key_record(key)?;
-        let setup = ReshareSetup {
-            kind: Kind::Refresh,
-            key_id: key,
-            key_kind: record.kind,
-            epoch: record.epoch,
-            key: record.share.setup_key(),
-            old_committee: committee.clone(),
-            dealers: committee.clone(),
-            new_committee: committee.clone(),
-            new_threshold: args.t,
-            authorisation: [0; 32],
-        };
-        let t = Instant::now();
-        // Unapproved, as a scheduled refresh runs.
-        cluster.rotate(key, setup, None, DEADLINE).await?;
-        samples.push(t.elapsed());
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let samples = refreshes(&cluster, key, refresh_runs, format!("{name}: refresh")).await?;
     let (request, approvals) = approved(dev, key)?;
     let output = cluster
         .run(
