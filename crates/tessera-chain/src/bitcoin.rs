@@ -519,6 +519,21 @@ pub struct SpentOutput {
     pub script_pubkey: Vec<u8>,
 }
 
+/// The key-path (BIP-340) signatures of a finalized network transaction, in input order: the
+/// one 64-byte witness element of each input that has one (other inputs are skipped).
+pub fn key_path_signatures(raw: &[u8]) -> Result<Vec<Vec<u8>>, BitcoinError> {
+    let tx: bitcoin::Transaction = bitcoin::consensus::encode::deserialize(raw)
+        .map_err(|e| BitcoinError::Malformed(format!("not a network transaction: {e}")))?;
+    Ok(tx
+        .input
+        .iter()
+        .filter(|input| input.witness.len() == 1)
+        .filter_map(|input| input.witness.nth(0))
+        .filter(|element| element.len() == 64)
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
 /// An unsigned PSBT (BIP-174, base64): a version 2 transaction (replaceable, no lock time)
 /// spending `inputs`, each with the output it spends recorded (`witness_utxo`), and paying
 /// `outputs` (script, satoshis).

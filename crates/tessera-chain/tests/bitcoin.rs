@@ -195,6 +195,16 @@ fn a_mixed_psbt_is_decoded_signed_and_finalized() {
         .map(|i| i.witness_utxo.clone().unwrap())
         .collect();
     consensus_verifies(&raw, &prevouts).unwrap();
+    // The key-path signature is read back from the witness (the P2WPKH input has two
+    // elements, so it has none); junk is not a transaction.
+    let InputSignature::Schnorr { signature } = &signatures[1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        tessera_chain::bitcoin::key_path_signatures(&raw).unwrap(),
+        std::slice::from_ref(signature)
+    );
+    assert!(tessera_chain::bitcoin::key_path_signatures(b"not a transaction").is_err());
     let mut changed: Transaction = bitcoin::consensus::encode::deserialize(&raw).unwrap();
     changed.output[0].value = Amount::from_sat(59_000);
     let changed = bitcoin::consensus::encode::serialize(&changed);
