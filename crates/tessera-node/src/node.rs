@@ -759,10 +759,11 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             protocol: Protocol::FROST_COMMIT,
             ..spec.clone()
         };
+        let committee = &loaded.committee;
         match &loaded.material {
             KeyMaterial::Ecdsa(share) => {
                 let (presignature, public) =
-                    tessera_mpc::presign(net, spec, &loaded.committee, share, config).await?;
+                    tessera_mpc::presign(net, spec, committee, share, config).await?;
                 let item = StoredPresignature {
                     presignature,
                     public,
@@ -773,27 +774,17 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     .put(spec.session, &item, now, lifetime)?;
             }
             KeyMaterial::Taproot(share) => {
-                let item = frost::frost_commit_session::<Bitcoin>(
-                    net,
-                    &commit,
-                    &loaded.committee,
-                    share,
-                    config,
-                )
-                .await?;
+                let item =
+                    frost::frost_commit_session::<Bitcoin>(net, &commit, committee, share, config)
+                        .await?;
                 self.state
                     .frost_nonces::<Bitcoin>(key)
                     .put(spec.session, &item, now, lifetime)?;
             }
             KeyMaterial::Ed25519(share) => {
-                let item = frost::frost_commit_session::<Ed25519>(
-                    net,
-                    &commit,
-                    &loaded.committee,
-                    share,
-                    config,
-                )
-                .await?;
+                let item =
+                    frost::frost_commit_session::<Ed25519>(net, &commit, committee, share, config)
+                        .await?;
                 self.state
                     .frost_nonces::<Ed25519>(key)
                     .put(spec.session, &item, now, lifetime)?;
