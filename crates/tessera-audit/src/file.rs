@@ -1,7 +1,9 @@
 //! The append-only file sink: one JSON record per line, one file per emitter.
 //!
 //! The file is opened in append mode only; records are written whole, then flushed to disk
-//! (`fsync`) after every record or every `n` records ([`FsyncPolicy`](crate::FsyncPolicy)).
+//! (`fdatasync`) by the log ([`AuditLog`](crate::AuditLog): after every record, or every `n`
+//! records with [`FsyncPolicy::Batch`](crate::FsyncPolicy), many records per flush when
+//! several callers record at once).
 //! A crash can leave a partial last line: [`FileSink::open`] cuts it off (it was never
 //! acknowledged) and reports how many bytes it dropped, which the log records as an event.
 
@@ -15,7 +17,6 @@ use crate::{AuditError, AuditRecord};
 pub struct FileSink {
     path: PathBuf,
     file: File,
-    unsynced: usize,
 }
 
 /// What [`FileSink::open`] found in an existing file.
@@ -65,35 +66,32 @@ impl FileSink {
             FileSink {
                 path: path.to_owned(),
                 file,
-                unsynced: 0,
             },
             tail,
         ))
     }
 
-    /// Appends one record; flushes to disk if `sync_every` records are now unsynced.
-    pub fn append(&mut self, record: &AuditRecord, sync_every: usize) -> Result<(), AuditError> {
+    /// Writes one record (one `write` of the whole line), without flushing it to disk.
+    pub fn write(&mut self, record: &AuditRecord) -> Result<(), AuditError> {
         let mut line = record.to_json_line().into_bytes();
         line.push(b'\n');
         self.file
             .write_all(&line)
-            .map_err(|e| AuditError::io(&self.path, e))?;
-        self.unsynced += 1;
-        if self.unsynced >= sync_every.max(1) {
-            self.sync()?;
-        }
-        Ok(())
+            .map_err(|e| AuditError::io(&self.path, e))
     }
 
     /// Flushes every written record to disk.
     pub fn sync(&mut self) -> Result<(), AuditError> {
-        if self.unsynced > 0 {
-            self.file
-                .sync_data()
-                .map_err(|e| AuditError::io(&self.path, e))?;
-            self.unsynced = 0;
-        }
-        Ok(())
+        self.file
+            .sync_data()
+            .map_err(|e| AuditError::io(&self.path, e))
+    }
+
+    /// A second handle on the same file, to flush it while this one writes.
+    pub fn handle(&self) -> Result<File, AuditError> {
+        self.file
+            .try_clone()
+            .map_err(|e| AuditError::io(&self.path, e))
     }
 
     /// The file.

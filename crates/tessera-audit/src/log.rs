@@ -1,16 +1,25 @@
 //! [`AuditLog`]: one emitter's appender.
 //!
-//! Appending is synchronous: the record is built, signed, written to the file and (by policy)
+//! Recording is synchronous: the record is built, signed, written to the file and (by policy)
 //! flushed to disk before [`AuditLog::record`] returns, so a caller that records "about to
 //! sign" and then signs can rely on the record. A stream sink, if attached, receives records
 //! afterwards from a background task and catches up from the file when it falls behind.
+//!
+//! **Group commit.** Records are written under the chain's lock, but flushed to disk outside
+//! it: while one caller waits for the disk, others append, and the next flush makes all of
+//! them durable at once (one `fdatasync` for many events). A caller that finds its record
+//! already flushed by another returns without touching the disk. [`AuditLog::append`] writes
+//! a record without waiting for the disk, for events whose action is acknowledged later:
+//! the caller makes them durable with [`AuditLog::sync`] before it acknowledges (a node
+//! appends `session.joined` and flushes once before anything of the session leaves).
 //!
 //! A write failure poisons the log: every later append fails too (a gap in the chain would be
 //! worse than a refusal), until the service restarts and [`AuditLog::open`] resumes from the
 //! file.
 
+use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -169,6 +178,13 @@ pub struct AuditLog {
     fsync_every: usize,
     file_path: Option<PathBuf>,
     chain: Mutex<Chain>,
+    /// Held by the one caller flushing the file; the handle flushes the same file as the
+    /// chain's sink, so appends go on meanwhile.
+    flusher: Mutex<Option<File>>,
+    /// Every record up to this sequence number is on disk.
+    durable_seq: AtomicU64,
+    /// Flushes done (for tests and the benchmark: many events per flush under load).
+    flushes: AtomicUsize,
     forward_dropped: AtomicU64,
 }
 
@@ -215,12 +231,19 @@ impl AuditLog {
                 Some(sink)
             }
         };
+        let flusher = match &file {
+            Some(sink) => Some(sink.handle()?),
+            None => None,
+        };
         let log = AuditLog {
             signer,
             emitter,
             cluster,
             fsync_every: options.fsync.every(),
             file_path: options.file.clone(),
+            flusher: Mutex::new(flusher),
+            durable_seq: AtomicU64::new(next_seq - 1),
+            flushes: AtomicUsize::new(0),
             chain: Mutex::new(Chain {
                 next_seq,
                 prev_hash,
@@ -239,14 +262,27 @@ impl AuditLog {
         Ok(log)
     }
 
-    /// Signs and appends one event; returns the stored record.
+    /// Signs and appends one event and returns the stored record once it is on disk (with
+    /// [`FsyncPolicy::Batch`], once `n` records wait for a flush).
     pub fn record(&self, event: NewEvent) -> Result<AuditRecord, AuditError> {
+        let record = self.append(event)?;
+        let waiting = record
+            .seq
+            .saturating_sub(self.durable_seq.load(Ordering::Acquire));
+        if waiting >= self.fsync_every as u64 {
+            self.flush_through(record.seq)?;
+        }
+        Ok(record)
+    }
+
+    /// Signs and writes one event without waiting for the disk; returns the stored record.
+    /// Its action must not be acknowledged before [`sync`](Self::sync) (or a later
+    /// [`record`](Self::record)) returns: a crash before then can lose it.
+    pub fn append(&self, event: NewEvent) -> Result<AuditRecord, AuditError> {
         event.check()?;
         let mut chain = self.chain();
         if let Some(reason) = &chain.poisoned {
-            return Err(AuditError::Invalid(format!(
-                "the audit log stopped after a write failure ({reason}); restart the service"
-            )));
+            return Err(stopped(reason));
         }
         let record = AuditRecord::seal(
             self.emitter.clone(),
@@ -257,13 +293,15 @@ impl AuditLog {
             &self.cluster,
             |m| self.signer.sign(m),
         );
-        let every = self.fsync_every;
         if let Some(file) = chain.file.as_mut() {
-            if let Err(e) = file.append(&record, every) {
+            if let Err(e) = file.write(&record) {
                 chain.poisoned = Some(e.to_string());
                 tracing::error!(error = %e, "audit log write failed; refusing further events");
                 return Err(e);
             }
+        } else {
+            // Nothing to flush: the record is as durable as it will be.
+            self.durable_seq.store(record.seq, Ordering::Release);
         }
         chain.next_seq += 1;
         chain.prev_hash = record.hash;
@@ -283,6 +321,53 @@ impl AuditLog {
         Ok(record)
     }
 
+    /// Makes every record written so far durable, flushing the file unless another caller's
+    /// flush already covered them.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let written = {
+            let chain = self.chain();
+            if let Some(reason) = &chain.poisoned {
+                return Err(stopped(reason));
+            }
+            chain.next_seq - 1
+        };
+        self.flush_through(written)
+    }
+
+    /// Returns once record `seq` is on disk: flushes the file (outside the chain's lock, so
+    /// others append meanwhile) unless a flush that started after it was written covers it.
+    fn flush_through(&self, seq: u64) -> Result<(), AuditError> {
+        if self.durable_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let flusher = self.flusher.lock().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have flushed while this one waited for the lock.
+        if self.durable_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let Some(file) = flusher.as_ref() else {
+            return Ok(());
+        };
+        // Everything written before this point is covered by the flush below.
+        let written = {
+            let chain = self.chain();
+            if let Some(reason) = &chain.poisoned {
+                return Err(stopped(reason));
+            }
+            chain.next_seq - 1
+        };
+        if let Err(e) = file.sync_data() {
+            let path = self.file_path.clone().unwrap_or_default();
+            let error = AuditError::io(path, e);
+            self.chain().poisoned = Some(error.to_string());
+            tracing::error!(error = %error, "audit log flush failed; refusing further events");
+            return Err(error);
+        }
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.durable_seq.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Records `event`, logging instead of failing: for events about something that already
     /// happened and cannot be undone (a session that ended, a call that was answered).
     pub fn note(&self, event: NewEvent) {
@@ -292,12 +377,31 @@ impl AuditLog {
         }
     }
 
-    /// Flushes the file to disk (for [`FsyncPolicy::Batch`]).
-    pub fn sync(&self) -> Result<(), AuditError> {
-        match self.chain().file.as_mut() {
-            Some(file) => file.sync(),
-            None => Ok(()),
+    /// Appends `event` without waiting for the disk, logging instead of failing: for events
+    /// that a later [`record`](Self::record), [`note`](Self::note) or [`sync`](Self::sync)
+    /// makes durable before anything depending on them is acknowledged.
+    pub fn note_unflushed(&self, event: NewEvent) {
+        let action = event.action.clone();
+        if let Err(e) = self.append(event) {
+            tracing::error!(%action, error = %e, "cannot record an audit event");
         }
+    }
+
+    /// [`sync`](Self::sync), logging instead of failing.
+    pub fn flush_quietly(&self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "cannot flush the audit log");
+        }
+    }
+
+    /// The last sequence number known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// How many flushes this log has done since it opened.
+    pub fn flushes(&self) -> usize {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// Why the log stopped taking events (a write failed), if it did. A service with a stopped
@@ -346,6 +450,12 @@ impl AuditLog {
         // Appends leave the chain consistent at every step.
         self.chain.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn stopped(reason: &str) -> AuditError {
+    AuditError::Invalid(format!(
+        "the audit log stopped after a write failure ({reason}); restart the service"
+    ))
 }
 
 fn now_millis() -> u64 {

@@ -2,4 +2,5 @@
 //! file; nextest still runs each test in its own process).
 
 mod chain;
+mod commit;
 mod stream;

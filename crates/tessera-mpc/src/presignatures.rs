@@ -380,7 +380,9 @@ impl<S: SecretStore, K: SingleUse> SingleUseStore<S, K> {
             &self.consumed_name(session),
             &serde_json::to_vec(&consumed).expect("consumed records serialize"),
         )?;
-        self.store.delete(&name)?;
+        // The durable marker stands for the removal: a record a crash brings back is refused
+        // and erased by the next `take` (see above).
+        self.store.delete_lazily(&name)?;
         Ok(K::from_record(record.item))
     }
 

@@ -117,6 +117,8 @@ pub struct LocalCluster {
     memory: Option<MemoryNetwork>,
     audit_stream: Option<(async_nats::Client, String)>,
     forwarders: Vec<JoinHandle<()>>,
+    /// Every NATS connection's counters, told of an orderly stop before the server goes.
+    connections: Vec<Arc<NatsMetrics>>,
     identities: Vec<Zeroizing<String>>,
     spends: Mutex<SpendChain>,
     spend_heads: Mutex<BTreeMap<(KeyId, PartyId), u64>>,
@@ -189,6 +191,7 @@ impl LocalCluster {
         let mut serving = Vec::new();
         let mut telemetry = Vec::new();
         let mut audit_clients = Vec::new();
+        let mut connections = Vec::new();
         let identity_copies: Vec<Zeroizing<String>> =
             identities.iter().map(PartyIdentity::to_json).collect();
         for (identity, seed) in identities.into_iter().zip(&seeds) {
@@ -266,9 +269,11 @@ impl LocalCluster {
             };
             let mut collector = NodeCollector::new(node.clone());
             for (connection, metrics) in nats_metrics {
+                connections.push(metrics.clone());
                 collector = collector.with_nats(connection, metrics);
             }
             if let Some(client) = &control_client {
+                connections.push(control_metrics.clone());
                 collector = collector
                     .with_nats("control", control_metrics)
                     .with_broker(client.clone());
@@ -305,11 +310,13 @@ impl LocalCluster {
         let (control, coordinator_client): (Arc<dyn ControlChannel>, _) = match (&nats, &dev_url) {
             (None, None) => (Arc::new(InProcessControl::new(nodes.clone())), None),
             (None, Some(url)) => {
+                let metrics = Arc::new(NatsMetrics::default());
+                connections.push(metrics.clone());
                 let client = connect_unauthenticated(
                     url,
                     "coordinator",
                     subject::coordinator_reply_prefix(&cluster, LOCAL_COORDINATOR),
-                    Arc::new(NatsMetrics::default()),
+                    metrics,
                 )
                 .await
                 .map_err(setup)?;
@@ -322,9 +329,9 @@ impl LocalCluster {
                 let config = server
                     .coordinator_config(&roster, LOCAL_COORDINATOR, &coordinator_seed)
                     .map_err(setup)?;
-                let client = connect_coordinator(&config, Arc::new(NatsMetrics::default()))
-                    .await
-                    .map_err(setup)?;
+                let metrics = Arc::new(NatsMetrics::default());
+                connections.push(metrics.clone());
+                let client = connect_coordinator(&config, metrics).await.map_err(setup)?;
                 (
                     Arc::new(NatsControl::new(client.clone(), cluster.clone())),
                     Some(client),
@@ -377,6 +384,7 @@ impl LocalCluster {
             memory,
             audit_stream,
             forwarders,
+            connections,
         })
     }
 
@@ -635,6 +643,11 @@ impl LocalCluster {
         let _ = self.stop.send(true);
         for task in self.serving {
             let _ = task.await;
+        }
+        // The broker stops with the cluster, possibly before its clients notice: an
+        // orderly stop, not a lost connection.
+        for connection in &self.connections {
+            connection.close();
         }
     }
 }

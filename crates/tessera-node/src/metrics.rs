@@ -10,6 +10,7 @@
 //! | `tessera_node_sessions_total` | counter | `kind`, `outcome` | sessions this node took part in, by [kind](SESSION_KINDS) and [outcome](SESSION_OUTCOMES) |
 //! | `tessera_node_sessions_running` | gauge | | sessions running now |
 //! | `tessera_node_session_duration_seconds` | histogram | `kind` | duration of successful sessions, from the verified start to the stored result |
+//! | `tessera_node_stage_seconds` | histogram | `operation`, `stage` | where a session's time goes (see below) |
 //! | `tessera_node_policy_refusals_total` | counter | `reason` | sign requests this node refused, by reason (a request refused for several policy reasons counts once under each) |
 //! | `tessera_node_starts_refused_total` | counter | `reason` | session starts dropped before running: undecodable, untrusted signer, other cluster or roster |
 //! | `tessera_node_outcomes_unpublished_total` | counter | | signed outcomes the control loop failed to publish |
@@ -30,8 +31,16 @@
 //! the node's checks around them: `invalid_request`, `undecodable`, `digest_mismatch`,
 //! `in_flight`, `request_id_reused`, `already_signed`, `online_child_path`.
 //!
-//! Round latencies are not measured: the protocol library drives the rounds inside
-//! `tessera-mpc`, which exposes no per-round hook; session durations are.
+//! Stages (`tessera_node_stage_seconds`, one observation per stage and session, from the
+//! received start; the stages of a session add up to its time at this node): `start`
+//! (verifying the start, recording `session.joined`), then for `sign` and `online_sign`:
+//! `policy` (loading the key, decoding the request, policy, approvals, the durable request
+//! ledger entry), `material` (`online_sign`: taking the presignature or committed nonces out
+//! of the store durably), `protocol` (the protocol's rounds with the other signers), `record`
+//! (verifying the signature, marking the request signed, recording `request.signed`); for
+//! every other operation `run` (the whole operation); and last `outcome` (recording
+//! `session.ended`, signing the outcome). Round latencies inside a protocol are not measured:
+//! the protocol library drives the rounds inside `tessera-mpc`, which exposes no per-round hook.
 //!
 //! Readiness ([`NodeReadiness`]): the control connection to the broker is up, the store can
 //! be read, at least [`PoolFloors::primes`] prime sets are ready, and every key held has at
@@ -55,7 +64,7 @@ use tessera_telemetry::prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use tessera_telemetry::prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tessera_telemetry::prometheus_client::metrics::MetricType;
 use tessera_telemetry::prometheus_client::registry::Registry;
-use tessera_telemetry::{Readiness, Telemetry, TelemetryError};
+use tessera_telemetry::{Readiness, StageTimes, Telemetry, TelemetryError};
 use tessera_transport::nats::NatsMetrics;
 
 use crate::node::{Node, NodeError};
@@ -166,6 +175,7 @@ pub struct NodeMetrics {
     sessions: Family<Labels<2>, Counter>,
     running: Gauge,
     durations: Histograms,
+    stages: StageTimes,
     policy_refusals: Family<Labels<1>, Counter>,
     starts_refused: Family<Labels<1>, Counter>,
     outcomes_unpublished: Counter,
@@ -177,6 +187,7 @@ impl Default for NodeMetrics {
             sessions: Family::default(),
             running: Gauge::default(),
             durations: Family::new_with_constructor(duration_histogram),
+            stages: StageTimes::new(),
             policy_refusals: Family::default(),
             starts_refused: Family::default(),
             outcomes_unpublished: Counter::default(),
@@ -228,6 +239,11 @@ impl NodeMetrics {
             "Duration of successful sessions, from the verified start to the stored result",
             self.durations.clone(),
         );
+        self.stages.register(
+            registry,
+            "tessera_node_stage_seconds",
+            "Time spent in each stage of a session at this node, by operation and stage",
+        );
         registry.register(
             "tessera_node_policy_refusals",
             "Sign requests this node refused, by reason; a request refused for several policy reasons counts once under each",
@@ -252,6 +268,11 @@ impl NodeMetrics {
         S: SecretStore + Send + Sync + 'static,
     {
         NodeCollector::new(node.clone()).telemetry().render()
+    }
+
+    /// Where sessions' time goes, by operation and stage.
+    pub fn stages(&self) -> &StageTimes {
+        &self.stages
     }
 
     /// Counts a session as running until the guard drops.

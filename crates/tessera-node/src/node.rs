@@ -14,6 +14,7 @@ use tessera_mpc::{
     StoredPresignature,
 };
 use tessera_store::SecretStore;
+use tessera_telemetry::StageClock;
 use tessera_transport::SecureTransport;
 use tessera_wire::{KeyId, KeyKind, PartyId, Protocol, SessionId};
 
@@ -175,6 +176,13 @@ pub struct Node<S: SecretStore> {
     seen: Mutex<HashMap<SessionId, u64>>,
     metrics: NodeMetrics,
     pub(crate) audit: Arc<AuditLog>,
+}
+
+/// What a one-round signing uses beyond the request: the material made ahead of time and the
+/// request's place in the key's spend chain.
+struct Material<'a> {
+    presignature: SessionId,
+    link: Option<&'a SpendLink>,
 }
 
 /// An audit event about `start`: its kind and parties, the coordinator that started it, and
@@ -487,6 +495,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
     }
 
     async fn run_start(&self, signed: &SignedStart) -> Option<(SessionId, SignedOutcome)> {
+        let received = Instant::now();
         let start = match signed.verify(&self.roster) {
             Ok(start) => start,
             Err(e) => {
@@ -501,19 +510,33 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         let protocol = start.operation.protocol();
         tracing::info!(session = %start.session, %protocol, parties = ?start.parties, coordinator = %signed.coordinator, "session started");
         let began = Instant::now();
+        let clock = self
+            .metrics
+            .stages()
+            .clock_from(crate::metrics::session_kind(&start.operation), received);
         let running = self.metrics.running();
+        // Written now, on disk with the session's first flush: before a presignature's share
+        // leaves (online signing) or before the outcome does.
         let joined = self
             .audit
-            .record(session_event(
+            .append(session_event(
                 "session.joined",
                 signed.coordinator.as_str(),
                 &start,
             ))
             .map_err(|e| NodeError::Audit(e.to_string()));
+        clock.lap("start");
         let result = match joined {
-            Ok(_) => self.run(&start).await,
+            Ok(_) => self.run(&start, &clock).await,
             Err(e) => Err(e),
         };
+        if !matches!(
+            start.operation,
+            Operation::Sign { .. } | Operation::OnlineSign { .. }
+        ) {
+            // Signing times its own stages.
+            clock.lap("run");
+        }
         drop(running);
         let mut ended = session_event("session.ended", signed.coordinator.as_str(), &start)
             .detail("outcome", crate::metrics::session_outcome(&result))
@@ -523,7 +546,16 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 .detail("error", e)
                 .detail("blamed", PartyId::list(&e.blamed()));
         }
-        self.audit.note(ended);
+        // Every event of the session is on disk before its outcome leaves: a signature is
+        // never released before its `request.signed` event is durable.
+        let flushed = self.audit.append(ended).and_then(|_| self.audit.sync());
+        let result = match flushed {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(session = %start.session, error = %e, "cannot record the session's end; its outcome is withheld");
+                Err(NodeError::Audit(e.to_string()))
+            }
+        };
         self.metrics
             .session_finished(&start.operation, &result, began.elapsed());
         let elapsed_ms = began.elapsed().as_secs_f64() * 1e3;
@@ -546,7 +578,9 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             party: self.party(),
             result,
         };
-        Some((start.session, SignedOutcome::sign(&outcome, &self.identity)))
+        let signed = SignedOutcome::sign(&outcome, &self.identity);
+        clock.lap("outcome");
+        Some((start.session, signed))
     }
 
     fn check_fresh(&self, start: &SessionStart) -> Result<(), NodeError> {
@@ -622,7 +656,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         Ok(loaded)
     }
 
-    async fn run(&self, start: &SessionStart) -> Result<Output, NodeError> {
+    async fn run(&self, start: &SessionStart, clock: &StageClock) -> Result<Output, NodeError> {
         self.check_fresh(start)?;
         let spec = SessionSpec {
             session: start.session,
@@ -673,20 +707,22 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 key,
                 threshold,
                 kind,
-            } => self.keygen(net, &spec, *key, *threshold, *kind, config).await,
+            } => {
+                self.keygen(net, &spec, *key, *threshold, *kind, config)
+                    .await
+            }
             Operation::Presign { key } => self.presign(net, &spec, *key, config).await,
             Operation::Sign {
                 request,
                 approvals,
                 link,
             } => {
-                self.sign_request(request, approvals, link.as_ref(), |signings, loaded| {
+                let sign = |signings: Vec<Signing>, loaded: Arc<LoadedKey>| {
                     let (net, spec) = (net.clone(), spec.clone());
-                    async move {
-                        sign_each(net, &spec, &loaded, &request.path, &signings, config).await
-                    }
-                })
-                .await
+                    async move { sign_each(net, &spec, &loaded, &request.path, &signings, config).await }
+                };
+                self.sign_request(request, approvals, link.as_ref(), clock, sign)
+                    .await
             }
             Operation::Reshare {
                 key,
@@ -737,7 +773,11 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                 approvals,
                 link,
             } => {
-                self.online_sign(net, &spec, *presignature, request, approvals, link.as_ref(), config)
+                let material = Material {
+                    presignature: *presignature,
+                    link: link.as_ref(),
+                };
+                self.online_sign(net, &spec, material, request, approvals, config, clock)
                     .await
             }
         }
@@ -810,12 +850,13 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         &self,
         net: Arc<SecureTransport>,
         spec: &SessionSpec,
-        presignature: SessionId,
+        material: Material<'_>,
         request: &SignRequest,
         approvals: &[Approval],
-        link: Option<&SpendLink>,
         config: &MpcConfig,
+        clock: &StageClock,
     ) -> Result<Output, NodeError> {
+        let Material { presignature, link } = material;
         // Refused before the request is admitted: nothing is recorded for it.
         let kind = self.load_key(request.key)?.kind();
         if kind == KeyKind::Ecdsa && !request.path.is_empty() {
@@ -832,20 +873,25 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             )));
         }
         let lifetime = self.settings.presignature_lifetime.as_secs();
-        self.sign_request(request, approvals, link, |signings, loaded| {
+        let sign = |signings: Vec<Signing>, loaded: Arc<LoadedKey>| {
             let (net, spec) = (net.clone(), spec.clone());
             async move {
-                let consumed = || {
-                    self.audit.note(
-                        NewEvent::new(
-                            "system",
-                            "presignature.consumed",
-                            format!("key:{}", request.key),
+                // On disk (with the session's earlier events) before any share leaves.
+                let consumed = || -> Result<(), NodeError> {
+                    self.audit
+                        .record(
+                            NewEvent::new(
+                                "system",
+                                "presignature.consumed",
+                                format!("key:{}", request.key),
+                            )
+                            .detail("key", request.key)
+                            .detail("presignature", presignature)
+                            .detail("request", request.id),
                         )
-                        .detail("key", request.key)
-                        .detail("presignature", presignature)
-                        .detail("request", request.id),
-                    )
+                        .map_err(|e| NodeError::Audit(e.to_string()))?;
+                    clock.lap("material");
+                    Ok(())
                 };
                 let refused = |e: &PresignatureError| self.note_unusable_presignature(request, e);
                 let online = SessionSpec {
@@ -862,7 +908,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                             .presignatures(request.key)
                             .take(presignature, now_unix(), lifetime)
                             .inspect_err(refused)?;
-                        consumed();
+                        consumed()?;
                         let public_key = *share.shared_public_key();
                         let signature =
                             tessera_mpc::online_sign(net, &spec, item, &public_key, &input, config)
@@ -875,7 +921,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                             .frost_nonces::<Bitcoin>(request.key)
                             .take(presignature, now_unix(), lifetime)
                             .inspect_err(refused)?;
-                        consumed();
+                        consumed()?;
                         let signing = FrostSigning::new(&online, &loaded.committee, request);
                         signing
                             .run::<Bitcoin>(net, share, taken, sighash, config)
@@ -887,7 +933,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                             .frost_nonces::<Ed25519>(request.key)
                             .take(presignature, now_unix(), lifetime)
                             .inspect_err(refused)?;
-                        consumed();
+                        consumed()?;
                         let signing = FrostSigning::new(&online, &loaded.committee, request);
                         signing
                             .run::<Ed25519>(net, share, taken, message, config)
@@ -900,8 +946,9 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     ))),
                 }
             }
-        })
-        .await
+        };
+        self.sign_request(request, approvals, link, clock, sign)
+            .await
     }
 
     /// Distributed key generation of a `threshold`-of-n key of `kind` over the session's
@@ -972,6 +1019,7 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
         request: &SignRequest,
         approvals: &[Approval],
         link: Option<&SpendLink>,
+        clock: &StageClock,
         sign: F,
     ) -> Result<Output, NodeError>
     where
@@ -1001,7 +1049,9 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
                     .detail("reason", e),
                 );
             })?;
+        clock.lap("policy");
         let signature = sign(admitted.derived.signings.clone(), loaded.clone()).await?;
+        clock.lap("protocol");
         // Each protocol verified its own signature; this checks them all together, as the
         // request's spend record and the coordinator will, against the key at the path.
         let verifies = loaded
@@ -1011,22 +1061,26 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             return Err(NodeError::Mpc(MpcError::SignatureInvalid));
         }
         admitted.signed(&signature)?;
-        self.audit.note(
-            NewEvent::new(
-                "system",
-                "request.signed",
-                format!("request:{}", request.id),
+        // On disk before the outcome that carries the signature leaves (see `run_start`).
+        self.audit
+            .append(
+                NewEvent::new(
+                    "system",
+                    "request.signed",
+                    format!("request:{}", request.id),
+                )
+                .detail("key", request.key)
+                .detail(
+                    "approved_by",
+                    approvals
+                        .iter()
+                        .map(|a| a.approver.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
             )
-            .detail("key", request.key)
-            .detail(
-                "approved_by",
-                approvals
-                    .iter()
-                    .map(|a| a.approver.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-        );
+            .map_err(|e| NodeError::Audit(e.to_string()))?;
+        clock.lap("record");
         Ok(Output::Signature { signature })
     }
 

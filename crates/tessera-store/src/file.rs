@@ -303,6 +303,17 @@ impl SecretStore for FileStore {
         }
     }
 
+    fn delete_lazily(&self, name: &RecordName) -> Result<(), StoreError> {
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(io("deleting", &path)(e)),
+        }
+    }
+
     fn contains(&self, name: &RecordName) -> Result<bool, StoreError> {
         let path = self.path(name);
         path.try_exists().map_err(io("checking", &path))

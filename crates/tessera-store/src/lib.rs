@@ -40,6 +40,14 @@ pub trait SecretStore: Send + Sync {
     /// Removes the record (durably: the directory is synced).
     fn delete(&self, name: &RecordName) -> Result<(), StoreError>;
 
+    /// Removes the record without waiting for the removal to reach the disk: after a power
+    /// loss the record may be back. Only for a record whose removal another record, already
+    /// durable, stands for (a presignature whose consumed marker is written). The default is
+    /// [`delete`](Self::delete).
+    fn delete_lazily(&self, name: &RecordName) -> Result<(), StoreError> {
+        self.delete(name)
+    }
+
     /// Whether a record exists (without decrypting it).
     fn contains(&self, name: &RecordName) -> Result<bool, StoreError>;
 

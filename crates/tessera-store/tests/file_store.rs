@@ -68,6 +68,13 @@ fn round_trip_across_reopen() {
         s.delete(&name("key-share.1")),
         Err(StoreError::NotFound(_))
     ));
+    // A lazy delete removes the record as well (without syncing the directory).
+    s.delete_lazily(&name("empty")).unwrap();
+    assert!(!s.contains(&name("empty")).unwrap());
+    assert!(matches!(
+        s.delete_lazily(&name("empty")),
+        Err(StoreError::NotFound(_))
+    ));
     // No temporary files are left behind.
     let stray: Vec<_> = fs::read_dir(&d)
         .unwrap()

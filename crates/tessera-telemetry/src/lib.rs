@@ -24,6 +24,7 @@
 
 mod http;
 mod readiness;
+mod stages;
 
 use std::fmt;
 
@@ -32,6 +33,7 @@ use prometheus_client::registry::Registry;
 
 pub use http::{router, serve};
 pub use readiness::{AlwaysReady, Readiness};
+pub use stages::{StageClock, StageTimes, StageTotal};
 
 /// The `Content-Type` of `GET /metrics`: the OpenMetrics 1.0 text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -164,6 +164,12 @@ fn render_counters(out: &mut String, state: &ApiState) {
             escape(principal)
         );
     }
+    if let Ok(stages) = coordinator.counters().stages().encode(
+        "tessera_coordinator_stage_seconds",
+        "Time spent in each stage of an approval or a request's signing",
+    ) {
+        out.push_str(&stages);
+    }
     let audit = coordinator.audit();
     family(
         out,

@@ -68,6 +68,7 @@
 //! | `tessera_coordinator_party_seconds_since_failure` | gauge | `party` | seconds since its last failure (parties that failed) |
 //! | `tessera_coordinator_sessions_total` | counter | `operation`, `outcome` | sessions run (aux_info, keygen, sign, online_sign; ok, failed) |
 //! | `tessera_coordinator_session_seconds_total` | counter | `operation`, `outcome` | time spent in them |
+//! | `tessera_coordinator_stage_seconds` | histogram | `operation`, `stage` | where approvals' and requests' time goes ([stages](crate::service::ServiceCounters::stages)) |
 //! | `tessera_coordinator_policy_refusals_total` | counter | `stage` | requests refused by policy at `submit`, on `approval` re-evaluation, or by the `nodes` |
 //! | `tessera_coordinator_api_rate_limited_total` | counter | `principal` | calls answered 429 (`""`: failed authentications) |
 //! | `tessera_coordinator_audit_events` | gauge | | events in the coordinator's audit chain |

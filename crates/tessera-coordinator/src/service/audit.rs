@@ -5,6 +5,11 @@
 //! coordinator's truth; the log is its signed history). A failure to write is logged and the
 //! service goes on; the nodes' own logs, which refuse to sign when they cannot write, cover
 //! every signature.
+//!
+//! Request events are on disk before the call that caused them returns, and a request's
+//! final event before the next request is taken. Session events (internal to the
+//! coordinator) are written without waiting for the disk and flushed with the request's next
+//! event (group commit, `tessera-audit`).
 
 use std::sync::Arc;
 
@@ -52,7 +57,28 @@ impl Coordinator {
         for (key, value) in details {
             event = event.detail(*key, value);
         }
-        self.audit.note(event);
+        self.audit.note_unflushed(event);
+    }
+
+    /// Records an event about request `id` without waiting for the disk; the caller flushes
+    /// ([`audit_flush`](Self::audit_flush)) before it answers.
+    pub(crate) fn audit_request_unflushed(
+        &self,
+        actor: &str,
+        action: &str,
+        id: RequestId,
+        details: &[(&str, String)],
+    ) {
+        let mut event = NewEvent::new(actor, action, format!("request:{id}"));
+        for (key, value) in details {
+            event = event.detail(*key, value);
+        }
+        self.audit.note_unflushed(event);
+    }
+
+    /// Makes every event written so far durable (nothing to do if a flush covered them).
+    pub(crate) fn audit_flush(&self) {
+        self.audit.flush_quietly();
     }
 
     /// Records any other event.

@@ -1,10 +1,13 @@
 //! What the service counts for `GET /metrics`: sessions by operation and outcome (with their
-//! total duration), and requests refused by policy, by where they were refused. Kept in
-//! memory: a restarted coordinator starts from zero, which Prometheus counters allow.
+//! total duration), requests refused by policy, by where they were refused, and where a
+//! request's time goes (stages). Kept in memory: a restarted coordinator starts from zero,
+//! which Prometheus counters allow.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tessera_telemetry::StageTimes;
 
 /// Where a request was refused by policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,9 +49,23 @@ pub struct SessionStats {
 pub struct ServiceCounters {
     sessions: Mutex<BTreeMap<(String, &'static str), SessionStats>>,
     refusals: Mutex<BTreeMap<RefusalStage, u64>>,
+    stages: StageTimes,
 }
 
 impl ServiceCounters {
+    /// Where approvals' and requests' time goes, by operation and stage. Operation `approve`,
+    /// stage `api`: the whole approval call (checks, the durable decision, the policy
+    /// re-evaluated). Operation `request`, from the worker taking an approved request to its
+    /// recorded result: `admission` (the policy against the reserved windows, the
+    /// reservation, the move to `signing`), `preparation` (reading the key and approvals,
+    /// counting the attempt, bringing the signers' spend chains up to date, picking pool
+    /// material, recording the session), `session` (the start published, the parties'
+    /// outcomes received and checked), `recording` (the session's end, the signature in the
+    /// key's spend chain, the transaction assembled, the request marked signed).
+    pub fn stages(&self) -> &StageTimes {
+        &self.stages
+    }
+
     /// Counts one session of `operation` that took `elapsed`.
     pub(crate) fn session(&self, operation: &str, ok: bool, elapsed: Duration) {
         let outcome = if ok { "ok" } else { "failed" };

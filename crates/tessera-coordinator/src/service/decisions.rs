@@ -143,11 +143,15 @@ impl Coordinator {
         id: RequestId,
         signature: PrincipalSignature,
     ) -> Result<RequestView, ServiceError> {
+        let clock = self.counters.stages().clock("approve");
         let who = |policy: &PolicyDocument, request: &SignRequest| {
             check_approver(policy, request, approver)
         };
-        self.sign_request_digest(approver, id, signature, who, "request.approved")
-            .await
+        let view = self
+            .sign_request_digest(approver, id, signature, who, "request.approved")
+            .await;
+        clock.lap("api");
+        view
     }
 
     /// Records `principal`'s signature over the request digest of pending request `id` (an
@@ -171,8 +175,11 @@ impl Coordinator {
         self.decide(row.id, principal, Decision::Approve, signed.signature)
             .await?;
         tracing::info!(request = %id, %principal, %event, "request signed by a principal");
-        self.audit_request(principal, event, id, &[("digest", hex::encode(digest))]);
-        self.reevaluate(&row, &request, policy).await?;
+        // On disk with the re-evaluation's event, before the call returns.
+        self.audit_request_unflushed(principal, event, id, &[("digest", hex::encode(digest))]);
+        let reevaluated = self.reevaluate(&row, &request, policy).await;
+        self.audit_flush();
+        reevaluated?;
         self.get(id).await
     }
 
@@ -219,6 +226,7 @@ impl Coordinator {
         {
             return Err(self.too_late(id, "rejected").await);
         }
+        self.announce(id, RequestState::Rejected);
         tracing::info!(request = %id, %approver, "request rejected");
         self.audit_request(approver, "request.rejected", id, &[]);
         self.get(id).await
@@ -258,6 +266,7 @@ impl Coordinator {
         {
             return Err(self.too_late(id, "cancelled").await);
         }
+        self.announce(id, RequestState::Cancelled);
         tracing::info!(request = %id, by = %principal_name, "request cancelled");
         self.audit_request(principal_name, "request.cancelled", id, &[]);
         self.get(id).await
@@ -284,9 +293,13 @@ impl Coordinator {
         let request = decode(&row)?;
         let now = now_unix();
         if now >= request.expires_at {
-            self.store
+            if self
+                .store
                 .transition_request(id, states, RequestState::Expired, None, None)
-                .await?;
+                .await?
+            {
+                self.announce(id, RequestState::Expired);
+            }
             return Err(ServiceError::Conflict(format!(
                 "request {id} expired at {} (now {now}); submit a new request",
                 request.expires_at
@@ -299,7 +312,8 @@ impl Coordinator {
                 hash_hex(&request.policy),
                 active.document.hash()
             );
-            self.store
+            if self
+                .store
                 .conclude_request(
                     id,
                     states,
@@ -307,7 +321,10 @@ impl Coordinator {
                     Some(&reason),
                     std::slice::from_ref(&reason),
                 )
-                .await?;
+                .await?
+            {
+                self.announce(id, RequestState::Rejected);
+            }
             return Err(ServiceError::Conflict(format!("request {id}: {reason}")));
         }
         Ok((row, request, active))
@@ -376,6 +393,7 @@ impl Coordinator {
                     .conclude_request(id, &pending, RequestState::Approved, None, &[])
                     .await?
                 {
+                    self.announce(id, RequestState::Approved);
                     tracing::info!(request = %id, approved_by = ?decision.approved_by, "request approved; queued for signing");
                     self.audit_request(
                         SYSTEM,
@@ -397,6 +415,7 @@ impl Coordinator {
                     .conclude_request(id, &pending, RequestState::Rejected, None, &reasons)
                     .await?
                 {
+                    self.announce(id, RequestState::Rejected);
                     tracing::warn!(request = %id, reasons = %reasons.join("; "), "request denied on re-evaluation");
                     self.counters.policy_refusal(super::RefusalStage::Approval);
                     self.audit_request(

@@ -53,7 +53,8 @@ use tessera_policy::{PolicyDocument, PolicyHash};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::store::{InsertOutcome, KeyStatus, PolicyRow, Store};
+use crate::store::{InsertOutcome, KeyStatus, PolicyRow, RequestState, Store};
+use tessera_wire::RequestId;
 
 pub use audit::SYSTEM;
 pub use counters::{RefusalStage, ServiceCounters, SessionStats};
@@ -67,6 +68,18 @@ pub use views::{
     CommitteeView, DecisionView, KeyAddress, KeyChangeSummary, KeyChangeView, KeyView,
     PartyHealthView, PolicyView, ProposalSummary, ProposalView, RequestSummary, RequestView,
 };
+
+/// Updates a slow subscriber may fall behind by before it misses some (it is told how many).
+const UPDATES_BUFFER: usize = 1024;
+
+/// A state a request reached at this coordinator (see [`Coordinator::subscribe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestUpdate {
+    /// The request.
+    pub id: RequestId,
+    /// The state it is now in.
+    pub state: RequestState,
+}
 
 /// The policy in force, parsed once per document.
 struct ActivePolicy {
@@ -91,6 +104,8 @@ pub struct Coordinator {
     pool: Option<Arc<PresignaturePool>>,
     /// Wakes the signing worker when a request is approved.
     wake: Arc<Notify>,
+    /// Request states reached, for [`subscribe`](Coordinator::subscribe).
+    updates: tokio::sync::broadcast::Sender<RequestUpdate>,
     stop: watch::Sender<bool>,
     pool_stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -201,6 +216,7 @@ impl Coordinator {
             policy: RwLock::new(Arc::new(active)),
             pool,
             wake: Arc::new(Notify::new()),
+            updates: tokio::sync::broadcast::channel(UPDATES_BUFFER).0,
             stop,
             pool_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: Mutex::new(Vec::new()),
@@ -291,6 +307,21 @@ impl Coordinator {
     /// Sessions and policy refusals counted since the service started.
     pub fn counters(&self) -> &ServiceCounters {
         &self.counters
+    }
+
+    /// Every state a request reaches at this coordinator from now on, as it is stored:
+    /// `approved` (the last approval), `signing`, and the final states (`signed`, `failed`,
+    /// `rejected`, `cancelled`, `expired`). A subscriber that falls more than a thousand
+    /// updates behind is told how many it missed (`RecvError::Lagged`) and should read the
+    /// requests it waits for again. Another replica's changes are not seen.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RequestUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// Tells the subscribers that request `id` reached `state` (stored).
+    pub(crate) fn announce(&self, id: RequestId, state: RequestState) {
+        // No subscriber is not an error.
+        let _ = self.updates.send(RequestUpdate { id, state });
     }
 
     /// The store the service runs on.
@@ -384,6 +415,7 @@ impl Coordinator {
         let now = to_db(now_unix());
         let expired = self.store.expire_due(now).await?;
         for id in &expired {
+            self.announce(*id, RequestState::Expired);
             tracing::info!(request = %id, "request expired unsigned");
             self.audit_request(SYSTEM, "request.expired", *id, &[]);
         }

@@ -21,15 +21,20 @@ use std::time::Duration;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use tessera_chain::bitcoin::{InputSignature, Psbt, Signed};
 use tessera_chain::{address, recover_sender, UnsignedTx};
-use tessera_control::{agreed, Operation, Output, Reports, StarterError};
+use tessera_control::{
+    agreed, Operation, Output, Reports, SessionStart, SignedStart, StarterError,
+};
 use tessera_policy::{evaluate, Approval, Derived, Payload, SignRequest, SIGNATURE_LEN};
-use tessera_wire::{KeyKind, PartyId, RequestId};
+use tessera_telemetry::StageClock;
+use tessera_wire::{KeyId, KeyKind, PartyId, RequestId, SessionId};
 use tokio::sync::{watch, Notify};
 
 use super::keys::public_key_at;
 use super::requests::decode;
 use super::{history, now_unix, spend_chain, to_db, Coordinator, ServiceError, SYSTEM};
-use crate::store::{NewSession, RequestRow, RequestState, SessionOutcome, SessionSubject, Spend};
+use crate::store::{
+    NewSession, RequestRow, RequestState, SessionOutcome, SessionSubject, SignedRequest, Spend,
+};
 
 /// What became of an approved request offered for admission to signing.
 enum Admitted {
@@ -82,8 +87,11 @@ pub(crate) async fn worker(
 
 /// How one signing session ended.
 enum Attempt {
-    /// The agreed signature, `r || s`.
-    Signed(Vec<u8>),
+    /// The agreed signature, and the parties that reported one that does not verify.
+    Signed {
+        signature: Vec<u8>,
+        liars: Vec<PartyId>,
+    },
     /// Retry without these parties.
     Failed {
         error: String,
@@ -102,10 +110,13 @@ impl Coordinator {
             .requests_in_state(RequestState::Approved, i64::MAX, BATCH)
             .await?
         {
+            let clock = self.counters.stages().clock("request");
             match self.admit(&row).await? {
                 Admitted::Yes => {
+                    self.announce(row.id, RequestState::Signing);
                     let row = self.request_row(row.id).await?;
-                    self.run_signing(row, false).await;
+                    clock.lap("admission");
+                    self.run_signing(row, false, &clock).await;
                     return Ok(true);
                 }
                 Admitted::Refused => return Ok(true),
@@ -125,7 +136,8 @@ impl Coordinator {
                 .await?
             {
                 tracing::warn!(request = %row.id, attempts = row.attempts, "resuming a request left signing by a stopped coordinator");
-                self.run_signing(row, true).await;
+                let clock = self.counters.stages().clock("request");
+                self.run_signing(row, true, &clock).await;
                 return Ok(true);
             }
         }
@@ -192,6 +204,7 @@ impl Coordinator {
         {
             return Ok(Admitted::Taken);
         }
+        self.announce(id, RequestState::Failed);
         tracing::warn!(request = %id, %error, "request refused at admission to signing");
         self.counters.policy_refusal(super::RefusalStage::Admission);
         self.audit_request(SYSTEM, "request.failed", id, &[("error", error)]);
@@ -200,13 +213,13 @@ impl Coordinator {
 
     /// Signs a request this coordinator holds in `signing`, keeping it fresh meanwhile, and
     /// records the outcome.
-    async fn run_signing(&self, row: RequestRow, resumed: bool) {
+    async fn run_signing(&self, row: RequestRow, resumed: bool, clock: &StageClock) {
         let id = row.id;
         let period = (self.settings.stale_signing_after / 3).max(Duration::from_millis(100));
         let mut heartbeat = tokio::time::interval(period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
-        let signing = self.sign(&row, resumed);
+        let signing = self.sign(&row, resumed, clock);
         tokio::pin!(signing);
         let outcome = loop {
             tokio::select! {
@@ -218,27 +231,25 @@ impl Coordinator {
                 }
             }
         };
-        let (to, result, error) = match outcome {
-            Ok(result) => (RequestState::Signed, Some(result), None),
-            Err(error) => (RequestState::Failed, None, Some(error)),
+        let (to, result, error) = match &outcome {
+            Ok(done) => (RequestState::Signed, Some(done.result.clone()), None),
+            Err(error) => (RequestState::Failed, None, Some(error.clone())),
         };
-        let recorded = match (&result, &error) {
-            (Some(result), _) => {
-                self.store
-                    .transition_request(id, &[RequestState::Signing], to, Some(result), None)
-                    .await
-            }
+        let recorded = match &outcome {
+            // The session's end, the signature in the spend chain, the signers' places in it
+            // and the result: one transaction.
+            Ok(done) => self.store.record_signed(&done.as_row(id, true)).await,
             // Failed: the reservation is given back with it.
-            (None, error) => {
-                self.store
-                    .fail_signing(id, error.as_deref().unwrap_or_default())
-                    .await
-            }
+            Err(error) => self.store.fail_signing(id, error).await,
         };
+        if let Ok(true) = recorded {
+            self.announce(id, to);
+        }
         match recorded {
             Ok(true) if to == RequestState::Signed => {
                 tracing::info!(request = %id, "request signed");
                 self.audit_request(SYSTEM, "request.signed", id, &[]);
+                clock.lap("recording");
             }
             Ok(true) => {
                 tracing::warn!(request = %id, error = error.as_deref().unwrap_or(""), "signing failed");
@@ -264,8 +275,13 @@ impl Coordinator {
     }
 
     /// Runs signing sessions for a request until one succeeds, a failure is final, or the
-    /// attempts are used up. Returns the result to store, or the error.
-    async fn sign(&self, row: &RequestRow, resumed: bool) -> Result<Vec<u8>, String> {
+    /// attempts are used up. Returns what to record, or the error.
+    async fn sign(
+        &self,
+        row: &RequestRow,
+        resumed: bool,
+        clock: &StageClock,
+    ) -> Result<Done, String> {
         let id = row.id;
         let request = decode(row).map_err(|e| e.to_string())?;
         let key = self.key_row(request.key).await.map_err(|e| e.to_string())?;
@@ -304,11 +320,6 @@ impl Coordinator {
                     PartyId::list(&excluded.iter().copied().collect::<Vec<_>>())
                 ));
             };
-            attempts = self
-                .store
-                .increment_attempts(id)
-                .await
-                .map_err(|e| e.to_string())?;
             // Each signer must hold the chain before this signing (a window-limited request
             // is refused otherwise); one that cannot be brought up to date says so when it
             // refuses.
@@ -351,15 +362,57 @@ impl Coordinator {
             };
             let verifies =
                 |signature: &[u8]| verify_signature(&target, &derived, signature).is_ok();
-            match self.attempt(id, &quorum, operation, name, &verifies).await {
-                Attempt::Signed(signature) => {
-                    if let Err(e) = self.store.set_link_signature(id, &signature).await {
-                        tracing::warn!(request = %id, error = %e, "cannot record the signature in the key's spend chain; its record is delivered without it");
+            let (start, signed) = self.starter.start(&quorum, operation);
+            // The attempt is counted and its session recorded in one transaction.
+            attempts = self
+                .store
+                .begin_attempt(
+                    id,
+                    &NewSession {
+                        session_id: start.session,
+                        subject: SessionSubject::Request(id),
+                        operation: name.to_owned(),
+                        parties: quorum.clone(),
+                        started_at: to_db(now_unix()),
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            match self
+                .attempt(id, &quorum, (&start, &signed), name, &verifies, clock)
+                .await
+            {
+                Attempt::Signed { signature, liars } => {
+                    let heads = match self.places_after(key.id, &quorum, link.seq).await {
+                        Ok(heads) => heads,
+                        Err(e) => {
+                            tracing::warn!(request = %id, error = %e, "cannot read where the signers' spend chains stand; they are asked at the next signing");
+                            Vec::new()
+                        }
+                    };
+                    let mut done = Done {
+                        session: start.session,
+                        liars,
+                        signature,
+                        key: key.id,
+                        heads,
+                        result: Vec::new(),
+                    };
+                    match assemble(&request, &derived, &target, &done.signature) {
+                        Ok(result) => {
+                            done.result = result;
+                            return Ok(done);
+                        }
+                        Err(error) => {
+                            // Signed all the same: the session, the signature in the spend
+                            // chain and the signers' places are kept.
+                            if let Err(e) = self.store.record_signed(&done.as_row(id, false)).await
+                            {
+                                tracing::warn!(request = %id, error = %e, "cannot record a signing session's end");
+                            }
+                            return Err(error);
+                        }
                     }
-                    if let Err(e) = self.signed_at_place(key.id, &quorum, link.seq).await {
-                        tracing::warn!(request = %id, error = %e, "cannot record where the signers' spend chains stand");
-                    }
-                    return assemble(&request, &derived, &target, &signature);
                 }
                 Attempt::Fatal(error) => {
                     self.refresh_heads_quietly(key.id, &quorum).await;
@@ -438,27 +491,11 @@ impl Coordinator {
         &self,
         id: RequestId,
         quorum: &[PartyId],
-        operation: Operation,
+        (start, signed): (&SessionStart, &SignedStart),
         name: &str,
         verifies: &(dyn Fn(&[u8]) -> bool + Sync),
+        clock: &StageClock,
     ) -> Attempt {
-        let (start, signed) = self.starter.start(quorum, operation);
-        if let Err(e) = self
-            .store
-            .insert_session(&NewSession {
-                session_id: start.session,
-                subject: SessionSubject::Request(id),
-                operation: name.to_owned(),
-                parties: quorum.to_vec(),
-                started_at: to_db(now_unix()),
-            })
-            .await
-        {
-            return Attempt::Failed {
-                error: e.to_string(),
-                exclude: Vec::new(),
-            };
-        }
         tracing::info!(request = %id, session = %start.session, operation = name, parties = %PartyId::list(quorum), "signing session started");
         self.audit_session(
             "session.started",
@@ -467,11 +504,12 @@ impl Coordinator {
             quorum,
             &[("operation", name.to_owned())],
         );
+        clock.lap("preparation");
         let deadline = self.settings.session_deadline;
         let began = std::time::Instant::now();
         let outcomes = tokio::time::timeout(
             deadline + CHANNEL_GRACE,
-            self.control.run(&start, &signed, deadline),
+            self.control.run(start, signed, deadline),
         )
         .await
         .unwrap_or_else(|_| {
@@ -481,17 +519,18 @@ impl Coordinator {
         });
         let (result, missing, checked) = match outcomes {
             Ok(outcomes) => {
-                let reports = self.starter.collect(&start, &outcomes);
+                let reports = self.starter.collect(start, &outcomes);
                 let missing: Vec<PartyId> = quorum
                     .iter()
                     .copied()
                     .filter(|p| !reports.contains_key(p))
                     .collect();
                 let checked = check_signatures(&reports, verifies);
-                (agreed(&start, reports), missing, checked)
+                (agreed(start, reports), missing, checked)
             }
             Err(e) => (Err(e), Vec::new(), Checked::default()),
         };
+        clock.lap("session");
         let liars = checked.invalid;
         let attempt = match (checked.valid, result) {
             (Some(signature), _) => {
@@ -505,7 +544,10 @@ impl Coordinator {
                     tracing::warn!(request = %id, session = %start.session, parties = %PartyId::list(&liars), "parties reported a signature that does not verify against the key; the valid one was used");
                     self.health.failed(&liars);
                 }
-                Attempt::Signed(signature)
+                Attempt::Signed {
+                    signature,
+                    liars: liars.clone(),
+                }
             }
             (None, _) if !liars.is_empty() => {
                 self.health.failed(&liars);
@@ -549,7 +591,7 @@ impl Coordinator {
             }
         };
         let (outcome, blamed) = match &attempt {
-            Attempt::Signed(_) => (SessionOutcome::Ok, liars),
+            Attempt::Signed { .. } => (SessionOutcome::Ok, liars),
             Attempt::Failed { error, exclude } => {
                 (SessionOutcome::Failed(error.clone()), exclude.clone())
             }
@@ -572,14 +614,42 @@ impl Coordinator {
                 ("blamed", PartyId::list(&blamed)),
             ],
         );
-        if let Err(e) = self
-            .store
-            .finish_session(start.session, &outcome, &blamed)
-            .await
-        {
-            tracing::warn!(session = %start.session, error = %e, "cannot record a session's outcome");
+        // A signed session ends in the transaction that records its signature.
+        if !matches!(attempt, Attempt::Signed { .. }) {
+            if let Err(e) = self
+                .store
+                .finish_session(start.session, &outcome, &blamed)
+                .await
+            {
+                tracing::warn!(session = %start.session, error = %e, "cannot record a session's outcome");
+            }
         }
         attempt
+    }
+}
+
+/// A signing that succeeded, recorded in one transaction ([`Store::record_signed`]).
+struct Done {
+    session: SessionId,
+    liars: Vec<PartyId>,
+    signature: Vec<u8>,
+    key: KeyId,
+    heads: Vec<(PartyId, u64)>,
+    result: Vec<u8>,
+}
+
+impl Done {
+    /// The row to record; with `result`, the request moves to `signed`.
+    fn as_row(&self, id: RequestId, result: bool) -> SignedRequest<'_> {
+        SignedRequest {
+            request: id,
+            session: self.session,
+            blamed: &self.liars,
+            signature: &self.signature,
+            key: self.key,
+            heads: &self.heads,
+            result: result.then_some(&self.result[..]),
+        }
     }
 }
 

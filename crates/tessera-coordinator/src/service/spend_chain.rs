@@ -189,21 +189,20 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Records that the signers `quorum` of place `seq` of `key`'s chain hold it: each kept
-    /// its record before it signed, so one that held every record before it holds every
-    /// record up to it now (and needs no delivery before its next signing).
-    pub(super) async fn signed_at_place(
+    /// The signers of `quorum` that now hold `key`'s spend chain up to place `seq` (those
+    /// that held it up to the place before, as far as the coordinator knows), with `seq`: what
+    /// the signing that took place `seq` records about them.
+    pub(super) async fn places_after(
         &self,
         key: KeyId,
         quorum: &[PartyId],
         seq: u64,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Vec<(PartyId, u64)>, ServiceError> {
         let heads = self.store.spend_heads(key).await?;
-        for party in quorum {
-            if heads.get(party).copied().unwrap_or(0) + 1 >= seq {
-                self.store.set_spend_head(key, *party, seq).await?;
-            }
-        }
-        Ok(())
+        Ok(quorum
+            .iter()
+            .filter(|party| heads.get(party).copied().unwrap_or(0) + 1 >= seq)
+            .map(|party| (*party, seq))
+            .collect())
     }
 }

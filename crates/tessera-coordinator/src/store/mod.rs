@@ -28,6 +28,7 @@ mod policies;
 mod requests;
 mod row;
 mod sessions;
+mod signing;
 mod spend;
 mod spend_chain;
 mod types;
@@ -48,6 +49,7 @@ pub use migrate::SCHEMA_VERSION;
 pub use policies::{NewProposal, PolicyRow, ProposalRow};
 pub use requests::{NewRequest, RequestFilter, RequestRow};
 pub use sessions::{NewSession, SessionOutcome, SessionRow};
+pub use signing::SignedRequest;
 pub use spend::{Admission, Spend};
 pub use spend_chain::{LinkRow, LinkedRequest};
 pub use types::{

@@ -63,7 +63,7 @@ fn link_row(row: &AnyRow) -> Result<LinkRow, StoreError> {
     })
 }
 
-fn to_i64(value: u64, what: &'static str) -> Result<i64, StoreError> {
+pub(super) fn to_i64(value: u64, what: &'static str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Invalid {
         what,
         reason: format!("{value} is out of range"),

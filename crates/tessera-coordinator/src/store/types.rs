@@ -112,6 +112,16 @@ text_enum!(
     }
 );
 
+impl RequestState {
+    /// Whether the request's life is over: signed, rejected, failed, cancelled or expired.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            RequestState::PendingApproval | RequestState::Approved | RequestState::Signing
+        )
+    }
+}
+
 text_enum!(
     /// An approver's decision.
     Decision, "decision" {

@@ -77,9 +77,17 @@ pub struct NatsMetrics {
     /// Inbound messages on an inbox subject that names no valid sender.
     pub unparsable_subjects: AtomicU64,
     last_violation: Mutex<Option<String>>,
+    /// Set by an orderly stop: the disconnects that follow are expected.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl NatsMetrics {
+    /// Marks the connection as being stopped on purpose: disconnects from now on are counted
+    /// but not reported as warnings (the server may go before the client does).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     /// Counts and logs one connection event of the client named `client` (a party id or a
     /// coordinator's label).
     fn on_event(&self, client: &str, event: Event) {
@@ -90,7 +98,11 @@ impl NatsMetrics {
             }
             Event::Disconnected => {
                 self.disconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(client, "disconnected from NATS; reconnecting");
+                if self.closing.load(Ordering::Relaxed) {
+                    tracing::debug!(client, "disconnected from NATS while stopping");
+                } else {
+                    tracing::warn!(client, "disconnected from NATS; reconnecting");
+                }
             }
             Event::SlowConsumer(_) => {
                 self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed);

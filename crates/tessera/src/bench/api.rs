@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use tessera_audit::{AuditLog, LogOptions};
 use tessera_chain::bitcoin::{key_path_signatures, BitcoinNetwork};
 use tessera_coordinator::service::{Coordinator, CoordinatorSettings, Submit};
@@ -16,7 +17,9 @@ use tessera_coordinator::Store;
 use tessera_node::local::LocalCluster;
 use tessera_policy::dev::DevPolicy;
 use tessera_policy::{Approval, Payload};
+use tessera_telemetry::StageTotal;
 use tessera_wire::{KeyKind, RequestId};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::{frost_payload, progress, BenchArgs, Measurement, MESSAGE};
 
@@ -35,21 +38,74 @@ pub(super) const API_STEPS: [(KeyKind, &str, &str); 3] = [
     ),
 ];
 
+/// How long one request may take to be signed.
+const SIGNED_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long the pool may take to fill (ECDSA presignatures take most of a second each).
 const POOL_DEADLINE: Duration = Duration::from_secs(600);
 
-/// How often the benchmark asks whether the request is signed: far below what it measures.
-const POLL: Duration = Duration::from_micros(250);
+/// The mean time of one stage of an API step, at the coordinator or at the nodes (over every
+/// signer's sessions).
+#[derive(Serialize)]
+pub(super) struct StageReport {
+    pub step: &'static str,
+    pub network: &'static str,
+    /// `coordinator` or `nodes`.
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub stage: &'static str,
+    pub mean_ms: f64,
+    pub observations: u64,
+}
+
+/// The nodes' stage timings added up (their observations and times).
+fn node_totals(cluster: &LocalCluster) -> Vec<StageTotal> {
+    let mut sum: Vec<StageTotal> = Vec::new();
+    for node in &cluster.nodes {
+        for total in node.metrics().stages().totals() {
+            match sum
+                .iter_mut()
+                .find(|s| s.operation == total.operation && s.stage == total.stage)
+            {
+                Some(s) => {
+                    s.count += total.count;
+                    s.seconds += total.seconds;
+                }
+                None => sum.push(total),
+            }
+        }
+    }
+    sum
+}
+
+/// What was observed after `before` was taken.
+fn difference(before: &[StageTotal], after: Vec<StageTotal>) -> Vec<StageTotal> {
+    after
+        .into_iter()
+        .filter_map(|total| {
+            let earlier = before
+                .iter()
+                .find(|b| b.operation == total.operation && b.stage == total.stage);
+            let count = total.count - earlier.map_or(0, |b| b.count);
+            (count > 0).then(|| StageTotal {
+                count,
+                seconds: total.seconds - earlier.map_or(0.0, |b| b.seconds),
+                ..total
+            })
+        })
+        .collect()
+}
 
 /// Starts a coordinator over `cluster` (its database in `dir`), makes one key of each kind on
 /// the whole committee, fills each key's pool with `args.runs` presignatures or committed
-/// nonces, then times `args.runs` requests per kind through the coordinator.
+/// nonces, then times `args.runs` requests per kind through the coordinator, and where their
+/// time went at the coordinator and at the nodes.
 pub(super) async fn bench_api(
     cluster: &LocalCluster,
     args: &BenchArgs,
     name: &'static str,
     dir: &Path,
-) -> Result<Vec<Measurement>> {
+) -> Result<(Vec<Measurement>, Vec<StageReport>)> {
     let dev = cluster
         .dev
         .as_ref()
@@ -86,12 +142,47 @@ pub(super) async fn bench_api(
         .register_committee_ready(cluster.parties.clone())
         .await?;
     let mut out = Vec::new();
+    let mut stages = Vec::new();
     for (kind, step, _) in API_STEPS {
-        let samples = timed_requests(&coordinator, dev, cluster, args, kind, name, step).await;
-        out.push(Measurement::new(step, name, &samples?));
+        let (samples, spent) =
+            timed_requests(&coordinator, dev, cluster, args, kind, name, step).await?;
+        out.push(Measurement::new(step, name, &samples));
+        stages.extend(spent);
     }
     coordinator.shutdown().await;
-    Ok(out)
+    Ok((out, stages))
+}
+
+/// The stages of approvals and signing requests observed between `before` and now, at the
+/// coordinator and at the nodes (their sessions added up).
+fn stage_reports(
+    step: &'static str,
+    network: &'static str,
+    before: &(Vec<StageTotal>, Vec<StageTotal>),
+    coordinator: &Coordinator,
+    cluster: &LocalCluster,
+) -> Vec<StageReport> {
+    let at_coordinator = difference(&before.0, coordinator.counters().stages().totals());
+    let at_nodes = difference(&before.1, node_totals(cluster));
+    let services = [("coordinator", at_coordinator), ("nodes", at_nodes)];
+    services
+        .into_iter()
+        .flat_map(|(service, totals)| {
+            totals
+                .into_iter()
+                // The pool's refills run beside the timed requests; they are not timed.
+                .filter(|t| matches!(t.operation, "approve" | "request" | "online_sign" | "sign"))
+                .map(move |t| StageReport {
+                    step,
+                    network,
+                    service,
+                    operation: t.operation,
+                    stage: t.stage,
+                    mean_ms: t.mean_ms(),
+                    observations: t.count,
+                })
+        })
+        .collect()
 }
 
 /// One key of `kind`, its pool filled, and `args.runs` requests signed from it, timed.
@@ -101,9 +192,9 @@ async fn timed_requests(
     cluster: &LocalCluster,
     args: &BenchArgs,
     kind: KeyKind,
-    name: &str,
-    step: &str,
-) -> Result<Vec<Duration>> {
+    name: &'static str,
+    step: &'static str,
+) -> Result<(Vec<Duration>, Vec<StageReport>)> {
     let key = coordinator
         .create_key(
             &format!("bench-{kind}"),
@@ -138,6 +229,10 @@ async fn timed_requests(
     )?;
     let bar = progress(format!("{name}: {step}"), args.runs);
     let mut samples = Vec::new();
+    let before = (
+        coordinator.counters().stages().totals(),
+        node_totals(cluster),
+    );
     for _ in 0..args.runs {
         let payload = match kind {
             KeyKind::Ecdsa => Payload::Message {
@@ -149,7 +244,8 @@ async fn timed_requests(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(samples)
+    let stages = stage_reports(step, name, &before, coordinator, cluster);
+    Ok((samples, stages))
 }
 
 /// Submits `payload` as the operator and has the first approver approve it (before the
@@ -187,25 +283,42 @@ async fn sign_one(
     coordinator
         .approve(&first.name, view.id, sign(&first.name, &first.key))
         .await?;
+    // Told when the request is signed, as a client subscribed to its requests is (polling
+    // would take the signers' CPU).
+    let mut updates = coordinator.subscribe();
     let t = Instant::now();
     coordinator
         .approve(&last.name, view.id, sign(&last.name, &last.key))
         .await?;
-    let signed = loop {
-        let now = coordinator.get(view.id).await?;
-        match now.state {
-            RequestState::Signed => break now,
-            RequestState::PendingApproval | RequestState::Approved | RequestState::Signing => {
-                tokio::time::sleep(POLL).await
+    let state = loop {
+        match tokio::time::timeout(SIGNED_DEADLINE, updates.recv()).await {
+            Ok(Ok(update)) if update.id == view.id && update.state.is_final() => {
+                break update.state
             }
-            other => bail!(
-                "request {} ended {other}: {}",
-                view.id,
-                now.error.unwrap_or_default()
+            Ok(Ok(_)) => {}
+            // Fell behind: read the request itself.
+            Ok(Err(RecvError::Lagged(_))) => {
+                let now = coordinator.get(view.id).await?;
+                if now.state.is_final() {
+                    break now.state;
+                }
+            }
+            Ok(Err(RecvError::Closed)) => bail!("the coordinator stopped"),
+            Err(_) => bail!(
+                "request {} was not signed within {SIGNED_DEADLINE:?}",
+                view.id
             ),
         }
     };
     let elapsed = t.elapsed();
+    let signed = coordinator.get(view.id).await?;
+    if state != RequestState::Signed {
+        bail!(
+            "request {} ended {state}: {}",
+            view.id,
+            signed.error.unwrap_or_default()
+        );
+    }
     let result = hex::decode(signed.result.context("a signed request has a result")?)?;
     let signatures = match derived.kind() {
         KeyKind::Ecdsa => result

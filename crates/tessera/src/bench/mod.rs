@@ -97,8 +97,43 @@ impl Measurement {
     }
 }
 
+/// The machine a report was measured on.
+#[derive(Serialize)]
+struct Machine {
+    cores: usize,
+    cpu: String,
+    memory_mib: u64,
+    os: String,
+}
+
+impl Machine {
+    /// This machine, as Linux describes it (`/proc`); what cannot be read is left empty.
+    fn this() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(_, name)| name.trim().to_owned())
+            .unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu,
+            memory_mib: memory_kib / 1024,
+            os: std::env::consts::OS.to_owned(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
+    machine: Machine,
     n: u16,
     t: u16,
     runs: usize,
@@ -106,6 +141,9 @@ struct Report {
     measurements: Vec<Measurement>,
     /// Median through Tessera / median of the raw library, per step and network.
     overhead: Vec<Overhead>,
+    /// Where the api steps' time goes: the mean of each stage at the coordinator and at the
+    /// nodes.
+    stages: Vec<api::StageReport>,
 }
 
 #[derive(Serialize)]
@@ -445,6 +483,17 @@ fn primes_for(n: u16) -> Vec<PrimeSet> {
 }
 
 async fn bench(args: BenchArgs) -> Result<()> {
+    let machine = Machine::this();
+    println!(
+        "machine: {} cores, {}, {} MiB memory",
+        machine.cores,
+        if machine.cpu.is_empty() {
+            "unknown CPU"
+        } else {
+            &machine.cpu
+        },
+        machine.memory_mib
+    );
     println!(
         "tessera bench: {t}-of-{n}, {runs} runs per step (auxiliary info: 1 run, refresh: at most 3)\n\
          INSECURE: auxiliary info uses the public test primes bundled with Tessera; the keys are \
@@ -454,13 +503,16 @@ async fn bench(args: BenchArgs) -> Result<()> {
         runs = args.runs
     );
     let mut measurements = Vec::new();
+    let mut stages = Vec::new();
     let mut networks = vec![("memory", Network::Memory)];
     if args.spawn_nats {
         networks.push(("nats", Network::SpawnNats));
     }
     for (name, network) in networks {
         println!("{name}:");
-        measurements.extend(bench_tessera(&args, name, network).await?);
+        let (timed, spent) = bench_tessera(&args, name, network).await?;
+        measurements.extend(timed);
+        stages.extend(spent);
     }
     println!("raw library (one process, no transport):");
     measurements.extend(bench_raw(&args).await?);
@@ -485,7 +537,9 @@ async fn bench(args: BenchArgs) -> Result<()> {
         })
         .collect();
     print_table(&measurements, &overhead);
+    print_stages(&stages);
     let report = Report {
+        machine,
         n: args.n,
         t: args.t,
         runs: args.runs,
@@ -502,6 +556,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
                online signing",
         measurements,
         overhead,
+        stages,
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -515,7 +570,7 @@ async fn bench_tessera(
     args: &BenchArgs,
     name: &'static str,
     network: Network,
-) -> Result<Vec<Measurement>> {
+) -> Result<(Vec<Measurement>, Vec<api::StageReport>)> {
     let dir = tempfile::tempdir()?;
     let options = LocalOptions {
         parties: args.n,
@@ -669,7 +724,8 @@ async fn bench_tessera(
     for steps in [&TAPROOT_STEPS, &ED25519_STEPS] {
         out.extend(bench_frost(&cluster, args, name, steps).await?);
     }
-    out.extend(api::bench_api(&cluster, args, name, dir.path()).await?);
+    let (timed, stages) = api::bench_api(&cluster, args, name, dir.path()).await?;
+    out.extend(timed);
     let refused: u64 = cluster
         .nodes
         .iter()
@@ -682,7 +738,7 @@ async fn bench_tessera(
     for m in &out {
         println!("  {:<20} median {:>10.2} ms", m.step, m.median_ms);
     }
-    Ok(out)
+    Ok((out, stages))
 }
 
 async fn bench_raw(args: &BenchArgs) -> Result<Vec<Measurement>> {
@@ -779,5 +835,24 @@ fn print_table(measurements: &[Measurement], overhead: &[Overhead]) {
                 m.step, m.network, m.runs, m.min_ms, m.median_ms, m.p90_ms, m.p99_ms, ratio
             );
         }
+    }
+}
+
+/// Where each api step's time goes: the mean of each stage, at the coordinator and at the
+/// nodes.
+fn print_stages(stages: &[api::StageReport]) {
+    if stages.is_empty() {
+        return;
+    }
+    println!(
+        "\nwhere the api steps' time goes (mean per stage; the nodes' stages run in parallel):"
+    );
+    println!("\n| step | network | service | operation | stage | mean ms | observations |");
+    println!("|---|---|---|---|---|---:|---:|");
+    for s in stages {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.3} | {} |",
+            s.step, s.network, s.service, s.operation, s.stage, s.mean_ms, s.observations
+        );
     }
 }
