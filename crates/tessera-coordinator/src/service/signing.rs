@@ -243,13 +243,15 @@ impl Coordinator {
             Err(error) => self.store.fail_signing(id, error).await,
         };
         if let Ok(true) = recorded {
+            if to == RequestState::Signed {
+                self.audit_request(SYSTEM, "request.signed", id, &[]);
+                clock.lap("recording");
+            }
             self.announce(id, to);
         }
         match recorded {
             Ok(true) if to == RequestState::Signed => {
                 tracing::info!(request = %id, "request signed");
-                self.audit_request(SYSTEM, "request.signed", id, &[]);
-                clock.lap("recording");
             }
             Ok(true) => {
                 tracing::warn!(request = %id, error = error.as_deref().unwrap_or(""), "signing failed");
