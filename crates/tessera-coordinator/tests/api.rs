@@ -1096,6 +1096,9 @@ async fn transfer_signed_after_two_approvals_over_the_router(db: &Db) {
         "tessera_coordinator_policy_refusals_total{stage=\"submit\"} 1",
         "tessera_coordinator_policy_refusals_total{stage=\"nodes\"} 0",
         "tessera_coordinator_api_rate_limited_total{principal=\"\"} 0",
+        "# TYPE tessera_coordinator_stage_seconds histogram",
+        "tessera_coordinator_stage_seconds_count{operation=\"request\",stage=\"session\"} 1",
+        "tessera_coordinator_stage_seconds_count{operation=\"request\",stage=\"recording\"} 1",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -13,7 +13,7 @@ use service_support::*;
 use tessera_chain::{address, checksummed, recover_sender, Eip1559Request, U256};
 use tessera_coordinator::service::Coordinator;
 use tessera_coordinator::service::{
-    rejection_digest, CoordinatorSettings, ProposePolicy, ServiceError, Submit,
+    rejection_digest, CoordinatorSettings, ProposePolicy, RequestUpdate, ServiceError, Submit,
 };
 use tessera_coordinator::store::{
     ProposalId, ProposalState, RequestKind, RequestState, SessionOutcome, SessionSubject,
@@ -250,6 +250,7 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
 
     // The pool holds a presignature for the preferred quorum: the request signs online.
     wait_for_presignature(&c, &key).await;
+    let mut updates = c.subscribe();
     let approved = c
         .approve("ben", id, cluster.approval("ben", &pending))
         .await
@@ -259,6 +260,41 @@ async fn transfer_signed_online_after_two_approvals(db: &Db) {
         RequestState::Approved | RequestState::Signing | RequestState::Signed
     ));
     let signed = wait_for(&c, id, RequestState::Signed).await;
+    // A subscriber was told each state the request reached, in order.
+    let mut told = Vec::new();
+    while let Ok(update) = updates.try_recv() {
+        if update.id == id {
+            told.push(update.state);
+        }
+    }
+    assert_eq!(
+        told,
+        [
+            RequestState::Approved,
+            RequestState::Signing,
+            RequestState::Signed
+        ]
+    );
+    // Where the time went, stage by stage.
+    let stages: Vec<(&str, &str, u64)> = c
+        .counters()
+        .stages()
+        .totals()
+        .iter()
+        .map(|t| (t.operation, t.stage, t.count))
+        .collect();
+    for stage in ["admission", "preparation", "session", "recording"] {
+        assert!(
+            stages.contains(&("request", stage, 1)),
+            "{stage}: {stages:?}"
+        );
+    }
+    assert!(
+        stages
+            .iter()
+            .any(|(o, s, n)| (*o, *s) == ("approve", "api") && *n >= 2),
+        "{stages:?}"
+    );
     let raw = hex::decode(signed.result.as_deref().unwrap()).unwrap();
     let sender = checksummed(&recover_sender(&raw).unwrap());
     assert_eq!(Some(sender), key_view.address, "signed by the key");
@@ -556,6 +592,7 @@ async fn rejection_and_cancellation(db: &Db) {
     c.approve("ben", view.id, cluster.approval("ben", &view))
         .await
         .unwrap();
+    let mut updates = c.subscribe();
     let rejected = c
         .reject(
             "ana",
@@ -587,6 +624,20 @@ async fn rejection_and_cancellation(db: &Db) {
     assert_eq!(cancelled.state, RequestState::Cancelled);
     assert_eq!(cancelled.reasons, ["cancelled by 'olivia'"]);
     assert_conflict(c.cancel("olivia", mine.id).await, "is cancelled");
+    let told: Vec<_> = std::iter::from_fn(|| updates.try_recv().ok()).collect();
+    assert_eq!(
+        told,
+        [
+            RequestUpdate {
+                id: view.id,
+                state: RequestState::Rejected
+            },
+            RequestUpdate {
+                id: mine.id,
+                state: RequestState::Cancelled
+            }
+        ]
+    );
     let theirs = c
         .submit("olivia", submit(&key, vec![], transfer(2, RECIPIENT, 7)))
         .await

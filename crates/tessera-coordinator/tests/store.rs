@@ -11,7 +11,7 @@ use tessera_coordinator::store::{
     AddApproval, Admission, Approval, ApprovalSubject, Backend, CommitteeStatus, Decision,
     InsertOutcome, KeyStatus, Lifecycle, LifecyclePhase, LinkRow, NewKey, NewProposal, NewRequest,
     NewSession, PolicyRow, ProposalId, ProposalState, RequestFilter, RequestKind, RequestState,
-    SessionOutcome, SessionSubject, Spend, Store, StoreError, SCHEMA_VERSION,
+    SessionOutcome, SessionSubject, SignedRequest, Spend, Store, StoreError, SCHEMA_VERSION,
 };
 use tessera_coordinator::testing::PostgresServer;
 use tessera_wire::{KeyId, PartyId, RequestId, SessionId};
@@ -122,6 +122,7 @@ on_both_backends!(
     requests_are_counted_by_state,
     shared_windows_admit_across_keys_one_at_a_time,
     spend_chain_links_signatures_and_heads,
+    an_attempt_and_a_signature_are_each_one_transaction,
 );
 
 fn kid(n: u8) -> KeyId {
@@ -2102,4 +2103,123 @@ async fn requests_are_counted_by_state(db: &Db) {
     assert_eq!(counts["approved"], 1);
     assert_eq!(counts["signed"], 1);
     assert_eq!(counts["failed"], 0);
+}
+
+fn attempt_session(n: u8, request: u8) -> NewSession {
+    NewSession {
+        session_id: SessionId([n; 16]),
+        subject: SessionSubject::Request(rid(request)),
+        operation: "online_sign".into(),
+        parties: vec![PartyId(1), PartyId(2)],
+        started_at: 600,
+    }
+}
+
+async fn an_attempt_and_a_signature_are_each_one_transaction(db: &Db) {
+    let store = store_with_key(db).await;
+    for n in 1..=2 {
+        store
+            .insert_request(&NewRequest {
+                state: RequestState::Approved,
+                ..new_request(n, kid(1), 400)
+            })
+            .await
+            .unwrap();
+        let mut admission = store
+            .begin_admission(rid(n), kid(1), &Default::default())
+            .await
+            .unwrap();
+        let link = next_link(&mut admission, n, 1).await;
+        assert!(admission.admit(&[], 500, &link).await.unwrap());
+    }
+
+    // An attempt is counted with its session; a reused session id changes neither.
+    assert_eq!(
+        store
+            .begin_attempt(rid(1), &attempt_session(1, 1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        store.begin_attempt(rid(1), &attempt_session(1, 1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_request(rid(1)).await.unwrap().unwrap().attempts,
+        1
+    );
+    assert!(matches!(
+        store.begin_attempt(rid(9), &attempt_session(9, 9)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store
+        .sessions_for(SessionSubject::Request(rid(9)))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .begin_attempt(rid(1), &attempt_session(2, 1))
+            .await
+            .unwrap(),
+        2
+    );
+
+    // A signature: the session ends, the link keeps the signature, the signers' heads move
+    // and the request is signed with its result, together.
+    let heads = [(PartyId(1), 1), (PartyId(2), 1)];
+    let signed = SignedRequest {
+        request: rid(1),
+        session: SessionId([2; 16]),
+        blamed: &[PartyId(3)],
+        signature: &[7; 64],
+        key: kid(1),
+        heads: &heads,
+        result: Some(b"signed transaction"),
+    };
+    assert!(store.record_signed(&signed).await.unwrap());
+    let row = store.get_request(rid(1)).await.unwrap().unwrap();
+    assert_eq!(row.state, RequestState::Signed);
+    assert_eq!(row.result.as_deref(), Some(&b"signed transaction"[..]));
+    let link = store.spend_link(rid(1)).await.unwrap().unwrap();
+    assert_eq!(link.signature.as_deref(), Some(&[7u8; 64][..]));
+    assert_eq!(
+        store.spend_heads(kid(1)).await.unwrap(),
+        [(PartyId(1), 1), (PartyId(2), 1)].into()
+    );
+    let sessions = store
+        .sessions_for(SessionSubject::Request(rid(1)))
+        .await
+        .unwrap();
+    let ended = sessions
+        .iter()
+        .find(|s| s.session_id == SessionId([2; 16]))
+        .unwrap();
+    assert_eq!(ended.outcome, Some(SessionOutcome::Ok));
+    assert_eq!(ended.blamed, [PartyId(3)]);
+    // Recorded twice: the request is no longer signing, nothing moves.
+    assert!(!store.record_signed(&signed).await.unwrap());
+
+    // Without a result (it could not be assembled) the request stays signing, the rest is
+    // kept.
+    store
+        .begin_attempt(rid(2), &attempt_session(3, 2))
+        .await
+        .unwrap();
+    let unassembled = SignedRequest {
+        request: rid(2),
+        session: SessionId([3; 16]),
+        blamed: &[],
+        signature: &[8; 64],
+        key: kid(1),
+        heads: &[(PartyId(1), 2)],
+        result: None,
+    };
+    assert!(!store.record_signed(&unassembled).await.unwrap());
+    let row = store.get_request(rid(2)).await.unwrap().unwrap();
+    assert_eq!((row.state, row.result), (RequestState::Signing, None));
+    let link = store.spend_link(rid(2)).await.unwrap().unwrap();
+    assert_eq!(link.signature.as_deref(), Some(&[8u8; 64][..]));
+    assert_eq!(store.spend_heads(kid(1)).await.unwrap()[&PartyId(1)], 2);
 }

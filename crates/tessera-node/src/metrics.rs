@@ -38,8 +38,9 @@
 //! ledger entry), `material` (`online_sign`: taking the presignature or committed nonces out
 //! of the store durably), `protocol` (the protocol's rounds with the other signers), `record`
 //! (verifying the signature, marking the request signed, recording `request.signed`); for
-//! every other operation `run` (the whole operation); and last `outcome` (recording
-//! `session.ended`, signing the outcome). Round latencies inside a protocol are not measured:
+//! every other operation `run` (the whole operation); a session that fails or is refused
+//! ends its last stage as `failed` instead; and last `outcome` (recording `session.ended`,
+//! flushing the audit log, signing the outcome). Round latencies inside a protocol are not measured:
 //! the protocol library drives the rounds inside `tessera-mpc`, which exposes no per-round hook.
 //!
 //! Readiness ([`NodeReadiness`]): the control connection to the broker is up, the store can

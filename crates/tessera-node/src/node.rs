@@ -530,7 +530,10 @@ impl<S: SecretStore + Send + Sync + 'static> Node<S> {
             Ok(_) => self.run(&start, &clock).await,
             Err(e) => Err(e),
         };
-        if !matches!(
+        if result.is_err() {
+            // From the last stage reached to the refusal or failure.
+            clock.lap("failed");
+        } else if !matches!(
             start.operation,
             Operation::Sign { .. } | Operation::OnlineSign { .. }
         ) {

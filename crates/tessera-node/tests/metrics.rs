@@ -161,6 +161,23 @@ async fn sessions_refusals_pools_and_refused_frames_are_rendered() {
     }
 
     let text = cluster.telemetry(P1).unwrap().render().unwrap();
+    // Where the sessions' time went: each stage reached once per session.
+    let stage = |operation: &str, stage: &str| {
+        format!("tessera_node_stage_seconds_count{{operation=\"{operation}\",stage=\"{stage}\"}}")
+    };
+    for (operation, name, count) in [
+        ("keygen", "start", 1.0),
+        ("keygen", "run", 1.0),
+        ("keygen", "outcome", 1.0),
+        ("sign", "start", 3.0),
+        ("sign", "policy", 1.0),
+        ("sign", "protocol", 1.0),
+        ("sign", "record", 1.0),
+        ("sign", "failed", 2.0),
+        ("sign", "outcome", 3.0),
+    ] {
+        expect(&text, &stage(operation, name), count);
+    }
     expect(&text, &sessions("keygen", "ok"), 1.0);
     expect(&text, &sessions("presign", "ok"), 1.0);
     expect(&text, &sessions("sign", "ok"), 1.0);
