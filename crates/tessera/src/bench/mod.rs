@@ -170,9 +170,9 @@ const STEPS: [&str; 19] = [
     ED25519_STEPS.online,
     ED25519_STEPS.full,
     ED25519_STEPS.refresh,
+    api::API_STEPS[2].1,
     api::API_STEPS[0].1,
     api::API_STEPS[1].1,
-    api::API_STEPS[2].1,
 ];
 
 /// The step names of one FROST scheme.
