@@ -38,6 +38,14 @@ pub(super) const API_STEPS: [(KeyKind, &str, &str); 3] = [
     (KeyKind::Ecdsa, "api online sign", "online sign"),
 ];
 
+/// Key generation through the coordinator, one step per key kind, and the library's step
+/// each compares with.
+pub(super) const DKG_STEPS: [(KeyKind, &str, &str); 3] = [
+    (KeyKind::Ecdsa, "api dkg", "dkg"),
+    (KeyKind::Taproot, "taproot api dkg", "taproot dkg"),
+    (KeyKind::Ed25519, "ed25519 api dkg", "ed25519 dkg"),
+];
+
 /// How long one request may take to be signed.
 const SIGNED_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -110,38 +118,20 @@ pub(super) async fn bench_api(
         .dev
         .as_ref()
         .context("the local cluster has no development policy")?;
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.join("coordinator.db").display()
-    ))
-    .await?;
-    let (starter, control) = cluster.shared();
     let audit = Arc::new(AuditLog::open(
-        starter.audit_signer(),
+        cluster.shared().0.audit_signer(),
         LogOptions {
             file: Some(cluster.audit_dir().join("coordinator.audit.jsonl")),
             ..Default::default()
         },
     )?);
+    let mut out = timed_key_generations(cluster, args, name, dir, audit.clone()).await?;
     let settings = CoordinatorSettings {
         presignature_pool_target: args.runs,
         presignature_refill_interval: Duration::from_millis(200),
         ..CoordinatorSettings::default()
     };
-    let coordinator = Coordinator::start(
-        store,
-        starter,
-        control,
-        cluster.policy.clone(),
-        settings,
-        audit,
-    )
-    .await?;
-    // The nodes made the committee's auxiliary info in the benchmark's first step.
-    coordinator
-        .register_committee_ready(cluster.parties.clone())
-        .await?;
-    let mut out = Vec::new();
+    let coordinator = start(cluster, &dir.join("coordinator.db"), audit, settings).await?;
     let mut stages = Vec::new();
     for (kind, step, _) in API_STEPS {
         let (samples, spent) =
@@ -183,6 +173,87 @@ fn stage_reports(
                 })
         })
         .collect()
+}
+
+/// A coordinator over `cluster` on SQLite at `db`, its committee registered as ready (the
+/// nodes made its auxiliary info in the benchmark's first step).
+async fn start(
+    cluster: &LocalCluster,
+    db: &Path,
+    audit: Arc<AuditLog>,
+    settings: CoordinatorSettings,
+) -> Result<Arc<Coordinator>> {
+    let store = Store::connect(&format!("sqlite://{}", db.display())).await?;
+    let (starter, control) = cluster.shared();
+    let coordinator = Coordinator::start(
+        store,
+        starter,
+        control,
+        cluster.policy.clone(),
+        settings,
+        audit,
+    )
+    .await?;
+    coordinator
+        .register_committee_ready(cluster.parties.clone())
+        .await?;
+    Ok(coordinator)
+}
+
+/// Key generation for the existing committee through the coordinator, `args.runs` keys of
+/// each kind: from the call that creates the key to its address. On a coordinator of its
+/// own without a pool (a pool would start filling for every new key).
+async fn timed_key_generations(
+    cluster: &LocalCluster,
+    args: &BenchArgs,
+    name: &'static str,
+    dir: &Path,
+    audit: Arc<AuditLog>,
+) -> Result<Vec<Measurement>> {
+    let coordinator = start(
+        cluster,
+        &dir.join("coordinator-keys.db"),
+        audit,
+        CoordinatorSettings::default(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for (kind, step, _) in DKG_STEPS {
+        let bar = progress(format!("{name}: {step}"), args.runs);
+        let mut samples = Vec::new();
+        for i in 0..args.runs {
+            let t = Instant::now();
+            let key = coordinator
+                .create_key(
+                    &format!("bench-{kind}-{i}"),
+                    cluster.parties.clone(),
+                    args.t,
+                    kind,
+                )
+                .await?;
+            let address = coordinator
+                .key_address(&key.name, &[], None, BitcoinNetwork::Regtest)
+                .await?;
+            samples.push(t.elapsed());
+            if address.address.is_empty() {
+                bail!("key {} has no address", key.name);
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        out.push(Measurement::new(step, name, &samples));
+    }
+    coordinator.shutdown().await;
+    Ok(out)
+}
+
+/// The library's step a step through the coordinator compares with.
+pub(super) fn raw_step(step: &str) -> &str {
+    API_STEPS
+        .iter()
+        .chain(&DKG_STEPS)
+        .find(|(_, api, _)| *api == step)
+        .map_or(step, |(_, _, raw)| *raw)
 }
 
 /// One key of `kind`, its pool filled, and `args.runs` requests signed from it, timed.

@@ -153,19 +153,22 @@ struct Overhead {
     ratio: f64,
 }
 
-const STEPS: [&str; 19] = [
+const STEPS: [&str; 22] = [
     "dkg",
+    api::DKG_STEPS[0].1,
     "aux info",
     "presign",
     "online sign",
     "full sign",
     "refresh",
     TAPROOT_STEPS.dkg,
+    api::DKG_STEPS[1].1,
     TAPROOT_STEPS.commit,
     TAPROOT_STEPS.online,
     TAPROOT_STEPS.full,
     TAPROOT_STEPS.refresh,
     ED25519_STEPS.dkg,
+    api::DKG_STEPS[2].1,
     ED25519_STEPS.commit,
     ED25519_STEPS.online,
     ED25519_STEPS.full,
@@ -522,10 +525,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
         .filter(|m| m.network != "raw")
         .filter_map(|m| {
             // Through the coordinator, a step compares with the library's step it runs.
-            let raw_step = api::API_STEPS
-                .iter()
-                .find(|(_, step, _)| *step == m.step)
-                .map_or(m.step, |(_, _, raw)| *raw);
+            let raw_step = api::raw_step(m.step);
             let raw = measurements
                 .iter()
                 .find(|r| r.network == "raw" && r.step == raw_step)?;
@@ -553,7 +553,8 @@ async fn bench(args: BenchArgs) -> Result<()> {
                the api steps run through the coordinator (in process, SQLite, its pool of \
                presignatures and committed nonces), from the last approval to the signed \
                request's result verified against the key, and compare with the library's \
-               online signing",
+               online signing; the api dkg steps create keys on the ready committee through a \
+               coordinator, from the call to the key's address",
         measurements,
         overhead,
         stages,
