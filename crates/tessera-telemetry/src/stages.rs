@@ -70,6 +70,25 @@ pub struct StageTotal {
 }
 
 impl StageTotal {
+    /// What `after` observed beyond `before` (totals taken earlier, from the same clocks or
+    /// added up the same way): counts and times subtracted, stages with nothing new left out.
+    pub fn since(before: &[StageTotal], after: Vec<StageTotal>) -> Vec<StageTotal> {
+        after
+            .into_iter()
+            .map(|now| {
+                let earlier = before
+                    .iter()
+                    .find(|b| b.operation == now.operation && b.stage == now.stage);
+                StageTotal {
+                    count: now.count - earlier.map_or(0, |b| b.count),
+                    seconds: now.seconds - earlier.map_or(0.0, |b| b.seconds),
+                    ..now
+                }
+            })
+            .filter(|t| t.count > 0)
+            .collect()
+    }
+
     /// The mean time of one observation, in milliseconds (0 if none).
     pub fn mean_ms(&self) -> f64 {
         if self.count == 0 {
@@ -151,20 +170,7 @@ impl StageTimes {
 
     /// The stages observed since `before` was taken (counts and times subtracted).
     pub fn since(&self, before: &[StageTotal]) -> Vec<StageTotal> {
-        self.totals()
-            .into_iter()
-            .map(|now| {
-                let earlier = before
-                    .iter()
-                    .find(|b| b.operation == now.operation && b.stage == now.stage);
-                StageTotal {
-                    count: now.count - earlier.map_or(0, |b| b.count),
-                    seconds: now.seconds - earlier.map_or(0.0, |b| b.seconds),
-                    ..now
-                }
-            })
-            .filter(|t| t.count > 0)
-            .collect()
+        StageTotal::since(before, self.totals())
     }
 }
 

@@ -35,11 +35,7 @@ impl Coordinator {
         id: RequestId,
         details: &[(&str, String)],
     ) {
-        let mut event = NewEvent::new(actor, action, format!("request:{id}"));
-        for (key, value) in details {
-            event = event.detail(*key, value);
-        }
-        self.audit.note(event);
+        self.audit.note(request_event(actor, action, id, details));
     }
 
     /// Records an event about session `session` of request `id`.
@@ -69,11 +65,8 @@ impl Coordinator {
         id: RequestId,
         details: &[(&str, String)],
     ) {
-        let mut event = NewEvent::new(actor, action, format!("request:{id}"));
-        for (key, value) in details {
-            event = event.detail(*key, value);
-        }
-        self.audit.note_unflushed(event);
+        self.audit
+            .note_unflushed(request_event(actor, action, id, details));
     }
 
     /// Makes every event written so far durable (nothing to do if a flush covered them).
@@ -85,4 +78,13 @@ impl Coordinator {
     pub(crate) fn audit_note(&self, event: NewEvent) {
         self.audit.note(event);
     }
+}
+
+/// The event `action` by `actor` about request `id`, with `details`.
+fn request_event(actor: &str, action: &str, id: RequestId, details: &[(&str, String)]) -> NewEvent {
+    let mut event = NewEvent::new(actor, action, format!("request:{id}"));
+    for (key, value) in details {
+        event = event.detail(*key, value);
+    }
+    event
 }

@@ -86,24 +86,6 @@ fn node_totals(cluster: &LocalCluster) -> Vec<StageTotal> {
     sum
 }
 
-/// What was observed after `before` was taken.
-fn difference(before: &[StageTotal], after: Vec<StageTotal>) -> Vec<StageTotal> {
-    after
-        .into_iter()
-        .filter_map(|total| {
-            let earlier = before
-                .iter()
-                .find(|b| b.operation == total.operation && b.stage == total.stage);
-            let count = total.count - earlier.map_or(0, |b| b.count);
-            (count > 0).then(|| StageTotal {
-                count,
-                seconds: total.seconds - earlier.map_or(0.0, |b| b.seconds),
-                ..total
-            })
-        })
-        .collect()
-}
-
 /// Starts a coordinator over `cluster` (its database in `dir`), makes one key of each kind on
 /// the whole committee, fills each key's pool with `args.runs` presignatures or committed
 /// nonces, then times `args.runs` requests per kind through the coordinator, and where their
@@ -152,8 +134,8 @@ fn stage_reports(
     coordinator: &Coordinator,
     cluster: &LocalCluster,
 ) -> Vec<StageReport> {
-    let at_coordinator = difference(&before.0, coordinator.counters().stages().totals());
-    let at_nodes = difference(&before.1, node_totals(cluster));
+    let at_coordinator = StageTotal::since(&before.0, coordinator.counters().stages().totals());
+    let at_nodes = StageTotal::since(&before.1, node_totals(cluster));
     let services = [("coordinator", at_coordinator), ("nodes", at_nodes)];
     services
         .into_iter()
